@@ -1,0 +1,14 @@
+"""fdgpu: a differentiable JPEG / Feature-Distillation layer for PyTorch.
+
+>>> import torch, fdgpu
+>>> x = torch.rand(2, 3, 32, 32)
+>>> fdgpu.jpeg(x, quality=75).shape
+torch.Size([2, 3, 32, 32])
+"""
+__version__ = "0.1.0"
+
+from . import tables
+from .functional import feature_distillation, jpeg, requantize
+from .modules import JPEG, FDJpeg, Requantize
+
+__all__ = ["__version__", "tables", "jpeg", "feature_distillation", "requantize", "JPEG", "FDJpeg", "Requantize"]

@@ -1,0 +1,85 @@
+"""JFIF full-range colour conversion (libjpeg jccolor.c / jdcolor.c), exact fixed-point and real-valued."""
+from __future__ import annotations
+
+import torch
+
+SCALEBITS = 16
+ONE_HALF = 1 << (SCALEBITS - 1)
+CENTER = 128
+
+
+def _fix(c: float) -> int:
+    """libjpeg's FIX(x): the constant in 16.16 fixed point, rounded."""
+    return int(c * (1 << SCALEBITS) + 0.5)
+
+
+# Forward (encoder) constants as libjpeg writes them, rows Y, Cb, Cr; columns R, G, B.
+RGB_TO_YCC = ((0.29900, 0.58700, 0.11400),
+              (-0.16874, -0.33126, 0.50000),
+              (0.50000, -0.41869, -0.08131))
+RGB_TO_YCC_FIX = tuple(tuple(_fix(c) if c >= 0 else -_fix(-c) for c in row) for row in RGB_TO_YCC)
+# Y gets +ONE_HALF; Cb and Cr get the offset 128 and a rounding fudge of 0.5 - epsilon (jccolor.c).
+RGB_TO_YCC_BIAS = (ONE_HALF, (CENTER << SCALEBITS) + ONE_HALF - 1, (CENTER << SCALEBITS) + ONE_HALF - 1)
+
+# Inverse (decoder) constants: R = Y + 1.402 Cr', G = Y - 0.34414 Cb' - 0.71414 Cr', B = Y + 1.772 Cb'
+# (Cb' = Cb - 128, Cr' = Cr - 128); rows R, G, B, columns Cb', Cr'.
+YCC_TO_RGB = ((0.0, 1.40200), (-0.34414, -0.71414), (1.77200, 0.0))
+YCC_TO_RGB_FIX = tuple(tuple(_fix(c) if c >= 0 else -_fix(-c) for c in row) for row in YCC_TO_RGB)
+
+
+def rgb_to_ycbcr(u: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    """RGB -> YCbCr (JFIF, full range).
+
+    Args:
+        u: ``(N, 3, H, W)`` RGB samples in 0..255 (integer-valued when ``exact``).
+        exact: emulate libjpeg's 16-bit fixed-point conversion (output integers), else the real-valued map.
+
+    Returns:
+        ``(N, 3, H, W)`` Y, Cb, Cr in 0..255.
+    """
+    if not exact:
+        return rgb_to_ycbcr_linear(u)
+    w = torch.tensor(RGB_TO_YCC_FIX, dtype=u.dtype, device=u.device)
+    b = torch.tensor(RGB_TO_YCC_BIAS, dtype=u.dtype, device=u.device)
+    # Integer products and sums stay below 2**24, so float32 holds them exactly and floor() is libjpeg's >> 16.
+    s = torch.einsum("ck,nkhw->nchw", w, u).add_(b.view(1, 3, 1, 1))
+    return s.mul_(1.0 / (1 << SCALEBITS)).floor_()
+
+
+def rgb_to_ycbcr_linear(u: torch.Tensor) -> torch.Tensor:
+    """Real-valued RGB -> YCbCr: ``(N, 3, H, W) -> (N, 3, H, W)``, offsets 0/128/128 included."""
+    w = torch.tensor(RGB_TO_YCC, dtype=u.dtype, device=u.device)
+    out = torch.einsum("ck,nkhw->nchw", w, u)
+    out[:, 1:] += CENTER
+    return out
+
+
+def ycbcr_to_rgb(y: torch.Tensor, cbcr: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    """YCbCr -> RGB (JFIF, full range), followed by libjpeg's range limit to [0, 255] when ``exact``.
+
+    Args:
+        y: ``(N, H, W)`` decoded luma in 0..255.
+        cbcr: ``(N, 2, H, W)`` upsampled chroma in 0..255.
+        exact: emulate jdcolor.c (each chroma term rounded in 16.16 fixed point, then clamped), else real-valued.
+
+    Returns:
+        ``(N, 3, H, W)`` RGB.
+    """
+    w = torch.tensor(YCC_TO_RGB_FIX if exact else YCC_TO_RGB, dtype=y.dtype, device=y.device)
+    c = cbcr - CENTER
+    if not exact:
+        return torch.einsum("ck,nkhw->nchw", w, c).add_(y.unsqueeze(1))
+    t = torch.einsum("ck,nkhw->nchw", w, c).add_(ONE_HALF).mul_(1.0 / (1 << SCALEBITS)).floor_()
+    return t.add_(y.unsqueeze(1)).clamp_(0, 255)
+
+
+def rgb_to_ycbcr_adjoint(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint (transpose) of the real-valued RGB -> YCbCr map: ``(N, 3, H, W) -> (N, 3, H, W)``."""
+    w = torch.tensor(RGB_TO_YCC, dtype=g.dtype, device=g.device)
+    return torch.einsum("ck,nchw->nkhw", w, g)
+
+
+def ycbcr_to_rgb_adjoint(g: torch.Tensor):
+    """Adjoint of the real-valued YCbCr -> RGB map: ``(N, 3, H, W)`` RGB grads -> ``(N, H, W)`` Y, ``(N, 2, H, W)``."""
+    w = torch.tensor(YCC_TO_RGB, dtype=g.dtype, device=g.device)
+    return g.sum(1), torch.einsum("ck,nchw->nkhw", w, g)

@@ -1,0 +1,130 @@
+"""The whole JPEG round trip in PyTorch, stage by stage, as libjpeg-turbo (and so Pillow) computes it.
+
+``forward`` is the reference that the Triton kernels are tested against and the CPU implementation; ``backward``
+is the explicit adjoint used by the ``ste`` and ``soft`` backward modes; ``linear_map`` is the pipeline with every
+rounding and clamp removed (the map ``L`` whose transpose ``ste`` applies).
+
+Shapes: ``x`` is ``(N, C, H, W)`` float in [0, 1] with C in {1, 3}; tables are ``(8, 8)`` or ``(N, 8, 8)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
+from .dct import block_dct, block_idct
+from .quantize import quantize_dequantize
+from .sampling import (FACTORS, downsample, downsample_adjoint, pad_replicate, pad_replicate_adjoint, upsample,
+                       upsample_adjoint)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one image through the codec: MCU-padded planes and the real (decoded) chroma size."""
+    h: int
+    w: int
+    hs: int  # chroma subsampling factors (1, 1) for 4:4:4 and grayscale
+    vs: int
+    hp: int  # image padded to whole MCUs (edge replication)
+    wp: int
+    hc: int  # real chroma samples: ceil(h / vs) x ceil(w / hs)
+    wc: int
+
+    @staticmethod
+    def of(h: int, w: int, channels: int, subsampling: str) -> "Geometry":
+        hs, vs = FACTORS[subsampling] if channels == 3 else (1, 1)
+        mh, mw = 8 * vs, 8 * hs
+        return Geometry(h, w, hs, vs, -(-h // mh) * mh, -(-w // mw) * mw, -(-h // vs), -(-w // hs))
+
+
+def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool):
+    """Level shift, DCT, quantize + dequantize, IDCT, round and clamp: ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)``."""
+    c = block_dct(p - 128.0)
+    if linear:
+        return block_idct(c) + 128.0, None
+    c, weight = quantize_dequantize(c, table, need_weight)
+    s = block_idct(c)
+    # jidctint.c descales with round-half-up, then range-limits to 0..255 (128 is added before the limit).
+    return s.add_(128.5).floor_().clamp_(0, 255), weight
+
+
+def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor], subsampling: str,
+            need_weight: bool = False, linear: bool = False) -> Tuple[torch.Tensor, Tuple]:
+    """JPEG-compress and decode ``x``.
+
+    Args:
+        x: ``(N, C, H, W)`` float32/float64 in [0, 1], C in {1, 3}.
+        luma_table, chroma_table: ``(8, 8)`` or ``(N, 8, 8)`` steps; chroma is unused for C = 1.
+        subsampling: "4:4:4", "4:2:2" or "4:2:0" (ignored for C = 1).
+        need_weight: also return the soft-rounding derivative of every coefficient (for ``backward="soft"``).
+        linear: evaluate ``L`` instead: every rounding and clamp removed (quantization becomes the identity).
+
+    Returns:
+        ``(y, weights)``: ``y`` is ``(N, C, H, W)`` on the 1/255 grid (real-valued when ``linear``); ``weights`` is
+        ``(luma, chroma)`` coefficient-derivative planes ``(N, 1, Hp, Wp)`` and ``(N, 2, Hp / vs, Wp / hs)`` (or None).
+    """
+    n, ch, h, w = x.shape
+    g = Geometry.of(h, w, ch, subsampling)
+    u = x * 255.0
+    if not linear:
+        u = u.add_(0.5).floor_().clamp_(0, 255)  # the 8-bit samples a real encoder receives
+    u = pad_replicate(u, g.hp, g.wp)
+    if ch == 1:
+        y, wy = _codec(u, luma_table, need_weight, linear)
+        return y[..., :h, :w].mul_(1.0 / 255), (wy, None)
+    ycc = rgb_to_ycbcr(u, exact=not linear)
+    luma = ycc[:, :1]
+    # libjpeg pads the image to an even height before downsampling, then repeats the last *downsampled* row.
+    chroma = downsample(ycc[:, 1:, : g.hc * g.vs], g.hs, g.vs, exact=not linear)
+    chroma = pad_replicate(chroma, g.hp // g.vs, g.wp // g.hs)
+    y_dec, wy = _codec(luma, luma_table, need_weight, linear)
+    c_dec, wcc = _codec(chroma, chroma_table, need_weight, linear)
+    c_up = upsample(c_dec[..., : g.hc, : g.wc], g.hs, g.vs, h, w, exact=not linear)
+    rgb = ycbcr_to_rgb(y_dec[:, 0, :h, :w], c_up, exact=not linear)
+    return rgb.mul_(1.0 / 255), (wy, wcc)
+
+
+def linear_map(x: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """``L(x)``: the pipeline with every rounding and clamp removed. ``(N, C, H, W) -> (N, C, H, W)``."""
+    return forward(x, None, None, subsampling, linear=True)[0]
+
+
+def _coef_adjoint(g: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    # Adjoint of IDCT o (multiply by the rounding derivative) o DCT; the identity for straight-through rounding.
+    if weight is None:
+        return g
+    return block_idct(block_dct(g) * weight)
+
+
+def backward(grad: torch.Tensor, weights: Tuple, subsampling: str) -> torch.Tensor:
+    """Vector-Jacobian product of the pipeline for the ``ste`` (``weights == (None, None)``) and ``soft`` modes.
+
+    Every rounding and clamp is straight-through; coefficient rounding contributes ``weights`` (soft) or 1 (ste).
+    ``grad`` is ``(N, C, H, W)``; returns the gradient with respect to ``x``, same shape.
+    """
+    n, ch, h, w = grad.shape
+    g = Geometry.of(h, w, ch, subsampling)
+    wy, wcc = weights
+    # The 1/255 of the output and the 255 of the input cancel.
+    if ch == 1:
+        if wy is None:
+            return grad.clone()
+        gy = _coef_adjoint(F.pad(grad, (0, g.wp - w, 0, g.hp - h)), wy)
+        return pad_replicate_adjoint(gy, h, w)
+    g_y, g_c = ycbcr_to_rgb_adjoint(grad)                         # (N, H, W), (N, 2, H, W)
+    g_c = upsample_adjoint(g_c, g.hs, g.vs, g.hc, g.wc)           # (N, 2, hc, wc)
+    g_c = F.pad(g_c, (0, g.wp // g.hs - g.wc, 0, (g.hp // g.vs - g.hc) if wcc is not None else 0))
+    if wcc is not None:
+        g_c = pad_replicate_adjoint(_coef_adjoint(g_c, wcc), g.hc, g.wp // g.hs)
+    g_c = downsample_adjoint(g_c, g.hs, g.vs)                     # (N, 2, hc * vs, Wp)
+    g_ycc = grad.new_zeros(n, 3, g.hp, g.wp)
+    if wy is not None:
+        g_ycc[:, 0, :h, :w] = g_y
+        g_ycc[:, :1] = _coef_adjoint(g_ycc[:, :1], wy)
+    else:
+        g_ycc[:, 0, :h, :w] = g_y
+    g_ycc[:, 1:, : g.hc * g.vs] = g_c
+    return pad_replicate_adjoint(rgb_to_ycbcr_adjoint(g_ycc), h, w)

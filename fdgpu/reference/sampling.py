@@ -1,0 +1,121 @@
+"""Chroma down/upsampling as libjpeg-turbo does it (jcsample.c, jdsample.c), plus edge padding and the adjoints."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# subsampling name -> (horizontal factor, vertical factor) of the chroma planes
+FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2)}
+
+
+def pad_replicate(x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
+    """Pad ``(N, C, H, W)`` to ``(N, C, hp, wp)`` by repeating the last row and column (libjpeg's edge expansion)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (hp, wp):
+        return x
+    return F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
+
+
+def pad_replicate_adjoint(g: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Adjoint of :func:`pad_replicate`: fold the padded rows/columns of ``(..., hp, wp)`` back onto row h-1/col w-1."""
+    if g.shape[-1] > w:
+        g = g[..., :w].clone() if g.shape[-1] == w else torch.cat(
+            [g[..., : w - 1], g[..., w - 1:].sum(-1, keepdim=True)], dim=-1)
+    if g.shape[-2] > h:
+        g = torch.cat([g[..., : h - 1, :], g[..., h - 1:, :].sum(-2, keepdim=True)], dim=-2)
+    return g
+
+
+def downsample(c: torch.Tensor, hs: int, vs: int, exact: bool = True) -> torch.Tensor:
+    """Box-average chroma by ``hs x vs``: ``(N, K, H, W) -> (N, K, H / vs, W / hs)`` (H, W multiples of the factors).
+
+    ``exact`` reproduces libjpeg's integer rounding with its alternating bias (1, 2, 1, 2, ... for 2x2 and
+    0, 1, 0, 1, ... for 2x1, restarting on every output row), else the real-valued mean.
+    """
+    if hs == 1 and vs == 1:
+        return c
+    n, k, h, w = c.shape
+    s = c.view(n, k, h // vs, vs, w // hs, hs).sum(dim=(3, 5))
+    if not exact:
+        return s.mul_(1.0 / (hs * vs))
+    bias = torch.tensor((1.0, 2.0) if vs == 2 else (0.0, 1.0), dtype=c.dtype, device=c.device)
+    bias = bias.repeat((w // hs + 1) // 2)[: w // hs]
+    return s.add_(bias).mul_(1.0 / (hs * vs)).floor_()
+
+
+def downsample_adjoint(g: torch.Tensor, hs: int, vs: int) -> torch.Tensor:
+    """Adjoint of the real-valued :func:`downsample`: ``(N, K, h, w) -> (N, K, h * vs, w * hs)``."""
+    if hs == 1 and vs == 1:
+        return g
+    n, k, h, w = g.shape
+    out = (g * (1.0 / (hs * vs))).view(n, k, h, 1, w, 1).expand(n, k, h, vs, w, hs)
+    return out.reshape(n, k, h * vs, w * hs)
+
+
+def _fancy_1d(c: torch.Tensor, dim: int, exact: bool, bias_even: float, bias_odd: float, shift: float):
+    """Triangle upsampling by 2 along ``dim`` (-1 or -2): out[2i] = 3c[i] + c[i-1], out[2i+1] = 3c[i] + c[i+1] (edges repeat)."""
+    n = c.shape[dim]
+    prev = torch.cat([c.narrow(dim, 0, 1), c.narrow(dim, 0, n - 1)], dim=dim)
+    nxt = torch.cat([c.narrow(dim, 1, n - 1), c.narrow(dim, n - 1, 1)], dim=dim)
+    even = c * 3 + prev
+    odd = c * 3 + nxt
+    if exact and shift:
+        even = even.add_(bias_even).mul_(1.0 / shift).floor_()
+        odd = odd.add_(bias_odd).mul_(1.0 / shift).floor_()
+    elif shift:
+        even, odd = even * (1.0 / shift), odd * (1.0 / shift)
+    # interleave along dim (negative): (..., n, 2, ...) -> (..., 2n, ...)
+    return torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
+
+
+def uses_fancy(wc: int) -> bool:
+    """libjpeg-turbo uses the triangle ("fancy") filter only when the chroma plane is wider than 2 samples."""
+    return wc > 2
+
+
+def upsample(c: torch.Tensor, hs: int, vs: int, h: int, w: int, exact: bool = True) -> torch.Tensor:
+    """Upsample decoded chroma ``(N, K, hc, wc)`` to ``(N, K, h, w)`` as libjpeg-turbo's decoder does.
+
+    2x1: out = (3 * near + far + 1 or 2) >> 2. 2x2: vertical sums 3 * near + far, then
+    (3 * near + far + 8 or 7) >> 4. Edges repeat the border sample. Planes at most 2 samples wide are
+    upsampled by replication, as libjpeg-turbo does. ``exact=False`` gives the real-valued filter.
+    """
+    if hs == 1 and vs == 1:
+        return c
+    hc, wc = c.shape[-2:]
+    if not uses_fancy(wc):
+        out = c.repeat_interleave(vs, dim=-2).repeat_interleave(hs, dim=-1)
+        return out[..., :h, :w]
+    if vs == 2:
+        cs = _fancy_1d(c, -2, exact, 0.0, 0.0, 0.0)  # column sums, 4x scale, no rounding
+        out = _fancy_1d(cs, -1, exact, 8.0, 7.0, 16.0)
+    else:
+        out = _fancy_1d(c, -1, exact, 1.0, 2.0, 4.0)
+    return out[..., :h, :w]
+
+
+def _fancy_1d_adjoint(g: torch.Tensor, n: int) -> torch.Tensor:
+    """Adjoint of the unscaled 1-D triangle filter along the last dim: ``(..., L) -> (..., n)``, L in {2n-1, 2n}."""
+    if g.shape[-1] < 2 * n:
+        g = F.pad(g, (0, 2 * n - g.shape[-1]))
+    ge, go = g[..., 0::2], g[..., 1::2]
+    out = (ge + go) * 3
+    out[..., : n - 1] += ge[..., 1:]      # out[2k] used c[k-1]
+    out[..., 0] += ge[..., 0]             # out[0] used c[0] as its left neighbour
+    out[..., 1:] += go[..., : n - 1]      # out[2k+1] used c[k+1]
+    out[..., n - 1] += go[..., n - 1]     # out[2n-1] used c[n-1] as its right neighbour
+    return out
+
+
+def upsample_adjoint(g: torch.Tensor, hs: int, vs: int, hc: int, wc: int) -> torch.Tensor:
+    """Adjoint of the real-valued :func:`upsample`: ``(N, K, h, w) -> (N, K, hc, wc)``."""
+    if hs == 1 and vs == 1:
+        return g
+    if not uses_fancy(wc):
+        n, k, h, w = g.shape
+        g = F.pad(g, (0, wc * hs - w, 0, hc * vs - h))
+        return g.view(n, k, hc, vs, wc, hs).sum(dim=(3, 5))
+    out = _fancy_1d_adjoint(g, wc) * 0.25
+    if vs == 2:
+        out = _fancy_1d_adjoint(out.transpose(-1, -2), hc).transpose(-1, -2) * 0.25
+    return out

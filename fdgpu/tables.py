@@ -1,0 +1,158 @@
+"""Quantization tables: IJG/libjpeg quality scaling, Feature-Distillation presets and data-driven FD design.
+
+All tables are float tensors of shape ``(8, 8)`` in natural (row-major, not zigzag) order, indexed
+``[vertical frequency, horizontal frequency]``; batched tables have shape ``(B, 8, 8)``. They are plain tensors so
+that a caller may wrap them in ``nn.Parameter`` and learn them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple, Union
+
+import torch
+
+# ITU-T T.81 Annex K.1 / libjpeg jcparam.c base tables (natural order), "quality 50".
+STD_LUMA = (
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
+)
+STD_CHROMA = (
+    (17, 18, 24, 47, 99, 99, 99, 99),
+    (18, 21, 26, 66, 99, 99, 99, 99),
+    (24, 26, 56, 99, 99, 99, 99, 99),
+    (47, 66, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+)
+
+# Feature Distillation (Liu et al., CVPR 2019): step 1 on the 15 lowest frequencies (i + j <= 4), and a step
+# Q = 40 > 16 * eps elsewhere (a perturbation of eps pixel levels gives DCT coefficients below 8 * eps, which a step
+# larger than 2 * 8 * eps rounds away; 40 covers eps = 2 levels with margin, as in the paper).
+FD_SENSITIVE_STEP = 1.0
+FD_MALICIOUS_STEP = 40.0
+FD_BAND = 4  # i + j <= FD_BAND is the "accuracy-sensitive" band: 15 frequencies
+
+
+def zigzag_order() -> torch.Tensor:
+    """Return ``(64,)`` int64: the natural-order index (``8 * i + j``) of each zigzag position 0..63."""
+    order = sorted(((i, j) for i in range(8) for j in range(8)),
+                   key=lambda ij: (ij[0] + ij[1], ij[1] if (ij[0] + ij[1]) % 2 == 0 else ij[0]))
+    return torch.tensor([8 * i + j for i, j in order], dtype=torch.int64)
+
+
+def _quality_scale(quality: torch.Tensor) -> torch.Tensor:
+    # libjpeg jpeg_quality_scaling: 5000 / q (C integer division) below 50, 200 - 2q from 50 on. floor() keeps
+    # integer qualities byte-identical with libjpeg and stays defined for float qualities.
+    return torch.where(quality < 50, torch.floor(5000.0 / quality), 200.0 - 2.0 * quality)
+
+
+def ijg(quality: Union[float, int, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Luma and chroma tables of libjpeg's ``jpeg_set_quality(cinfo, quality, force_baseline=TRUE)``.
+
+    Args:
+        quality: a number in [1, 100] (floats allowed), or a ``(B,)`` tensor of them.
+
+    Returns:
+        ``(luma, chroma)``: float32 ``(8, 8)`` each, or ``(B, 8, 8)`` for a ``(B,)`` quality tensor; entries are
+        ``floor((base * scale + 50) / 100)`` clamped to [1, 255], byte-identical to what libjpeg (and Pillow) write.
+
+    Example:
+        >>> luma, chroma = ijg(50)
+        >>> int(luma[0, 0]), int(chroma[7, 7])
+        (16, 99)
+    """
+    q = _check_quality(quality)
+    scale = _quality_scale(q.to(torch.float64))[..., None, None]
+    out = []
+    for base in (STD_LUMA, STD_CHROMA):
+        b = torch.tensor(base, dtype=torch.float64, device=q.device)
+        out.append(torch.floor((b * scale + 50.0) / 100.0).clamp(1, 255).to(torch.float32))
+    return out[0], out[1]
+
+
+def _check_quality(quality) -> torch.Tensor:
+    if isinstance(quality, bool) or not isinstance(quality, (int, float, torch.Tensor)):
+        raise TypeError(f"quality: expected a number or a (B,) tensor in [1, 100], got {type(quality).__name__}")
+    q = torch.as_tensor(quality)
+    if q.dim() > 1:
+        raise ValueError(f"quality: expected a number or a 1-D (B,) tensor, got shape {tuple(q.shape)}")
+    if q.is_complex() or q.dtype == torch.bool:
+        raise TypeError(f"quality: expected a real number in [1, 100], got dtype {q.dtype}")
+    qf = q.detach().to(torch.float64)
+    if q.numel() and (not bool(torch.isfinite(qf).all()) or bool((qf < 1).any()) or bool((qf > 100).any())):
+        bad = qf[~(torch.isfinite(qf) & (qf >= 1) & (qf <= 100))][0].item()
+        raise ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {bad:g}")
+    return qf
+
+
+def fd(strength: float = 1.0) -> torch.Tensor:
+    """The Feature-Distillation table of Liu et al. (CVPR 2019), scaled by ``strength``.
+
+    The 15 lowest frequencies (``i + j <= 4``, the first 15 in zigzag order) get step ``1 * strength``; the other 49
+    get ``40 * strength``. FD(1x), FD(2x), FD(3x) are strength 1, 2, 3; the same table is used for Y, Cb and Cr.
+
+    Returns:
+        float32 ``(8, 8)``.
+
+    Example:
+        >>> t = fd(2.0)
+        >>> float(t[0, 0]), float(t[7, 7]), int((t == 2.0).sum())
+        (2.0, 80.0, 15)
+    """
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+        raise ValueError(f"strength: expected a finite number > 0, got {strength!r}")
+    if strength <= 0:
+        raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {strength:g}")
+    i = torch.arange(8).view(8, 1)
+    j = torch.arange(8).view(1, 8)
+    table = torch.where(i + j <= FD_BAND, FD_SENSITIVE_STEP, FD_MALICIOUS_STEP).to(torch.float32)
+    return table * float(strength)
+
+
+def fd_design(images: torch.Tensor, eps: float, n_sensitive: int = 15) -> torch.Tensor:
+    """Design an FD table from data, following the frequency-component analysis of Liu et al.
+
+    The 64 DCT frequencies are ranked by the standard deviation of their coefficients over all 8x8 luma blocks of
+    ``images``; the ``n_sensitive`` largest-sigma frequencies get step 1 and the others ``ceil(16 * eps)`` (a
+    perturbation of ``eps`` pixel levels gives coefficients below ``8 * eps``; a step above twice that removes it).
+
+    Args:
+        images: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` float in [0, 1] (H, W multiples of 8 are used whole; other
+            sizes are cropped to whole blocks for the statistics only).
+        eps: the perturbation bound in pixel levels (0..255 scale), > 0.
+        n_sensitive: how many frequencies keep step 1, in [0, 64].
+
+    Returns:
+        float32 ``(8, 8)`` table.
+    """
+    from .reference.color import rgb_to_ycbcr_linear
+    from .reference.dct import block_dct
+
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images: expected a (N, 3 or 1, H, W) tensor, got {got}")
+    if images.shape[-2] < 8 or images.shape[-1] < 8:
+        raise ValueError(f"images: expected H, W >= 8 to form 8x8 blocks, got {tuple(images.shape[-2:])}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps: expected a positive number of pixel levels (e.g. 2 for 2/255), got {eps!r}")
+    if not (isinstance(n_sensitive, int) and 0 <= n_sensitive <= 64):
+        raise ValueError(f"n_sensitive: expected an int in [0, 64], got {n_sensitive!r}")
+    x = images.detach().to(torch.float64) * 255.0
+    h8, w8 = x.shape[-2] // 8 * 8, x.shape[-1] // 8 * 8
+    x = x[..., :h8, :w8]
+    luma = rgb_to_ycbcr_linear(x)[:, 0] if x.shape[1] == 3 else x[:, 0]
+    coef = block_dct(luma - 128.0)  # (N, H, W) in block layout
+    n = coef.shape[0]
+    per_freq = coef.view(n, h8 // 8, 8, w8 // 8, 8).permute(2, 4, 0, 1, 3).reshape(64, -1)
+    sigma = per_freq.std(dim=1)
+    table = torch.full((64,), float(math.ceil(16.0 * eps)), dtype=torch.float64)
+    table[torch.argsort(sigma, descending=True, stable=True)[:n_sensitive]] = 1.0
+    return table.view(8, 8).to(torch.float32)

@@ -1,0 +1,1 @@
+"""Triton kernels for fdgpu (installed as ``fdgpu.kernels``). Import requires triton."""
