@@ -99,15 +99,15 @@ def _coef_adjoint(g: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tens
     return block_idct(block_dct(g) * weight)
 
 
-def backward(grad: torch.Tensor, weights: Tuple, subsampling: str) -> torch.Tensor:
-    """Vector-Jacobian product of the pipeline for the ``ste`` (``weights == (None, None)``) and ``soft`` modes.
+def backward(grad: torch.Tensor, weights: Optional[Tuple], subsampling: str) -> torch.Tensor:
+    """Vector-Jacobian product of the pipeline for the ``ste`` (``weights`` None) and ``soft`` modes.
 
     Every rounding and clamp is straight-through; coefficient rounding contributes ``weights`` (soft) or 1 (ste).
     ``grad`` is ``(N, C, H, W)``; returns the gradient with respect to ``x``, same shape.
     """
     n, ch, h, w = grad.shape
     g = Geometry.of(h, w, ch, subsampling)
-    wy, wcc = weights
+    wy, wcc = weights if weights is not None else (None, None)
     # The 1/255 of the output and the 255 of the input cancel.
     if ch == 1:
         if wy is None:

@@ -28,7 +28,7 @@ def quantize_dequantize(c: torch.Tensor, table: torch.Tensor, need_weight: bool 
     weight = None
     if need_weight:
         weight = (z - zr).square_().mul_(3.0).view(n, k, h, w)
-    return zr.mul_(q).view(n, k, h, w), weight
+    return (zr * q).view(n, k, h, w), weight
 
 
 def apply_weight(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

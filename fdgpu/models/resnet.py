@@ -1,0 +1,119 @@
+"""CIFAR-10 ResNets of He et al. (2016), depth 20/32/44/56, with the parameter-free "option A" shortcut.
+
+Parameter names match the state_dicts in ``../shared/models`` (``conv1``, ``bn1``, ``layer{1,2,3}.{i}.conv1`` ...,
+``linear``). Input: ``(B, 3, 32, 32)`` normalised images (put :class:`~fdgpu.models.Normalize` in front); output:
+``(B, 10)`` logits.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DEPTHS = (20, 32, 44, 56)
+
+
+class _PadShortcut(nn.Module):
+    """Option-A shortcut: keep every second pixel and zero-pad channels by ``pad`` on each side."""
+
+    def __init__(self, pad: int):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    """``conv3x3(stride) - BN - ReLU - conv3x3 - BN``, plus the shortcut, then ReLU."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride != 1 or in_planes != planes:
+            self.shortcut: nn.Module = _PadShortcut(planes // 4)
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-``depth`` for 32x32 inputs: ``(B, 3, 32, 32)`` normalised -> ``(B, num_classes)`` logits.
+
+    Args:
+        depth: one of 20, 32, 44, 56 (``6n + 2``; n basic blocks per stage, widths 16/32/64).
+        num_classes: output size (10 for CIFAR-10).
+    """
+
+    def __init__(self, depth: int = 20, num_classes: int = 10):
+        super().__init__()
+        if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
+            raise ValueError(f"depth: expected 6n + 2 (20, 32, 44 or 56 have weights), got {depth!r}")
+        n = (depth - 2) // 6
+        self.depth = depth
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes = 16
+        stages = []
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def cifar_resnet(depth: int = 20, weights: Optional[Union[str, os.PathLike]] = None,
+                 num_classes: int = 10) -> CifarResNet:
+    """Build a CIFAR ResNet and optionally load a state_dict, in eval mode.
+
+    Args:
+        depth: 20, 32, 44 or 56.
+        weights: path to a ``.pt`` state_dict (e.g. ``../shared/models/resnet20-cifar10.pt``); a leading
+            ``module.`` prefix (DataParallel) is stripped. ``None`` keeps the random initialisation.
+
+    Returns:
+        the network (expects normalised input: use ``nn.Sequential(Normalize(CIFAR10_MEAN, CIFAR10_STD), net)``).
+
+    Example:
+        >>> net = cifar_resnet(20)
+        >>> net(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+    net = CifarResNet(depth, num_classes)
+    if weights is not None:
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights: expected a state_dict file for resnet{depth}, got {path!r} "
+                                    f"(which does not exist); pass the path to e.g. resnet{depth}-cifar10.pt")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"weights: expected a state_dict of a CIFAR ResNet-{depth}, got one that does not "
+                             f"fit ({exc}); check the depth matches the file") from None
+    return net.eval()
