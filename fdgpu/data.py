@@ -1,0 +1,121 @@
+"""Data loaders for evaluation: CIFAR-10 ``.npz`` subsets and folders of images.
+
+Paths always come from the caller; the only fallback is the environment variable ``FDGPU_DATA``, which names a
+folder laid out like the project's shared data (``cifar10/test.npz``, ``cifar10/train10k.npz``, ``natural/*.png``).
+
+All loaders return ``x`` as ``(N, 3, H, W)`` float32 in [0, 1] (exact ``uint8 / 255``) and ``y`` as ``(N,)`` int64.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, os.PathLike]
+ENV_VAR = "FDGPU_DATA"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def data_root(root: Optional[PathLike] = None) -> Path:
+    """The data folder: ``root`` if given, else ``$FDGPU_DATA``.
+
+    Raises:
+        FileNotFoundError: when neither is given or the folder does not exist.
+    """
+    if root is None:
+        root = os.environ.get(ENV_VAR)
+        if not root:
+            raise FileNotFoundError(f"expected a data folder, got none: pass root=... (or --data) or set {ENV_VAR} "
+                                    f"to a folder holding cifar10/test.npz")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"expected a data folder, got {str(path)!r} which is not a directory")
+    return path
+
+
+def resolve_cifar10(name_or_path: PathLike, root: Optional[PathLike] = None) -> Path:
+    """Map ``"test"`` / ``"train10k"`` (or ``"cifar10:test"``) to ``<root>/cifar10/<name>.npz``; pass paths through."""
+    s = os.fspath(name_or_path)
+    if s.startswith("cifar10:"):
+        s = s.split(":", 1)[1]
+    if os.sep not in s and "/" not in s and not s.endswith(".npz"):
+        return data_root(root) / "cifar10" / f"{s}.npz"
+    return Path(s).expanduser()
+
+
+def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
+             limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Load a CIFAR-style ``.npz`` with ``x`` uint8 ``(N, H, W, 3)`` HWC and ``y`` int ``(N,)``.
+
+    Args:
+        path: a file path, or ``"test"`` / ``"train10k"`` resolved under ``root`` / ``$FDGPU_DATA`` + ``cifar10/``.
+        start, limit: keep images ``start .. start + limit - 1`` (``limit=None``: all from ``start``).
+
+    Returns:
+        ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
+
+    Example:
+        >>> x, y = load_npz("test", limit=8)   # doctest: +SKIP   (needs $FDGPU_DATA)
+    """
+    p = resolve_cifar10(path, root)
+    if not p.is_file():
+        raise FileNotFoundError(f"expected an .npz file with arrays x, y, got {str(p)!r} which does not exist")
+    with np.load(p) as f:
+        if "x" not in f or "y" not in f:
+            raise ValueError(f"expected arrays 'x' and 'y' in {str(p)!r}, got {sorted(f.keys())}")
+        end = None if limit is None else start + int(limit)
+        xs, ys = f["x"][start:end], f["y"][start:end]
+    if xs.ndim != 4 or xs.shape[-1] not in (1, 3):
+        raise ValueError(f"expected x of shape (N, H, W, 3) in {str(p)!r}, got {xs.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2).contiguous()
+    x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+    return x, torch.from_numpy(np.asarray(ys)).to(torch.int64)
+
+
+def load_image_folder(path: PathLike, size: Optional[Tuple[int, int]] = None, labels_csv: Optional[PathLike] = None,
+                      limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """Load every image in a folder (sorted by name) as RGB.
+
+    Args:
+        path: the folder.
+        size: ``(H, W)`` to resize to (bilinear, Pillow); needed when the images differ in size.
+        labels_csv: optional CSV with columns ``ImageId`` (file stem) and ``TrueLabel`` (or a second column) for
+            the labels, as in ``natural/images.csv``; without it labels are -1.
+        limit: keep the first ``limit`` images.
+
+    Returns:
+        ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64, and the file names.
+    """
+    from PIL import Image
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"expected a folder of images, got {str(folder)!r} which is not a directory")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise FileNotFoundError(f"expected image files ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}, got none")
+    labels = {}
+    if labels_csv is not None:
+        import csv
+        with open(labels_csv, newline="") as fh:
+            for row in csv.DictReader(fh):
+                key = row.get("ImageId") or next(iter(row.values()))
+                val = row.get("TrueLabel") or list(row.values())[1]
+                labels[key] = int(val)
+    arrays = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            arrays.append(np.asarray(im))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"expected images of one size, got {sorted(shapes)[:3]}...; pass size=(H, W)")
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    y = torch.tensor([labels.get(f.stem, -1) for f in files], dtype=torch.int64)
+    return x.contiguous(), y, [f.name for f in files]
