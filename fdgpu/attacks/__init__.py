@@ -1,1 +1,17 @@
-"""(in progress)"""
+"""Attacks for evaluating preprocessing defences: FGSM, PGD (L-inf / L2), EOT-PGD and a BPDA wrapper.
+
+Everything works in [0, 1] pixel space on any device, in batches, and draws randomness only from a
+``torch.Generator`` it is given.
+
+>>> import torch, torch.nn as nn, fdgpu
+>>> from fdgpu.attacks import pgd
+>>> model = nn.Sequential(fdgpu.FDJpeg(backward="bpda"), nn.Flatten(), nn.Linear(3 * 16 * 16, 10))
+>>> x, y = torch.rand(2, 3, 16, 16), torch.tensor([1, 2])
+>>> x_adv = pgd(model, x, y, eps=8 / 255, steps=2, generator=torch.Generator().manual_seed(0))
+>>> bool(((x_adv - x).abs() <= 8 / 255 + 1e-6).all())
+True
+"""
+from .bpda import BPDA
+from .gradient import NORMS, eot, fgsm, pgd
+
+__all__ = ["fgsm", "pgd", "eot", "BPDA", "NORMS"]
