@@ -1,0 +1,86 @@
+"""Loading the clean images the baselines need (quilting's patch database), and a synthetic stand-in.
+
+Paths always come from arguments or from the environment variable ``FDGPU_DATA`` (a folder laid out as
+``cifar10/train10k.npz``, ``cifar10/test.npz`` and ``natural/*.png``); nothing here knows where a checkout keeps
+its data. Images are returned as uint8 arrays (M, H, W, 3), HWC RGB.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+
+def data_root(path: Optional[PathLike] = None) -> Optional[Path]:
+    """``path`` if given, else ``$FDGPU_DATA`` if set, else ``None``."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("FDGPU_DATA")
+    return Path(env) if env else None
+
+
+def load_cifar(npz_path: PathLike, limit: Optional[int] = None) -> np.ndarray:
+    """CIFAR-10 images from an ``.npz`` with key ``x``: uint8 (M, 32, 32, 3). ``limit``: keep the first M."""
+    path = Path(npz_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a CIFAR-10 .npz file with key 'x', got {path} (not found). "
+                                f"Pass its path, or set FDGPU_DATA to the folder holding cifar10/.")
+    with np.load(path) as d:
+        x = d["x"]
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images (M, H, W, 3) under key 'x' in {path}, got {x.dtype} {x.shape}.")
+    return x[:limit] if limit is not None else x
+
+
+def load_natural(folder: PathLike, start: int = 0, stop: Optional[int] = 100,
+                 size: Optional[int] = None) -> np.ndarray:
+    """PNG/JPEG photos ``start:stop`` of ``folder`` sorted by file name: uint8 (M, H, W, 3).
+
+    Images 0-99 of the shared natural set are the ones meant for building databases; keep the rest for evaluation.
+    ``size``: resize (bicubic) to size x size; otherwise all images must share one size.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) \
+        if folder.is_dir() else []
+    files = files[start:stop]
+    if not files:
+        raise FileNotFoundError(f"expected image files (png/jpg) in {folder}[{start}:{stop}], got none. "
+                                f"Pass a folder of photos, or set FDGPU_DATA to the folder holding natural/.")
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            out.append(np.asarray(im, dtype=np.uint8))
+    shapes = {a.shape for a in out}
+    if len(shapes) != 1:
+        raise ValueError(f"expected photos of one size in {folder}, got {sorted(shapes)}; pass size= to resize.")
+    return np.stack(out)
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smooth random colour images with a few sharp edges: uint8 (n, size, size, 3).
+
+    A stand-in when no real data is given (tests, ``fdgpu bench`` without data): piecewise-smooth like photos, so
+    quilting and TV behave plausibly, but results on them say nothing about real images.
+    """
+    from scipy.ndimage import zoom
+
+    rng = np.random.default_rng(seed)
+    cells = max(2, size // 6)
+    low = rng.random((n, cells, cells, 3), dtype=np.float32)
+    img = zoom(low, (1, size / cells, size / cells, 1), order=1)[:, :size, :size]
+    # a random half-plane edge per image, and mild texture
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    a, b, c = rng.normal(size=(3, n, 1, 1)).astype(np.float32)
+    edge = ((a * yy + b * xx + c * 0.3) > 0).astype(np.float32)[..., None]
+    img = 0.7 * img + 0.3 * edge * rng.random((n, 1, 1, 3), dtype=np.float32)
+    img += 0.03 * rng.standard_normal(img.shape, dtype=np.float32)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
