@@ -1,1 +1,16 @@
-"""(in progress)"""
+"""Defence evaluation: ``evaluate`` (Python API behind ``fdgpu eval``), spec parsing and reports.
+
+>>> import torch, torch.nn as nn
+>>> from fdgpu.eval import evaluate
+>>> clf = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10)).eval()
+>>> x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 10, (4,))
+>>> rows = evaluate(clf, x, y, ["none", "fd:1"], ["fgsm:8"], ["transfer", "bpda"], batch_size=2)
+>>> [(r["defence"], r["view"]) for r in rows]
+[('none', '-'), ('fd:1', 'transfer'), ('fd:1', 'bpda')]
+"""
+from .core import evaluate, run_attack
+from .report import markdown_table, plot, write_json
+from .specs import VIEWS, AttackSpec, DefenceSpec, build_defence, parse_attack, parse_defence
+
+__all__ = ["evaluate", "run_attack", "parse_attack", "parse_defence", "build_defence", "AttackSpec", "DefenceSpec",
+           "VIEWS", "markdown_table", "plot", "write_json"]

@@ -211,7 +211,8 @@ class JPGNoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import fdgpu
         with torch.no_grad():
-            d = (fdgpu.jpeg(x.detach(), self.quality, subsampling=self.subsampling, backward="bpda") - x.detach()).flatten(1)
+            y = fdgpu.jpeg(x.detach(), self.quality, subsampling=self.subsampling, backward="bpda")
+            d = (y - x.detach()).flatten(1)
             perm = torch.stack([torch.randperm(d.shape[1], generator=self.generator) for _ in range(d.shape[0])])
             d = torch.gather(d, 1, perm.to(d.device)).view_as(x)
             out = (x.detach() + d).clamp(0.0, 1.0)
