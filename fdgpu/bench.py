@@ -285,7 +285,7 @@ def _table(results: list) -> str:
         if "median_ms" not in r:
             lines.append(f"{r['size']:>5} {r['batch']:>5}  {r['method']:<22} {'skipped: ' + r.get('skipped', '')}")
             continue
-        ratio = f"{r['ratio_to_fdgpu']:.1f}" if r.get("ratio_to_fdgpu") is not None else "-"
+        ratio = f"{r['ratio_to_fdgpu']:.3g}" if r.get("ratio_to_fdgpu") is not None else "-"
         lines.append(f"{r['size']:>5} {r['batch']:>5}  {r['method']:<22} {r['median_ms']:>15.4g} "
                      f"{r['iqr_ms']:>10.3g} {r['n']:>3}  {ratio:>10}")
     return "\n".join(lines)
