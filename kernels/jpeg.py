@@ -1,0 +1,476 @@
+"""Triton kernels for the JPEG round trip, forward and backward, mirroring :mod:`fdgpu.reference.jpeg`.
+
+Layout. Every kernel works on a tile of whole 8x8 blocks held as ``[BLOCKS, 64]`` (one row per block, column
+``k = 8 r + c`` for the sample at row r, column c of the block) so that the DCT is one ``tl.dot`` with the 64x64
+Kronecker matrix ``K = D (x) D`` (``coef = p @ K^T``, ``p = coef @ K``), in IEEE fp32 because a rounding decision
+follows. A tile is ``TBH x TBW`` blocks, always a whole number of MCUs, so that the edge-replication padding of an
+image (which never leaves its last MCU) can be folded back inside one program in the backward pass.
+
+Kernels (the launchers are :func:`forward` and :func:`backward` in ``kernels/__init__.py``):
+
+* ``_jpeg_fwd_kernel``: grayscale and 4:4:4, fully fused: load RGB once, 8-bit rounding, fixed-point RGB->YCbCr,
+  level shift, DCT, divide, round half away from zero, multiply back, IDCT, round/clamp, fixed-point YCbCr->RGB,
+  clamp, /255, store once.
+* ``_jpeg_fwd_sub_kernel`` + ``_jpeg_up_kernel`` (4:2:2, 4:2:0): libjpeg's "fancy" upsampling needs the chroma
+  samples of neighbouring MCUs, so the pipeline is split: the first kernel encodes+decodes luma and the box-averaged
+  chroma of its MCUs and writes the decoded 8-bit samples (uint8, exact: they are integers in 0..255); the second
+  upsamples chroma and converts to RGB. Bytes per pixel: 12 read + 1 + 0.5 (4:2:0) written, then 1.5 read + 12
+  written = 27 B/px instead of 24 for a single fused pass (see docs/kernels.md for the halo alternative).
+* ``_jpeg_bwd_chroma_kernel`` (4:2:x): adjoint of upsampling + colour conversion gathered per chroma sample, then
+  (soft) the coefficient-domain weight ``3 (z - round z)^2`` with ``z`` recomputed from ``x``, and the fold of the
+  replicated chroma rows; writes the chroma-plane gradient (fp32, half resolution).
+* ``_jpeg_bwd_kernel``: luma (and 4:4:4 chroma) gradient, soft weights recomputed from ``x``, the chroma gradient
+  of the previous kernel spread back over its box, transposed RGB->YCbCr, fold of the padding, store once.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from fdgpu.reference.color import RGB_TO_YCC, RGB_TO_YCC_BIAS, RGB_TO_YCC_FIX, YCC_TO_RGB, YCC_TO_RGB_FIX
+
+# libjpeg's 16.16 fixed-point constants (jccolor.c / jdcolor.c), taken from the reference so that both agree.
+# All products and sums below stay integers under 2**24, so plain fp32 FMAs compute them exactly.
+_YR = tl.constexpr(float(RGB_TO_YCC_FIX[0][0]))
+_YG = tl.constexpr(float(RGB_TO_YCC_FIX[0][1]))
+_YB = tl.constexpr(float(RGB_TO_YCC_FIX[0][2]))
+_BR = tl.constexpr(float(RGB_TO_YCC_FIX[1][0]))
+_BG = tl.constexpr(float(RGB_TO_YCC_FIX[1][1]))
+_BB = tl.constexpr(float(RGB_TO_YCC_FIX[1][2]))
+_RR = tl.constexpr(float(RGB_TO_YCC_FIX[2][0]))
+_RG = tl.constexpr(float(RGB_TO_YCC_FIX[2][1]))
+_RB = tl.constexpr(float(RGB_TO_YCC_FIX[2][2]))
+_Y0 = tl.constexpr(float(RGB_TO_YCC_BIAS[0]))
+_C0 = tl.constexpr(float(RGB_TO_YCC_BIAS[1]))
+_R_CR = tl.constexpr(float(YCC_TO_RGB_FIX[0][1]))
+_G_CB = tl.constexpr(float(YCC_TO_RGB_FIX[1][0]))
+_G_CR = tl.constexpr(float(YCC_TO_RGB_FIX[1][1]))
+_B_CB = tl.constexpr(float(YCC_TO_RGB_FIX[2][0]))
+# Real-valued maps for the adjoints (the backward is defined on the real-valued pipeline L).
+_LYR = tl.constexpr(RGB_TO_YCC[0][0])
+_LYG = tl.constexpr(RGB_TO_YCC[0][1])
+_LYB = tl.constexpr(RGB_TO_YCC[0][2])
+_LBR = tl.constexpr(RGB_TO_YCC[1][0])
+_LBG = tl.constexpr(RGB_TO_YCC[1][1])
+_LBB = tl.constexpr(RGB_TO_YCC[1][2])
+_LRR = tl.constexpr(RGB_TO_YCC[2][0])
+_LRG = tl.constexpr(RGB_TO_YCC[2][1])
+_LRB = tl.constexpr(RGB_TO_YCC[2][2])
+_LR_CR = tl.constexpr(YCC_TO_RGB[0][1])
+_LG_CB = tl.constexpr(YCC_TO_RGB[1][0])
+_LG_CR = tl.constexpr(YCC_TO_RGB[1][1])
+_LB_CB = tl.constexpr(YCC_TO_RGB[2][0])
+_INV_FIX = tl.constexpr(1.0 / 65536)
+_HALF_FIX = tl.constexpr(32768.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stages (device functions), named after the reference stages
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _to_8bit(b_x):
+    """floor(255 x + 0.5) clamped to 0..255: the 8-bit sample an encoder receives."""
+    return tl.minimum(tl.maximum(tl.floor(b_x * 255.0 + 0.5), 0.0), 255.0)
+
+
+@triton.jit
+def _rgb_to_y(b_r, b_g, b_b):
+    return tl.floor((b_r * _YR + b_g * _YG + b_b * _YB + _Y0) * _INV_FIX)
+
+
+@triton.jit
+def _rgb_to_cb(b_r, b_g, b_b):
+    return tl.floor((b_r * _BR + b_g * _BG + b_b * _BB + _C0) * _INV_FIX)
+
+
+@triton.jit
+def _rgb_to_cr(b_r, b_g, b_b):
+    return tl.floor((b_r * _RR + b_g * _RG + b_b * _RB + _C0) * _INV_FIX)
+
+
+@triton.jit
+def _ycbcr_to_rgb_store(p_o, o_o, m_o, HW, b_y, b_cb, b_cr):
+    """jdcolor.c: each chroma term rounded in 16.16 fixed point, plus Y, range-limited; stored as /255."""
+    b_cb = b_cb - 128.0
+    b_cr = b_cr - 128.0
+    b_r = b_y + tl.floor((b_cr * _R_CR + _HALF_FIX) * _INV_FIX)
+    b_g = b_y + tl.floor((b_cb * _G_CB + b_cr * _G_CR + _HALF_FIX) * _INV_FIX)
+    b_b = b_y + tl.floor((b_cb * _B_CB + _HALF_FIX) * _INV_FIX)
+    tl.store(p_o + o_o, tl.minimum(tl.maximum(b_r, 0.0), 255.0) * (1.0 / 255), mask=m_o)
+    tl.store(p_o + HW + o_o, tl.minimum(tl.maximum(b_g, 0.0), 255.0) * (1.0 / 255), mask=m_o)
+    tl.store(p_o + 2 * HW + o_o, tl.minimum(tl.maximum(b_b, 0.0), 255.0) * (1.0 / 255), mask=m_o)
+
+
+@triton.jit
+def _dct(b_p, b_kt):
+    """[BLOCKS, 64] samples -> [BLOCKS, 64] coefficients (coefficient u*8+v), exact-fp32 dot."""
+    return tl.dot(b_p, b_kt, input_precision="ieee")
+
+
+@triton.jit
+def _idct(b_c, b_k):
+    return tl.dot(b_c, b_k, input_precision="ieee")
+
+
+@triton.jit
+def _quantize(b_c, b_q):
+    """z = c / Q (IEEE division, as torch); returns (z, round half away from zero of z)."""
+    b_z = tl.math.div_rn(b_c, b_q)
+    b_zr = tl.where(b_z < 0, -tl.floor(0.5 - b_z), tl.floor(b_z + 0.5))
+    return b_z, b_zr
+
+
+@triton.jit
+def _codec(b_s, b_q, b_kt, b_k):
+    """Level shift, DCT, quantize + dequantize, IDCT, floor(v + 128.5) clamped: [BLOCKS, 64] -> [BLOCKS, 64]."""
+    b_c = _dct(b_s - 128.0, b_kt)
+    b_z, b_zr = _quantize(b_c, b_q)
+    b_v = _idct(b_zr * b_q, b_k)
+    return tl.minimum(tl.maximum(tl.floor(b_v + 128.5), 0.0), 255.0)
+
+
+@triton.jit
+def _soft_weight(b_s, b_q, b_kt):
+    """3 (z - round z)^2, the derivative of Shin & Song's surrogate at the coefficients of the samples ``b_s``."""
+    b_z, b_zr = _quantize(_dct(b_s - 128.0, b_kt), b_q)
+    b_d = b_z - b_zr
+    return 3.0 * b_d * b_d
+
+
+@triton.jit
+def _coef_adjoint(b_g, b_w, b_kt, b_k):
+    """IDCT(weight * DCT(g)): the adjoint of the soft-rounded coefficient stage."""
+    return _idct(_dct(b_g, b_kt) * b_w, b_k)
+
+
+@triton.jit
+def _block_coords(i_th, i_tw, TBH: tl.constexpr, TBW: tl.constexpr):
+    """Rows and columns (in samples) of a TBH x TBW tile of blocks in [BLOCKS, 64] layout, and the block row/col."""
+    o_b = tl.arange(0, TBH * TBW)
+    o_k = tl.arange(0, 64)
+    o_bh = i_th * TBH + o_b // TBW                                        # [BLOCKS]
+    o_bw = i_tw * TBW + o_b % TBW                                         # [BLOCKS]
+    o_r = o_bh[:, None] * 8 + (o_k // 8)[None, :]                         # [BLOCKS, 64]
+    o_c = o_bw[:, None] * 8 + (o_k % 8)[None, :]                          # [BLOCKS, 64]
+    return o_bh, o_bw, o_r, o_c
+
+
+@triton.jit
+def _load_dct(p_k):
+    """K and K^T, [64, 64] each."""
+    o_k = tl.arange(0, 64)
+    b_k = tl.load(p_k + o_k[:, None] * 64 + o_k[None, :])                # [64, 64]  K[coef, sample]
+    b_kt = tl.load(p_k + o_k[None, :] * 64 + o_k[:, None])               # [64, 64]  K^T[sample, coef]
+    return b_k, b_kt
+
+
+@triton.jit
+def _load_table(p_q, i_n, s_q):
+    o_k = tl.arange(0, 64)
+    return tl.load(p_q + i_n * s_q + o_k)[None, :]                        # [1, 64]
+
+
+@triton.jit
+def _load_rgb8(p_xn, o_r, o_c, m, H, W):
+    """8-bit RGB at edge-replicated positions (rows/cols clamped into the image): 3 x [BLOCKS, 64]."""
+    o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
+    HW = H * W
+    b_r = _to_8bit(tl.load(p_xn + o_x, mask=m, other=0.0))
+    b_g = _to_8bit(tl.load(p_xn + HW + o_x, mask=m, other=0.0))
+    b_b = _to_8bit(tl.load(p_xn + 2 * HW + o_x, mask=m, other=0.0))
+    return b_r, b_g, b_b
+
+
+@triton.jit
+def _downsampled_chroma(p_xn, o_j, o_i, m, H, W, HC, HS: tl.constexpr, VS: tl.constexpr):
+    """Box-averaged Cb, Cr at chroma sample (o_j, o_i) with libjpeg's alternating bias; rows past the real chroma
+    height repeat the last downsampled row (jcsample.c + jccoefct.c edge expansion). 2 x [BLOCKS, 64]."""
+    o_j = tl.minimum(o_j, HC - 1)
+    b_cb = tl.zeros(o_j.shape, dtype=tl.float32)
+    b_cr = tl.zeros(o_j.shape, dtype=tl.float32)
+    for dy in tl.static_range(VS):
+        for dx in tl.static_range(HS):
+            b_r, b_g, b_b = _load_rgb8(p_xn, o_j * VS + dy, o_i * HS + dx, m, H, W)
+            b_cb += _rgb_to_cb(b_r, b_g, b_b)
+            b_cr += _rgb_to_cr(b_r, b_g, b_b)
+    if HS * VS > 1:
+        # bias 1, 2, 1, 2, ... (2x2) or 0, 1, 0, 1, ... (2x1) along each output row
+        b_bias = (o_i % 2).to(tl.float32) + (1.0 if VS == 2 else 0.0)
+        b_cb = tl.floor((b_cb + b_bias) * (1.0 / (HS * VS)))
+        b_cr = tl.floor((b_cr + b_bias) * (1.0 / (HS * VS)))
+    return b_cb, b_cr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Forward
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW,
+                     C: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
+    """Grayscale (C=1) and 4:4:4 (C=3), fully fused. Grid: (cdiv(NBH, TBH), cdiv(NBW, TBW), N)."""
+    i_th = tl.program_id(0).to(tl.int64)
+    i_tw = tl.program_id(1).to(tl.int64)
+    i_n = tl.program_id(2).to(tl.int64)
+    HW = H * W
+    p_xn = p_x + i_n * C * HW
+    p_yn = p_y + i_n * C * HW
+    o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH, TBW)
+    m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)     # [BLOCKS, 64] block inside the plane
+    m_o = (o_r < H) & (o_c < W)                                            # [BLOCKS, 64] real pixel
+    o_o = o_r * W + o_c
+    b_k, b_kt = _load_dct(p_k)
+    b_lq = _load_table(p_lq, i_n, s_lq)                                    # [1, 64]
+    if C == 1:
+        o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
+        b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))          # [BLOCKS, 64]
+        b_v = _codec(b_s, b_lq, b_kt, b_k)
+        tl.store(p_yn + o_o, b_v * (1.0 / 255), mask=m_o)
+    else:
+        b_cq = _load_table(p_cq, i_n, s_cq)
+        b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
+        b_y = _codec(_rgb_to_y(b_r, b_g, b_b), b_lq, b_kt, b_k)
+        b_cb = _codec(_rgb_to_cb(b_r, b_g, b_b), b_cq, b_kt, b_k)
+        b_cr = _codec(_rgb_to_cr(b_r, b_g, b_b), b_cq, b_kt, b_k)
+        _ycbcr_to_rgb_store(p_yn, o_o, m_o, HW, b_y, b_cb, b_cr)
+
+
+@triton.jit
+def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, WC, NBH, NBW,
+                         HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
+    """4:2:2 / 4:2:0 encode + decode of a tile of TBH x TBW chroma blocks (TBH*VS x TBW*HS luma blocks).
+
+    Writes decoded luma (uint8, ``(N, H, W)``) and decoded chroma (uint8, ``(N, 2, HC, WC)``: only the real chroma
+    region, which is all the decoder's upsampler reads). Grid: (cdiv(NBH / VS, TBH), cdiv(NBW / HS, TBW), N)."""
+    i_th = tl.program_id(0).to(tl.int64)
+    i_tw = tl.program_id(1).to(tl.int64)
+    i_n = tl.program_id(2).to(tl.int64)
+    HW = H * W
+    p_xn = p_x + i_n * 3 * HW
+    b_k, b_kt = _load_dct(p_k)
+    # luma: [TBH*VS*TBW*HS, 64]
+    o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH * VS, TBW * HS)
+    m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
+    b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
+    b_y = _codec(_rgb_to_y(b_r, b_g, b_b), _load_table(p_lq, i_n, s_lq), b_kt, b_k)
+    tl.store(p_yb + i_n * HW + o_r * W + o_c, b_y.to(tl.uint8), mask=(o_r < H) & (o_c < W))
+    # chroma: [TBH*TBW, 64]
+    o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
+    m_b = ((o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]) & (o_j >= 0)
+    b_cq = _load_table(p_cq, i_n, s_cq)
+    b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
+    b_cb = _codec(b_cb, b_cq, b_kt, b_k)
+    b_cr = _codec(b_cr, b_cq, b_kt, b_k)
+    HWC = HC * WC
+    o_o = i_n * 2 * HWC + o_j * WC + o_i
+    m_o = (o_j < HC) & (o_i < WC)
+    tl.store(p_cb + o_o, b_cb.to(tl.uint8), mask=m_o)
+    tl.store(p_cb + HWC + o_o, b_cr.to(tl.uint8), mask=m_o)
+
+
+@triton.jit
+def _load_chroma(p_c, o_j, o_i, m, WC):
+    return tl.load(p_c + o_j * WC + o_i, mask=m, other=0).to(tl.float32)
+
+
+@triton.jit
+def _upsample_plane(p_c, o_y, o_x, m, HC, WC, HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr):
+    """jdsample.c: decoded chroma at output pixels (o_y, o_x). FANCY: triangle filter (h2v1: (3 near + far + 1|2)
+    >> 2; h2v2: column sums 3 near + far, then (3 near + far + 8|7) >> 4), edges repeat; else replication."""
+    o_i = o_x // HS
+    if FANCY:
+        o_in = tl.minimum(tl.maximum(tl.where(o_x % 2 == 0, o_i - 1, o_i + 1), 0), WC - 1)  # horizontal neighbour
+        if VS == 2:
+            o_j = o_y // 2
+            o_jn = tl.minimum(tl.maximum(tl.where(o_y % 2 == 0, o_j - 1, o_j + 1), 0), HC - 1)
+            b_near = 3.0 * _load_chroma(p_c, o_j, o_i, m, WC) + _load_chroma(p_c, o_jn, o_i, m, WC)
+            b_far = 3.0 * _load_chroma(p_c, o_j, o_in, m, WC) + _load_chroma(p_c, o_jn, o_in, m, WC)
+            b_bias = tl.where(o_x % 2 == 0, 8.0, 7.0)
+            return tl.floor((3.0 * b_near + b_far + b_bias) * (1.0 / 16))
+        else:
+            b_bias = tl.where(o_x % 2 == 0, 1.0, 2.0)
+            b_v = 3.0 * _load_chroma(p_c, o_y, o_i, m, WC) + _load_chroma(p_c, o_y, o_in, m, WC)
+            return tl.floor((b_v + b_bias) * 0.25)
+    else:
+        return _load_chroma(p_c, o_y // VS, o_i, m, WC)
+
+
+@triton.jit
+def _jpeg_up_kernel(p_yb, p_cb, p_o, H, W, HC, WC, HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr,
+                    BH: tl.constexpr, BW: tl.constexpr):
+    """Upsample decoded chroma, YCbCr -> RGB, /255. [BH, BW] pixel tiles; grid (cdiv(H, BH), cdiv(W, BW), N)."""
+    i_h = tl.program_id(0).to(tl.int64)
+    i_w = tl.program_id(1).to(tl.int64)
+    i_n = tl.program_id(2).to(tl.int64)
+    HW = H * W
+    o_y = i_h * BH + tl.arange(0, BH)[:, None]                            # [BH, 1]
+    o_x = i_w * BW + tl.arange(0, BW)[None, :]                            # [1, BW]
+    m = (o_y < H) & (o_x < W)                                              # [BH, BW]
+    o_o = o_y * W + o_x
+    b_y = tl.load(p_yb + i_n * HW + o_o, mask=m, other=0).to(tl.float32)
+    p_cn = p_cb + i_n * 2 * HC * WC
+    b_cb = _upsample_plane(p_cn, o_y, o_x, m, HC, WC, HS, VS, FANCY)
+    b_cr = _upsample_plane(p_cn + HC * WC, o_y, o_x, m, HC, WC, HS, VS, FANCY)
+    _ycbcr_to_rgb_store(p_o + i_n * 3 * HW, o_o, m, HW, b_y, b_cb, b_cr)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _grad_chroma(p_gn, o_y, o_x, m, HW, W):
+    """Gradients reaching Cb and Cr at pixels (o_y, o_x) through the real-valued YCbCr -> RGB map."""
+    o_g = o_y * W + o_x
+    b_gr = tl.load(p_gn + o_g, mask=m, other=0.0)
+    b_gg = tl.load(p_gn + HW + o_g, mask=m, other=0.0)
+    b_gb = tl.load(p_gn + 2 * HW + o_g, mask=m, other=0.0)
+    return b_gg * _LG_CB + b_gb * _LB_CB, b_gr * _LR_CR + b_gg * _LG_CR
+
+
+@triton.jit
+def _tap(o_s, t: tl.constexpr, n, L, FANCY: tl.constexpr):
+    """Tap ``t`` of the adjoint of 2x upsampling for chroma sample ``o_s`` (n samples, L outputs): (position,
+    weight). Fancy: outputs 2s, 2s+1 weigh 3/4 (plus 1/4 at the repeated edges), 2s-1 and 2s+2 weigh 1/4."""
+    if FANCY:
+        if t == 0:
+            o_p = 2 * o_s
+            b_w = tl.where(o_s == 0, 1.0, 0.75)
+        elif t == 1:
+            o_p = 2 * o_s + 1
+            b_w = tl.where(o_s == n - 1, 1.0, 0.75)
+        elif t == 2:
+            o_p = 2 * o_s - 1
+            b_w = tl.full(o_s.shape, 0.25, tl.float32)
+        else:
+            o_p = 2 * o_s + 2
+            b_w = tl.full(o_s.shape, 0.25, tl.float32)
+    else:
+        o_p = 2 * o_s + t
+        b_w = tl.full(o_s.shape, 1.0, tl.float32)
+    return o_p, tl.where((o_p >= 0) & (o_p < L), b_w, 0.0)
+
+
+@triton.jit
+def _jpeg_bwd_chroma_kernel(p_g, p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WC, WCP, NBHC, NBWC,
+                            HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr, SOFT: tl.constexpr,
+                            TBH: tl.constexpr, TBW: tl.constexpr):
+    """Chroma-plane gradient ``(N, 2, HC, WCP)`` (WCP = padded width / HS) for 4:2:x: upsample adjoint (gathered),
+    soft coefficient weights (recomputed from x), fold of the replicated chroma rows. Grid (tiles h, tiles w, N)."""
+    i_th = tl.program_id(0).to(tl.int64)
+    i_tw = tl.program_id(1).to(tl.int64)
+    i_n = tl.program_id(2).to(tl.int64)
+    HW = H * W
+    p_gn = p_g + i_n * 3 * HW
+    o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)           # [BLOCKS, 64] chroma sample coords
+    m_b = ((o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]) & (o_j >= 0)
+    m_s = m_b & (o_j < HC) & (o_i < WC)                                    # real chroma samples
+    b_gcb = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+    b_gcr = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+    NT_X: tl.constexpr = 4 if FANCY else HS
+    NT_Y: tl.constexpr = (4 if FANCY else 2) if VS == 2 else 1
+    for ty in tl.static_range(NT_Y):
+        if VS == 2:
+            o_py, b_wy = _tap(o_j, ty, HC, H, FANCY)
+        else:
+            o_py = o_j
+            b_wy = tl.where(o_j < H, 1.0, 0.0)
+        for tx in tl.static_range(NT_X):
+            o_px, b_wx = _tap(o_i, tx, WC, W, FANCY)
+            b_w = b_wy * b_wx
+            b_cb, b_cr = _grad_chroma(p_gn, o_py, o_px, m_s & (b_w != 0.0), HW, W)
+            b_gcb += b_w * b_cb
+            b_gcr += b_w * b_cr
+    if SOFT:
+        b_k, b_kt = _load_dct(p_k)
+        b_cq = _load_table(p_cq, i_n, s_cq)
+        b_cb, b_cr = _downsampled_chroma(p_x + i_n * 3 * HW, o_j, o_i, m_b, H, W, HC, HS, VS)
+        b_gcb = _coef_adjoint(b_gcb, _soft_weight(b_cb, b_cq, b_kt), b_kt, b_k)
+        b_gcr = _coef_adjoint(b_gcr, _soft_weight(b_cr, b_cq, b_kt), b_kt, b_k)
+        # rows >= HC of the padded chroma plane replicated row HC - 1: fold them back (always inside one block)
+        o_j3 = tl.reshape(o_j, (TBH * TBW, 8, 8))
+        b_gcb3 = tl.reshape(b_gcb, (TBH * TBW, 8, 8))
+        b_gcr3 = tl.reshape(b_gcr, (TBH * TBW, 8, 8))
+        b_fcb = tl.sum(tl.where(o_j3 >= HC - 1, b_gcb3, 0.0), axis=1)      # [BLOCKS, 8]
+        b_fcr = tl.sum(tl.where(o_j3 >= HC - 1, b_gcr3, 0.0), axis=1)
+        b_gcb = tl.reshape(tl.where(o_j3 == HC - 1, b_fcb[:, None, :], b_gcb3), (TBH * TBW, 64))
+        b_gcr = tl.reshape(tl.where(o_j3 == HC - 1, b_fcr[:, None, :], b_gcr3), (TBH * TBW, 64))
+    HWC = HC * WCP
+    o_o = i_n * 2 * HWC + o_j * WCP + o_i
+    m_o = m_b & (o_j < HC) & (o_i < WCP)
+    tl.store(p_gc + o_o, b_gcb, mask=m_o)
+    tl.store(p_gc + HWC + o_o, b_gcr, mask=m_o)
+
+
+@triton.jit
+def _fold_store(p_o, b_v, o_r, o_c, H, W, TBH: tl.constexpr, TBW: tl.constexpr, FOLD: tl.constexpr):
+    """Adjoint of edge replication: sum padded rows onto row H-1 and padded columns onto column W-1 (the padding
+    never leaves the tile, which holds whole MCUs), then store the real pixels."""
+    if FOLD:
+        b_v4 = tl.reshape(b_v, (TBH, TBW, 8, 8))
+        o_r4 = tl.reshape(o_r, (TBH, TBW, 8, 8))
+        o_c4 = tl.reshape(o_c, (TBH, TBW, 8, 8))
+        b_f = tl.sum(tl.sum(tl.where(o_r4 >= H - 1, b_v4, 0.0), axis=2), axis=0)        # [TBW, 8]
+        b_v4 = tl.where(o_r4 == H - 1, b_f[None, :, None, :], b_v4)
+        b_f = tl.sum(tl.sum(tl.where(o_c4 >= W - 1, b_v4, 0.0), axis=3), axis=1)        # [TBH, 8]
+        b_v4 = tl.where(o_c4 == W - 1, b_f[:, None, :, None], b_v4)
+        b_v = tl.reshape(b_v4, (TBH * TBW, 64))
+    tl.store(p_o + o_r * W + o_c, b_v, mask=(o_r < H) & (o_c < W))
+
+
+@triton.jit
+def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC, WCP, NBH, NBW,
+                     C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, SOFT: tl.constexpr,
+                     TBH: tl.constexpr, TBW: tl.constexpr):
+    """grad_x of the ste (SOFT=False) and soft modes on a TBH x TBW tile of luma blocks (whole MCUs).
+
+    Luma (and, for 4:4:4, chroma) gradients in the block layout, soft weights recomputed from ``x``; for 4:2:x the
+    chroma-plane gradient ``p_gc`` of ``_jpeg_bwd_chroma_kernel`` is spread over its box (downsample adjoint); then
+    the transposed RGB -> YCbCr map and the fold of the padding. Grid (cdiv(NBH, TBH), cdiv(NBW, TBW), N)."""
+    i_th = tl.program_id(0).to(tl.int64)
+    i_tw = tl.program_id(1).to(tl.int64)
+    i_n = tl.program_id(2).to(tl.int64)
+    HW = H * W
+    p_gn = p_g + i_n * C * HW
+    p_xn = p_x + i_n * C * HW
+    p_on = p_o + i_n * C * HW
+    o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH, TBW)
+    m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
+    m_g = m_b & (o_r < H) & (o_c < W)                                      # real pixels: the output gradient
+    o_g = o_r * W + o_c
+    if SOFT:
+        b_k, b_kt = _load_dct(p_k)
+        b_lq = _load_table(p_lq, i_n, s_lq)
+    if C == 1:
+        b_gy = tl.load(p_gn + o_g, mask=m_g, other=0.0)                    # [BLOCKS, 64]
+        if SOFT:
+            o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
+            b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))
+            b_gy = _coef_adjoint(b_gy, _soft_weight(b_s, b_lq, b_kt), b_kt, b_k)
+        _fold_store(p_on, b_gy, o_r, o_c, H, W, TBH, TBW, SOFT)
+    else:
+        b_gr = tl.load(p_gn + o_g, mask=m_g, other=0.0)
+        b_gg = tl.load(p_gn + HW + o_g, mask=m_g, other=0.0)
+        b_gb = tl.load(p_gn + 2 * HW + o_g, mask=m_g, other=0.0)
+        b_gy = b_gr + b_gg + b_gb
+        if HS * VS == 1:
+            b_gcb = b_gg * _LG_CB + b_gb * _LB_CB
+            b_gcr = b_gr * _LR_CR + b_gg * _LG_CR
+        else:
+            # downsample adjoint: every pixel of a chroma sample's box gets 1/(HS*VS) of its gradient; rows past the
+            # downsampled region (>= HC*VS) get nothing
+            o_j = o_r // VS
+            m_c = m_b & (o_j < HC)
+            o_cc = i_n * 2 * HC * WCP + o_j * WCP + o_c // HS
+            b_gcb = tl.load(p_gc + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
+            b_gcr = tl.load(p_gc + HC * WCP + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
+        if SOFT:
+            b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
+            b_gy = _coef_adjoint(b_gy, _soft_weight(_rgb_to_y(b_r, b_g, b_b), b_lq, b_kt), b_kt, b_k)
+            if HS * VS == 1:
+                b_cq = _load_table(p_cq, i_n, s_cq)
+                b_gcb = _coef_adjoint(b_gcb, _soft_weight(_rgb_to_cb(b_r, b_g, b_b), b_cq, b_kt), b_kt, b_k)
+                b_gcr = _coef_adjoint(b_gcr, _soft_weight(_rgb_to_cr(b_r, b_g, b_b), b_cq, b_kt), b_kt, b_k)
+        # transposed real-valued RGB -> YCbCr
+        FOLD: tl.constexpr = SOFT or (HS * VS > 1)
+        _fold_store(p_on, b_gy * _LYR + b_gcb * _LBR + b_gcr * _LRR, o_r, o_c, H, W, TBH, TBW, FOLD)
+        _fold_store(p_on + HW, b_gy * _LYG + b_gcb * _LBG + b_gcr * _LRG, o_r, o_c, H, W, TBH, TBW, FOLD)
+        _fold_store(p_on + 2 * HW, b_gy * _LYB + b_gcb * _LBB + b_gcr * _LRB, o_r, o_c, H, W, TBH, TBW, FOLD)
