@@ -197,3 +197,29 @@ def test_bad_arguments(db, monkeypatch):
     monkeypatch.delenv("FDGPU_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match="FDGPU_DATA"):
         B.make_defence("quilting")
+
+
+def test_database_from_data_paths(tmp_path, monkeypatch):
+    """A CIFAR-style .npz, a folder of photos and a data root from FDGPU_DATA all build a database."""
+    from PIL import Image
+
+    imgs = synthetic_images(6, 32, seed=4)
+    np.savez(tmp_path / "train.npz", x=imgs, y=np.zeros(6, np.int64))
+    db = B.database_from_data(tmp_path / "train.npz", n_patches=200)
+    assert len(db) == 200 and db.meta["source"].endswith("train.npz")
+    photos = tmp_path / "root" / "natural"
+    photos.mkdir(parents=True)
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(photos / f"{i:02d}.png")
+    monkeypatch.setenv("FDGPU_DATA", str(tmp_path / "root"))
+    q = B.make_defence("quilting", source="natural", n_patches=300, seed=1)
+    assert len(q.database) == 300 and "natural" in q.database.meta["source"]
+    assert q(torch.rand(1, 3, 12, 12)).shape == (1, 3, 12, 12)
+
+
+def test_quilting_ivf_index():
+    db = B.build_database(synthetic_images(20, 32, seed=2), n_patches=4000, index_kind="ivf", nprobe=4)
+    y = B.Quilting(db, seed=0)(images(1, 20))
+    assert y.shape == (1, 3, 20, 20)
+    with pytest.raises(ValueError, match="'flat' or 'ivf'"):
+        B.build_database(synthetic_images(2, 16), n_patches=100, index_kind="hnsw")
