@@ -4,8 +4,8 @@
 
 Groups are ``{size}px-batch{batch}`` for sizes 32 (CIFAR-10 test images) and 299 (natural photos 100+), batches 1
 and 32. Methods and setup are those of ``fdgpu bench`` (:mod:`fdgpu.bench`): fdgpu FD forward (the reference),
-FD forward+backward, JPEG q75, Pillow round trip, kornia ``jpeg_codec_differentiable`` (forward), image quilting
-(100,000-patch database, exact faiss search) and TV minimisation. pytest-benchmark's table gives time per *call*;
+FD forward+backward, JPEG q75, Pillow round trip, kornia ``jpeg_codec_differentiable`` (forward, and
+forward+backward), image quilting (100,000-patch database, exact faiss search) and TV minimisation. pytest-benchmark's table gives time per *call*;
 ``extra_info`` holds time per image and the ratio to fdgpu FD of the same group, and a summary of both is printed
 at the end of the module. Data come from ``$FDGPU_DATA`` or ../shared/data next to the checkout; without them the
 suite times synthetic images and says so in ``extra_info["data"]`` and in the summary.
@@ -27,7 +27,8 @@ from fdgpu import bench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FDGPU_DATA", ROOT.parent / "shared" / "data"))
-METHODS = ["fdgpu_fd", "fdgpu_fd_fwdbwd", "fdgpu_jpeg", "pillow", "kornia", "quilting", "tvm"]
+METHODS = ["fdgpu_fd", "fdgpu_fd_fwdbwd", "fdgpu_jpeg", "pillow", "kornia", "kornia_fwdbwd", "quilting",
+           "tvm"]
 CELLS = [(size, batch, m) for size in (32, 299) for batch in (1, 32) for m in METHODS]
 # rounds per cell: enough for a median on fast methods, one or two for the slow baselines at 299 x 299
 ROUNDS = {"quilting": {32: 3, 299: 1}, "tvm": {32: 5, 299: 2}}

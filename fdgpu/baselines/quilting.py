@@ -61,6 +61,7 @@ class PatchDatabase:
     nprobe: int = 16
     meta: dict = field(default_factory=dict)
     _index: object = field(default=None, repr=False)
+    _gpu_resources: object = field(default=None, repr=False)
 
     @property
     def patch_size(self) -> int:
@@ -95,8 +96,9 @@ class PatchDatabase:
                 index.nprobe = self.nprobe
             else:
                 raise ValueError(f"index_kind: expected 'flat' or 'ivf', got {self.index_kind!r}.")
-            if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-                index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+            if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:  # faiss-gpu build with a visible GPU
+                self._gpu_resources = faiss.StandardGpuResources()  # must outlive the index
+                index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
             index.add(vecs)
             self._index = index
         return self._index
