@@ -104,7 +104,7 @@ def _environment() -> dict:
     return env
 
 
-# --- data --------------------------------------------------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------------------------------------
 
 def _family(size: int) -> str:
     return "cifar" if size <= 64 else "natural"
@@ -183,7 +183,7 @@ class _Data:
         return db
 
 
-# --- methods -----------------------------------------------------------------------------------------------------------
+# --- methods ----------------------------------------------------------------------------------------------------------
 
 def _make_call(method: str, x, args, data: _Data, size: int):
     """A zero-argument callable running ``method`` on the float (N, 3, H, W) batch ``x``; ``None`` if unavailable."""
@@ -277,10 +277,11 @@ def _stats(times: list, batch: int) -> dict:
             "min_ms": float(per.min()), "n": len(times)}
 
 
-# --- output ------------------------------------------------------------------------------------------------------------
+# --- output -----------------------------------------------------------------------------------------------------------
 
 def _table(results: list) -> str:
-    lines = [f"{'size':>5} {'batch':>5}  {'method':<22} {'ms/img (median)':>15} {'IQR':>10} {'n':>3}  {'x fdgpu_fd':>10}"]
+    lines = [f"{'size':>5} {'batch':>5}  {'method':<22} {'ms/img (median)':>15} {'IQR':>10} {'n':>3}  "
+             f"{'x fdgpu_fd':>10}"]
     for r in results:
         if "median_ms" not in r:
             lines.append(f"{r['size']:>5} {r['batch']:>5}  {r['method']:<22} {'skipped: ' + r.get('skipped', '')}")

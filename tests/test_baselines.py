@@ -82,7 +82,7 @@ def test_bpda_backward_is_identity(defence):
     assert torch.equal(x.grad, g)
 
 
-# --- quilting feature tests --------------------------------------------------------------------------------------------
+# --- quilting feature tests -------------------------------------------------------------------------------------------
 
 def test_min_cut_follows_zero_error_path():
     err = np.ones((6, 3))
@@ -147,7 +147,7 @@ def test_quilting_on_cifar_keeps_the_image():
     assert psnr > 18, f"quilted CIFAR images should stay recognisable, got PSNR {psnr:.1f} dB"
 
 
-# --- TVM feature tests -------------------------------------------------------------------------------------------------
+# --- TVM feature tests ------------------------------------------------------------------------------------------------
 
 def test_tvm_reduces_tv_and_fills_dropped_pixels():
     clean = images(2, 32, seed=9).permute(0, 2, 3, 1).numpy()
@@ -171,7 +171,7 @@ def test_tvm_keep_all_is_plain_tv_denoising():
     np.testing.assert_allclose(out[0], np.clip(ref, 0, 1), atol=1e-5)
 
 
-# --- exceptions --------------------------------------------------------------------------------------------------------
+# --- exceptions -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("x, err, match", [
     (torch.rand(3, 16, 16), ValueError, "expected a 4-D tensor"),

@@ -16,8 +16,8 @@ The data term's gradient ``m ⊙ (z − x)`` is 1-Lipschitz, so step 1 is admiss
 minimiser of the masked objective. ``denoise_tv_chambolle(f, weight=λ)`` solves ``½‖z − f‖² + λ·TV(z)``, which is
 exactly that proximal map. ``z_0`` fills the dropped values with a normalised 3 x 3 box average of the kept ones
 (so few iterations are needed); ``n_iter`` = 10 outer steps by default (measured on a 299 x 299 photo and a CIFAR
-image: the objective is within 0.3-0.4 % of its 40-step value after 10 steps, 1 % after 5). Chambolle runs per channel (``channel_axis``), with its default stopping
-rule (``eps`` 2e-4, at most 200 inner iterations).
+image: the objective is within 0.3-0.4 % of its 40-step value after 10 steps, 1 % after 5). Chambolle runs per
+channel (``channel_axis``), with its default stopping rule (``eps`` 2e-4, at most 200 inner iterations).
 
 >>> import torch
 >>> t = TVM(seed=0)
