@@ -7,8 +7,9 @@ and 32. Methods and setup are those of ``fdgpu bench`` (:mod:`fdgpu.bench`): fdg
 FD forward+backward, JPEG q75, Pillow round trip, kornia ``jpeg_codec_differentiable`` (forward, and
 forward+backward), image quilting (100,000-patch database, exact faiss search) and TV minimisation.
 pytest-benchmark's table gives time per *call*; ``extra_info`` holds time per image and the ratio to fdgpu FD of
-the same group, and a summary of both is printed at the end of the module. Data come from ``$FDGPU_DATA`` or ../shared/data next to the checkout; without them the
-suite times synthetic images and says so in ``extra_info["data"]`` and in the summary.
+the same group, and a summary of both is printed at the end of the module. Data come from ``$FDGPU_DATA`` or
+../shared/data next to the checkout; without them the suite times synthetic images and says so in
+``extra_info["data"]`` and in the summary.
 
 Runtime: dominated by quilting at 299 x 299 (about 8 s per image here, one round of 32 images); about five minutes
 on the 2-core machine. Skip that cell with ``-k "not quilting-299-32"``. ``FDGPU_BENCH_DB_SIZE`` changes the
