@@ -24,7 +24,7 @@ Cost, measured on the project's 2-core AMD EPYC (shared, load average 2.5-4), ex
 ~4 s for 100,000 patches from CIFAR train10k (2.8 s from 100 natural photos) and ~12 s for 1,000,000; loading a
 cached 1,000,000-patch database ~0.9 s. Quilting is dominated by the faiss search, linear in database size:
 ~0.1 s per 32 x 32 image and ~8 s per 299 x 299 image (9,801 patches) with 100,000 patches; ~0.7 s per 32 x 32
-image with 1,000,000 (so ~70 s per 299 x 299 image at Guo et al.'s size on this CPU).
+image with 1,000,000 (extrapolated: ~70 s per 299 x 299 image at Guo et al.'s size on this CPU).
 
 >>> import numpy as np, torch
 >>> from fdgpu.baselines.data import synthetic_images
