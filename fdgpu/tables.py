@@ -149,9 +149,8 @@ def fd_design(images: torch.Tensor, eps: float, n_sensitive: int = 15) -> torch.
     h8, w8 = x.shape[-2] // 8 * 8, x.shape[-1] // 8 * 8
     x = x[..., :h8, :w8]
     luma = rgb_to_ycbcr_linear(x)[:, 0] if x.shape[1] == 3 else x[:, 0]
-    coef = block_dct(luma - 128.0)  # (N, H, W) in block layout
-    n = coef.shape[0]
-    per_freq = coef.view(n, h8 // 8, 8, w8 // 8, 8).permute(2, 4, 0, 1, 3).reshape(64, -1)
+    coef = block_dct(luma - 128.0)  # (N, 64, H / 8, W / 8)
+    per_freq = coef.transpose(0, 1).reshape(64, -1)
     sigma = per_freq.std(dim=1)
     table = torch.full((64,), float(math.ceil(16.0 * eps)), dtype=torch.float64)
     table[torch.argsort(sigma, descending=True, stable=True)[:n_sensitive]] = 1.0

@@ -41,7 +41,8 @@ class Geometry:
 
 
 def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool):
-    """Level shift, DCT, quantize + dequantize, IDCT, round and clamp: ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)``."""
+    """Level shift, DCT, quantize + dequantize, IDCT, round and clamp: ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)``
+    (and the soft-rounding weights ``(N, K, 64, Hp / 8, Wp / 8)`` when asked)."""
     c = block_dct(p - 128.0)
     if linear:
         return block_idct(c) + 128.0, None
@@ -49,6 +50,26 @@ def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool
     s = block_idct(c)
     # jidctint.c descales with round-half-up, then range-limits to 0..255 (128 is added before the limit).
     return s.add_(128.5).floor_().clamp_(0, 255), weight
+
+
+# Images per chunk: the batch is processed in chunks of about this many values so that the ~40 elementwise passes
+# run from cache (L3) instead of memory. 2**21 values = 8 images of 3x224x224: on the 2-core EPYC, forward time per
+# image falls from 2.48 ms (whole batch of 32) to 1.38 ms (chunks of 8), single-threaded.
+CHUNK_VALUES = 1 << 21
+
+
+def _chunks(n: int, per_image: int):
+    step = max(1, CHUNK_VALUES // max(1, per_image))
+    return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _rows(t: Optional[torch.Tensor], i: int, j: int) -> Optional[torch.Tensor]:
+    # per-image tables (N, 8, 8) are sliced with the batch; shared (8, 8) tables are not
+    return t[i:j] if t is not None and t.dim() == 3 else t
+
+
+def _cat(parts):
+    return None if parts[0] is None else (parts[0] if len(parts) == 1 else torch.cat(parts))
 
 
 def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor], subsampling: str,
@@ -64,8 +85,17 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
 
     Returns:
         ``(y, weights)``: ``y`` is ``(N, C, H, W)`` on the 1/255 grid (real-valued when ``linear``); ``weights`` is
-        ``(luma, chroma)`` coefficient-derivative planes ``(N, 1, Hp, Wp)`` and ``(N, 2, Hp / vs, Wp / hs)`` (or None).
+        ``(luma, chroma)`` coefficient derivatives ``(N, 1, 64, Hp / 8, Wp / 8)`` and
+        ``(N, 2, 64, Hp / 8 / vs, Wp / 8 / hs)`` (or None).
     """
+    parts = [_forward(x[i:j], _rows(luma_table, i, j), _rows(chroma_table, i, j), subsampling, need_weight, linear)
+             for i, j in _chunks(x.shape[0], x[0].numel())]
+    if len(parts) == 1:
+        return parts[0]
+    return _cat([p[0] for p in parts]), (_cat([p[1][0] for p in parts]), _cat([p[1][1] for p in parts]))
+
+
+def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear):
     n, ch, h, w = x.shape
     g = Geometry.of(h, w, ch, subsampling)
     u = x * 255.0
@@ -105,9 +135,19 @@ def backward(grad: torch.Tensor, weights: Optional[Tuple], subsampling: str) -> 
     Every rounding and clamp is straight-through; coefficient rounding contributes ``weights`` (soft) or 1 (ste).
     ``grad`` is ``(N, C, H, W)``; returns the gradient with respect to ``x``, same shape.
     """
+    wy, wcc = weights if weights is not None else (None, None)
+    parts = [_backward(grad[i:j], _rows4(wy, i, j), _rows4(wcc, i, j), subsampling)
+             for i, j in _chunks(grad.shape[0], grad[0].numel())]
+    return _cat(parts)
+
+
+def _rows4(t: Optional[torch.Tensor], i: int, j: int) -> Optional[torch.Tensor]:
+    return None if t is None else t[i:j]
+
+
+def _backward(grad, wy, wcc, subsampling):
     n, ch, h, w = grad.shape
     g = Geometry.of(h, w, ch, subsampling)
-    wy, wcc = weights if weights is not None else (None, None)
     # The 1/255 of the output and the 255 of the input cancel.
     if ch == 1:
         if wy is None:

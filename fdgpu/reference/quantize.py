@@ -13,24 +13,16 @@ def quantize_dequantize(c: torch.Tensor, table: torch.Tensor, need_weight: bool 
     """``c' = Q * round(c / Q)`` for every block.
 
     Args:
-        c: ``(N, K, H, W)`` DCT coefficients (H, W multiples of 8).
-        table: ``(8, 8)`` or ``(N, 8, 8)`` steps (>= 1).
+        c: ``(N, K, 64, h, w)`` DCT coefficients in the layout of :func:`fdgpu.reference.dct.block_dct`.
+        table: ``(8, 8)`` or ``(N, 8, 8)`` steps (>= 1), natural order.
         need_weight: also return ``3 * (z - round z)**2``, the derivative of the soft-rounding surrogate
             ``round(z) + (z - round z)**3`` (Shin & Song) at ``z = c / Q``.
 
     Returns:
-        ``(c', weight or None)``, each ``(N, K, H, W)``.
+        ``(c', weight or None)``, each ``(N, K, 64, h, w)``.
     """
-    n, k, h, w = c.shape
-    q = table.to(c.dtype).view(-1, 1, 1, 8, 1, 8)
-    z = c.view(n, k, h // 8, 8, w // 8, 8) / q
+    q = table.to(c.dtype).reshape(-1, 1, 64, 1, 1)
+    z = c / q
     zr = round_half_away(z)
-    weight = None
-    if need_weight:
-        weight = (z - zr).square_().mul_(3.0).view(n, k, h, w)
-    return (zr * q).view(n, k, h, w), weight
-
-
-def apply_weight(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Multiply coefficient-domain gradients by the soft-rounding derivative (same layout)."""
-    return g * weight
+    weight = (z - zr).square_().mul_(3.0) if need_weight else None
+    return zr.mul_(q) if not zr.requires_grad else zr * q, weight

@@ -34,13 +34,15 @@ def downsample(c: torch.Tensor, hs: int, vs: int, exact: bool = True) -> torch.T
     """
     if hs == 1 and vs == 1:
         return c
-    n, k, h, w = c.shape
-    s = c.view(n, k, h // vs, vs, w // hs, hs).sum(dim=(3, 5))
+    s = c[..., 0::vs, 0::2] + c[..., 0::vs, 1::2]
+    if vs == 2:
+        s += c[..., 1::2, 0::2]
+        s += c[..., 1::2, 1::2]
     if not exact:
         return s.mul_(1.0 / (hs * vs))
+    w = s.shape[-1]
     bias = torch.tensor((1.0, 2.0) if vs == 2 else (0.0, 1.0), dtype=c.dtype, device=c.device)
-    bias = bias.repeat((w // hs + 1) // 2)[: w // hs]
-    return s.add_(bias).mul_(1.0 / (hs * vs)).floor_()
+    return s.add_(bias.repeat((w + 1) // 2)[:w]).mul_(1.0 / (hs * vs)).floor_()
 
 
 def downsample_adjoint(g: torch.Tensor, hs: int, vs: int) -> torch.Tensor:
@@ -52,46 +54,43 @@ def downsample_adjoint(g: torch.Tensor, hs: int, vs: int) -> torch.Tensor:
     return out.reshape(n, k, h * vs, w * hs)
 
 
-def _fancy_1d(c: torch.Tensor, dim: int, exact: bool, bias_even: float, bias_odd: float, shift: float):
-    """Triangle upsampling by 2 along ``dim`` (-1 or -2): out[2i] = 3c[i] + c[i-1], out[2i+1] = 3c[i] + c[i+1] (edges repeat)."""
-    n = c.shape[dim]
-    prev = torch.cat([c.narrow(dim, 0, 1), c.narrow(dim, 0, n - 1)], dim=dim)
-    nxt = torch.cat([c.narrow(dim, 1, n - 1), c.narrow(dim, n - 1, 1)], dim=dim)
-    even = c * 3 + prev
-    odd = c * 3 + nxt
-    if exact and shift:
-        even = even.add_(bias_even).mul_(1.0 / shift).floor_()
-        odd = odd.add_(bias_odd).mul_(1.0 / shift).floor_()
-    elif shift:
-        even, odd = even * (1.0 / shift), odd * (1.0 / shift)
-    # interleave along dim (negative): (..., n, 2, ...) -> (..., 2n, ...)
-    return torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
-
-
 def uses_fancy(wc: int) -> bool:
     """libjpeg-turbo uses the triangle ("fancy") filter only when the chroma plane is wider than 2 samples."""
     return wc > 2
 
 
+def _triangle_1d(p: torch.Tensor, dim: int) -> torch.Tensor:
+    """Along ``dim`` (-1 or -2) of an edge-padded plane (n + 2 samples): even outputs 3 c[i] + c[i - 1], odd outputs
+    3 c[i] + c[i + 1], interleaved to 2n samples (unscaled, unrounded)."""
+    n = p.shape[dim] - 2
+    mid = p.narrow(dim, 1, n)
+    even = torch.add(p.narrow(dim, 0, n), mid, alpha=3)
+    odd = torch.add(p.narrow(dim, 2, n), mid, alpha=3)
+    return torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
+
+
 def upsample(c: torch.Tensor, hs: int, vs: int, h: int, w: int, exact: bool = True) -> torch.Tensor:
     """Upsample decoded chroma ``(N, K, hc, wc)`` to ``(N, K, h, w)`` as libjpeg-turbo's decoder does.
 
-    2x1: out = (3 * near + far + 1 or 2) >> 2. 2x2: vertical sums 3 * near + far, then
-    (3 * near + far + 8 or 7) >> 4. Edges repeat the border sample. Planes at most 2 samples wide are
-    upsampled by replication, as libjpeg-turbo does. ``exact=False`` gives the real-valued filter.
+    2x1 (h2v1_fancy_upsample): out = (3 * near + far + 1 or 2) >> 2. 2x2 (h2v2_fancy_upsample): column sums
+    3 * near + far, then (3 * near + far + 8 or 7) >> 4. Edges repeat the border sample. Planes at most 2 samples
+    wide are upsampled by replication, as libjpeg-turbo does. ``exact=False`` gives the real-valued filter.
     """
     if hs == 1 and vs == 1:
         return c
-    hc, wc = c.shape[-2:]
+    n, k, hc, wc = c.shape
     if not uses_fancy(wc):
         out = c.repeat_interleave(vs, dim=-2).repeat_interleave(hs, dim=-1)
         return out[..., :h, :w]
+    p = F.pad(c, (1, 1, 1 if vs == 2 else 0, 1 if vs == 2 else 0), mode="replicate")
     if vs == 2:
-        cs = _fancy_1d(c, -2, exact, 0.0, 0.0, 0.0)  # column sums, 4x scale, no rounding
-        out = _fancy_1d(cs, -1, exact, 8.0, 7.0, 16.0)
-    else:
-        out = _fancy_1d(c, -1, exact, 1.0, 2.0, 4.0)
-    return out[..., :h, :w]
+        p = _triangle_1d(p, -2)  # column sums, rows already final: [N, K, 2 hc, wc + 2]
+    out = _triangle_1d(p, -1)[..., :h, :w]
+    scale = 16.0 if vs == 2 else 4.0
+    if not exact:
+        return out.mul_(1.0 / scale)
+    bias = torch.tensor((8.0, 7.0) if vs == 2 else (1.0, 2.0), dtype=c.dtype, device=c.device)
+    return out.add_(bias.repeat((w + 1) // 2)[:w]).mul_(1.0 / scale).floor_()
 
 
 def _fancy_1d_adjoint(g: torch.Tensor, n: int) -> torch.Tensor:

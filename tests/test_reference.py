@@ -1,0 +1,191 @@
+"""Stage-by-stage checks of the torch reference against independent oracles: scipy's DCT, libjpeg's integer
+formulas written out in numpy, Pillow's libjpeg-turbo decoder, and dot-product tests of every adjoint."""
+import numpy as np
+import pytest
+import torch
+
+from fdgpu.reference import color, dct, sampling
+from fdgpu.reference.color import RGB_TO_YCC_BIAS, RGB_TO_YCC_FIX, YCC_TO_RGB_FIX
+
+from ._helpers import PIL_SUBSAMPLING
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_libjpeg_fixed_point_constants():
+    # jccolor.c / jdcolor.c FIX() values
+    assert RGB_TO_YCC_FIX == ((19595, 38470, 7471), (-11059, -21709, 32768), (32768, -27439, -5329))
+    assert YCC_TO_RGB_FIX == ((0, 91881), (-22554, -46802), (116130, 0))
+
+
+def test_block_dct_matches_scipy_and_inverts():
+    sfft = pytest.importorskip("scipy.fft")
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(2, 24, 40, generator=g, dtype=torch.float64) * 50
+    c = dct.block_dct(p)
+    assert c.shape == (2, 64, 3, 5)
+    blocks = p.numpy().reshape(2, 3, 8, 5, 8).transpose(0, 1, 3, 2, 4)
+    ref = sfft.dctn(blocks, type=2, norm="ortho", axes=(-2, -1))      # [2, 3, 5, 8, 8]
+    ours = c.numpy().reshape(2, 8, 8, 3, 5).transpose(0, 3, 4, 1, 2)
+    np.testing.assert_allclose(ours, ref, atol=1e-9)
+    np.testing.assert_allclose(dct.block_idct(c).numpy(), p.numpy(), atol=1e-9)
+    np.testing.assert_allclose(dct.dct_matrix(torch.float64) @ dct.dct_matrix(torch.float64).T, np.eye(8),
+                               atol=1e-12)
+
+
+def test_block_dct_float32_rounding_decisions_are_stable():
+    # the float32 path agrees with float64 to far better than a quantization step
+    g = torch.Generator().manual_seed(1)
+    p = torch.randint(-128, 128, (4, 64, 64), generator=g).double()
+    err = (dct.block_dct(p.float()).double() - dct.block_dct(p)).abs().max().item()
+    assert err < 2e-3
+
+
+def test_rgb_to_ycbcr_exact_equals_integer_libjpeg_formula():
+    # every 5th level of each channel plus the extremes, against jccolor.c written with int64 shifts
+    levels = np.unique(np.r_[np.arange(0, 256, 5), 255])
+    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
+    rgb = np.stack([r, g, b]).reshape(3, -1).astype(np.int64)
+    fix = np.array(RGB_TO_YCC_FIX, np.int64)
+    ref = (fix @ rgb + np.array(RGB_TO_YCC_BIAS, np.int64)[:, None]) >> 16
+    u = torch.from_numpy(rgb.astype(np.float32)).view(1, 3, -1, 1)
+    ours = color.rgb_to_ycbcr(u).view(3, -1).numpy()
+    assert np.array_equal(ours, ref.astype(np.float32))
+    assert ours.min() >= 0 and ours.max() <= 255
+
+
+def test_ycbcr_to_rgb_exact_equals_pillow_decoder(tmp_path):
+    """Decode real JPEGs with Pillow twice: to YCbCr (no colour conversion) and to RGB; our fixed-point conversion
+    of the former must give the latter bit for bit (4:4:4 so that no upsampling is involved)."""
+    Image = pytest.importorskip("PIL.Image")
+    import io
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for q in (20, 75, 100):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=q, subsampling=0)
+        im = Image.open(io.BytesIO(buf.getvalue()))
+        im.draft("YCbCr", im.size)
+        ycc = torch.from_numpy(np.asarray(im).astype(np.float32)).permute(2, 0, 1)[None]
+        rgb_ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        rgb = color.ycbcr_to_rgb(ycc[:, 0], ycc[:, 1:])[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(rgb, rgb_ref.astype(np.float32)), f"quality {q}"
+
+
+def _downsample_libjpeg(c, hs, vs):
+    """jcsample.c h2v1/h2v2_downsample written as loops: (H, W) int -> (H / vs, W / hs)."""
+    h, w = c.shape
+    out = np.zeros((h // vs, w // hs), np.int64)
+    for r in range(h // vs):
+        bias = 1 if vs == 2 else 0
+        for k in range(w // hs):
+            s = c[vs * r: vs * r + vs, 2 * k: 2 * k + 2].sum()
+            out[r, k] = (s + bias) >> (2 if vs == 2 else 1)
+            bias = (bias ^ 3) if vs == 2 else (bias ^ 1)
+    return out
+
+
+@pytest.mark.parametrize("hs, vs", [(2, 1), (2, 2)])
+def test_downsample_exact_equals_libjpeg_loops(hs, vs):
+    rng = np.random.default_rng(2)
+    c = rng.integers(0, 256, (6, 10))
+    ours = sampling.downsample(torch.from_numpy(c).float().view(1, 1, 6, 10), hs, vs)[0, 0].numpy()
+    assert np.array_equal(ours, _downsample_libjpeg(c, hs, vs))
+
+
+def _fancy_libjpeg(c, vs):
+    """jdsample.c h2v1_fancy_upsample / h2v2_fancy_upsample written as C-style loops (output not cropped)."""
+    hc, wc = c.shape
+    c = c.astype(np.int64)
+    if vs == 1:
+        out = np.zeros((hc, 2 * wc), np.int64)
+        for r in range(hc):
+            row = c[r]
+            out[r, 0] = row[0]
+            out[r, 1] = (row[0] * 3 + row[1] + 2) >> 2
+            for k in range(1, wc - 1):
+                out[r, 2 * k] = (row[k] * 3 + row[k - 1] + 1) >> 2
+                out[r, 2 * k + 1] = (row[k] * 3 + row[k + 1] + 2) >> 2
+            out[r, 2 * wc - 2] = (row[wc - 1] * 3 + row[wc - 2] + 1) >> 2
+            out[r, 2 * wc - 1] = row[wc - 1]
+        return out
+    out = np.zeros((2 * hc, 2 * wc), np.int64)
+    for r in range(hc):
+        for v in range(2):
+            far = c[max(r - 1, 0)] if v == 0 else c[min(r + 1, hc - 1)]
+            cs = c[r] * 3 + far
+            o = out[2 * r + v]
+            o[0] = (cs[0] * 4 + 8) >> 4
+            o[1] = (cs[0] * 3 + cs[1] + 7) >> 4
+            for k in range(1, wc - 1):
+                o[2 * k] = (cs[k] * 3 + cs[k - 1] + 8) >> 4
+                o[2 * k + 1] = (cs[k] * 3 + cs[k + 1] + 7) >> 4
+            o[2 * wc - 2] = (cs[wc - 1] * 3 + cs[wc - 2] + 8) >> 4
+            o[2 * wc - 1] = (cs[wc - 1] * 4 + 7) >> 4
+    return out
+
+
+@pytest.mark.parametrize("vs", [1, 2])
+@pytest.mark.parametrize("hc, wc", [(1, 3), (3, 3), (4, 7), (5, 12)])
+def test_upsample_exact_equals_libjpeg_loops(vs, hc, wc):
+    rng = np.random.default_rng(3)
+    c = rng.integers(0, 256, (hc, wc))
+    ref = _fancy_libjpeg(c, vs)
+    for h, w in [(ref.shape[0], ref.shape[1]), (ref.shape[0] - (vs - 1), ref.shape[1] - 1)]:
+        ours = sampling.upsample(torch.from_numpy(c).float().view(1, 1, hc, wc), 2, vs, h, w)[0, 0].numpy()
+        assert np.array_equal(ours, ref[:h, :w])
+
+
+def test_upsample_narrow_planes_replicate():
+    # libjpeg-turbo uses plain replication for chroma planes at most 2 samples wide
+    c = torch.tensor([[[[10.0, 200.0], [50.0, 90.0]]]])
+    out = sampling.upsample(c, 2, 2, 3, 4)
+    assert torch.equal(out[0, 0], torch.tensor([[10.0, 10, 200, 200], [10, 10, 200, 200], [50, 50, 90, 90]]))
+
+
+def _dot_test(forward, adjoint, in_shape, out_shape):
+    g = torch.Generator().manual_seed(4)
+    u = torch.randn(in_shape, generator=g, dtype=torch.float64)
+    v = torch.randn(out_shape, generator=g, dtype=torch.float64)
+    lhs = (forward(u) * v).sum().item()
+    rhs = (adjoint(v) * u).sum().item()
+    assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs)), (lhs, rhs)
+
+
+@pytest.mark.parametrize("h, w, hp, wp", [(5, 7, 8, 16), (8, 8, 8, 8), (1, 1, 16, 16), (9, 3, 16, 8)])
+def test_pad_replicate_adjoint(h, w, hp, wp):
+    _dot_test(lambda u: sampling.pad_replicate(u, hp, wp), lambda v: sampling.pad_replicate_adjoint(v, h, w),
+              (2, 3, h, w), (2, 3, hp, wp))
+
+
+@pytest.mark.parametrize("hs, vs", [(2, 1), (2, 2)])
+def test_downsample_adjoint(hs, vs):
+    _dot_test(lambda u: sampling.downsample(u, hs, vs, exact=False), lambda v: sampling.downsample_adjoint(v, hs, vs),
+              (1, 2, 6 * vs, 10), (1, 2, 6, 10 // hs))
+
+
+@pytest.mark.parametrize("hs, vs", [(2, 1), (2, 2)])
+@pytest.mark.parametrize("hc, wc, crop", [(3, 5, 0), (3, 5, 1), (1, 4, 1), (4, 2, 0), (2, 1, 1)])
+def test_upsample_adjoint(hs, vs, hc, wc, crop):
+    h, w = hc * vs - (crop if vs == 2 else 0), wc * hs - crop
+    _dot_test(lambda u: sampling.upsample(u, hs, vs, h, w, exact=False),
+              lambda v: sampling.upsample_adjoint(v, hs, vs, hc, wc), (1, 2, hc, wc), (1, 2, h, w))
+
+
+def test_colour_adjoints():
+    offset = torch.tensor([0.0, 128.0, 128.0], dtype=torch.float64).view(1, 3, 1, 1)  # affine part
+    _dot_test(lambda u: color.rgb_to_ycbcr_linear(u) - offset, color.rgb_to_ycbcr_adjoint, (2, 3, 4, 5), (2, 3, 4, 5))
+
+    def fwd(u):
+        return color.ycbcr_to_rgb(u[:, 0], u[:, 1:] + 128, exact=False)
+
+    def adj(v):
+        gy, gc = color.ycbcr_to_rgb_adjoint(v)
+        return torch.cat([gy.unsqueeze(1), gc], dim=1)
+
+    _dot_test(fwd, adj, (2, 3, 4, 5), (2, 3, 4, 5))
+
+
+def test_pil_subsampling_names():
+    assert set(PIL_SUBSAMPLING) == set(sampling.FACTORS)
