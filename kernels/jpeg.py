@@ -89,26 +89,33 @@ def _rgb_to_cr(b_r, b_g, b_b):
 
 
 @triton.jit
-def _ycbcr_to_rgb_store(p_o, o_o, m_o, HW, b_y, b_cb, b_cr):
-    """jdcolor.c: each chroma term rounded in 16.16 fixed point, plus Y, range-limited; stored as /255."""
-    b_cb = b_cb - 128.0
-    b_cr = b_cr - 128.0
-    b_r = b_y + tl.floor((b_cr * _R_CR + _HALF_FIX) * _INV_FIX)
-    b_g = b_y + tl.floor((b_cb * _G_CB + b_cr * _G_CR + _HALF_FIX) * _INV_FIX)
-    b_b = b_y + tl.floor((b_cb * _B_CB + _HALF_FIX) * _INV_FIX)
+def _rgb_store(p_o, o_o, m_o, HW, b_y, b_tr, b_tg, b_tb):
+    """jdcolor.c from the fixed-point chroma terms ``t`` (integers): RGB = Y + ((t + 2^15) >> 16), range-limited to
+    0..255, stored as /255 in three planes of HW samples."""
+    b_r = b_y + tl.floor((b_tr + _HALF_FIX) * _INV_FIX)
+    b_g = b_y + tl.floor((b_tg + _HALF_FIX) * _INV_FIX)
+    b_b = b_y + tl.floor((b_tb + _HALF_FIX) * _INV_FIX)
     tl.store(p_o + o_o, tl.minimum(tl.maximum(b_r, 0.0), 255.0) * (1.0 / 255), mask=m_o)
     tl.store(p_o + HW + o_o, tl.minimum(tl.maximum(b_g, 0.0), 255.0) * (1.0 / 255), mask=m_o)
     tl.store(p_o + 2 * HW + o_o, tl.minimum(tl.maximum(b_b, 0.0), 255.0) * (1.0 / 255), mask=m_o)
 
 
 @triton.jit
-def _dct(b_p, b_kt):
-    """[BLOCKS, 64] samples -> [BLOCKS, 64] coefficients (coefficient u*8+v), exact-fp32 dot."""
+def _dct(b_p, p_k):
+    """[BLOCKS, 64] samples -> [BLOCKS, 64] coefficients (coefficient u*8+v): ``p @ K^T``, exact-fp32 dot.
+
+    K is loaded at each use (16 KB, L1/L2-resident) rather than held: two live [64, 64] operands cost 64 registers
+    per thread for the whole kernel and made the 4:4:4 kernel spill."""
+    o_k = tl.arange(0, 64)
+    b_kt = tl.load(p_k + o_k[None, :] * 64 + o_k[:, None])               # [64, 64]  K^T[sample, coef]
     return tl.dot(b_p, b_kt, input_precision="ieee")
 
 
 @triton.jit
-def _idct(b_c, b_k):
+def _idct(b_c, p_k):
+    """[BLOCKS, 64] coefficients -> samples: ``c @ K``."""
+    o_k = tl.arange(0, 64)
+    b_k = tl.load(p_k + o_k[:, None] * 64 + o_k[None, :])                # [64, 64]  K[coef, sample]
     return tl.dot(b_c, b_k, input_precision="ieee")
 
 
@@ -121,26 +128,26 @@ def _quantize(b_c, b_q):
 
 
 @triton.jit
-def _codec(b_s, b_q, b_kt, b_k):
+def _codec(b_s, b_q, p_k):
     """Level shift, DCT, quantize + dequantize, IDCT, floor(v + 128.5) clamped: [BLOCKS, 64] -> [BLOCKS, 64]."""
-    b_c = _dct(b_s - 128.0, b_kt)
+    b_c = _dct(b_s - 128.0, p_k)
     b_z, b_zr = _quantize(b_c, b_q)
-    b_v = _idct(b_zr * b_q, b_k)
+    b_v = _idct(b_zr * b_q, p_k)
     return tl.minimum(tl.maximum(tl.floor(b_v + 128.5), 0.0), 255.0)
 
 
 @triton.jit
-def _soft_weight(b_s, b_q, b_kt):
+def _soft_weight(b_s, b_q, p_k):
     """3 (z - round z)^2, the derivative of Shin & Song's surrogate at the coefficients of the samples ``b_s``."""
-    b_z, b_zr = _quantize(_dct(b_s - 128.0, b_kt), b_q)
+    b_z, b_zr = _quantize(_dct(b_s - 128.0, p_k), b_q)
     b_d = b_z - b_zr
     return 3.0 * b_d * b_d
 
 
 @triton.jit
-def _coef_adjoint(b_g, b_w, b_kt, b_k):
+def _coef_adjoint(b_g, b_w, p_k):
     """IDCT(weight * DCT(g)): the adjoint of the soft-rounded coefficient stage."""
-    return _idct(_dct(b_g, b_kt) * b_w, b_k)
+    return _idct(_dct(b_g, p_k) * b_w, p_k)
 
 
 @triton.jit
@@ -153,15 +160,6 @@ def _block_coords(i_th, i_tw, TBH: tl.constexpr, TBW: tl.constexpr):
     o_r = o_bh[:, None] * 8 + (o_k // 8)[None, :]                         # [BLOCKS, 64]
     o_c = o_bw[:, None] * 8 + (o_k % 8)[None, :]                          # [BLOCKS, 64]
     return o_bh, o_bw, o_r, o_c
-
-
-@triton.jit
-def _load_dct(p_k):
-    """K and K^T, [64, 64] each."""
-    o_k = tl.arange(0, 64)
-    b_k = tl.load(p_k + o_k[:, None] * 64 + o_k[None, :])                # [64, 64]  K[coef, sample]
-    b_kt = tl.load(p_k + o_k[None, :] * 64 + o_k[:, None])               # [64, 64]  K^T[sample, coef]
-    return b_k, b_kt
 
 
 @triton.jit
@@ -201,6 +199,8 @@ def _downsampled_chroma(p_xn, o_j, o_i, m, H, W, HC, HS: tl.constexpr, VS: tl.co
     return b_cb, b_cr
 
 
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------------------------
@@ -218,53 +218,65 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW,
     m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)     # [BLOCKS, 64] block inside the plane
     m_o = (o_r < H) & (o_c < W)                                            # [BLOCKS, 64] real pixel
     o_o = o_r * W + o_c
-    b_k, b_kt = _load_dct(p_k)
     b_lq = _load_table(p_lq, i_n, s_lq)                                    # [1, 64]
     if C == 1:
         o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
         b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))          # [BLOCKS, 64]
-        b_v = _codec(b_s, b_lq, b_kt, b_k)
-        tl.store(p_yn + o_o, b_v * (1.0 / 255), mask=m_o)
+        tl.store(p_yn + o_o, _codec(b_s, b_lq, p_k) * (1.0 / 255), mask=m_o)
     else:
         b_cq = _load_table(p_cq, i_n, s_cq)
         b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
-        b_y = _codec(_rgb_to_y(b_r, b_g, b_b), b_lq, b_kt, b_k)
-        b_cb = _codec(_rgb_to_cb(b_r, b_g, b_b), b_cq, b_kt, b_k)
-        b_cr = _codec(_rgb_to_cr(b_r, b_g, b_b), b_cq, b_kt, b_k)
-        _ycbcr_to_rgb_store(p_yn, o_o, m_o, HW, b_y, b_cb, b_cr)
+        # One plane per iteration of a runtime loop so that the three codecs never overlap (unrolled, the kernel
+        # needed 255 registers and spilled 672 B on sm_80). Decoded Y and the fixed-point chroma terms of jdcolor.c
+        # are accumulated; they are integers, so the sums are exact.
+        b_y = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+        b_tr = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+        b_tg = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+        b_tb = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+        for pl in range(3):
+            b_s = tl.where(pl == 0, _rgb_to_y(b_r, b_g, b_b),
+                           tl.where(pl == 1, _rgb_to_cb(b_r, b_g, b_b), _rgb_to_cr(b_r, b_g, b_b)))
+            b_v = _codec(b_s, tl.where(pl == 0, b_lq, b_cq), p_k)
+            b_d = b_v - 128.0
+            b_y += tl.where(pl == 0, b_v, 0.0)
+            b_tr += tl.where(pl == 2, b_d * _R_CR, 0.0)
+            b_tg += tl.where(pl == 1, b_d * _G_CB, tl.where(pl == 2, b_d * _G_CR, 0.0))
+            b_tb += tl.where(pl == 1, b_d * _B_CB, 0.0)
+        _rgb_store(p_yn, o_o, m_o, HW, b_y, b_tr, b_tg, b_tb)
 
 
 @triton.jit
 def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, WC, NBH, NBW,
                          HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
-    """4:2:2 / 4:2:0 encode + decode of a tile of TBH x TBW chroma blocks (TBH*VS x TBW*HS luma blocks).
-
-    Writes decoded luma (uint8, ``(N, H, W)``) and decoded chroma (uint8, ``(N, 2, HC, WC)``: only the real chroma
-    region, which is all the decoder's upsampler reads). Grid: (cdiv(NBH / VS, TBH), cdiv(NBW / HS, TBW), N)."""
-    i_th = tl.program_id(0).to(tl.int64)
-    i_tw = tl.program_id(1).to(tl.int64)
+    """4:2:2 / 4:2:0 encode + decode. A chroma tile of TBH x TBW blocks covers VS x HS luma tiles of TBH x TBW
+    blocks; program ``i_p`` of a tile codes one of them (i_p < VS*HS: luma tile, else chroma plane i_p - VS*HS),
+    so every program runs exactly one codec (as one kernel doing all planes, the 4:2:0 variant needed 255
+    registers and spilled). The programs of one tile are adjacent in launch order: their RGB reads after the first
+    hit L2. Writes decoded luma (uint8, ``(N, H, W)``) and decoded chroma (uint8, ``(N, 2, HC, WC)``: the real
+    chroma region, all that the upsampler reads). Grid: ((VS*HS + 2) * cdiv(NBW / HS, TBW), cdiv(NBH / VS, TBH), N).
+    """
+    NL: tl.constexpr = VS * HS
+    i_p = tl.program_id(0).to(tl.int64) % (NL + 2)
+    i_tw = tl.program_id(0).to(tl.int64) // (NL + 2)
+    i_th = tl.program_id(1).to(tl.int64)
     i_n = tl.program_id(2).to(tl.int64)
     HW = H * W
     p_xn = p_x + i_n * 3 * HW
-    b_k, b_kt = _load_dct(p_k)
-    # luma: [TBH*VS*TBW*HS, 64]
-    o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH * VS, TBW * HS)
-    m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
-    b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
-    b_y = _codec(_rgb_to_y(b_r, b_g, b_b), _load_table(p_lq, i_n, s_lq), b_kt, b_k)
-    tl.store(p_yb + i_n * HW + o_r * W + o_c, b_y.to(tl.uint8), mask=(o_r < H) & (o_c < W))
-    # chroma: [TBH*TBW, 64]
-    o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
-    m_b = ((o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]) & (o_j >= 0)
-    b_cq = _load_table(p_cq, i_n, s_cq)
-    b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
-    b_cb = _codec(b_cb, b_cq, b_kt, b_k)
-    b_cr = _codec(b_cr, b_cq, b_kt, b_k)
-    HWC = HC * WC
-    o_o = i_n * 2 * HWC + o_j * WC + o_i
-    m_o = (o_j < HC) & (o_i < WC)
-    tl.store(p_cb + o_o, b_cb.to(tl.uint8), mask=m_o)
-    tl.store(p_cb + HWC + o_o, b_cr.to(tl.uint8), mask=m_o)
+    if i_p < NL:
+        o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
+        m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
+        b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
+        b_y = _codec(_rgb_to_y(b_r, b_g, b_b), _load_table(p_lq, i_n, s_lq), p_k)
+        tl.store(p_yb + i_n * HW + o_r * W + o_c, b_y.to(tl.uint8), mask=m_b & (o_r < H) & (o_c < W))
+    else:
+        i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
+        o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
+        m_b = ((o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]) & (o_j >= 0)
+        b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
+        b_v = _codec(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
+        HWC = HC * WC
+        tl.store(p_cb + i_n * 2 * HWC + i_pl * HWC + o_j * WC + o_i, b_v.to(tl.uint8),
+                 mask=m_b & (o_j < HC) & (o_i < WC))
 
 
 @triton.jit
@@ -308,9 +320,9 @@ def _jpeg_up_kernel(p_yb, p_cb, p_o, H, W, HC, WC, HS: tl.constexpr, VS: tl.cons
     o_o = o_y * W + o_x
     b_y = tl.load(p_yb + i_n * HW + o_o, mask=m, other=0).to(tl.float32)
     p_cn = p_cb + i_n * 2 * HC * WC
-    b_cb = _upsample_plane(p_cn, o_y, o_x, m, HC, WC, HS, VS, FANCY)
-    b_cr = _upsample_plane(p_cn + HC * WC, o_y, o_x, m, HC, WC, HS, VS, FANCY)
-    _ycbcr_to_rgb_store(p_o + i_n * 3 * HW, o_o, m, HW, b_y, b_cb, b_cr)
+    b_cb = _upsample_plane(p_cn, o_y, o_x, m, HC, WC, HS, VS, FANCY) - 128.0
+    b_cr = _upsample_plane(p_cn + HC * WC, o_y, o_x, m, HC, WC, HS, VS, FANCY) - 128.0
+    _rgb_store(p_o + i_n * 3 * HW, o_o, m, HW, b_y, b_cr * _R_CR, b_cb * _G_CB + b_cr * _G_CR, b_cb * _B_CB)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,21 +362,31 @@ def _tap(o_s, t: tl.constexpr, n, L, FANCY: tl.constexpr):
 
 
 @triton.jit
+def _fold_rows_block(b_g, o_j, HC, NB: tl.constexpr):
+    """Rows >= HC of a padded plane replicated row HC - 1 (inside one block): fold their gradient back onto it."""
+    o_j3 = tl.reshape(o_j, (NB, 8, 8))
+    b_g3 = tl.reshape(b_g, (NB, 8, 8))
+    b_f = tl.sum(tl.where(o_j3 >= HC - 1, b_g3, 0.0), axis=1)              # [BLOCKS, 8]
+    return tl.reshape(tl.where(o_j3 == HC - 1, b_f[:, None, :], b_g3), (NB, 64))
+
+
+@triton.jit
 def _jpeg_bwd_chroma_kernel(p_g, p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WC, WCP, NBHC, NBWC,
                             HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr, SOFT: tl.constexpr,
                             TBH: tl.constexpr, TBW: tl.constexpr):
     """Chroma-plane gradient ``(N, 2, HC, WCP)`` (WCP = padded width / HS) for 4:2:x: upsample adjoint (gathered),
-    soft coefficient weights (recomputed from x), fold of the replicated chroma rows. Grid (tiles h, tiles w, N)."""
-    i_th = tl.program_id(0).to(tl.int64)
-    i_tw = tl.program_id(1).to(tl.int64)
+    soft coefficient weights (recomputed from x), fold of the replicated chroma rows. One plane per program (Cb and
+    Cr of a tile adjacent in launch order). Grid (2 * cdiv(NBWC, TBW), cdiv(NBHC, TBH), N)."""
+    i_pl = tl.program_id(0).to(tl.int64) % 2
+    i_tw = tl.program_id(0).to(tl.int64) // 2
+    i_th = tl.program_id(1).to(tl.int64)
     i_n = tl.program_id(2).to(tl.int64)
     HW = H * W
     p_gn = p_g + i_n * 3 * HW
     o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)           # [BLOCKS, 64] chroma sample coords
     m_b = ((o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]) & (o_j >= 0)
     m_s = m_b & (o_j < HC) & (o_i < WC)                                    # real chroma samples
-    b_gcb = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
-    b_gcr = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+    b_gc = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
     NT_X: tl.constexpr = 4 if FANCY else HS
     NT_Y: tl.constexpr = (4 if FANCY else 2) if VS == 2 else 1
     for ty in tl.static_range(NT_Y):
@@ -377,27 +399,13 @@ def _jpeg_bwd_chroma_kernel(p_g, p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WC, WCP, 
             o_px, b_wx = _tap(o_i, tx, WC, W, FANCY)
             b_w = b_wy * b_wx
             b_cb, b_cr = _grad_chroma(p_gn, o_py, o_px, m_s & (b_w != 0.0), HW, W)
-            b_gcb += b_w * b_cb
-            b_gcr += b_w * b_cr
+            b_gc += b_w * tl.where(i_pl == 0, b_cb, b_cr)
     if SOFT:
-        b_k, b_kt = _load_dct(p_k)
-        b_cq = _load_table(p_cq, i_n, s_cq)
         b_cb, b_cr = _downsampled_chroma(p_x + i_n * 3 * HW, o_j, o_i, m_b, H, W, HC, HS, VS)
-        b_gcb = _coef_adjoint(b_gcb, _soft_weight(b_cb, b_cq, b_kt), b_kt, b_k)
-        b_gcr = _coef_adjoint(b_gcr, _soft_weight(b_cr, b_cq, b_kt), b_kt, b_k)
-        # rows >= HC of the padded chroma plane replicated row HC - 1: fold them back (always inside one block)
-        o_j3 = tl.reshape(o_j, (TBH * TBW, 8, 8))
-        b_gcb3 = tl.reshape(b_gcb, (TBH * TBW, 8, 8))
-        b_gcr3 = tl.reshape(b_gcr, (TBH * TBW, 8, 8))
-        b_fcb = tl.sum(tl.where(o_j3 >= HC - 1, b_gcb3, 0.0), axis=1)      # [BLOCKS, 8]
-        b_fcr = tl.sum(tl.where(o_j3 >= HC - 1, b_gcr3, 0.0), axis=1)
-        b_gcb = tl.reshape(tl.where(o_j3 == HC - 1, b_fcb[:, None, :], b_gcb3), (TBH * TBW, 64))
-        b_gcr = tl.reshape(tl.where(o_j3 == HC - 1, b_fcr[:, None, :], b_gcr3), (TBH * TBW, 64))
+        b_w = _soft_weight(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
+        b_gc = _fold_rows_block(_coef_adjoint(b_gc, b_w, p_k), o_j, HC, TBH * TBW)
     HWC = HC * WCP
-    o_o = i_n * 2 * HWC + o_j * WCP + o_i
-    m_o = m_b & (o_j < HC) & (o_i < WCP)
-    tl.store(p_gc + o_o, b_gcb, mask=m_o)
-    tl.store(p_gc + HWC + o_o, b_gcr, mask=m_o)
+    tl.store(p_gc + i_n * 2 * HWC + i_pl * HWC + o_j * WCP + o_i, b_gc, mask=m_b & (o_j < HC) & (o_i < WCP))
 
 
 @triton.jit
@@ -436,15 +444,12 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
     m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
     m_g = m_b & (o_r < H) & (o_c < W)                                      # real pixels: the output gradient
     o_g = o_r * W + o_c
-    if SOFT:
-        b_k, b_kt = _load_dct(p_k)
-        b_lq = _load_table(p_lq, i_n, s_lq)
     if C == 1:
         b_gy = tl.load(p_gn + o_g, mask=m_g, other=0.0)                    # [BLOCKS, 64]
         if SOFT:
             o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
             b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))
-            b_gy = _coef_adjoint(b_gy, _soft_weight(b_s, b_lq, b_kt), b_kt, b_k)
+            b_gy = _coef_adjoint(b_gy, _soft_weight(b_s, _load_table(p_lq, i_n, s_lq), p_k), p_k)
         _fold_store(p_on, b_gy, o_r, o_c, H, W, TBH, TBW, SOFT)
     else:
         b_gr = tl.load(p_gn + o_g, mask=m_g, other=0.0)
@@ -464,11 +469,24 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
             b_gcr = tl.load(p_gc + HC * WCP + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
         if SOFT:
             b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
-            b_gy = _coef_adjoint(b_gy, _soft_weight(_rgb_to_y(b_r, b_g, b_b), b_lq, b_kt), b_kt, b_k)
+            b_lq = _load_table(p_lq, i_n, s_lq)
             if HS * VS == 1:
+                # 4:4:4: Y, Cb, Cr one per iteration of a runtime loop (one plane's DCTs live at a time)
                 b_cq = _load_table(p_cq, i_n, s_cq)
-                b_gcb = _coef_adjoint(b_gcb, _soft_weight(_rgb_to_cb(b_r, b_g, b_b), b_cq, b_kt), b_kt, b_k)
-                b_gcr = _coef_adjoint(b_gcr, _soft_weight(_rgb_to_cr(b_r, b_g, b_b), b_cq, b_kt), b_kt, b_k)
+                b_ay = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+                b_acb = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+                b_acr = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
+                for pl in range(3):
+                    b_s = tl.where(pl == 0, _rgb_to_y(b_r, b_g, b_b),
+                                   tl.where(pl == 1, _rgb_to_cb(b_r, b_g, b_b), _rgb_to_cr(b_r, b_g, b_b)))
+                    b_w = _soft_weight(b_s, tl.where(pl == 0, b_lq, b_cq), p_k)
+                    b_gp = _coef_adjoint(tl.where(pl == 0, b_gy, tl.where(pl == 1, b_gcb, b_gcr)), b_w, p_k)
+                    b_ay += tl.where(pl == 0, b_gp, 0.0)
+                    b_acb += tl.where(pl == 1, b_gp, 0.0)
+                    b_acr += tl.where(pl == 2, b_gp, 0.0)
+                b_gy, b_gcb, b_gcr = b_ay, b_acb, b_acr
+            else:
+                b_gy = _coef_adjoint(b_gy, _soft_weight(_rgb_to_y(b_r, b_g, b_b), b_lq, p_k), p_k)
         # transposed real-valued RGB -> YCbCr
         FOLD: tl.constexpr = SOFT or (HS * VS > 1)
         _fold_store(p_on, b_gy * _LYR + b_gcb * _LBR + b_gcr * _LRR, o_r, o_c, H, W, TBH, TBW, FOLD)

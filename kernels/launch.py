@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 import triton
 
-from fdgpu.reference.dct import dct_matrix
+from fdgpu.reference import dct as _ref_dct
 from fdgpu.reference.jpeg import Geometry
 
 from .jpeg import _jpeg_bwd_chroma_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel, _jpeg_fwd_sub_kernel, _jpeg_up_kernel
@@ -19,15 +19,25 @@ from .jpeg import _jpeg_bwd_chroma_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel, _
 # (TBH, TBW) tiles in blocks and warps per kernel. Chroma tiles need >= 16 blocks: the M dimension of tl.dot.
 FWD_TILE = (2, 8)          # grayscale / 4:4:4: 16 blocks = 16 x 64 pixels
 SUB_TILE = (2, 8)          # 4:2:x: 16 chroma blocks, i.e. 2*VS x 8*HS luma blocks
-UP_TILE = (8, 64)          # upsample + colour: pixels
+UP_TILE = (8, 64)          # upsample + colour: pixels (2 per thread at 8 warps)
 BWD_TILE = (2, 8)          # luma blocks; a whole number of MCUs for every subsampling (VS, HS in {1, 2})
-NUM_WARPS = 4
+# Warps per kernel. The fp32 "ieee" dot is lowered to FMAs with operands in registers; at 4 warps per 16-block tile
+# the soft backward kernels hit 255 registers and bwd_chroma 4:2:0 soft spilled 252 B (sm_80); at 8 warps every
+# variant compiles without spills and the forward kernels need 48-64 registers (python -m fdgpu.kernels.aot).
+WARPS = {"_jpeg_fwd_kernel": 8, "_jpeg_fwd_sub_kernel": 8, "_jpeg_up_kernel": 8, "_jpeg_bwd_chroma_kernel": 8,
+         "_jpeg_bwd_kernel": 8}
+# No software pipelining: the plane loops are short (2-4 trips) and multi-buffering them took up to 164 KB of
+# shared memory, more than an A100 block may have.
+NUM_STAGES = 1
 
 
 @functools.lru_cache(maxsize=None)
 def _kron(device: torch.device) -> torch.Tensor:
-    """K[8u + v, 8r + c] = D[u, r] D[v, c] as fp32 products of the reference's fp32 DCT matrix, (64, 64)."""
-    d = dct_matrix(torch.float32, device)
+    """K[8u + v, 8r + c] = D[u, r] D[v, c], (64, 64) fp32: the very matrix the reference uses, so that exactly
+    representable coefficients (the DC, S / 8 with K[0] = 1/8) round identically on both sides."""
+    if hasattr(_ref_dct, "dct_basis"):
+        return _ref_dct.dct_basis(torch.float32, device).reshape(64, 64).contiguous()
+    d = _ref_dct.dct_matrix(torch.float32, device)
     return (d[:, None, :, None] * d[None, :, None, :]).reshape(64, 64).contiguous()
 
 
@@ -50,19 +60,19 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         tbh, tbw = FWD_TILE
         grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
         _jpeg_fwd_kernel[grid](x, y, luma_table, chroma_table, k, _stride(luma_table), _stride(chroma_table),
-                               h, w, nbh, nbw, C=ch, TBH=tbh, TBW=tbw, num_warps=NUM_WARPS)
+                               h, w, nbh, nbw, C=ch, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_kernel"], num_stages=NUM_STAGES)
     else:
         yb = torch.empty((n, h, w), dtype=torch.uint8, device=x.device)
         cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=x.device)
         tbh, tbw = SUB_TILE
-        grid = (triton.cdiv(nbh // g.vs, tbh), triton.cdiv(nbw // g.hs, tbw), n)
+        grid = ((g.vs * g.hs + 2) * triton.cdiv(nbw // g.hs, tbw), triton.cdiv(nbh // g.vs, tbh), n)
         _jpeg_fwd_sub_kernel[grid](x, yb, cb, luma_table, chroma_table, k, _stride(luma_table),
                                    _stride(chroma_table), h, w, g.hc, g.wc, nbh, nbw, HS=g.hs, VS=g.vs,
-                                   TBH=tbh, TBW=tbw, num_warps=NUM_WARPS)
+                                   TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_sub_kernel"], num_stages=NUM_STAGES)
         bh, bw = UP_TILE
         grid = (triton.cdiv(h, bh), triton.cdiv(w, bw), n)
         _jpeg_up_kernel[grid](yb, cb, y, h, w, g.hc, g.wc, HS=g.hs, VS=g.vs, FANCY=g.wc > 2, BH=bh, BW=bw,
-                              num_warps=NUM_WARPS)
+                              num_warps=WARPS["_jpeg_up_kernel"], num_stages=NUM_STAGES)
     return y, ((x, luma_table, chroma_table) if need_weight else None)
 
 
@@ -86,12 +96,12 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> to
         gc = torch.empty((n, 2, g.hc, wcp), dtype=torch.float32, device=grad.device)
         tbh, tbw = SUB_TILE
         nbhc, nbwc = nbh // g.vs, nbw // g.hs
-        grid = (triton.cdiv(nbhc, tbh), triton.cdiv(nbwc, tbw), n)
+        grid = (2 * triton.cdiv(nbwc, tbw), triton.cdiv(nbhc, tbh), n)
         _jpeg_bwd_chroma_kernel[grid](grad, x, ct, k, gc, sc, h, w, g.hc, g.wc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
-                                      FANCY=g.wc > 2, SOFT=soft, TBH=tbh, TBW=tbw, num_warps=NUM_WARPS)
+                                      FANCY=g.wc > 2, SOFT=soft, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_kernel"], num_stages=NUM_STAGES)
     out = torch.empty_like(grad)
     tbh, tbw = BWD_TILE
     grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
     _jpeg_bwd_kernel[grid](grad, x, gc, lt, ct, k, out, sl, sc, h, w, g.hc, wcp, nbh, nbw, C=ch, HS=g.hs, VS=g.vs,
-                           SOFT=soft, TBH=tbh, TBW=tbw, num_warps=NUM_WARPS)
+                           SOFT=soft, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_kernel"], num_stages=NUM_STAGES)
     return out

@@ -1,0 +1,154 @@
+"""Ahead-of-time compile report: ``python -m fdgpu.kernels.aot [--cc 80 90] [--json]``.
+
+Compiles every kernel variant the launchers can start (``triton.compile(ASTSource(...), target=GPUTarget("cuda",
+cc, 32))``: no GPU needed) and prints per kernel: registers, spill stores/loads (``ptxas -v`` on the generated PTX,
+with the options Triton uses), shared memory, and the number of global load/store instructions in the PTX and the
+SASS. Run it with ``TRITON_INTERPRET`` unset (the interpreter replaces the compiler).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Dict, List
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from . import jpeg as K
+from .launch import BWD_TILE, FWD_TILE, NUM_STAGES, SUB_TILE, UP_TILE, WARPS
+
+SUBS = {"4:2:2": (2, 1), "4:2:0": (2, 2)}
+
+
+def variants() -> List[tuple]:
+    """(label, kernel, signature, constexprs) for every specialisation the launchers compile."""
+    out = []
+    f32, u8, i32 = "*fp32", "*u8", "i32"
+    for c in (1, 3):
+        tbh, tbw = FWD_TILE
+        sig = dict(p_x=f32, p_y=f32, p_lq=f32, p_cq=f32, p_k=f32, s_lq=i32, s_cq=i32, H=i32, W=i32, NBH=i32,
+                   NBW=i32, C="constexpr", TBH="constexpr", TBW="constexpr")
+        out.append((f"fwd {'gray' if c == 1 else '4:4:4'}", K._jpeg_fwd_kernel, sig, dict(C=c, TBH=tbh, TBW=tbw)))
+    for name, (hs, vs) in SUBS.items():
+        tbh, tbw = SUB_TILE
+        sig = dict(p_x=f32, p_yb=u8, p_cb=u8, p_lq=f32, p_cq=f32, p_k=f32, s_lq=i32, s_cq=i32, H=i32, W=i32,
+                   HC=i32, WC=i32, NBH=i32, NBW=i32, HS="constexpr", VS="constexpr", TBH="constexpr",
+                   TBW="constexpr")
+        out.append((f"fwd_sub {name}", K._jpeg_fwd_sub_kernel, sig, dict(HS=hs, VS=vs, TBH=tbh, TBW=tbw)))
+        for fancy in (True, False):
+            bh, bw = UP_TILE
+            sig = dict(p_yb=u8, p_cb=u8, p_o=f32, H=i32, W=i32, HC=i32, WC=i32, HS="constexpr", VS="constexpr",
+                       FANCY="constexpr", BH="constexpr", BW="constexpr")
+            out.append((f"up {name}{'' if fancy else ' replicate'}", K._jpeg_up_kernel, sig,
+                        dict(HS=hs, VS=vs, FANCY=fancy, BH=bh, BW=bw)))
+        for soft in (False, True):
+            for fancy in (True, False):
+                sig = dict(p_g=f32, p_x=f32, p_cq=f32, p_k=f32, p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WC=i32,
+                           WCP=i32, NBHC=i32, NBWC=i32, HS="constexpr", VS="constexpr", FANCY="constexpr",
+                           SOFT="constexpr", TBH="constexpr", TBW="constexpr")
+                out.append((f"bwd_chroma {name} {'soft' if soft else 'ste'}{'' if fancy else ' replicate'}",
+                            K._jpeg_bwd_chroma_kernel, sig,
+                            dict(HS=hs, VS=vs, FANCY=fancy, SOFT=soft, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
+    for c, (hs, vs), name in ((1, (1, 1), "gray"), (3, (1, 1), "4:4:4"), (3, SUBS["4:2:2"], "4:2:2"),
+                              (3, SUBS["4:2:0"], "4:2:0")):
+        for soft in (False, True):
+            if c == 1 and not soft:
+                continue  # grayscale ste is grad.clone(): no kernel
+            sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k=f32, p_o=f32, s_lq=i32, s_cq=i32,
+                       H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, C="constexpr", HS="constexpr",
+                       VS="constexpr", SOFT="constexpr", TBH="constexpr", TBW="constexpr")
+            out.append((f"bwd {name} {'soft' if soft else 'ste'}", K._jpeg_bwd_kernel, sig,
+                        dict(C=c, HS=hs, VS=vs, SOFT=soft, TBH=BWD_TILE[0], TBW=BWD_TILE[1])))
+    return out
+
+
+@dataclass
+class Report:
+    kernel: str
+    cc: int
+    registers: int
+    spill_stores: int
+    spill_loads: int
+    shared: int
+    ptx_ld_global: int
+    ptx_st_global: int
+    sass_ldg: int
+    sass_stg: int
+
+
+def _tool(name: str) -> str:
+    from triton.backends.nvidia import compiler as nv
+    return os.path.join(os.path.dirname(nv.__file__), "bin", name)
+
+
+def _ptxas_info(ptx: str, cc: int) -> Dict[str, int]:
+    arch = f"sm_{cc}a" if cc >= 90 else f"sm_{cc}"
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        res = subprocess.run([_tool("ptxas"), "-v", f"--gpu-name={arch}", src, "-o", os.path.join(d, "k.cubin")],
+                             capture_output=True, text=True, check=True)
+    text = res.stdout + res.stderr
+    regs = re.search(r"Used (\d+) registers", text)
+    st = re.search(r"(\d+) bytes spill stores", text)
+    ld = re.search(r"(\d+) bytes spill loads", text)
+    return dict(registers=int(regs.group(1)) if regs else -1, spill_stores=int(st.group(1)) if st else 0,
+                spill_loads=int(ld.group(1)) if ld else 0)
+
+
+def _sass_counts(cubin: bytes):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
+    return len(re.findall(r"\bLDG\b|\bLDG\.", sass)), len(re.findall(r"\bSTG\b|\bSTG\.", sass))
+
+
+def compile_one(label, fn, sig, constexprs, cc: int) -> Report:
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
+    warps = WARPS[fn.__name__ if hasattr(fn, "__name__") else fn.fn.__name__]
+    compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),
+                              options=dict(num_warps=warps, num_stages=NUM_STAGES))
+    ptx = compiled.asm["ptx"]
+    info = _ptxas_info(ptx, cc)
+    ldg, stg = _sass_counts(compiled.asm["cubin"])
+    return Report(label, cc, info["registers"], info["spill_stores"], info["spill_loads"],
+                  int(compiled.metadata.shared), len(re.findall(r"\bld\.global", ptx)),
+                  len(re.findall(r"\bst\.global", ptx)), ldg, stg)
+
+
+def report(ccs=(80, 90)) -> List[Report]:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("TRITON_INTERPRET=1 replaces the compiler by the interpreter: unset it to compile")
+    return [compile_one(*v, cc) for cc in ccs for v in variants()]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fdgpu.kernels.aot", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cc", type=int, nargs="+", default=[80, 90], help="compute capabilities (default 80 90)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+    rows = report(tuple(args.cc))
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=1))
+        return 0
+    print(f"triton {triton.__version__}, num_stages={NUM_STAGES}, num_warps={WARPS}")
+    print(f"| {'kernel':<32} | sm | regs | spill st/ld (B) | smem (B) | PTX ld/st.global | SASS LDG/STG |")
+    print(f"|{'-' * 34}|----|------|-----------------|----------|------------------|--------------|")
+    for r in rows:
+        print(f"| {r.kernel:<32} | {r.cc} | {r.registers:>4} | {r.spill_stores:>7} / {r.spill_loads:<5} | "
+              f"{r.shared:>8} | {r.ptx_ld_global:>7} / {r.ptx_st_global:<6} | {r.sass_ldg:>5} / {r.sass_stg:<5} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
