@@ -1,0 +1,102 @@
+"""CPU speed of the core layer next to what users would pick instead, in one run (issue 2, section 8).
+
+    python -m pytest benchmarks/test_bench_cpu.py --benchmark-only
+
+A batch of 32 RGB 224x224 images (smooth random images: speed does not depend on content here), JPEG q75 4:2:0:
+fdgpu forward and forward+backward (ste), Pillow's save+load round trip (libjpeg-turbo, one image at a time), and
+kornia's ``jpeg_codec_differentiable`` forward and forward+backward. pytest-benchmark's table gives the time per
+call (a batch of 32); the summary printed at the end gives ms per image and the ratio of each provider to fdgpu.
+"""
+import io
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytest_benchmark")
+np = pytest.importorskip("numpy")
+
+import fdgpu  # noqa: E402
+
+BATCH, SIZE, QUALITY = 32, 224, 75
+_results = {}
+
+
+@pytest.fixture(scope="module")
+def images(request):
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(BATCH, 3, 28, 28, generator=g), size=SIZE, mode="bicubic",
+                                        align_corners=False).clamp(0, 1)
+    x = (x * 255).round() / 255
+    yield x
+    if _results:
+        base = _results.get("fdgpu forward")
+        lines = [f"\nms per image, batch {BATCH} x 3 x {SIZE} x {SIZE}, q{QUALITY}, {torch.get_num_threads()} threads:"]
+        for name, ms in _results.items():
+            ratio = f"{ms / base:6.2f}x fdgpu forward" if base else ""
+            lines.append(f"  {name:28s} {ms:8.3f} ms   {ratio}")
+        request.config.pluginmanager.get_plugin("terminalreporter").write_line("\n".join(lines))
+
+
+def _run(benchmark, name, fn):
+    benchmark.group = f"cpu-{SIZE}px-batch{BATCH}"
+    benchmark.name = name
+    benchmark.pedantic(fn, rounds=10, warmup_rounds=2, iterations=1)
+    if benchmark.stats is None:  # --benchmark-disable: ran once as a smoke test, nothing timed
+        return
+    ms = benchmark.stats.stats.median * 1e3 / BATCH
+    benchmark.extra_info["ms_per_image"] = ms
+    _results[name] = ms
+
+
+def test_fdgpu_forward(benchmark, images):
+    _run(benchmark, "fdgpu forward", lambda: fdgpu.jpeg(images, QUALITY, validate=False))
+
+
+def test_fdgpu_forward_backward(benchmark, images):
+    x = images.clone().requires_grad_()
+    g = torch.ones_like(x)
+
+    def step():
+        x.grad = None
+        fdgpu.jpeg(x, QUALITY, backward="ste", validate=False).backward(g)
+    _run(benchmark, "fdgpu forward+backward (ste)", step)
+
+
+def test_fdgpu_forward_backward_soft(benchmark, images):
+    x = images.clone().requires_grad_()
+    g = torch.ones_like(x)
+
+    def step():
+        x.grad = None
+        fdgpu.jpeg(x, QUALITY, backward="soft", validate=False).backward(g)
+    _run(benchmark, "fdgpu forward+backward (soft)", step)
+
+
+def test_pillow_roundtrip(benchmark, images):
+    Image = pytest.importorskip("PIL.Image")
+    arrays = [np.ascontiguousarray((x.permute(1, 2, 0) * 255).round().byte().numpy()) for x in images]
+
+    def roundtrip():
+        for a in arrays:
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, "JPEG", quality=QUALITY)
+            buf.seek(0)
+            np.asarray(Image.open(buf).convert("RGB"))
+    _run(benchmark, "Pillow save+load", roundtrip)
+
+
+def test_kornia_forward(benchmark, images):
+    kornia = pytest.importorskip("kornia")
+    q = torch.full((BATCH,), float(QUALITY))
+    _run(benchmark, "kornia forward", lambda: kornia.enhance.jpeg_codec_differentiable(images, q))
+
+
+def test_kornia_forward_backward(benchmark, images):
+    kornia = pytest.importorskip("kornia")
+    q = torch.full((BATCH,), float(QUALITY))
+    x = images.clone().requires_grad_()
+
+    def step():
+        x.grad = None
+        kornia.enhance.jpeg_codec_differentiable(x, q).sum().backward()
+    _run(benchmark, "kornia forward+backward", step)
