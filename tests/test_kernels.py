@@ -1,0 +1,246 @@
+"""Triton kernels against their torch reference twins, forward and every backward mode.
+
+Without a GPU the kernels run through Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported:
+by ``conftest.py``, and again here for safety). Shapes stay small: the interpreter runs every program in Python.
+"""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton", reason="triton is not installed (pip install 'fdgpu[triton]')")
+
+import fdgpu  # noqa: E402
+from fdgpu import kernels, tables  # noqa: E402
+from fdgpu.reference import jpeg as ref  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+if DEVICE == "cpu" and not INTERPRETED:  # pragma: no cover - triton imported earlier without the interpreter
+    pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: the kernels cannot run", allow_module_level=True)
+
+SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
+# (N, C, H, W): odd sizes (not multiples of 8 or 16), B = 1, a batch, grayscale, a plane at most 2 chroma samples
+# wide (libjpeg then replicates instead of the triangle filter), a single MCU.
+SHAPES = [(1, 3, 37, 53), (2, 3, 64, 48), (1, 1, 37, 53), (1, 3, 5, 3), (1, 3, 16, 16)]
+# Relative RMSE tolerated between fp32 gradients of the kernels and of the reference (different summation orders).
+GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3}  # fp16: gradients are cast to fp16 (2^-11 relative steps)
+FWD_MIN_IDENTICAL = 0.9999  # fraction of output values that must be bit-identical
+FWD_MAX_ABS = 1.0 / 255 + 1e-6  # a coefficient rounding tie may move a pixel by one level
+
+
+def _rel(a, b):
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return ((a - b).square().mean().sqrt() / b.square().mean().sqrt().clamp_min(1e-300)).item()
+
+
+def soft_tolerance(g32, g64):
+    """The soft weight 3 (z - round z)^2 has slope up to 3 in z = c / Q, so with small steps (FD's 1 and 2, IJG
+    q >= 90) the fp32 rounding of the DCT coefficients alone moves the fp32 reference's gradient 2-4e-5 (relative
+    RMSE) away from its float64 evaluation. Two fp32 implementations, each that close to the truth, can differ by
+    twice as much: the tolerance is max(1e-5, 2 x the reference's own fp32 error)."""
+    return max(GRAD_RTOL[torch.float32], 2 * _rel(g32, g64))
+
+
+def _ids(shape):
+    return "x".join(map(str, shape))
+
+
+def compare(name, actual, expected, rel_rmse=None, min_identical=None, max_abs=None):
+    """Labelled comparison: reports max abs error, relative RMSE and the identical fraction; fails on NaN."""
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert not torch.isnan(actual).any(), f"{name}: NaN in result ({int(torch.isnan(actual).sum())} values: " \
+                                          f"an output the kernel never wrote?)"
+    err = (actual - expected).abs()
+    mx = err.max().item() if err.numel() else 0.0
+    ref_rms = expected.square().mean().sqrt().item()
+    rel = err.square().mean().sqrt().item() / ref_rms if ref_rms > 0 else err.square().mean().sqrt().item()
+    same = (err == 0).double().mean().item() if err.numel() else 1.0
+    msg = f"{name}: max abs err {mx:.3g}, rel RMSE {rel:.3g}, identical {100 * same:.4f} %"
+    if rel_rmse is not None:
+        assert rel <= rel_rmse, msg + f" (rel RMSE tol {rel_rmse:g})"
+    if min_identical is not None:
+        assert same >= min_identical, msg + f" (identical tol {100 * min_identical:g} %)"
+    if max_abs is not None:
+        assert mx <= max_abs, msg + f" (max abs tol {max_abs:.3g})"
+    return msg
+
+
+class _NaNTorch:
+    """Stands in for ``torch`` inside the launchers: outputs start as NaN (float) or 0xA5 (uint8) so that a value
+    the kernels never write shows up."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty_like(t, **kw):
+        return torch.full_like(t, math.nan, **kw)
+
+    @staticmethod
+    def empty(size, dtype=torch.float32, device=None):
+        return torch.full(size, math.nan if dtype.is_floating_point else 0xA5, dtype=dtype, device=device)
+
+
+@pytest.fixture
+def nan_outputs(monkeypatch):
+    from fdgpu.kernels import launch
+    monkeypatch.setattr(launch, "torch", _NaNTorch())
+
+
+def _image(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=g).to(DEVICE)
+
+
+def _tables(n, kind):
+    if kind == "ijg":
+        lt, ct = tables.ijg(50)
+    elif kind == "fd":
+        lt = ct = tables.fd(1.0)
+    else:  # per-sample: one quality per image
+        lt, ct = tables.ijg(torch.linspace(20, 90, n))
+    return lt.to(DEVICE).float().contiguous(), ct.to(DEVICE).float().contiguous()
+
+
+def test_available_and_importable():
+    assert kernels.AVAILABLE is True
+    assert callable(kernels.forward) and callable(kernels.backward)
+
+
+def test_imports_without_triton():
+    """The package imports when triton is missing; AVAILABLE is then False and the torch path is used."""
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import fdgpu, fdgpu.kernels as k, torch\n"
+            "assert k.AVAILABLE is False\n"
+            "print(fdgpu.jpeg(torch.rand(3, 8, 8), 50).shape)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------------ launchers
+@pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_forward_matches_reference(nan_outputs, shape, subsampling):
+    if shape[1] == 1 and subsampling != "4:2:0":
+        pytest.skip("grayscale ignores subsampling: covered once")
+    x = _image(shape)
+    lt, ct = _tables(shape[0], "ijg")
+    y, saved = kernels.forward(x, lt, ct, subsampling)
+    assert saved is None
+    y_ref, _ = ref.forward(x, lt, ct, subsampling)
+    compare(f"forward {_ids(shape)} {subsampling}", y, y_ref, min_identical=FWD_MIN_IDENTICAL, max_abs=FWD_MAX_ABS)
+
+
+@pytest.mark.parametrize("kind", ["fd", "per-sample"])
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:0"])
+def test_forward_tables(nan_outputs, kind, subsampling):
+    """FD tables (steps 1 and 40) and per-sample tables (a table pointer with a batch stride)."""
+    x = _image((3, 3, 21, 27), seed=1)
+    lt, ct = _tables(3, kind)
+    y, _ = kernels.forward(x, lt, ct, subsampling)
+    y_ref, _ = ref.forward(x, lt, ct, subsampling)
+    compare(f"forward {kind} {subsampling}", y, y_ref, min_identical=FWD_MIN_IDENTICAL, max_abs=FWD_MAX_ABS)
+
+
+def test_forward_extreme_tables(nan_outputs):
+    """Quality 1 (steps 255: everything clamps) and 100 (steps 1) stay finite and equal to the reference."""
+    x = _image((2, 3, 19, 23), seed=2)
+    for q in (1, 100):
+        lt, ct = (t.to(DEVICE) for t in tables.ijg(q))
+        y, _ = kernels.forward(x, lt, ct, "4:2:0")
+        compare(f"forward q{q}", y, ref.forward(x, lt, ct, "4:2:0")[0], min_identical=FWD_MIN_IDENTICAL,
+                max_abs=FWD_MAX_ABS)
+
+
+@pytest.mark.parametrize("mode", ["ste", "soft"])
+@pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_backward_matches_reference(nan_outputs, shape, subsampling, mode):
+    if shape[1] == 1 and subsampling != "4:2:0":
+        pytest.skip("grayscale ignores subsampling: covered once")
+    x = _image(shape, seed=3)
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    lt, ct = _tables(shape[0], "per-sample" if shape[0] > 1 else "ijg")
+    soft = mode == "soft"
+    _, saved = kernels.forward(x, lt, ct, subsampling, need_weight=soft)
+    _, weights = ref.forward(x, lt, ct, subsampling, need_weight=soft)
+    gx = kernels.backward(grad, saved if soft else None, subsampling)
+    gx_ref = ref.backward(grad, weights if soft else None, subsampling)
+    tol = GRAD_RTOL[torch.float32]
+    if soft:
+        _, w64 = ref.forward(x.double(), lt.double(), ct.double(), subsampling, need_weight=True)
+        tol = soft_tolerance(gx_ref, ref.backward(grad.double(), w64, subsampling))
+    compare(f"{mode} backward {_ids(shape)} {subsampling}", gx, gx_ref, rel_rmse=tol)
+
+
+# ------------------------------------------------------------------------------------------------ public API
+API_CASES = [
+    # (label, shape, dtype, subsampling, table kind)
+    ("1x3x37x53", (1, 3, 37, 53), torch.float32, "4:2:0", "q"),
+    ("2x3x64x48-422", (2, 3, 64, 48), torch.float32, "4:2:2", "q"),
+    ("3d-444", (3, 29, 31), torch.float32, "4:4:4", "q"),
+    ("gray", (2, 1, 24, 19), torch.float32, "4:2:0", "q"),
+    ("per-sample-q", (3, 3, 20, 26), torch.float32, "4:2:0", "q-tensor"),
+    ("fd", (2, 3, 33, 18), torch.float32, "4:2:0", "fd"),
+    ("fp16", (1, 3, 9, 11), torch.float16, "4:2:0", "q"),
+]
+
+
+def _api(x, backend, mode, subsampling, kind):
+    if kind == "fd":
+        return fdgpu.feature_distillation(x, 2.0, subsampling=subsampling, backward=mode, backend=backend)
+    q = torch.tensor([30.0, 60.0, 90.0]) if kind == "q-tensor" else 60
+    return fdgpu.jpeg(x, q, subsampling=subsampling, backward=mode, backend=backend)
+
+
+@pytest.mark.parametrize("mode", ["ste", "soft", "bpda", "exact"])
+@pytest.mark.parametrize("label,shape,dtype,subsampling,kind", API_CASES, ids=[c[0] for c in API_CASES])
+def test_public_api_triton_backend(label, shape, dtype, subsampling, kind, mode):
+    x0 = _image(shape, seed=5).to(dtype)
+    gy = torch.randn(shape, generator=torch.Generator().manual_seed(6)).to(DEVICE, dtype)
+    outs = {}
+    for backend in ("triton", "torch"):
+        x = x0.clone().requires_grad_(True)
+        y = _api(x, backend, mode, subsampling, kind)
+        assert y.dtype == dtype and y.shape == x.shape
+        y.backward(gy)
+        outs[backend] = (y, x.grad)
+    compare(f"{label} {mode} forward", outs["triton"][0], outs["torch"][0], min_identical=FWD_MIN_IDENTICAL,
+            max_abs=FWD_MAX_ABS if dtype == torch.float32 else 2e-3)
+    # The gradients are computed in fp32 (fp16 input is upcast), then cast to the input dtype.
+    tol = GRAD_RTOL[dtype]
+    if mode == "soft" and dtype == torch.float32:
+        x = x0.double().requires_grad_(True)
+        _api(x, "torch", mode, subsampling, kind).backward(gy.double())
+        tol = soft_tolerance(outs["torch"][1], x.grad)
+    compare(f"{label} {mode} grad", outs["triton"][1], outs["torch"][1], rel_rmse=tol)
+
+
+def test_public_api_channels_last():
+    x = _image((2, 3, 20, 20), seed=7).to(memory_format=torch.channels_last)
+    y = fdgpu.jpeg(x, 50, backend="triton")
+    compare("channels_last", y, fdgpu.jpeg(x.contiguous(), 50, backend="torch"),
+            min_identical=FWD_MIN_IDENTICAL, max_abs=FWD_MAX_ABS)
+
+
+def test_soft_gradient_is_not_ste():
+    """Sanity: the soft backward really weights coefficients (it differs from ste), and has no NaN at q = 1, 100."""
+    x = _image((1, 3, 16, 24), seed=8)
+    g = torch.randn_like(x)
+    for q in (1, 100):
+        lt, ct = (t.to(DEVICE) for t in tables.ijg(q))
+        _, saved = kernels.forward(x, lt, ct, "4:2:0", need_weight=True)
+        gs = kernels.backward(g, saved, "4:2:0")
+        assert torch.isfinite(gs).all()
+    ge = kernels.backward(g, None, "4:2:0")
+    assert (gs - ge).abs().max() > 1e-3
