@@ -38,6 +38,16 @@ def cifar(n):
     return load_npz(p, limit=n)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The CI/dev machines have 2 shared cores: one intra-op thread avoids OpenMP oversubscription stalls (measured
+    # here: the sanity-property test took 157 s with 2 threads next to another job, 8 s with 1).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def batch():
     g = torch.Generator().manual_seed(1)

@@ -1,0 +1,220 @@
+"""fdgpu.eval: spec parsing, evaluate(), reports, the ``fdgpu eval`` CLI (single process and torchrun), vaccination.
+
+The CLI tests need no shared data: they write a tiny random CIFAR-like .npz and a randomly initialised resnet20.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from fdgpu.cli import main
+from fdgpu.eval import build_defence, evaluate, markdown_table, parse_attack, parse_defence, plot
+from fdgpu.models import cifar_resnet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: avoid OpenMP oversubscription (see test_attacks.py)
+    yield
+    torch.set_num_threads(n)
+
+
+def toy():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 10)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 12-image random .npz and a random resnet20 state_dict."""
+    d = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    np.savez(d / "tiny.npz", x=rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), y=rng.integers(0, 10, 12))
+    torch.manual_seed(0)
+    torch.save(cifar_resnet(20).state_dict(), d / "r20.pt")
+    return d
+
+
+# ---------------------------------------------------------------- specs
+@pytest.mark.parametrize("spec, kind, eps_levels, steps", [
+    ("none", "none", 0, 0), ("fgsm:8", "fgsm", 8, 0), ("fgsm:8/255", "fgsm", 8, 0), ("pgd:4:10", "pgd", 4, 10),
+    ("pgd:4:10:1", "pgd", 4, 10), ("eot:2:5:4", "eot", 2, 5)])
+def test_parse_attack(spec, kind, eps_levels, steps):
+    a = parse_attack(spec)
+    assert a.kind == kind and round(a.eps * 255, 6) == eps_levels and a.steps == steps
+
+
+def test_parse_attack_l2_and_errors():
+    assert parse_attack("pgdl2:0.5:10").eps == 0.5
+    for bad, msg in [("pgd:8", "expected one of"), ("fgsm:x", "expected a number"), ("pgd:8:0", "STEPS"),
+                     ("fgsm:300", "pixel levels in \\[0, 255\\]")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_attack(bad)
+
+
+def test_parse_defence_and_errors():
+    assert parse_defence("jpeg:75").args == (75.0,)
+    assert parse_defence("fd-design:2").args == (2.0, 15)
+    assert parse_defence("jpeg-rand:30:90").args == (30, 90)
+    assert parse_defence("quilting:k=3,mode=x").kwargs == {"k": 3, "mode": "x"}
+    for bad, msg in [("jpeg:0", "quality in \\[1, 100\\]"), ("fd:-1", "strength > 0"), ("blur:3", "expected one of"),
+                     ("jpeg-rand:90:30", "LO <= HI")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_defence(bad)
+
+
+def test_build_defence_modules_and_backward():
+    import fdgpu
+    x = torch.rand(2, 3, 16, 16)
+    assert isinstance(build_defence("fd:2", "bpda"), fdgpu.FDJpeg)
+    torch.testing.assert_close(build_defence("jpeg:50", "exact")(x), fdgpu.jpeg(x, 50))
+    assert build_defence("jpeg:50", "soft").backward == "soft"
+    with pytest.raises(ValueError, match="calibration images"):
+        build_defence("fd-design:2")
+    design = build_defence("fd-design:2:10", calib=lambda: torch.rand(4, 3, 16, 16))
+    assert int((design.luma_table == 1).sum()) == 10
+
+
+def test_tables_file_defence(tmp_path):
+    import fdgpu
+    torch.save({"luma": fdgpu.tables.fd(2.0)}, tmp_path / "t.pt")
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(build_defence(f"tables:{tmp_path / 't.pt'}")(x), fdgpu.feature_distillation(x, 2.0))
+
+
+def test_baseline_defence_degrades_clearly():
+    try:
+        from fdgpu.baselines import make_defence  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="make_defence"):
+            build_defence("quilting")
+    else:
+        assert isinstance(build_defence("tvm"), nn.Module)
+
+
+def test_randomised_defences_are_seeded():
+    x = torch.rand(3, 3, 16, 16)
+    for spec in ("jpeg-rand:20:90", "jpgnoise:75"):
+        d = build_defence(spec, seed=3)
+        a = d(x)
+        d.reset(3)
+        torch.testing.assert_close(d(x), a)
+
+
+def test_jpgnoise_permutes_the_jpeg_change():
+    import fdgpu
+    x = torch.rand(2, 3, 16, 16)
+    change = (fdgpu.jpeg(x, 75) - x).flatten(1).sort(1).values
+    d = (build_defence("jpgnoise:75")(x) - x).flatten(1)
+    # same multiset of changes up to the final [0, 1] clamp
+    inside = ((x.flatten(1) + d) > 0) & ((x.flatten(1) + d) < 1)
+    assert inside.float().mean() > 0.5
+    assert torch.allclose(d.abs().sum(1), change.abs().sum(1), rtol=0.2)
+
+
+# ---------------------------------------------------------------- evaluate
+def test_evaluate_rows_and_determinism():
+    x, y = torch.rand(6, 3, 16, 16), torch.randint(0, 10, (6,))
+    args = (toy(), x, y, ["none", "jpeg:75", "jpeg-rand:50:90"], ["none", "fgsm:8", "pgd:8:2"], ["transfer", "bpda"])
+    rows = evaluate(*args, batch_size=4, seed=1)
+    assert len(rows) == 3 + 2 * (1 + 2 * 2)
+    assert {r["view"] for r in rows if r["defence"] == "none"} == {"-"}
+    for r in rows:
+        assert 0 <= r["adv_acc"] <= 1 and 0 < r["adv_top_prob"] <= 1 and r["n"] == 6
+    assert evaluate(*args, batch_size=4, seed=1) == rows
+
+
+def test_evaluate_view_callable_and_errors():
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([1, 2])
+    seen = []
+
+    def classifier(view):
+        seen.append(view)
+        return toy()
+    evaluate(classifier, x, y, ["fd:1"], ["fgsm:2"], ["transfer", "ste"])
+    assert set(seen) == {"transfer", "ste"}
+    with pytest.raises(ValueError, match="view: expected one of"):
+        evaluate(toy(), x, y, views=["adaptive"])
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate(toy(), x, y, batch_size=0)
+
+
+def test_report_table_and_plot(tmp_path):
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([1, 2])
+    rows = evaluate(toy(), x, y, ["none", "fd:1"], ["fgsm:2", "fgsm:4"], ["transfer"])
+    table = markdown_table(rows)
+    assert table.startswith("| defence | attack | view |") and table.count("\n") == 2 + len(rows)
+    assert plot(rows, str(tmp_path / "p.png")) and (tmp_path / "p.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- CLI
+def cli_args(tiny, out, *extra):
+    return ["eval", "--data", str(tiny / "tiny.npz"), "--weights", str(tiny / "r20.pt"), "--defences", "none",
+            "fd:1", "--attacks", "fgsm:8", "pgd:8:2", "--views", "transfer", "bpda", "--batch-size", "4",
+            "--limit", "8", "--quiet", "--out", str(out), *extra]
+
+
+def test_cli_writes_json_markdown_plot(tiny, tmp_path, capsys):
+    assert main(cli_args(tiny, tmp_path / "r.json")) == 0
+    printed = capsys.readouterr().out
+    assert "| fd:1 | pgd:8:2 | bpda | 8 |" in printed
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["meta"]["n"] == 8 and len(data["results"]) == 2 + 2 * 2
+    assert (tmp_path / "r.md").read_text() in printed and (tmp_path / "r.png").is_file()
+
+
+def test_cli_reports_bad_input(tiny, tmp_path, capsys):
+    assert main(cli_args(tiny, tmp_path / "r.json", "--defences", "blur:3")) == 2
+    assert "expected one of none" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tmp_path / "missing.npz"), "--weights", str(tiny / "r20.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_member_ensemble(tiny, tmp_path):
+    w = str(tiny / "r20.pt")
+    args = ["eval", "--data", str(tiny / "tiny.npz"), "--member", f"jpeg:90={w}", "--member", f"jpeg:50={w}",
+            "--attacks", "fgsm:4", "--views", "transfer", "ste", "--limit", "4", "--quiet", "--no-plot",
+            "--out", str(tmp_path / "m.json")]
+    assert main(args) == 0
+    assert len(json.loads((tmp_path / "m.json").read_text())["results"]) == 1
+
+
+def test_torchrun_two_processes_match_single_process(tiny, tmp_path):
+    """The same command sharded over 2 gloo processes gives exactly the single-process numbers (both runs with one
+    thread per process: CPU kernels' reduction order depends on the thread count)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, "-m", "fdgpu.cli", *cli_args(tiny, tmp_path / "one.json", "--no-plot")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr[-2000:]
+    dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "fdgpu.cli", *cli_args(tiny, tmp_path / "two.json", "--no-plot")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert dist.returncode == 0, dist.stderr[-2000:]
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["meta"]["world_size"] == 2 and one["meta"]["world_size"] == 1
+    assert one["results"] == two["results"]
+
+
+def test_vaccinate_runs_and_is_seeded():
+    from fdgpu.eval.vaccinate import vaccinate
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        nets.append(vaccinate(cifar_resnet(20), x, y, 50, epochs=1, batch_size=4, seed=0))
+    before = cifar_resnet(20).state_dict()
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], before["conv1.weight"])
+    assert not nets[0].training
