@@ -166,7 +166,9 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                 _reset_random(attacked, _batch_seed(seed, b, 3))
                 xa = run_attack(cfg.attack, attacked, xb, yb, gen)
             with torch.no_grad():
-                _reset_random(eval_model, _batch_seed(seed, b, 4))
+                # the same draw of a randomised defence as for the clean images: the "none" attack row then equals
+                # the clean accuracy, and clean vs adversarial differ only by the attack
+                _reset_random(eval_model, _batch_seed(seed, b, 1))
                 adv = _stats(eval_model(xa), yb)
             cl = clean[cfg.defence.text]
             counts[c, :, b] = torch.stack([cl[0], adv[0], cl[1], adv[1], adv[2]]).cpu()
