@@ -14,6 +14,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "fdgpu" / "__init__.py")
 extras = {
     "triton": ["triton>=3.0"],
     "test": ["pytest>=8", "pytest-xdist", "hypothesis", "pillow>=10", "scipy", "scikit-image>=0.22", "kornia>=0.7",
+             "triton>=3.0",
              "tqdm", "matplotlib", "faiss-cpu"],
     "bench": ["pytest-benchmark>=4", "kornia>=0.7", "pillow>=10", "matplotlib", "scikit-image>=0.22", "faiss-cpu",
               "tqdm"],

@@ -27,8 +27,10 @@ def test_block_dct_matches_scipy_and_inverts():
     blocks = p.numpy().reshape(2, 3, 8, 5, 8).transpose(0, 1, 3, 2, 4)
     ref = sfft.dctn(blocks, type=2, norm="ortho", axes=(-2, -1))      # [2, 3, 5, 8, 8]
     ours = c.numpy().reshape(2, 8, 8, 3, 5).transpose(0, 3, 4, 1, 2)
-    np.testing.assert_allclose(ours, ref, atol=1e-9)
-    np.testing.assert_allclose(dct.block_idct(c).numpy(), p.numpy(), atol=1e-9)
+    # the basis is rounded to float32 constants (shared by every dtype and the kernels): ~6e-8 relative per entry
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-6)
+    np.testing.assert_allclose(dct.block_idct(c).numpy(), p.numpy(), atol=1e-4)
+    assert float((dct.dct_basis(torch.float64).view(64, 64).abs() - 0.125).abs().min()) == 0.0  # exact 1/8 entries
     np.testing.assert_allclose(dct.dct_matrix(torch.float64) @ dct.dct_matrix(torch.float64).T, np.eye(8),
                                atol=1e-12)
 

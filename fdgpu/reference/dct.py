@@ -26,7 +26,11 @@ def dct_matrix(dtype=torch.float32, device=None) -> torch.Tensor:
 def dct_basis(dtype=torch.float32, device=None) -> torch.Tensor:
     """``(64, 1, 8, 8)`` basis images: filter ``8 u + v`` is ``D[u, :]^T D[v, :]`` (the Kronecker DCT matrix)."""
     d = dct_matrix(torch.float64)
-    return torch.einsum("ui,vj->uvij", d, d).reshape(64, 1, 8, 8).to(dtype=dtype, device=device)
+    k = torch.einsum("ui,vj->uvij", d, d).reshape(64, 1, 8, 8)
+    # Rounded to float32 for every dtype, so that float32, float64 and the Triton kernels use the same constants.
+    # The entries of coefficients (0,0), (0,4), (4,0), (4,4) are then exactly +-1/8: with integer samples those
+    # coefficients are exact, and their frequent exact ties (z = k + 1/2) round the same way everywhere.
+    return k.to(torch.float32).to(dtype=dtype, device=device)
 
 
 def block_dct(p: torch.Tensor) -> torch.Tensor:

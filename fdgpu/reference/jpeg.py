@@ -43,9 +43,9 @@ class Geometry:
 def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool):
     """Level shift, DCT, quantize + dequantize, IDCT, round and clamp: ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)``
     (and the soft-rounding weights ``(N, K, 64, Hp / 8, Wp / 8)`` when asked)."""
+    if linear:  # no quantization: IDCT(DCT(p)) = p exactly (the DCT is orthonormal)
+        return p, None
     c = block_dct(p - 128.0)
-    if linear:
-        return block_idct(c) + 128.0, None
     c, weight = quantize_dequantize(c, table, need_weight)
     s = block_idct(c)
     # jidctint.c descales with round-half-up, then range-limits to 0..255 (128 is added before the limit).
