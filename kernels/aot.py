@@ -48,14 +48,15 @@ def variants() -> List[tuple]:
                        FANCY="constexpr", BH="constexpr", BW="constexpr")
             out.append((f"up {name}{'' if fancy else ' replicate'}", K._jpeg_up_kernel, sig,
                         dict(HS=hs, VS=vs, FANCY=fancy, BH=bh, BW=bw)))
-        for soft in (False, True):
-            for fancy in (True, False):
-                sig = dict(p_g=f32, p_x=f32, p_cq=f32, p_k=f32, p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WC=i32,
-                           WCP=i32, NBHC=i32, NBWC=i32, HS="constexpr", VS="constexpr", FANCY="constexpr",
-                           SOFT="constexpr", TBH="constexpr", TBW="constexpr")
-                out.append((f"bwd_chroma {name} {'soft' if soft else 'ste'}{'' if fancy else ' replicate'}",
-                            K._jpeg_bwd_chroma_kernel, sig,
-                            dict(HS=hs, VS=vs, FANCY=fancy, SOFT=soft, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
+        for fancy in (True, False):
+            sig = dict(p_g=f32, p_gc=f32, H=i32, W=i32, HC=i32, WC=i32, WCP=i32, NBHC=i32, NBWC=i32,
+                       HS="constexpr", VS="constexpr", FANCY="constexpr", TBH="constexpr", TBW="constexpr")
+            out.append((f"bwd_chroma {name}{'' if fancy else ' replicate'}", K._jpeg_bwd_chroma_kernel, sig,
+                        dict(HS=hs, VS=vs, FANCY=fancy, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
+        sig = dict(p_x=f32, p_cq=f32, p_k=f32, p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WCP=i32, NBHC=i32,
+                   NBWC=i32, HS="constexpr", VS="constexpr", TBH="constexpr", TBW="constexpr")
+        out.append((f"bwd_chroma_soft {name}", K._jpeg_bwd_chroma_soft_kernel, sig,
+                    dict(HS=hs, VS=vs, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
     for c, (hs, vs), name in ((1, (1, 1), "gray"), (3, (1, 1), "4:4:4"), (3, SUBS["4:2:2"], "4:2:2"),
                               (3, SUBS["4:2:0"], "4:2:0")):
         for soft in (False, True):
@@ -89,13 +90,15 @@ def _tool(name: str) -> str:
 
 
 def _ptxas_info(ptx: str, cc: int) -> Dict[str, int]:
-    arch = f"sm_{cc}a" if cc >= 90 else f"sm_{cc}"
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "k.ptx")
         with open(src, "w") as f:
             f.write(ptx)
-        res = subprocess.run([_tool("ptxas"), "-v", f"--gpu-name={arch}", src, "-o", os.path.join(d, "k.cubin")],
-                             capture_output=True, text=True, check=True)
+        # the ptxas and the options Triton itself uses for this architecture (make_cubin), plus -v
+        cmd = [get_ptxas(cc).path, "-lineinfo", "-v", "--regAllocOptLevel=2",
+               f"--gpu-name={sm_arch_from_capability(cc)}", src, "-o", os.path.join(d, "k.cubin")]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     text = res.stdout + res.stderr
     regs = re.search(r"Used (\d+) registers", text)
     st = re.search(r"(\d+) bytes spill stores", text)

@@ -16,9 +16,10 @@ Kernels (the launchers are :func:`forward` and :func:`backward` in ``kernels/__i
   chroma of its MCUs and writes the decoded 8-bit samples (uint8, exact: they are integers in 0..255); the second
   upsamples chroma and converts to RGB. Bytes per pixel: 12 read + 1 + 0.5 (4:2:0) written, then 1.5 read + 12
   written = 27 B/px instead of 24 for a single fused pass (see docs/kernels.md for the halo alternative).
-* ``_jpeg_bwd_chroma_kernel`` (4:2:x): adjoint of upsampling + colour conversion gathered per chroma sample, then
-  (soft) the coefficient-domain weight ``3 (z - round z)^2`` with ``z`` recomputed from ``x``, and the fold of the
-  replicated chroma rows; writes the chroma-plane gradient (fp32, half resolution).
+* ``_jpeg_bwd_chroma_kernel`` (4:2:x): adjoint of upsampling + colour conversion gathered per chroma sample; writes
+  the chroma-plane gradient (fp32, chroma resolution). ``_jpeg_bwd_chroma_soft_kernel`` (soft) then applies, in
+  place, the coefficient-domain weight ``3 (z - round z)^2`` with ``z`` recomputed from ``x``, and folds the
+  replicated chroma rows.
 * ``_jpeg_bwd_kernel``: luma (and 4:4:4 chroma) gradient, soft weights recomputed from ``x``, the chroma gradient
   of the previous kernel spread back over its box, transposed RGB->YCbCr, fold of the padding, store once.
 """
@@ -371,11 +372,11 @@ def _fold_rows_block(b_g, o_j, HC, NB: tl.constexpr):
 
 
 @triton.jit
-def _jpeg_bwd_chroma_kernel(p_g, p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WC, WCP, NBHC, NBWC,
-                            HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr, SOFT: tl.constexpr,
+def _jpeg_bwd_chroma_kernel(p_g, p_gc, H, W, HC, WC, WCP, NBHC, NBWC,
+                            HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr,
                             TBH: tl.constexpr, TBW: tl.constexpr):
-    """Chroma-plane gradient ``(N, 2, HC, WCP)`` (WCP = padded width / HS) for 4:2:x: upsample adjoint (gathered),
-    soft coefficient weights (recomputed from x), fold of the replicated chroma rows. One plane per program (Cb and
+    """Chroma-plane gradient ``(N, 2, HC, WCP)`` (WCP = padded width / HS) for 4:2:x: the adjoint of upsampling
+    and of YCbCr -> RGB, gathered per chroma sample (zero past the real WC columns). One plane per program (Cb and
     Cr of a tile adjacent in launch order). Grid (2 * cdiv(NBWC, TBW), cdiv(NBHC, TBH), N)."""
     i_pl = tl.program_id(0).to(tl.int64) % 2
     i_tw = tl.program_id(0).to(tl.int64) // 2
@@ -400,12 +401,30 @@ def _jpeg_bwd_chroma_kernel(p_g, p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WC, WCP, 
             b_w = b_wy * b_wx
             b_cb, b_cr = _grad_chroma(p_gn, o_py, o_px, m_s & (b_w != 0.0), HW, W)
             b_gc += b_w * tl.where(i_pl == 0, b_cb, b_cr)
-    if SOFT:
-        b_cb, b_cr = _downsampled_chroma(p_x + i_n * 3 * HW, o_j, o_i, m_b, H, W, HC, HS, VS)
-        b_w = _soft_weight(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
-        b_gc = _fold_rows_block(_coef_adjoint(b_gc, b_w, p_k), o_j, HC, TBH * TBW)
     HWC = HC * WCP
     tl.store(p_gc + i_n * 2 * HWC + i_pl * HWC + o_j * WCP + o_i, b_gc, mask=m_b & (o_j < HC) & (o_i < WCP))
+
+
+@triton.jit
+def _jpeg_bwd_chroma_soft_kernel(p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WCP, NBHC, NBWC,
+                                 HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
+    """Soft mode, in place on the chroma-plane gradient: IDCT(weight * DCT(g)) with the weights recomputed from
+    ``x``, then the fold of the replicated chroma rows (>= HC) onto row HC - 1. A separate kernel: fused with the
+    gather above, the 4:2:0 variant spilled on sm_90. Grid (2 * cdiv(NBWC, TBW), cdiv(NBHC, TBH), N)."""
+    i_pl = tl.program_id(0).to(tl.int64) % 2
+    i_tw = tl.program_id(0).to(tl.int64) // 2
+    i_th = tl.program_id(1).to(tl.int64)
+    i_n = tl.program_id(2).to(tl.int64)
+    o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
+    m_b = ((o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]) & (o_j >= 0)
+    HWC = HC * WCP
+    o_g = i_n * 2 * HWC + i_pl * HWC + o_j * WCP + o_i
+    m_g = m_b & (o_j < HC) & (o_i < WCP)
+    b_g = tl.load(p_gc + o_g, mask=m_g, other=0.0)                          # [BLOCKS, 64]; 0 in replicated rows
+    b_cb, b_cr = _downsampled_chroma(p_x + i_n * 3 * H * W, o_j, o_i, m_b, H, W, HC, HS, VS)
+    b_w = _soft_weight(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
+    b_g = _fold_rows_block(_coef_adjoint(b_g, b_w, p_k), o_j, HC, TBH * TBW)
+    tl.store(p_gc + o_g, b_g, mask=m_g)
 
 
 @triton.jit

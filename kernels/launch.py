@@ -14,7 +14,7 @@ import triton
 from fdgpu.reference import dct as _ref_dct
 from fdgpu.reference.jpeg import Geometry
 
-from .jpeg import _jpeg_bwd_chroma_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel, _jpeg_fwd_sub_kernel, _jpeg_up_kernel
+from .jpeg import _jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel, _jpeg_fwd_sub_kernel, _jpeg_up_kernel
 
 # (TBH, TBW) tiles in blocks and warps per kernel. Chroma tiles need >= 16 blocks: the M dimension of tl.dot.
 FWD_TILE = (2, 8)          # grayscale / 4:4:4: 16 blocks = 16 x 64 pixels
@@ -25,7 +25,7 @@ BWD_TILE = (2, 8)          # luma blocks; a whole number of MCUs for every subsa
 # the soft backward kernels hit 255 registers and bwd_chroma 4:2:0 soft spilled 252 B (sm_80); at 8 warps every
 # variant compiles without spills and the forward kernels need 48-64 registers (python -m fdgpu.kernels.aot).
 WARPS = {"_jpeg_fwd_kernel": 8, "_jpeg_fwd_sub_kernel": 8, "_jpeg_up_kernel": 8, "_jpeg_bwd_chroma_kernel": 8,
-         "_jpeg_bwd_kernel": 8}
+         "_jpeg_bwd_chroma_soft_kernel": 8, "_jpeg_bwd_kernel": 8}
 # No software pipelining: the plane loops are short (2-4 trips) and multi-buffering them took up to 164 KB of
 # shared memory, more than an A100 block may have.
 NUM_STAGES = 1
@@ -97,8 +97,13 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> to
         tbh, tbw = SUB_TILE
         nbhc, nbwc = nbh // g.vs, nbw // g.hs
         grid = (2 * triton.cdiv(nbwc, tbw), triton.cdiv(nbhc, tbh), n)
-        _jpeg_bwd_chroma_kernel[grid](grad, x, ct, k, gc, sc, h, w, g.hc, g.wc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
-                                      FANCY=g.wc > 2, SOFT=soft, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_kernel"], num_stages=NUM_STAGES)
+        _jpeg_bwd_chroma_kernel[grid](grad, gc, h, w, g.hc, g.wc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
+                                      FANCY=g.wc > 2, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_kernel"],
+                                      num_stages=NUM_STAGES)
+        if soft:
+            _jpeg_bwd_chroma_soft_kernel[grid](x, ct, k, gc, sc, h, w, g.hc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
+                                               TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_soft_kernel"],
+                                               num_stages=NUM_STAGES)
     out = torch.empty_like(grad)
     tbh, tbw = BWD_TILE
     grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
