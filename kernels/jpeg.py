@@ -478,14 +478,6 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
         if HS * VS == 1:
             b_gcb = b_gg * _LG_CB + b_gb * _LB_CB
             b_gcr = b_gr * _LR_CR + b_gg * _LG_CR
-        else:
-            # downsample adjoint: every pixel of a chroma sample's box gets 1/(HS*VS) of its gradient; rows past the
-            # downsampled region (>= HC*VS) get nothing
-            o_j = o_r // VS
-            m_c = m_b & (o_j < HC)
-            o_cc = i_n * 2 * HC * WCP + o_j * WCP + o_c // HS
-            b_gcb = tl.load(p_gc + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
-            b_gcr = tl.load(p_gc + HC * WCP + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
         if SOFT:
             b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
             b_lq = _load_table(p_lq, i_n, s_lq)
@@ -506,6 +498,15 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
                 b_gy, b_gcb, b_gcr = b_ay, b_acb, b_acr
             else:
                 b_gy = _coef_adjoint(b_gy, _soft_weight(_rgb_to_y(b_r, b_g, b_b), b_lq, p_k), p_k)
+        if HS * VS > 1:
+            # downsample adjoint: every pixel of a chroma sample's box gets 1/(HS*VS) of its gradient; rows past the
+            # downsampled region (>= HC*VS) get nothing. Loaded after the luma DCTs: loaded before, they kept the
+            # soft variants at the 255-register cap.
+            o_j = o_r // VS
+            m_c = m_b & (o_j < HC)
+            o_cc = i_n * 2 * HC * WCP + o_j * WCP + o_c // HS
+            b_gcb = tl.load(p_gc + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
+            b_gcr = tl.load(p_gc + HC * WCP + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
         # transposed real-valued RGB -> YCbCr
         FOLD: tl.constexpr = SOFT or (HS * VS > 1)
         _fold_store(p_on, b_gy * _LYR + b_gcb * _LBR + b_gcr * _LRR, o_r, o_c, H, W, TBH, TBW, FOLD)
