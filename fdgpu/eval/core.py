@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..attacks import fgsm, pgd
-from .specs import ADAPTIVE_VIEWS, VIEWS, AttackSpec, DefenceSpec, build_defence, parse_attack, parse_defence
+from .specs import VIEWS, AttackSpec, DefenceSpec, build_defence, parse_attack, parse_defence
 
 Classifier = Union[nn.Module, Callable[[str], nn.Module]]
 METRICS = ("clean_correct", "adv_correct", "clean_top_prob", "adv_top_prob", "adv_true_prob")
@@ -87,7 +87,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     Returns:
         one dict per (defence, attack, view) with ``n``, ``clean_acc``, ``adv_acc`` (top-1, in [0, 1]),
         ``clean_top_prob``, ``adv_top_prob`` (mean probability of the predicted label), ``adv_true_prob`` and the
-        spec fields. The undefended model ``none`` and the ``none`` attack get one row each (view ``"-"``).
+        spec fields. The ``none`` attack, and the ``none`` defence of an ``nn.Module`` classifier, get one row
+        each (view ``"-"``).
     """
     if x.dim() != 4 or not x.is_floating_point() or y.shape != x.shape[:1]:
         raise ValueError(f"expected x (N, C, H, W) float in [0, 1] and y (N,), got {tuple(x.shape)} {x.dtype} and "
@@ -110,7 +111,9 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     def model_for(view: str) -> nn.Module:
         return (classifier(view) if not isinstance(classifier, nn.Module) else classifier).to(device).eval()
 
-    base = {v: model_for(v) for v in set(["transfer"]) | set(v for v in views if v != "transfer")}
+    # "ste" is always built: defended models are evaluated with it (the forward output is the same in every backward
+    # mode), and a view-dependent classifier (an ensemble whose members carry their own JPEG) needs its defended form.
+    base = {v: model_for(v) for v in sorted({"transfer", "ste"} | set(views))}
     cache_calib = {}
 
     def get_calib():
@@ -122,8 +125,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     # output is identical in every backward mode).
     defended = {}
     for d in dspecs:
-        for v in set(ADAPTIVE_VIEWS[1:2]) | set(v for v in views if v != "transfer"):
-            clf = base[v] if v in base else base["transfer"]
+        for v in sorted({"ste"} | set(views) - {"transfer"}):
+            clf = base[v]
             layer = build_defence(d, v, calib=get_calib if calib is not None else None, seed=seed,
                                   subsampling=subsampling)
             defended[d.text, v] = nn.Sequential(layer, clf).to(device).eval()
@@ -131,7 +134,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     configs: List[_Config] = []
     for d in dspecs:
         for a in aspecs:
-            if a.kind == "none" or d.kind == "none":
+            # An undefended nn.Module looks the same from every view; a view-dependent classifier does not.
+            if a.kind == "none" or (d.kind == "none" and isinstance(classifier, nn.Module)):
                 configs.append(_Config(d, a, "-"))
             else:
                 configs.extend(_Config(d, a, v) for v in views)
