@@ -68,6 +68,21 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _machine() -> str:
+    """CPU model and core count (plus the GPU name when CUDA is available), for the results' metadata."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    import torch
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
 def _weights_for(model: str, given):
     if given:
         return given
@@ -159,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
                 "data": args.data, "start": args.start, "n": int(x.shape[0]), "model": args.model,
                 "weights": args.weights, "members": args.member, "seed": args.seed, "batch_size": args.batch_size,
                 "subsampling": args.subsampling, "world_size": world_size, "seconds": round(elapsed, 1),
-                "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+                "machine": _machine(), "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
                 "torch": torch.__version__}
         table = markdown_table(rows)
         print(table, end="")
