@@ -45,11 +45,17 @@ def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool
     (and the soft-rounding weights ``(N, K, 64, Hp / 8, Wp / 8)`` when asked)."""
     if linear:  # no quantization: IDCT(DCT(p)) = p exactly (the DCT is orthonormal)
         return p, None
-    c = block_dct(p - 128.0)
+    # The level shift by 128 only moves the DC coefficient, by 8 * 128 (two passes over the plane saved).
+    c = block_dct(p)
+    c[..., 0, :, :] -= LEVEL_SHIFT_DC
     c, weight = quantize_dequantize(c, table, need_weight)
+    c[..., 0, :, :] += LEVEL_SHIFT_DC
     s = block_idct(c)
-    # jidctint.c descales with round-half-up, then range-limits to 0..255 (128 is added before the limit).
-    return s.add_(128.5).floor_().clamp_(0, 255), weight
+    # jidctint.c descales with round-half-up, then range-limits to 0..255.
+    return s.add_(0.5).floor_().clamp_(0, 255), weight
+
+
+LEVEL_SHIFT_DC = 8.0 * 128.0
 
 
 # Images per chunk: the batch is processed in chunks of about this many values so that the ~40 elementwise passes

@@ -6,7 +6,8 @@ import torch
 
 def round_half_away(z: torch.Tensor) -> torch.Tensor:
     """libjpeg's rounding of coefficient / step: halves go away from zero (``torch.round`` goes to even)."""
-    return torch.floor(z.abs() + 0.5).copysign(z)
+    # trunc(z + copysign(0.5, z)); out-of-place add so that backward="exact" can differentiate through it
+    return (z + torch.copysign(torch.full((), 0.5, dtype=z.dtype, device=z.device), z)).trunc_()
 
 
 def quantize_dequantize(c: torch.Tensor, table: torch.Tensor, need_weight: bool = False):
