@@ -22,7 +22,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import jpeg as K
-from .launch import BWD_TILE, FWD_TILE, NUM_STAGES, SUB_TILE, UP_TILE, WARPS
+from .launch import BWD_TILE, FP_FUSION, FWD_TILE, NUM_STAGES, SUB_TILE, UP_TILE, WARPS
 
 SUBS = {"4:2:2": (2, 1), "4:2:0": (2, 2)}
 
@@ -120,7 +120,7 @@ def compile_one(label, fn, sig, constexprs, cc: int) -> Report:
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
     warps = WARPS[fn.__name__ if hasattr(fn, "__name__") else fn.fn.__name__]
     compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),
-                              options=dict(num_warps=warps, num_stages=NUM_STAGES))
+                              options=dict(num_warps=warps, num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION))
     ptx = compiled.asm["ptx"]
     info = _ptxas_info(ptx, cc)
     ldg, stg = _sass_counts(compiled.asm["cubin"])
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))
         return 0
-    print(f"triton {triton.__version__}, num_stages={NUM_STAGES}, num_warps={WARPS}")
+    print(f"triton {triton.__version__}, num_stages={NUM_STAGES}, enable_fp_fusion={FP_FUSION}, num_warps={WARPS}")
     print(f"| {'kernel':<32} | sm | regs | spill st/ld (B) | smem (B) | PTX ld/st.global | SASS LDG/STG |")
     print(f"|{'-' * 34}|----|------|-----------------|----------|------------------|--------------|")
     for r in rows:

@@ -108,7 +108,8 @@ def _dct(b_p, p_k):
     K is loaded at each use (16 KB, L1/L2-resident) rather than held: two live [64, 64] operands cost 64 registers
     per thread for the whole kernel and made the 4:4:4 kernel spill."""
     o_k = tl.arange(0, 64)
-    b_kt = tl.load(p_k + o_k[None, :] * 64 + o_k[:, None])               # [64, 64]  K^T[sample, coef]
+    m_k = (o_k < 64)[:, None] & (o_k < 64)[None, :]                        # [64, 64] all true: K is dense
+    b_kt = tl.load(p_k + o_k[None, :] * 64 + o_k[:, None], mask=m_k, other=0.0)  # [64, 64]  K^T[sample, coef]
     return tl.dot(b_p, b_kt, input_precision="ieee")
 
 
@@ -116,7 +117,8 @@ def _dct(b_p, p_k):
 def _idct(b_c, p_k):
     """[BLOCKS, 64] coefficients -> samples: ``c @ K``."""
     o_k = tl.arange(0, 64)
-    b_k = tl.load(p_k + o_k[:, None] * 64 + o_k[None, :])                # [64, 64]  K[coef, sample]
+    m_k = (o_k < 64)[:, None] & (o_k < 64)[None, :]
+    b_k = tl.load(p_k + o_k[:, None] * 64 + o_k[None, :], mask=m_k, other=0.0)   # [64, 64]  K[coef, sample]
     return tl.dot(b_c, b_k, input_precision="ieee")
 
 
@@ -166,7 +168,7 @@ def _block_coords(i_th, i_tw, TBH: tl.constexpr, TBW: tl.constexpr):
 @triton.jit
 def _load_table(p_q, i_n, s_q):
     o_k = tl.arange(0, 64)
-    return tl.load(p_q + i_n * s_q + o_k)[None, :]                        # [1, 64]
+    return tl.load(p_q + i_n * s_q + o_k, mask=o_k < 64, other=1.0)[None, :]  # [1, 64]; s_q = 0: shared table
 
 
 @triton.jit

@@ -29,6 +29,11 @@ WARPS = {"_jpeg_fwd_kernel": 8, "_jpeg_fwd_sub_kernel": 8, "_jpeg_up_kernel": 8,
 # No software pipelining: the plane loops are short (2-4 trips) and multi-buffering them took up to 164 KB of
 # shared memory, more than an A100 block may have.
 NUM_STAGES = 1
+# No FMA contraction of elementwise arithmetic: torch rounds x * 255 before adding 0.5 (and likewise elsewhere);
+# a fused multiply-add rounds once and can land on the other side of a floor() than the reference. The DCT dots
+# still use FMAs (they are explicit in the dot lowering, not contractions): fwd 4:4:4 keeps its 512 FMAs and 64
+# registers, and gains 36 separate mul/add.
+FP_FUSION = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,7 +65,8 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         tbh, tbw = FWD_TILE
         grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
         _jpeg_fwd_kernel[grid](x, y, luma_table, chroma_table, k, _stride(luma_table), _stride(chroma_table),
-                               h, w, nbh, nbw, C=ch, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_kernel"], num_stages=NUM_STAGES)
+                               h, w, nbh, nbw, C=ch, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_kernel"], num_stages=NUM_STAGES,
+                   enable_fp_fusion=FP_FUSION)
     else:
         yb = torch.empty((n, h, w), dtype=torch.uint8, device=x.device)
         cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=x.device)
@@ -68,11 +74,13 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         grid = ((g.vs * g.hs + 2) * triton.cdiv(nbw // g.hs, tbw), triton.cdiv(nbh // g.vs, tbh), n)
         _jpeg_fwd_sub_kernel[grid](x, yb, cb, luma_table, chroma_table, k, _stride(luma_table),
                                    _stride(chroma_table), h, w, g.hc, g.wc, nbh, nbw, HS=g.hs, VS=g.vs,
-                                   TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_sub_kernel"], num_stages=NUM_STAGES)
+                                   TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_sub_kernel"], num_stages=NUM_STAGES,
+                   enable_fp_fusion=FP_FUSION)
         bh, bw = UP_TILE
         grid = (triton.cdiv(h, bh), triton.cdiv(w, bw), n)
         _jpeg_up_kernel[grid](yb, cb, y, h, w, g.hc, g.wc, HS=g.hs, VS=g.vs, FANCY=g.wc > 2, BH=bh, BW=bw,
-                              num_warps=WARPS["_jpeg_up_kernel"], num_stages=NUM_STAGES)
+                              num_warps=WARPS["_jpeg_up_kernel"], num_stages=NUM_STAGES,
+                   enable_fp_fusion=FP_FUSION)
     return y, ((x, luma_table, chroma_table) if need_weight else None)
 
 
@@ -99,14 +107,17 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> to
         grid = (2 * triton.cdiv(nbwc, tbw), triton.cdiv(nbhc, tbh), n)
         _jpeg_bwd_chroma_kernel[grid](grad, gc, h, w, g.hc, g.wc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
                                       FANCY=g.wc > 2, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_kernel"],
-                                      num_stages=NUM_STAGES)
+                                      num_stages=NUM_STAGES,
+                   enable_fp_fusion=FP_FUSION)
         if soft:
             _jpeg_bwd_chroma_soft_kernel[grid](x, ct, k, gc, sc, h, w, g.hc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
                                                TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_soft_kernel"],
-                                               num_stages=NUM_STAGES)
+                                               num_stages=NUM_STAGES,
+                   enable_fp_fusion=FP_FUSION)
     out = torch.empty_like(grad)
     tbh, tbw = BWD_TILE
     grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
     _jpeg_bwd_kernel[grid](grad, x, gc, lt, ct, k, out, sl, sc, h, w, g.hc, wcp, nbh, nbw, C=ch, HS=g.hs, VS=g.vs,
-                           SOFT=soft, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_kernel"], num_stages=NUM_STAGES)
+                           SOFT=soft, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_kernel"], num_stages=NUM_STAGES,
+                   enable_fp_fusion=FP_FUSION)
     return out
