@@ -58,8 +58,10 @@ def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
     Returns:
         ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
 
-    Example:
-        >>> x, y = load_npz("test", limit=8)   # doctest: +SKIP   (needs $FDGPU_DATA)
+    Example (needs ``$FDGPU_DATA``):
+        >>> x, y = load_npz("test", limit=8)  # doctest: +SKIP
+        >>> x.shape, y.shape  # doctest: +SKIP
+        (torch.Size([8, 3, 32, 32]), torch.Size([8]))
     """
     p = resolve_cifar10(path, root)
     if not p.is_file():
