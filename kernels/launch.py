@@ -14,7 +14,8 @@ import triton
 from fdgpu.reference import dct as _ref_dct
 from fdgpu.reference.jpeg import Geometry
 
-from .jpeg import _jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel, _jpeg_fwd_sub_kernel, _jpeg_up_kernel
+from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel,
+                   _jpeg_fwd_sub_kernel, _jpeg_up_kernel)
 
 # (TBH, TBW) tiles in blocks and warps per kernel. Chroma tiles need >= 16 blocks: the M dimension of tl.dot.
 FWD_TILE = (2, 8)          # grayscale / 4:4:4: 16 blocks = 16 x 64 pixels
@@ -46,6 +47,10 @@ def _kron(device: torch.device) -> torch.Tensor:
     return (d[:, None, :, None] * d[None, :, None, :]).reshape(64, 64).contiguous()
 
 
+def _opts(kernel: str) -> dict:
+    return dict(num_warps=WARPS[kernel], num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION)
+
+
 def _stride(t: torch.Tensor) -> int:
     return 64 if t.dim() == 3 else 0
 
@@ -65,8 +70,7 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         tbh, tbw = FWD_TILE
         grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
         _jpeg_fwd_kernel[grid](x, y, luma_table, chroma_table, k, _stride(luma_table), _stride(chroma_table),
-                               h, w, nbh, nbw, C=ch, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_kernel"], num_stages=NUM_STAGES,
-                   enable_fp_fusion=FP_FUSION)
+                               h, w, nbh, nbw, C=ch, TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_kernel"))
     else:
         yb = torch.empty((n, h, w), dtype=torch.uint8, device=x.device)
         cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=x.device)
@@ -74,13 +78,11 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         grid = ((g.vs * g.hs + 2) * triton.cdiv(nbw // g.hs, tbw), triton.cdiv(nbh // g.vs, tbh), n)
         _jpeg_fwd_sub_kernel[grid](x, yb, cb, luma_table, chroma_table, k, _stride(luma_table),
                                    _stride(chroma_table), h, w, g.hc, g.wc, nbh, nbw, HS=g.hs, VS=g.vs,
-                                   TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_fwd_sub_kernel"], num_stages=NUM_STAGES,
-                   enable_fp_fusion=FP_FUSION)
+                                   TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_sub_kernel"))
         bh, bw = UP_TILE
         grid = (triton.cdiv(h, bh), triton.cdiv(w, bw), n)
         _jpeg_up_kernel[grid](yb, cb, y, h, w, g.hc, g.wc, HS=g.hs, VS=g.vs, FANCY=g.wc > 2, BH=bh, BW=bw,
-                              num_warps=WARPS["_jpeg_up_kernel"], num_stages=NUM_STAGES,
-                   enable_fp_fusion=FP_FUSION)
+                              **_opts("_jpeg_up_kernel"))
     return y, ((x, luma_table, chroma_table) if need_weight else None)
 
 
@@ -106,18 +108,13 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> to
         nbhc, nbwc = nbh // g.vs, nbw // g.hs
         grid = (2 * triton.cdiv(nbwc, tbw), triton.cdiv(nbhc, tbh), n)
         _jpeg_bwd_chroma_kernel[grid](grad, gc, h, w, g.hc, g.wc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
-                                      FANCY=g.wc > 2, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_kernel"],
-                                      num_stages=NUM_STAGES,
-                   enable_fp_fusion=FP_FUSION)
+                                      FANCY=g.wc > 2, TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_chroma_kernel"))
         if soft:
             _jpeg_bwd_chroma_soft_kernel[grid](x, ct, k, gc, sc, h, w, g.hc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
-                                               TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_chroma_soft_kernel"],
-                                               num_stages=NUM_STAGES,
-                   enable_fp_fusion=FP_FUSION)
+                                               TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_chroma_soft_kernel"))
     out = torch.empty_like(grad)
     tbh, tbw = BWD_TILE
     grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
     _jpeg_bwd_kernel[grid](grad, x, gc, lt, ct, k, out, sl, sc, h, w, g.hc, wcp, nbh, nbw, C=ch, HS=g.hs, VS=g.vs,
-                           SOFT=soft, TBH=tbh, TBW=tbw, num_warps=WARPS["_jpeg_bwd_kernel"], num_stages=NUM_STAGES,
-                   enable_fp_fusion=FP_FUSION)
+                           SOFT=soft, TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_kernel"))
     return out
