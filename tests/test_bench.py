@@ -34,7 +34,7 @@ def test_bench_smoke_synthetic(tmp_path, capsys):
     for r in results:
         if "median_ms" in r:
             assert r["median_ms"] > 0 and r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["n"] == 1
-            assert r["ratio_to_fdgpu"] > 0
+            assert r["ratio_to_fdgpu"] > 0 and r["ratio_min_to_fdgpu"] > 0 and r["min_ms"] <= r["median_ms"]
         else:
             assert r["skipped"], r  # only the CUDA rows on a machine without CUDA
     assert all(r["ratio_to_fdgpu"] == 1.0 for r in results if r["method"] == "fdgpu_fd")
@@ -52,3 +52,5 @@ def test_bench_real_data_labelled(tmp_path):
 def test_bench_bad_arguments(tmp_path, capsys):
     assert main(["bench", "--sizes", "0", "--out", str(tmp_path)]) == 2
     assert "expected positive --sizes" in capsys.readouterr().err
+    assert main(["bench", "--threads", "0", "--out", str(tmp_path)]) == 2
+    assert "expected --threads >= 1" in capsys.readouterr().err
