@@ -8,6 +8,7 @@ separable form, but a single well-vectorised GEMM. On the 2-core CPU, for 32 pla
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,14 +24,19 @@ def dct_matrix(dtype=torch.float32, device=None) -> torch.Tensor:
     return d.to(dtype=dtype, device=device)
 
 
-def dct_basis(dtype=torch.float32, device=None) -> torch.Tensor:
-    """``(64, 1, 8, 8)`` basis images: filter ``8 u + v`` is ``D[u, :]^T D[v, :]`` (the Kronecker DCT matrix)."""
+@functools.lru_cache(maxsize=16)
+def _basis_cached(dtype, device) -> torch.Tensor:
     d = dct_matrix(torch.float64)
     k = torch.einsum("ui,vj->uvij", d, d).reshape(64, 1, 8, 8)
+    return k.to(torch.float32).to(dtype=dtype, device=device)
+
+
+def dct_basis(dtype=torch.float32, device=None) -> torch.Tensor:
+    """``(64, 1, 8, 8)`` basis images: filter ``8 u + v`` is ``D[u, :]^T D[v, :]`` (the Kronecker DCT matrix)."""
     # Rounded to float32 for every dtype, so that float32, float64 and the Triton kernels use the same constants.
     # The entries of coefficients (0,0), (0,4), (4,0), (4,4) are then exactly +-1/8: with integer samples those
     # coefficients are exact, and their frequent exact ties (z = k + 1/2) round the same way everywhere.
-    return k.to(torch.float32).to(dtype=dtype, device=device)
+    return _basis_cached(dtype, torch.device(device) if device is not None else torch.device("cpu"))
 
 
 def block_dct(p: torch.Tensor) -> torch.Tensor:

@@ -94,14 +94,19 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         ``(luma, chroma)`` coefficient derivatives ``(N, 1, 64, Hp / 8, Wp / 8)`` and
         ``(N, 2, 64, Hp / 8 / vs, Wp / 8 / hs)`` (or None).
     """
-    parts = [_forward(x[i:j], _rows(luma_table, i, j), _rows(chroma_table, i, j), subsampling, need_weight, linear)
-             for i, j in _chunks(x.shape[0], x[0].numel())]
-    if len(parts) == 1:
-        return parts[0]
-    return _cat([p[0] for p in parts]), (_cat([p[1][0] for p in parts]), _cat([p[1][1] for p in parts]))
+    chunks = _chunks(x.shape[0], x[0].numel())
+    if len(chunks) == 1:
+        return _forward(x, luma_table, chroma_table, subsampling, need_weight, linear)
+    # Each chunk writes its last stage into the output (no concatenation pass), unless autograd records the ops.
+    tracked = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, luma_table, chroma_table))
+    out = None if tracked else torch.empty_like(x)
+    parts = [_forward(x[i:j], _rows(luma_table, i, j), _rows(chroma_table, i, j), subsampling, need_weight, linear,
+                      None if out is None else out[i:j]) for i, j in chunks]
+    y = out if out is not None else _cat([p[0] for p in parts])
+    return y, (_cat([p[1][0] for p in parts]), _cat([p[1][1] for p in parts]))
 
 
-def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear):
+def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear, out=None):
     n, ch, h, w = x.shape
     g = Geometry.of(h, w, ch, subsampling)
     u = x * 255.0
@@ -110,7 +115,7 @@ def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear):
     u = pad_replicate(u, g.hp, g.wp)
     if ch == 1:
         y, wy = _codec(u, luma_table, need_weight, linear)
-        return y[..., :h, :w].mul_(1.0 / 255), (wy, None)
+        return _scale_out(y[..., :h, :w], out), (wy, None)
     ycc = rgb_to_ycbcr(u, exact=not linear)
     luma = ycc[:, :1]
     # libjpeg pads the image to an even height before downsampling, then repeats the last *downsampled* row.
@@ -120,7 +125,12 @@ def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear):
     c_dec, wcc = _codec(chroma, chroma_table, need_weight, linear)
     c_up = upsample(c_dec[..., : g.hc, : g.wc], g.hs, g.vs, h, w, exact=not linear)
     rgb = ycbcr_to_rgb(y_dec[:, 0, :h, :w], c_up, exact=not linear)
-    return rgb.mul_(1.0 / 255), (wy, wcc)
+    return _scale_out(rgb, out), (wy, wcc)
+
+
+def _scale_out(v: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+    # 0..255 samples -> [0, 1]; into the caller's buffer when given
+    return torch.mul(v, 1.0 / 255, out=out) if out is not None else v.mul(1.0 / 255)
 
 
 def linear_map(x: torch.Tensor, subsampling: str) -> torch.Tensor:

@@ -61,12 +61,22 @@ def uses_fancy(wc: int) -> bool:
 
 def _triangle_1d(p: torch.Tensor, dim: int) -> torch.Tensor:
     """Along ``dim`` (-1 or -2) of an edge-padded plane (n + 2 samples): even outputs 3 c[i] + c[i - 1], odd outputs
-    3 c[i] + c[i + 1], interleaved to 2n samples (unscaled, unrounded)."""
+    3 c[i] + c[i + 1], interleaved to 2n samples (unscaled, unrounded). Both phases are written straight into the
+    strided halves of one output tensor (no stack/cat pass)."""
     n = p.shape[dim] - 2
     mid = p.narrow(dim, 1, n)
-    even = torch.add(p.narrow(dim, 0, n), mid, alpha=3)
-    odd = torch.add(p.narrow(dim, 2, n), mid, alpha=3)
-    return torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
+    if torch.is_grad_enabled() and p.requires_grad:  # out= writes are not differentiable: stack instead
+        even = torch.add(p.narrow(dim, 0, n), mid, alpha=3)
+        odd = torch.add(p.narrow(dim, 2, n), mid, alpha=3)
+        return torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
+    shape = list(p.shape)
+    shape[dim] = n
+    shape.insert(len(shape) + dim + 1, 2)  # [..., n, 2, (w)]: phase right after the upsampled dim
+    out = torch.empty(shape, dtype=p.dtype, device=p.device)
+    phase = out.dim() + dim  # the new size-2 dim
+    torch.add(p.narrow(dim, 0, n), mid, alpha=3, out=out.select(phase, 0))
+    torch.add(p.narrow(dim, 2, n), mid, alpha=3, out=out.select(phase, 1))
+    return out.flatten(dim - 1, dim)
 
 
 def upsample(c: torch.Tensor, hs: int, vs: int, h: int, w: int, exact: bool = True) -> torch.Tensor:
