@@ -23,7 +23,7 @@ images are CIFAR test images (sizes <= 64) or natural photos 100 onward (larger 
 quilting database is cut from CIFAR train10k or natural photos 0-99. Without data, synthetic images are used and
 every output says so.
 
-    fdgpu bench --out bench-out                                    # full run (several minutes on 2 cores)
+    fdgpu bench --out bench-out                                    # full run: 10.5 min on 2 busy cores
     fdgpu bench --sizes 32 --batches 1 --repeats 3 --out /tmp/b    # quick look
 """
 from __future__ import annotations
