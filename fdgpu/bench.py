@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop repeating a cell after this many seconds, once timed at least once (default 20)")
     parser.add_argument("--quality", type=float, default=75, help="JPEG quality of fdgpu_jpeg, Pillow, kornia")
     parser.add_argument("--strength", type=float, default=1.0, help="FD strength (default 1)")
-    parser.add_argument("--out", default="fdgpu-bench", help="output folder for bench.json and bench.png")
+    parser.add_argument("--out", default="fdgpu-out/bench",
+                        help="output folder for bench.json and bench.png (default fdgpu-out/bench)")
     parser.add_argument("--data", default=None, help="data root (cifar10/, natural/); default $FDGPU_DATA")
     parser.add_argument("--synthetic", action="store_true", help="use synthetic images even if data is available")
     parser.add_argument("--db-size", type=int, default=100_000, help="quilting database patches (default 100000)")
