@@ -52,24 +52,15 @@ def test_fdgpu_forward(benchmark, images):
     _run(benchmark, "fdgpu forward", lambda: fdgpu.jpeg(images, QUALITY, validate=False))
 
 
-def test_fdgpu_forward_backward(benchmark, images):
+@pytest.mark.parametrize("mode", ["ste", "soft"])
+def test_fdgpu_forward_backward(benchmark, images, mode):
     x = images.clone().requires_grad_()
     g = torch.ones_like(x)
 
     def step():
         x.grad = None
-        fdgpu.jpeg(x, QUALITY, backward="ste", validate=False).backward(g)
-    _run(benchmark, "fdgpu forward+backward (ste)", step)
-
-
-def test_fdgpu_forward_backward_soft(benchmark, images):
-    x = images.clone().requires_grad_()
-    g = torch.ones_like(x)
-
-    def step():
-        x.grad = None
-        fdgpu.jpeg(x, QUALITY, backward="soft", validate=False).backward(g)
-    _run(benchmark, "fdgpu forward+backward (soft)", step)
+        fdgpu.jpeg(x, QUALITY, backward=mode, validate=False).backward(g)
+    _run(benchmark, f"fdgpu forward+backward ({mode})", step)
 
 
 def test_pillow_roundtrip(benchmark, images):
