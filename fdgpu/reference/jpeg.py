@@ -152,9 +152,13 @@ def backward(grad: torch.Tensor, weights: Optional[Tuple], subsampling: str) -> 
     ``grad`` is ``(N, C, H, W)``; returns the gradient with respect to ``x``, same shape.
     """
     wy, wcc = weights if weights is not None else (None, None)
-    parts = [_backward(grad[i:j], _rows4(wy, i, j), _rows4(wcc, i, j), subsampling)
-             for i, j in _chunks(grad.shape[0], grad[0].numel())]
-    return _cat(parts)
+    chunks = _chunks(grad.shape[0], grad[0].numel())
+    if len(chunks) == 1:
+        return _backward(grad, wy, wcc, subsampling)
+    out = torch.empty_like(grad)
+    for i, j in chunks:  # one chunk's intermediates alive at a time
+        out[i:j] = _backward(grad[i:j], _rows4(wy, i, j), _rows4(wcc, i, j), subsampling)
+    return out
 
 
 def _rows4(t: Optional[torch.Tensor], i: int, j: int) -> Optional[torch.Tensor]:
