@@ -6,6 +6,7 @@ dtype and device, values on the 1/255 grid. Float16/bfloat16 inputs are computed
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Optional, Tuple, Union
@@ -21,6 +22,17 @@ BACKENDS = ("auto", "torch", "triton")
 RANGE_SLACK = 1e-6
 
 Number = Union[int, float]
+
+
+@functools.lru_cache(maxsize=128)
+def _ijg_cached(quality: float):
+    # Tables for a scalar quality, built once (read-only: the pipeline never writes into its tables).
+    return tables.ijg(quality)
+
+
+@functools.lru_cache(maxsize=128)
+def _fd_cached(strength: float):
+    return tables.fd(strength)
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -167,7 +179,8 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         if quality.shape[0] != n:
             raise ValueError(f"quality: expected one quality per image of the flattened batch ({n}), "
                              f"got {quality.shape[0]}")
-    luma, chroma = tables.ijg(quality)
+    luma, chroma = _ijg_cached(float(quality)) if isinstance(quality, (int, float)) and not isinstance(quality, bool) \
+        else tables.ijg(quality)
     return requantize(x, luma, chroma, subsampling=subsampling, backward=backward, backend=backend,
                       validate=validate)
 
@@ -188,6 +201,7 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
         >>> fdgpu.feature_distillation(torch.rand(3, 16, 16), 2.0).shape
         torch.Size([3, 16, 16])
     """
-    table = tables.fd(strength)
+    table = _fd_cached(float(strength)) if isinstance(strength, (int, float)) and not isinstance(strength, bool) \
+        and math.isfinite(strength) else tables.fd(strength)
     return requantize(x, table, table, subsampling=subsampling, backward=backward, backend=backend,
                       validate=validate)

@@ -1,11 +1,19 @@
 """JFIF full-range colour conversion (libjpeg jccolor.c / jdcolor.c), exact fixed-point and real-valued."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 SCALEBITS = 16
 ONE_HALF = 1 << (SCALEBITS - 1)
 CENTER = 128
+
+
+@functools.lru_cache(maxsize=64)
+def _const(values: tuple, dtype, device) -> torch.Tensor:
+    """A constant tensor, built once per dtype and device (read-only)."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _fix(c: float) -> int:
@@ -39,16 +47,16 @@ def rgb_to_ycbcr(u: torch.Tensor, exact: bool = True) -> torch.Tensor:
     """
     if not exact:
         return rgb_to_ycbcr_linear(u)
-    w = torch.tensor(RGB_TO_YCC_FIX, dtype=u.dtype, device=u.device)
-    b = torch.tensor(RGB_TO_YCC_BIAS, dtype=u.dtype, device=u.device).view(3, 1, 1)
+    w = _const(RGB_TO_YCC_FIX, u.dtype, u.device)
+    b = _const(RGB_TO_YCC_BIAS, u.dtype, u.device).view(3, 1, 1)
     # Integer products and sums stay below 2**24, so float32 holds them exactly and floor() is libjpeg's >> 16.
     return _mix(w, u).add_(b).mul_(1.0 / (1 << SCALEBITS)).floor_()
 
 
 def rgb_to_ycbcr_linear(u: torch.Tensor) -> torch.Tensor:
     """Real-valued RGB -> YCbCr: ``(N, 3, H, W) -> (N, 3, H, W)``, offsets 0/128/128 included."""
-    w = torch.tensor(RGB_TO_YCC, dtype=u.dtype, device=u.device)
-    return _mix(w, u).add_(torch.tensor([0.0, CENTER, CENTER], dtype=u.dtype, device=u.device).view(3, 1, 1))
+    w = _const(RGB_TO_YCC, u.dtype, u.device)
+    return _mix(w, u).add_(_const((0.0, CENTER, CENTER), u.dtype, u.device).view(3, 1, 1))
 
 
 def ycbcr_to_rgb(y: torch.Tensor, cbcr: torch.Tensor, exact: bool = True) -> torch.Tensor:
@@ -62,7 +70,7 @@ def ycbcr_to_rgb(y: torch.Tensor, cbcr: torch.Tensor, exact: bool = True) -> tor
     Returns:
         ``(N, 3, H, W)`` RGB.
     """
-    w = torch.tensor(YCC_TO_RGB_FIX if exact else YCC_TO_RGB, dtype=y.dtype, device=y.device)
+    w = _const(YCC_TO_RGB_FIX if exact else YCC_TO_RGB, y.dtype, y.device)
     # the chroma offset -128 folds into the bias: sum_k w[c, k] * (x_k - 128)
     bias = (-CENTER * w.sum(dim=1)).view(3, 1, 1)
     if not exact:
@@ -80,11 +88,11 @@ def _mix(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_ycbcr_adjoint(g: torch.Tensor) -> torch.Tensor:
     """Adjoint (transpose) of the real-valued RGB -> YCbCr map: ``(N, 3, H, W) -> (N, 3, H, W)``."""
-    w = torch.tensor(RGB_TO_YCC, dtype=g.dtype, device=g.device)
+    w = _const(RGB_TO_YCC, g.dtype, g.device)
     return _mix(w.t().contiguous(), g)
 
 
 def ycbcr_to_rgb_adjoint(g: torch.Tensor):
     """Adjoint of the real-valued YCbCr -> RGB map: ``(N, 3, H, W)`` RGB grads -> ``(N, H, W)`` Y, ``(N, 2, H, W)``."""
-    w = torch.tensor(YCC_TO_RGB, dtype=g.dtype, device=g.device)
+    w = _const(YCC_TO_RGB, g.dtype, g.device)
     return g.sum(1), _mix(w.t().contiguous(), g)

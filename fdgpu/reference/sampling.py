@@ -1,11 +1,19 @@
 """Chroma down/upsampling as libjpeg-turbo does it (jcsample.c, jdsample.c), plus edge padding and the adjoints."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 # subsampling name -> (horizontal factor, vertical factor) of the chroma planes
 FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2)}
+
+
+@functools.lru_cache(maxsize=256)
+def _alternating(a: float, b: float, n: int, dtype, device) -> torch.Tensor:
+    """``(n,)`` read-only constant a, b, a, b, ...: libjpeg's per-column rounding biases."""
+    return torch.tensor([a, b], dtype=dtype, device=device).repeat((n + 1) // 2)[:n]
 
 
 def pad_replicate(x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
@@ -41,8 +49,8 @@ def downsample(c: torch.Tensor, hs: int, vs: int, exact: bool = True) -> torch.T
     if not exact:
         return s.mul_(1.0 / (hs * vs))
     w = s.shape[-1]
-    bias = torch.tensor((1.0, 2.0) if vs == 2 else (0.0, 1.0), dtype=c.dtype, device=c.device)
-    return s.add_(bias.repeat((w + 1) // 2)[:w]).mul_(1.0 / (hs * vs)).floor_()
+    bias = _alternating(*((1.0, 2.0) if vs == 2 else (0.0, 1.0)), w, c.dtype, c.device)
+    return s.add_(bias).mul_(1.0 / (hs * vs)).floor_()
 
 
 def downsample_adjoint(g: torch.Tensor, hs: int, vs: int) -> torch.Tensor:
@@ -99,8 +107,8 @@ def upsample(c: torch.Tensor, hs: int, vs: int, h: int, w: int, exact: bool = Tr
     scale = 16.0 if vs == 2 else 4.0
     if not exact:
         return out.mul_(1.0 / scale)
-    bias = torch.tensor((8.0, 7.0) if vs == 2 else (1.0, 2.0), dtype=c.dtype, device=c.device)
-    return out.add_(bias.repeat((w + 1) // 2)[:w]).mul_(1.0 / scale).floor_()
+    bias = _alternating(*((8.0, 7.0) if vs == 2 else (1.0, 2.0)), w, c.dtype, c.device)
+    return out.add_(bias).mul_(1.0 / scale).floor_()
 
 
 def _fancy_1d_adjoint(g: torch.Tensor, n: int) -> torch.Tensor:
