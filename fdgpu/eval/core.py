@@ -101,7 +101,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     dist, rank, world = _dist()
     if device is None:
         if torch.cuda.is_available():
-            device = torch.device("cuda", rank % torch.cuda.device_count() if world > 1 else torch.cuda.current_device())
+            index = rank % torch.cuda.device_count() if world > 1 else torch.cuda.current_device()
+            device = torch.device("cuda", index)
         else:
             device = torch.device("cpu")
     device = torch.device(device)

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import json
-import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 
 def _pct(v: float) -> str:
