@@ -192,13 +192,20 @@ def test_cli_member_ensemble(tiny, tmp_path):
 
 def test_torchrun_two_processes_match_single_process(tiny, tmp_path):
     """The same command sharded over 2 gloo processes gives exactly the single-process numbers (both runs with one
-    thread per process: CPU kernels' reduction order depends on the thread count)."""
+    thread per process: CPU kernels' reduction order depends on the thread count). Randomised defences (a random
+    JPEG quality, TV minimisation's random dropout) are reseeded per batch, so they shard identically too."""
+    def args(out):
+        a = cli_args(tiny, out, "--no-plot")
+        i = a.index("--defences")
+        a[i + 1: i + 3] = ["none", "fd:1", "jpeg-rand:50:90", "tvm"]
+        return a
+
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, "-m", "fdgpu.cli", *cli_args(tiny, tmp_path / "one.json", "--no-plot")],
+    single = subprocess.run([sys.executable, "-m", "fdgpu.cli", *args(tmp_path / "one.json")],
                             env=env, capture_output=True, text=True, timeout=120)
     assert single.returncode == 0, single.stderr[-2000:]
     dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "fdgpu.cli", *cli_args(tiny, tmp_path / "two.json", "--no-plot")],
+                           "-m", "fdgpu.cli", *args(tmp_path / "two.json")],
                           env=env, capture_output=True, text=True, timeout=120)
     assert dist.returncode == 0, dist.stderr[-2000:]
     one = json.loads((tmp_path / "one.json").read_text())

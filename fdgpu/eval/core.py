@@ -32,9 +32,13 @@ def _batch_seed(seed: int, batch: int, salt: int = 0) -> int:
 
 
 def _reset_random(module: nn.Module, seed: int) -> None:
+    # Randomised defences restart their stream per batch: the layer's own (reset + generator) and the baselines
+    # of fdgpu.baselines (reseed), so that a sharded run draws exactly what a single process draws.
     for m in module.modules():
         if hasattr(m, "reset") and hasattr(m, "generator"):
             m.reset(seed)
+        elif callable(getattr(m, "reseed", None)):
+            m.reseed(seed)
 
 
 def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
