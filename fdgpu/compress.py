@@ -68,8 +68,8 @@ def load_image(path: Path):
         if im.mode in ("P", "1"):
             has_alpha = im.mode == "P" and "transparency" in im.info
             if has_alpha:
-                raise ValueError(f"palette image with transparency: JPEG cannot store the alpha channel "
-                                 f"(flatten it onto a background first)")
+                raise ValueError("palette image with transparency: JPEG cannot store the alpha channel "
+                                 "(flatten it onto a background first)")
             im = im.convert("RGB" if im.mode == "P" else "L")
         if im.mode not in ("RGB", "L"):
             raise ValueError(f"expected an 8-bit RGB or grayscale image, got mode {im.mode!r} "

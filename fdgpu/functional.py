@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Optional, Tuple, Union
+from typing import Union
 
 import torch
 

@@ -1,10 +1,7 @@
 """``fdgpu demo`` and ``fdgpu compress``."""
-import json  # noqa: F401
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import fdgpu
 from fdgpu.cli import main

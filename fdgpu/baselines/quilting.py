@@ -39,7 +39,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
