@@ -107,7 +107,7 @@ def test_randomised_defences_are_seeded():
     for spec in ("jpeg-rand:20:90", "jpgnoise:75"):
         d = build_defence(spec, seed=3)
         a = d(x)
-        d.reset(3)
+        d.reseed(3)
         torch.testing.assert_close(d(x), a)
 
 

@@ -31,13 +31,11 @@ def _batch_seed(seed: int, batch: int, salt: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(batch) * 7_919 + salt) % (2 ** 63)
 
 
-def _reset_random(module: nn.Module, seed: int) -> None:
-    # Randomised defences restart their stream per batch: the layer's own (reset + generator) and the baselines
-    # of fdgpu.baselines (reseed), so that a sharded run draws exactly what a single process draws.
+def _reseed_random(module: nn.Module, seed: int) -> None:
+    # Randomised defences (eval's own and fdgpu.baselines) restart their stream per batch through ``reseed(seed)``,
+    # so that a sharded run draws exactly what a single process draws.
     for m in module.modules():
-        if hasattr(m, "reset") and hasattr(m, "generator"):
-            m.reset(seed)
-        elif callable(getattr(m, "reseed", None)):
+        if callable(getattr(m, "reseed", None)):
             m.reseed(seed)
 
 
@@ -160,7 +158,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         for c, cfg in enumerate(configs):
             eval_model = defended[cfg.defence.text, "ste"]
             with torch.no_grad():
-                _reset_random(eval_model, _batch_seed(seed, b, 1))
+                _reseed_random(eval_model, _batch_seed(seed, b, 1))
                 if cfg.defence.text not in clean:
                     clean[cfg.defence.text] = _stats(eval_model(xb), yb)
             gen = torch.Generator().manual_seed(_batch_seed(seed, b, 2))
@@ -172,12 +170,12 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                 xa = transfer_adv[cfg.attack.text]
             else:
                 attacked = defended[cfg.defence.text, cfg.view]
-                _reset_random(attacked, _batch_seed(seed, b, 3))
+                _reseed_random(attacked, _batch_seed(seed, b, 3))
                 xa = run_attack(cfg.attack, attacked, xb, yb, gen)
             with torch.no_grad():
                 # the same draw of a randomised defence as for the clean images: the "none" attack row then equals
                 # the clean accuracy, and clean vs adversarial differ only by the attack
-                _reset_random(eval_model, _batch_seed(seed, b, 1))
+                _reseed_random(eval_model, _batch_seed(seed, b, 1))
                 adv = _stats(eval_model(xa), yb)
             cl = clean[cfg.defence.text]
             counts[c, :, b] = torch.stack([cl[0], adv[0], cl[1], adv[1], adv[2]]).cpu()

@@ -171,7 +171,7 @@ def parse_defence(spec: str) -> DefenceSpec:
 class RandomQualityJPEG(nn.Module):
     """JPEG at a random integer quality in ``[low, high]``, drawn per image and per call from ``generator``.
 
-    ``(B, 3, H, W)`` in [0, 1] -> same. Call :meth:`reset` to make a run repeatable.
+    ``(B, 3, H, W)`` in [0, 1] -> same. Call :meth:`reseed` to make a run repeatable.
     """
 
     def __init__(self, low: int, high: int, backward: str = "ste", seed: int = 0, subsampling: str = "4:2:0"):
@@ -180,7 +180,8 @@ class RandomQualityJPEG(nn.Module):
         self.low, self.high, self.backward = int(low), int(high), backward
         self.generator = torch.Generator().manual_seed(seed)
 
-    def reset(self, seed: int) -> None:
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream from ``seed`` (``fdgpu eval`` calls this per batch)."""
         self.generator.manual_seed(int(seed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +206,8 @@ class JPGNoise(nn.Module):
         self.quality = float(quality)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def reset(self, seed: int) -> None:
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream from ``seed`` (``fdgpu eval`` calls this per batch)."""
         self.generator.manual_seed(int(seed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

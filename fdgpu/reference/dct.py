@@ -1,4 +1,4 @@
-"""Orthonormal 8x8 DCT-II of every block of a plane, as one strided convolution with the 64 basis images.
+"""Orthonormal 8x8 DCT-II of every block of a plane: one matmul with the 64x64 Kronecker DCT matrix.
 
 Layout: a plane ``(..., H, W)`` (H, W multiples of 8) has coefficients ``(..., 64, H / 8, W / 8)``; channel
 ``8 u + v`` holds coefficient (u, v) (natural order) of every block. ``pixel_unshuffle`` gathers each block into

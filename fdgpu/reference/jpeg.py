@@ -157,11 +157,12 @@ def backward(grad: torch.Tensor, weights: Optional[Tuple], subsampling: str) -> 
         return _backward(grad, wy, wcc, subsampling)
     out = torch.empty_like(grad)
     for i, j in chunks:  # one chunk's intermediates alive at a time
-        out[i:j] = _backward(grad[i:j], _rows4(wy, i, j), _rows4(wcc, i, j), subsampling)
+        out[i:j] = _backward(grad[i:j], _weight_rows(wy, i, j), _weight_rows(wcc, i, j), subsampling)
     return out
 
 
-def _rows4(t: Optional[torch.Tensor], i: int, j: int) -> Optional[torch.Tensor]:
+def _weight_rows(t: Optional[torch.Tensor], i: int, j: int) -> Optional[torch.Tensor]:
+    # saved soft weights always have one entry per image (unlike tables, which may be shared)
     return None if t is None else t[i:j]
 
 

@@ -96,7 +96,7 @@ def upsample(c: torch.Tensor, hs: int, vs: int, h: int, w: int, exact: bool = Tr
     """
     if hs == 1 and vs == 1:
         return c
-    n, k, hc, wc = c.shape
+    hc, wc = c.shape[-2:]
     if not uses_fancy(wc):
         out = c.repeat_interleave(vs, dim=-2).repeat_interleave(hs, dim=-1)
         return out[..., :h, :w]
