@@ -34,27 +34,27 @@ def variants() -> List[tuple]:
     for c in (1, 3):
         tbh, tbw = FWD_TILE
         sig = dict(p_x=f32, p_y=f32, p_lq=f32, p_cq=f32, p_k=f32, s_lq=i32, s_cq=i32, H=i32, W=i32, NBH=i32,
-                   NBW=i32, C="constexpr", TBH="constexpr", TBW="constexpr")
+                   NBW=i32, NT_W=i32, NT=i32, C="constexpr", TBH="constexpr", TBW="constexpr")
         out.append((f"fwd {'gray' if c == 1 else '4:4:4'}", K._jpeg_fwd_kernel, sig, dict(C=c, TBH=tbh, TBW=tbw)))
     for name, (hs, vs) in SUBS.items():
         tbh, tbw = SUB_TILE
         sig = dict(p_x=f32, p_yb=u8, p_cb=u8, p_lq=f32, p_cq=f32, p_k=f32, s_lq=i32, s_cq=i32, H=i32, W=i32,
-                   HC=i32, WC=i32, NBH=i32, NBW=i32, HS="constexpr", VS="constexpr", TBH="constexpr",
+                   HC=i32, WC=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", TBH="constexpr",
                    TBW="constexpr")
         out.append((f"fwd_sub {name}", K._jpeg_fwd_sub_kernel, sig, dict(HS=hs, VS=vs, TBH=tbh, TBW=tbw)))
         for fancy in (True, False):
             bh, bw = UP_TILE
-            sig = dict(p_yb=u8, p_cb=u8, p_o=f32, H=i32, W=i32, HC=i32, WC=i32, HS="constexpr", VS="constexpr",
+            sig = dict(p_yb=u8, p_cb=u8, p_o=f32, H=i32, W=i32, HC=i32, WC=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr",
                        FANCY="constexpr", BH="constexpr", BW="constexpr")
             out.append((f"up {name}{'' if fancy else ' replicate'}", K._jpeg_up_kernel, sig,
                         dict(HS=hs, VS=vs, FANCY=fancy, BH=bh, BW=bw)))
         for fancy in (True, False):
             sig = dict(p_g=f32, p_gc=f32, H=i32, W=i32, HC=i32, WC=i32, WCP=i32, NBHC=i32, NBWC=i32,
-                       HS="constexpr", VS="constexpr", FANCY="constexpr", TBH="constexpr", TBW="constexpr")
+                       NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", FANCY="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd_chroma {name}{'' if fancy else ' replicate'}", K._jpeg_bwd_chroma_kernel, sig,
                         dict(HS=hs, VS=vs, FANCY=fancy, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
         sig = dict(p_x=f32, p_cq=f32, p_k=f32, p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WCP=i32, NBHC=i32,
-                   NBWC=i32, HS="constexpr", VS="constexpr", TBH="constexpr", TBW="constexpr")
+                   NBWC=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", TBH="constexpr", TBW="constexpr")
         out.append((f"bwd_chroma_soft {name}", K._jpeg_bwd_chroma_soft_kernel, sig,
                     dict(HS=hs, VS=vs, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
     for c, (hs, vs), name in ((1, (1, 1), "gray"), (3, (1, 1), "4:4:4"), (3, SUBS["4:2:2"], "4:2:2"),
@@ -63,7 +63,7 @@ def variants() -> List[tuple]:
             if c == 1 and not soft:
                 continue  # grayscale ste is grad.clone(): no kernel
             sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k=f32, p_o=f32, s_lq=i32, s_cq=i32,
-                       H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, C="constexpr", HS="constexpr",
+                       H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr",
                        VS="constexpr", SOFT="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd {name} {'soft' if soft else 'ste'}", K._jpeg_bwd_kernel, sig,
                         dict(C=c, HS=hs, VS=vs, SOFT=soft, TBH=BWD_TILE[0], TBW=BWD_TILE[1])))

@@ -154,6 +154,15 @@ def _coef_adjoint(b_g, b_w, p_k):
 
 
 @triton.jit
+def _program(NT_W, NT):
+    """(image, tile row, tile column) of this program on a 1-D grid of ``n * NT`` programs, ``NT_W`` per tile row:
+    axis 0 is the only grid axis that may exceed 65,535 programs (the launcher keeps it below 2^31)."""
+    i_p = tl.program_id(0).to(tl.int64)
+    i_r = i_p % NT
+    return i_p // NT, i_r // NT_W, i_r % NT_W
+
+
+@triton.jit
 def _block_coords(i_th, i_tw, TBH: tl.constexpr, TBW: tl.constexpr):
     """Rows and columns (in samples) of a TBH x TBW tile of blocks in [BLOCKS, 64] layout, and the block row/col."""
     o_b = tl.arange(0, TBH * TBW)
@@ -175,7 +184,7 @@ def _load_table(p_q, i_n, s_q):
 def _load_rgb8(p_xn, o_r, o_c, m, H, W):
     """8-bit RGB at edge-replicated positions (rows/cols clamped into the image): 3 x [BLOCKS, 64]."""
     o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
-    HW = H * W
+    HW = H.to(tl.int64) * W
     b_r = _to_8bit(tl.load(p_xn + o_x, mask=m, other=0.0))
     b_g = _to_8bit(tl.load(p_xn + HW + o_x, mask=m, other=0.0))
     b_b = _to_8bit(tl.load(p_xn + 2 * HW + o_x, mask=m, other=0.0))
@@ -208,13 +217,12 @@ def _downsampled_chroma(p_xn, o_j, o_i, m, H, W, HC, HS: tl.constexpr, VS: tl.co
 # Forward
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW,
+def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW, NT_W, NT,
                      C: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
-    """Grayscale (C=1) and 4:4:4 (C=3), fully fused. Grid: (cdiv(NBH, TBH), cdiv(NBW, TBW), N)."""
-    i_th = tl.program_id(0).to(tl.int64)
-    i_tw = tl.program_id(1).to(tl.int64)
-    i_n = tl.program_id(2).to(tl.int64)
-    HW = H * W
+    """Grayscale (C=1) and 4:4:4 (C=3), fully fused. Grid: (N * NT,), NT = cdiv(NBH, TBH) * NT_W tiles,
+    NT_W = cdiv(NBW, TBW)."""
+    i_n, i_th, i_tw = _program(NT_W, NT)
+    HW = H.to(tl.int64) * W
     p_xn = p_x + i_n * C * HW
     p_yn = p_y + i_n * C * HW
     o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH, TBW)
@@ -249,21 +257,21 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW,
 
 
 @triton.jit
-def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, WC, NBH, NBW,
+def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, WC, NBH, NBW, NT_W, NT,
                          HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
     """4:2:2 / 4:2:0 encode + decode. A chroma tile of TBH x TBW blocks covers VS x HS luma tiles of TBH x TBW
     blocks; program ``i_p`` of a tile codes one of them (i_p < VS*HS: luma tile, else chroma plane i_p - VS*HS),
     so every program runs exactly one codec (as one kernel doing all planes, the 4:2:0 variant needed 255
     registers and spilled). The programs of one tile are adjacent in launch order: their RGB reads after the first
     hit L2. Writes decoded luma (uint8, ``(N, H, W)``) and decoded chroma (uint8, ``(N, 2, HC, WC)``: the real
-    chroma region, all that the upsampler reads). Grid: ((VS*HS + 2) * cdiv(NBW / HS, TBW), cdiv(NBH / VS, TBH), N).
+    chroma region, all that the upsampler reads). Grid: (N * NT,), NT = cdiv(NBH / VS, TBH) * NT_W,
+    NT_W = (VS*HS + 2) * cdiv(NBW / HS, TBW).
     """
     NL: tl.constexpr = VS * HS
-    i_p = tl.program_id(0).to(tl.int64) % (NL + 2)
-    i_tw = tl.program_id(0).to(tl.int64) // (NL + 2)
-    i_th = tl.program_id(1).to(tl.int64)
-    i_n = tl.program_id(2).to(tl.int64)
-    HW = H * W
+    i_n, i_th, i_q = _program(NT_W, NT)
+    i_p = i_q % (NL + 2)
+    i_tw = i_q // (NL + 2)
+    HW = H.to(tl.int64) * W
     p_xn = p_x + i_n * 3 * HW
     if i_p < NL:
         o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
@@ -277,7 +285,7 @@ def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC,
         m_b = ((o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]) & (o_j >= 0)
         b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
         b_v = _codec(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
-        HWC = HC * WC
+        HWC = HC.to(tl.int64) * WC
         tl.store(p_cb + i_n * 2 * HWC + i_pl * HWC + o_j * WC + o_i, b_v.to(tl.uint8),
                  mask=m_b & (o_j < HC) & (o_i < WC))
 
@@ -310,21 +318,21 @@ def _upsample_plane(p_c, o_y, o_x, m, HC, WC, HS: tl.constexpr, VS: tl.constexpr
 
 
 @triton.jit
-def _jpeg_up_kernel(p_yb, p_cb, p_o, H, W, HC, WC, HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr,
-                    BH: tl.constexpr, BW: tl.constexpr):
-    """Upsample decoded chroma, YCbCr -> RGB, /255. [BH, BW] pixel tiles; grid (cdiv(H, BH), cdiv(W, BW), N)."""
-    i_h = tl.program_id(0).to(tl.int64)
-    i_w = tl.program_id(1).to(tl.int64)
-    i_n = tl.program_id(2).to(tl.int64)
-    HW = H * W
+def _jpeg_up_kernel(p_yb, p_cb, p_o, H, W, HC, WC, NT_W, NT, HS: tl.constexpr, VS: tl.constexpr,
+                    FANCY: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+    """Upsample decoded chroma, YCbCr -> RGB, /255. [BH, BW] pixel tiles; grid (N * NT,), NT = cdiv(H, BH) * NT_W,
+    NT_W = cdiv(W, BW)."""
+    i_n, i_h, i_w = _program(NT_W, NT)
+    HW = H.to(tl.int64) * W
     o_y = i_h * BH + tl.arange(0, BH)[:, None]                            # [BH, 1]
     o_x = i_w * BW + tl.arange(0, BW)[None, :]                            # [1, BW]
     m = (o_y < H) & (o_x < W)                                              # [BH, BW]
     o_o = o_y * W + o_x
     b_y = tl.load(p_yb + i_n * HW + o_o, mask=m, other=0).to(tl.float32)
-    p_cn = p_cb + i_n * 2 * HC * WC
+    HWC = HC.to(tl.int64) * WC
+    p_cn = p_cb + i_n * 2 * HWC
     b_cb = _upsample_plane(p_cn, o_y, o_x, m, HC, WC, HS, VS, FANCY) - 128.0
-    b_cr = _upsample_plane(p_cn + HC * WC, o_y, o_x, m, HC, WC, HS, VS, FANCY) - 128.0
+    b_cr = _upsample_plane(p_cn + HWC, o_y, o_x, m, HC, WC, HS, VS, FANCY) - 128.0
     _rgb_store(p_o + i_n * 3 * HW, o_o, m, HW, b_y, b_cr * _R_CR, b_cb * _G_CB + b_cr * _G_CR, b_cb * _B_CB)
 
 
@@ -332,13 +340,13 @@ def _jpeg_up_kernel(p_yb, p_cb, p_o, H, W, HC, WC, HS: tl.constexpr, VS: tl.cons
 # Backward
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _grad_chroma(p_gn, o_y, o_x, m, HW, W):
-    """Gradients reaching Cb and Cr at pixels (o_y, o_x) through the real-valued YCbCr -> RGB map."""
+def _grad_chroma(p_gn, o_y, o_x, m, HW, W, i_pl):
+    """Gradient reaching chroma plane ``i_pl`` (0: Cb, 1: Cr) at pixels (o_y, o_x) through the real-valued
+    YCbCr -> RGB map: Cb feeds G and B, Cr feeds R and G, so two channel loads (G, B or R, G), not three."""
     o_g = o_y * W + o_x
-    b_gr = tl.load(p_gn + o_g, mask=m, other=0.0)
-    b_gg = tl.load(p_gn + HW + o_g, mask=m, other=0.0)
-    b_gb = tl.load(p_gn + 2 * HW + o_g, mask=m, other=0.0)
-    return b_gg * _LG_CB + b_gb * _LB_CB, b_gr * _LR_CR + b_gg * _LG_CR
+    b_g1 = tl.load(p_gn + (1 - i_pl) * HW + o_g, mask=m, other=0.0)      # G (Cb) or R (Cr)
+    b_g2 = tl.load(p_gn + (2 - i_pl) * HW + o_g, mask=m, other=0.0)      # B (Cb) or G (Cr)
+    return tl.where(i_pl == 0, _LG_CB, _LR_CR) * b_g1 + tl.where(i_pl == 0, _LB_CB, _LG_CR) * b_g2
 
 
 @triton.jit
@@ -374,17 +382,16 @@ def _fold_rows_block(b_g, o_j, HC, NB: tl.constexpr):
 
 
 @triton.jit
-def _jpeg_bwd_chroma_kernel(p_g, p_gc, H, W, HC, WC, WCP, NBHC, NBWC,
+def _jpeg_bwd_chroma_kernel(p_g, p_gc, H, W, HC, WC, WCP, NBHC, NBWC, NT_W, NT,
                             HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr,
                             TBH: tl.constexpr, TBW: tl.constexpr):
     """Chroma-plane gradient ``(N, 2, HC, WCP)`` (WCP = padded width / HS) for 4:2:x: the adjoint of upsampling
     and of YCbCr -> RGB, gathered per chroma sample (zero past the real WC columns). One plane per program (Cb and
-    Cr of a tile adjacent in launch order). Grid (2 * cdiv(NBWC, TBW), cdiv(NBHC, TBH), N)."""
-    i_pl = tl.program_id(0).to(tl.int64) % 2
-    i_tw = tl.program_id(0).to(tl.int64) // 2
-    i_th = tl.program_id(1).to(tl.int64)
-    i_n = tl.program_id(2).to(tl.int64)
-    HW = H * W
+    Cr of a tile adjacent in launch order). Grid (N * NT,), NT = cdiv(NBHC, TBH) * NT_W, NT_W = 2 * cdiv(NBWC, TBW)."""
+    i_n, i_th, i_q = _program(NT_W, NT)
+    i_pl = i_q % 2
+    i_tw = i_q // 2
+    HW = H.to(tl.int64) * W
     p_gn = p_g + i_n * 3 * HW
     o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)           # [BLOCKS, 64] chroma sample coords
     m_b = ((o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]) & (o_j >= 0)
@@ -401,29 +408,27 @@ def _jpeg_bwd_chroma_kernel(p_g, p_gc, H, W, HC, WC, WCP, NBHC, NBWC,
         for tx in tl.static_range(NT_X):
             o_px, b_wx = _tap(o_i, tx, WC, W, FANCY)
             b_w = b_wy * b_wx
-            b_cb, b_cr = _grad_chroma(p_gn, o_py, o_px, m_s & (b_w != 0.0), HW, W)
-            b_gc += b_w * tl.where(i_pl == 0, b_cb, b_cr)
-    HWC = HC * WCP
+            b_gc += b_w * _grad_chroma(p_gn, o_py, o_px, m_s & (b_w != 0.0), HW, W, i_pl)
+    HWC = HC.to(tl.int64) * WCP
     tl.store(p_gc + i_n * 2 * HWC + i_pl * HWC + o_j * WCP + o_i, b_gc, mask=m_b & (o_j < HC) & (o_i < WCP))
 
 
 @triton.jit
-def _jpeg_bwd_chroma_soft_kernel(p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WCP, NBHC, NBWC,
+def _jpeg_bwd_chroma_soft_kernel(p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WCP, NBHC, NBWC, NT_W, NT,
                                  HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
     """Soft mode, in place on the chroma-plane gradient: IDCT(weight * DCT(g)) with the weights recomputed from
     ``x``, then the fold of the replicated chroma rows (>= HC) onto row HC - 1. A separate kernel: fused with the
-    gather above, the 4:2:0 variant spilled on sm_90. Grid (2 * cdiv(NBWC, TBW), cdiv(NBHC, TBH), N)."""
-    i_pl = tl.program_id(0).to(tl.int64) % 2
-    i_tw = tl.program_id(0).to(tl.int64) // 2
-    i_th = tl.program_id(1).to(tl.int64)
-    i_n = tl.program_id(2).to(tl.int64)
+    gather above, the 4:2:0 variant spilled on sm_90. Grid as ``_jpeg_bwd_chroma_kernel``."""
+    i_n, i_th, i_q = _program(NT_W, NT)
+    i_pl = i_q % 2
+    i_tw = i_q // 2
     o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
     m_b = ((o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]) & (o_j >= 0)
-    HWC = HC * WCP
+    HWC = HC.to(tl.int64) * WCP
     o_g = i_n * 2 * HWC + i_pl * HWC + o_j * WCP + o_i
     m_g = m_b & (o_j < HC) & (o_i < WCP)
     b_g = tl.load(p_gc + o_g, mask=m_g, other=0.0)                          # [BLOCKS, 64]; 0 in replicated rows
-    b_cb, b_cr = _downsampled_chroma(p_x + i_n * 3 * H * W, o_j, o_i, m_b, H, W, HC, HS, VS)
+    b_cb, b_cr = _downsampled_chroma(p_x + i_n * 3 * (H.to(tl.int64) * W), o_j, o_i, m_b, H, W, HC, HS, VS)
     b_w = _soft_weight(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
     b_g = _fold_rows_block(_coef_adjoint(b_g, b_w, p_k), o_j, HC, TBH * TBW)
     tl.store(p_gc + o_g, b_g, mask=m_g)
@@ -446,18 +451,17 @@ def _fold_store(p_o, b_v, o_r, o_c, H, W, TBH: tl.constexpr, TBW: tl.constexpr, 
 
 
 @triton.jit
-def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC, WCP, NBH, NBW,
+def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC, WCP, NBH, NBW, NT_W, NT,
                      C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, SOFT: tl.constexpr,
                      TBH: tl.constexpr, TBW: tl.constexpr):
     """grad_x of the ste (SOFT=False) and soft modes on a TBH x TBW tile of luma blocks (whole MCUs).
 
     Luma (and, for 4:4:4, chroma) gradients in the block layout, soft weights recomputed from ``x``; for 4:2:x the
     chroma-plane gradient ``p_gc`` of ``_jpeg_bwd_chroma_kernel`` is spread over its box (downsample adjoint); then
-    the transposed RGB -> YCbCr map and the fold of the padding. Grid (cdiv(NBH, TBH), cdiv(NBW, TBW), N)."""
-    i_th = tl.program_id(0).to(tl.int64)
-    i_tw = tl.program_id(1).to(tl.int64)
-    i_n = tl.program_id(2).to(tl.int64)
-    HW = H * W
+    the transposed RGB -> YCbCr map and the fold of the padding. Grid (N * NT,), NT = cdiv(NBH, TBH) * NT_W,
+    NT_W = cdiv(NBW, TBW)."""
+    i_n, i_th, i_tw = _program(NT_W, NT)
+    HW = H.to(tl.int64) * W
     p_gn = p_g + i_n * C * HW
     p_xn = p_x + i_n * C * HW
     p_on = p_o + i_n * C * HW
@@ -506,9 +510,10 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
             # soft variants at the 255-register cap.
             o_j = o_r // VS
             m_c = m_b & (o_j < HC)
-            o_cc = i_n * 2 * HC * WCP + o_j * WCP + o_c // HS
+            HWC = HC.to(tl.int64) * WCP
+            o_cc = i_n * 2 * HWC + o_j * WCP + o_c // HS
             b_gcb = tl.load(p_gc + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
-            b_gcr = tl.load(p_gc + HC * WCP + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
+            b_gcr = tl.load(p_gc + HWC + o_cc, mask=m_c, other=0.0) * (1.0 / (HS * VS))
         # transposed real-valued RGB -> YCbCr
         FOLD: tl.constexpr = SOFT or (HS * VS > 1)
         _fold_store(p_on, b_gy * _LYR + b_gcb * _LBR + b_gcr * _LRR, o_r, o_c, H, W, TBH, TBW, FOLD)

@@ -5,8 +5,9 @@ sm_90 at the chosen warp counts (``python -m fdgpu.kernels.aot``), and a tile mu
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import triton
@@ -51,38 +52,115 @@ def _opts(kernel: str) -> dict:
     return dict(num_warps=WARPS[kernel], num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION)
 
 
-def _stride(t: torch.Tensor) -> int:
-    return 64 if t.dim() == 3 else 0
+# CUDA's grid limits: x < 2^31, y and z <= 65,535. Every kernel runs on a 1-D grid of (images x programs per
+# image) along x; a batch whose grid would pass the limit is launched in chunks of whole images.
+MAX_GRID_X = 2 ** 31 - 1
+
+
+def launch_chunks(n: int, per_image: int, limit: int = MAX_GRID_X) -> List[Tuple[int, int, Tuple[int, int, int]]]:
+    """``[(start, stop, grid), ...]``: the image ranges and the grids of one kernel with ``per_image`` programs per
+    image, each grid within CUDA's limits. No launch: the tests check these for shapes too large to allocate."""
+    if per_image > limit:
+        raise ValueError(f"x: one image needs {per_image} programs, more than CUDA's grid limit ({limit}); "
+                         f"split the image into tiles")
+    step = max(1, limit // max(1, per_image))
+    return [(i, min(n, i + step), ((min(n, i + step) - i) * per_image, 1, 1)) for i in range(0, n, step)]
+
+
+def _tables(t: torch.Tensor, n: int, device: torch.device) -> Tuple[torch.Tensor, int]:
+    """A table of any layout as the kernels read it: ``(table, batch stride)``: contiguous rows of 64 float32 on
+    ``device``, stride 64 for per-image tables ``(n, 8, 8)``, 0 for a shared one (an ``(8, 8)`` table, a batch of
+    one, or an expanded ``(n, 8, 8)`` view whose batch stride is 0). Transposed, expanded, float64 and
+    CPU-resident tables all end here."""
+    if t.dim() == 3 and (t.shape[0] == 1 or t.stride(0) == 0):
+        t = t[0]
+    rows = t.to(device=device, dtype=torch.float32).reshape(-1, 64).contiguous()
+    return rows, (64 if t.dim() == 3 else 0)
+
+
+def _rows(t: torch.Tensor, s: int, i: int, j: int) -> torch.Tensor:
+    return t[i:j] if s else t
+
+
+def _device_guard(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's (a tensor on cuda:1 while cuda:0 is
+    current)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+class Launch(NamedTuple):
+    """One kernel's launches: its tile, programs per tile row (``nt_w``) and per image (``nt``), and the chunks."""
+    tile: Tuple[int, int]
+    nt_w: int
+    nt: int
+    chunks: List[Tuple[int, int, Tuple[int, int, int]]]
+
+
+def _launch(n: int, tile: Tuple[int, int], rows: int, cols: int, planes: int = 1) -> Launch:
+    # rows x cols units (blocks or pixels) in tiles of tile[0] x tile[1], ``planes`` programs per tile
+    nt_w = planes * triton.cdiv(cols, tile[1])
+    nt = triton.cdiv(rows, tile[0]) * nt_w
+    return Launch(tile, nt_w, nt, launch_chunks(n, nt))
+
+
+def forward_plan(n: int, ch: int, h: int, w: int, subsampling: str) -> Dict[str, Launch]:
+    """The launches of :func:`forward` for an ``(n, ch, h, w)`` batch, in order, without launching anything."""
+    g = Geometry.of(h, w, ch, subsampling)
+    nbh, nbw = g.hp // 8, g.wp // 8
+    if ch == 1 or (g.hs, g.vs) == (1, 1):
+        return {"_jpeg_fwd_kernel": _launch(n, FWD_TILE, nbh, nbw)}
+    return {"_jpeg_fwd_sub_kernel": _launch(n, SUB_TILE, nbh // g.vs, nbw // g.hs, g.vs * g.hs + 2),
+            "_jpeg_up_kernel": _launch(n, UP_TILE, h, w)}
+
+
+def backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, soft: bool) -> Dict[str, Launch]:
+    """The launches of :func:`backward`, in order, without launching anything."""
+    g = Geometry.of(h, w, ch, subsampling)
+    nbh, nbw = g.hp // 8, g.wp // 8
+    out = {}
+    if ch == 1 and not soft:
+        return out
+    if ch == 3 and (g.hs, g.vs) != (1, 1):
+        out["_jpeg_bwd_chroma_kernel"] = _launch(n, SUB_TILE, nbh // g.vs, nbw // g.hs, 2)
+        if soft:
+            out["_jpeg_bwd_chroma_soft_kernel"] = out["_jpeg_bwd_chroma_kernel"]
+    out["_jpeg_bwd_kernel"] = _launch(n, BWD_TILE, nbh, nbw)
+    return out
 
 
 def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor], subsampling: str,
             need_weight: bool = False) -> Tuple[torch.Tensor, Optional[Tuple]]:
     """JPEG round trip of ``x`` ``(N, C, H, W)`` float32 in [0, 1]; returns ``(y, saved)`` with ``saved`` =
-    ``(x, luma_table, chroma_table)`` when ``need_weight`` (the soft backward recomputes coefficients from x)."""
+    ``(x, luma_table, chroma_table)`` when ``need_weight`` (the soft backward recomputes coefficients from x).
+    Tables may be ``(8, 8)`` or ``(N, 8, 8)`` of any strides, float dtype and device."""
     n, ch, h, w = x.shape
     g = Geometry.of(h, w, ch, subsampling)
     if chroma_table is None:
         chroma_table = luma_table
-    k = _kron(x.device)
+    lq, sl = _tables(luma_table, n, x.device)
+    cq, sc = _tables(chroma_table, n, x.device)
     y = torch.empty_like(x)
+    plan = forward_plan(n, ch, h, w, subsampling)
     nbh, nbw = g.hp // 8, g.wp // 8
-    if ch == 1 or (g.hs, g.vs) == (1, 1):
-        tbh, tbw = FWD_TILE
-        grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
-        _jpeg_fwd_kernel[grid](x, y, luma_table, chroma_table, k, _stride(luma_table), _stride(chroma_table),
-                               h, w, nbh, nbw, C=ch, TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_kernel"))
-    else:
-        yb = torch.empty((n, h, w), dtype=torch.uint8, device=x.device)
-        cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=x.device)
-        tbh, tbw = SUB_TILE
-        grid = ((g.vs * g.hs + 2) * triton.cdiv(nbw // g.hs, tbw), triton.cdiv(nbh // g.vs, tbh), n)
-        _jpeg_fwd_sub_kernel[grid](x, yb, cb, luma_table, chroma_table, k, _stride(luma_table),
-                                   _stride(chroma_table), h, w, g.hc, g.wc, nbh, nbw, HS=g.hs, VS=g.vs,
-                                   TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_sub_kernel"))
-        bh, bw = UP_TILE
-        grid = (triton.cdiv(h, bh), triton.cdiv(w, bw), n)
-        _jpeg_up_kernel[grid](yb, cb, y, h, w, g.hc, g.wc, HS=g.hs, VS=g.vs, FANCY=g.wc > 2, BH=bh, BW=bw,
-                              **_opts("_jpeg_up_kernel"))
+    with _device_guard(x):
+        k = _kron(x.device)
+        if "_jpeg_fwd_kernel" in plan:
+            (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_fwd_kernel"]
+            for i, j, grid in chunks:
+                _jpeg_fwd_kernel[grid](x[i:j], y[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k, sl, sc, h, w,
+                                       nbh, nbw, nt_w, nt, C=ch, TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_kernel"))
+        else:
+            yb = torch.empty((n, h, w), dtype=torch.uint8, device=x.device)
+            cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=x.device)
+            (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_fwd_sub_kernel"]
+            for i, j, grid in chunks:
+                _jpeg_fwd_sub_kernel[grid](x[i:j], yb[i:j], cb[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
+                                           sl, sc, h, w, g.hc, g.wc, nbh, nbw, nt_w, nt, HS=g.hs, VS=g.vs,
+                                           TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_sub_kernel"))
+            (bh, bw), nt_w, nt, chunks = plan["_jpeg_up_kernel"]
+            for i, j, grid in chunks:
+                _jpeg_up_kernel[grid](yb[i:j], cb[i:j], y[i:j], h, w, g.hc, g.wc, nt_w, nt, HS=g.hs, VS=g.vs,
+                                      FANCY=g.wc > 2, BH=bh, BW=bw, **_opts("_jpeg_up_kernel"))
     return y, ((x, luma_table, chroma_table) if need_weight else None)
 
 
@@ -93,28 +171,37 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> to
     if ch == 1 and not soft:
         return grad.clone()  # L is the identity for grayscale once rounding is straight-through
     g = Geometry.of(h, w, ch, subsampling)
-    x, lt, ct = saved if soft else (grad, grad, grad)  # unused pointers when not SOFT
-    if ct is None:
-        ct = lt
-    k = _kron(grad.device)
+    if soft:
+        x, lt, ct = saved
+        lq, sl = _tables(lt, n, grad.device)
+        cq, sc = _tables(lt if ct is None else ct, n, grad.device)
+    else:
+        x = lq = cq = grad  # unused pointers when not SOFT
+        sl = sc = 0
+    plan = backward_plan(n, ch, h, w, subsampling, soft)
     nbh, nbw = g.hp // 8, g.wp // 8
-    sl, sc = (_stride(lt), _stride(ct)) if soft else (0, 0)
     wcp = g.wp // g.hs
-    sub = ch == 3 and (g.hs, g.vs) != (1, 1)
-    gc = grad
-    if sub:
-        gc = torch.empty((n, 2, g.hc, wcp), dtype=torch.float32, device=grad.device)
-        tbh, tbw = SUB_TILE
-        nbhc, nbwc = nbh // g.vs, nbw // g.hs
-        grid = (2 * triton.cdiv(nbwc, tbw), triton.cdiv(nbhc, tbh), n)
-        _jpeg_bwd_chroma_kernel[grid](grad, gc, h, w, g.hc, g.wc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
-                                      FANCY=g.wc > 2, TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_chroma_kernel"))
-        if soft:
-            _jpeg_bwd_chroma_soft_kernel[grid](x, ct, k, gc, sc, h, w, g.hc, wcp, nbhc, nbwc, HS=g.hs, VS=g.vs,
-                                               TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_chroma_soft_kernel"))
     out = torch.empty_like(grad)
-    tbh, tbw = BWD_TILE
-    grid = (triton.cdiv(nbh, tbh), triton.cdiv(nbw, tbw), n)
-    _jpeg_bwd_kernel[grid](grad, x, gc, lt, ct, k, out, sl, sc, h, w, g.hc, wcp, nbh, nbw, C=ch, HS=g.hs, VS=g.vs,
-                           SOFT=soft, TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_kernel"))
+    with _device_guard(grad):
+        k = _kron(grad.device)
+        gc = grad
+        if "_jpeg_bwd_chroma_kernel" in plan:
+            gc = torch.empty((n, 2, g.hc, wcp), dtype=torch.float32, device=grad.device)
+            nbhc, nbwc = nbh // g.vs, nbw // g.hs
+            (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_bwd_chroma_kernel"]
+            for i, j, grid in chunks:
+                _jpeg_bwd_chroma_kernel[grid](grad[i:j], gc[i:j], h, w, g.hc, g.wc, wcp, nbhc, nbwc, nt_w, nt,
+                                              HS=g.hs, VS=g.vs, FANCY=g.wc > 2, TBH=tbh, TBW=tbw,
+                                              **_opts("_jpeg_bwd_chroma_kernel"))
+            if "_jpeg_bwd_chroma_soft_kernel" in plan:
+                (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_bwd_chroma_soft_kernel"]
+                for i, j, grid in chunks:
+                    _jpeg_bwd_chroma_soft_kernel[grid](x[i:j], _rows(cq, sc, i, j), k, gc[i:j], sc, h, w, g.hc, wcp,
+                                                       nbhc, nbwc, nt_w, nt, HS=g.hs, VS=g.vs, TBH=tbh, TBW=tbw,
+                                                       **_opts("_jpeg_bwd_chroma_soft_kernel"))
+        (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_bwd_kernel"]
+        for i, j, grid in chunks:
+            _jpeg_bwd_kernel[grid](grad[i:j], x[i:j], gc[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
+                                   out[i:j], sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch, HS=g.hs, VS=g.vs,
+                                   SOFT=soft, TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_kernel"))
     return out

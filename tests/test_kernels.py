@@ -244,3 +244,163 @@ def test_soft_gradient_is_not_ste():
         assert torch.isfinite(gs).all()
     ge = kernels.backward(g, None, "4:2:0")
     assert (gs - ge).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ launch defects
+def _layouts(n):
+    """(label, luma table, the same steps as a contiguous float32 table) for tables of unusual layout."""
+    lt = tables.ijg(35)[0].float()
+    per = torch.stack([tables.ijg(q)[0] for q in (20, 60, 90)[:n]]).float()
+    return [
+        ("transposed", lt.t(), lt.t().contiguous()),
+        ("expanded", lt.expand(n, 8, 8), lt),
+        ("per-image-transposed", per.transpose(1, 2), per.transpose(1, 2).contiguous()),
+        ("per-image-expanded-rows", per[:, :1].expand(n, 8, 8), per[:, :1].expand(n, 8, 8).contiguous()),
+        ("fp64", lt.double(), lt),
+        ("cpu-resident", lt.cpu(), lt),
+    ]
+
+
+@pytest.mark.parametrize("backend,subsampling", [("triton", "4:2:0"), ("torch", "4:2:0"), ("torch", "4:4:4")])
+def test_table_layouts(backend, subsampling):
+    """A table of any strides, dtype or device means its values: transposed (8, 8) views, expanded (B, 8, 8)
+    views (batch stride 0), per-image tables, float64 and CPU-resident tables give the output of the same steps
+    as a contiguous float32 table on the input's device."""
+    n = 2
+    x = _image((n, 3, 16, 16), seed=11)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(12)).to(DEVICE)
+    for label, odd, plain in _layouts(n):
+        outs = []
+        for t in (odd, plain if label == "cpu-resident" else plain.to(DEVICE)):
+            xi = x.clone().requires_grad_(True)
+            y = fdgpu.requantize(xi, t, t.t() if t.dim() == 2 else t.transpose(1, 2), subsampling=subsampling,
+                                 backward="soft", backend=backend)
+            y.backward(g)
+            outs.append((y.detach(), xi.grad))
+        assert torch.equal(outs[0][0], outs[1][0]), f"{backend} {label}: forward differs"
+        assert torch.equal(outs[0][1], outs[1][1]), f"{backend} {label}: soft gradient differs"
+
+
+@pytest.mark.parametrize("label", ["transposed", "expanded", "per-image-transposed", "fp64"])
+def test_launcher_table_layouts(nan_outputs, label):
+    """The launchers themselves (no validation above them) read tables of any layout."""
+    n = 2
+    _, odd, plain = next(c for c in _layouts(n) if c[0] == label)
+    x = _image((n, 3, 11, 17), seed=13)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(14)).to(DEVICE)
+    for sub in ("4:4:4", "4:2:2"):
+        y0, s0 = kernels.forward(x, plain.to(DEVICE).float(), None, sub, need_weight=True)
+        y1, s1 = kernels.forward(x, odd.to(DEVICE), None, sub, need_weight=True)
+        assert torch.equal(y0, y1), f"{label} {sub}: forward differs"
+        assert torch.equal(kernels.backward(g, s0, sub), kernels.backward(g, s1, sub)), f"{label} {sub}: backward"
+
+
+CUDA_GRID_X, CUDA_GRID_YZ = 2 ** 31 - 1, 65535
+
+
+@pytest.mark.parametrize("shape", [(65536, 3, 32, 32), (65536, 1, 32, 32), (3_000_000, 3, 224, 224),
+                                   (1, 3, 65536 * 17, 16), (2, 3, 40000, 40000), (1, 3, 1, 2 ** 28)],
+                         ids=_ids)
+@pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
+def test_grids_within_cuda_limits(shape, subsampling):
+    """Every grid the launchers would use stays inside CUDA's limits (x < 2^31, y, z <= 65,535), and the chunks
+    of images cover the batch once, in order. Checked on the launch plan: these batches are too large to run here
+    (65,536 CIFAR images put the batch on grid axis z before: 'invalid argument' on a GPU)."""
+    from fdgpu.kernels import launch
+    n, ch, h, w = shape
+    plans = dict(launch.forward_plan(n, ch, h, w, subsampling))
+    for soft in (False, True):
+        plans.update({f"{k} soft={soft}": v for k, v in launch.backward_plan(n, ch, h, w, subsampling, soft).items()})
+    assert plans
+    for name, p in plans.items():
+        start = 0
+        for i, j, (gx, gy, gz) in p.chunks:
+            assert i == start and j > i, f"{name}: chunks {p.chunks[:3]}..."
+            assert 0 < gx <= CUDA_GRID_X and 0 < gy <= CUDA_GRID_YZ and 0 < gz <= CUDA_GRID_YZ, (name, gx, gy, gz)
+            assert gx == (j - i) * p.nt, name
+            start = j
+        assert start == n, f"{name}: the chunks cover {start} of {n} images"
+
+
+def test_grid_too_large_for_one_image_is_a_clear_error():
+    from fdgpu.kernels import launch
+    with pytest.raises(ValueError, match="grid limit"):
+        launch.launch_chunks(1, 2 ** 31)
+    assert launch.launch_chunks(5, 1000, limit=2500) == [(0, 2, (2000, 1, 1)), (2, 4, (2000, 1, 1)),
+                                                         (4, 5, (1000, 1, 1))]
+
+
+def test_batch_chunking_runs(monkeypatch, nan_outputs):
+    """With a tiny grid limit the launchers split the batch into several launches (and per-image tables with it):
+    the result is that of one launch."""
+    from fdgpu.kernels import launch
+    x = _image((3, 3, 16, 24), seed=15)
+    lt, ct = _tables(3, "per-sample")
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(16)).to(DEVICE)
+    want = {}
+    for sub in ("4:4:4", "4:2:0"):
+        y, s = kernels.forward(x, lt, ct, sub, need_weight=True)
+        want[sub] = (y, kernels.backward(g, s, sub), kernels.backward(g, None, sub))
+    real = launch.launch_chunks
+    calls = []
+
+    def small(n, per_image, limit=launch.MAX_GRID_X):
+        calls.append(n)
+        return real(n, per_image, limit=per_image)  # one image per launch
+    monkeypatch.setattr(launch, "launch_chunks", small)
+    for sub in ("4:4:4", "4:2:0"):
+        y, s = kernels.forward(x, lt, ct, sub, need_weight=True)
+        assert torch.equal(y, want[sub][0]), sub
+        assert torch.equal(kernels.backward(g, s, sub), want[sub][1]), sub
+        assert torch.equal(kernels.backward(g, None, sub), want[sub][2]), sub
+    assert calls
+
+
+def test_launch_under_the_tensors_device(monkeypatch):
+    """Every kernel is launched inside ``torch.cuda.device(t.device)`` of its tensors (Triton launches on the
+    current device). Mocked here: the guard records the device it was entered for, each kernel checks that it runs
+    inside it."""
+    from fdgpu.kernels import launch
+    dev = torch.device("cuda", 1)
+    guard = launch._device_guard(torch.empty(0, device="meta"))
+    assert not isinstance(guard, torch.cuda.device)  # no CUDA context for other devices
+    fake = type("T", (), {"device": dev})()
+    guard = launch._device_guard(fake)
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+
+    inside = []
+
+    class Guard:
+        def __init__(self, t):
+            self.device = t.device
+
+        def __enter__(self):
+            inside.append(self.device)
+
+        def __exit__(self, *a):
+            inside.pop()
+
+    launched = []
+
+    class Checked:
+        def __init__(self, name, k):
+            self.name, self.k = name, k
+
+        def __getitem__(self, grid):
+            def run(*args, **kw):
+                assert inside, f"{self.name} launched outside the device guard"
+                launched.append(self.name)
+                return self.k[grid](*args, **kw)
+            return run
+
+    monkeypatch.setattr(launch, "_device_guard", Guard)
+    for name in dir(launch):
+        if name.startswith("_jpeg_") and name.endswith("_kernel"):
+            monkeypatch.setattr(launch, name, Checked(name, getattr(launch, name)))
+    x = _image((1, 3, 9, 17), seed=17)
+    lt, ct = _tables(1, "ijg")
+    for sub in SUBSAMPLINGS:
+        _, s = kernels.forward(x, lt, ct, sub, need_weight=True)
+        kernels.backward(torch.ones_like(x), s, sub)
+        kernels.backward(torch.ones_like(x), None, sub)
+    assert not inside and set(launched) == {n for n in dir(launch) if n.startswith("_jpeg_")}
