@@ -2,12 +2,16 @@
 
 Every function takes ``x`` of shape ``(..., C, H, W)`` (any number of leading dims, including none), C = 3 (RGB)
 or 1 (grayscale: luma only), floating point, values in [0, 1], and returns the JPEG round trip of ``x``: same shape,
-dtype and device, values on the 1/255 grid. Float16/bfloat16 inputs are computed in float32 and cast back.
+dtype and device, values on the 1/255 grid. Float16/bfloat16 inputs are computed in float32 and cast back;
+float16 holds every k/255 to within 0.07 of a level, but bfloat16 (8 significant bits) cannot hold the 1/255 grid:
+its outputs are up to 0.5/255 away from k/255 (``round(255 * y)`` still gives k, only just). Use float32 or float16
+where the exact grid matters. A channels_last input gives a channels_last output.
 """
 from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 from typing import Union
 
@@ -40,12 +44,31 @@ def _check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name}: expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
 
 
+def _as_number(value):
+    """A numpy scalar, 0-d array or 0-d tensor (without grad) as a Python float; anything else unchanged."""
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, numbers.Real):  # numpy integer and floating scalars
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad \
+            and not value.is_complex() and value.dtype != torch.bool:
+        return float(value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    return value
+
+
 def _check_input(x, validate: bool) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x: expected a torch.Tensor of shape (..., 3 or 1, H, W), got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"x: expected a real floating tensor with values in [0, 1], got complex dtype {x.dtype}; "
+                        f"pass the image itself (e.g. x.real, or x.abs() for a magnitude), not its spectrum")
     if not x.is_floating_point():
-        raise TypeError(f"x: expected a floating tensor with values in [0, 1], got dtype {x.dtype}; "
-                        f"convert uint8 images with x.float() / 255")
+        hint = ("convert uint8 images with x.float() / 255" if x.dtype == torch.uint8 else
+                "convert with x.float() (bool masks: x.float() gives 0 and 1)" if x.dtype == torch.bool else
+                "convert with x.float(), divided by the largest sample value (255 for 8-bit, 65535 for 16-bit)")
+        raise TypeError(f"x: expected a floating tensor with values in [0, 1], got dtype {x.dtype}; {hint}")
     if x.dim() < 3:
         raise ValueError(f"x: expected at least 3 dims (..., C, H, W), got shape {tuple(x.shape)}")
     if x.shape[-3] not in (1, 3):
@@ -61,8 +84,16 @@ def _check_input(x, validate: bool) -> None:
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("x: expected finite values in [0, 1], got NaN or Inf")
         if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
-            raise ValueError(f"x: expected values in [0, 1], got min {lo:.6g}, max {hi:.6g}; "
-                             f"scale images to [0, 1] (e.g. x / 255) instead of clipping them silently")
+            if hi > 1.5:
+                hint = ("values this large look like 0..255 samples: divide by 255" if hi <= 255 + RANGE_SLACK else
+                        "scale the images to [0, 1] (divide by the largest sample value)")
+            elif lo < -0.5:
+                hint = ("negative values like these look normalised (mean/std): pass images in [0, 1] and "
+                        "normalise after the layer")
+            else:
+                hint = ("a small overshoot, e.g. from an attack step or resampling: clamp first with "
+                        "x.clamp(0, 1) if that is intended")
+            raise ValueError(f"x: expected values in [0, 1], got min {lo:.6g}, max {hi:.6g}; {hint}")
 
 
 def _check_table(name: str, t, batch: int, validate: bool) -> torch.Tensor:
@@ -122,9 +153,11 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
         backend: "auto" (Triton on CUDA tensors when available, else torch), "torch" or "triton".
         validate: check values (finite, within [0, 1], tables >= 1). This costs one device-to-host sync per call;
             pass ``False`` in training loops once inputs are known good. Shape and type checks always run.
+            Unchecked values are read as a JPEG encoder reads samples, identically in both backends: NaN becomes
+            0, and values outside [0, 1] (including +-Inf) are clamped to 0 or 1, before the 8-bit rounding.
 
     Returns:
-        ``(..., C, H, W)``: same shape, dtype and device as ``x``.
+        ``(..., C, H, W)``: same shape, dtype, device and memory format (contiguous or channels_last) as ``x``.
 
     Example:
         >>> import torch, fdgpu
@@ -152,7 +185,10 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
         y = reference.forward(xf, lt, ct, subsampling)[0]
     else:
         y = JPEGFunction.apply(xf.contiguous(), lt.detach(), ct.detach(), subsampling, backward, impl)
-    return y.to(x.dtype).reshape(x.shape)
+    y = y.to(x.dtype).reshape(x.shape)
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        y = y.contiguous(memory_format=torch.channels_last)
+    return y
 
 
 def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampling: str = "4:2:0",
@@ -161,7 +197,8 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
 
     Args:
         x: ``(..., 3 or 1, H, W)`` float in [0, 1].
-        quality: a number in [1, 100] (floats allowed) or a ``(B,)`` tensor, one per image of the flattened batch.
+        quality: a number in [1, 100] (floats, numpy scalars and 0-d tensors allowed) or a ``(B,)`` tensor, one
+            per image of the flattened batch.
         subsampling, backward, backend, validate: as in :func:`requantize`.
 
     Returns:
@@ -174,6 +211,7 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         >>> x.grad.shape
         torch.Size([2, 3, 32, 32])
     """
+    quality = _as_number(quality)
     if isinstance(quality, torch.Tensor) and quality.dim() == 1 and isinstance(x, torch.Tensor) and x.dim() >= 3:
         n = math.prod(x.shape[:-3])
         if quality.shape[0] != n:
@@ -192,8 +230,8 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
 
     Args:
         x: ``(..., 3 or 1, H, W)`` float in [0, 1].
-        strength: > 0; 1, 2, 3 are the paper's FD(1x), FD(2x), FD(3x). Entries below 1 are rejected, so
-            strength must be >= 1 in practice.
+        strength: a number >= 1 (numpy scalars and 0-d tensors allowed); 1, 2, 3 are the paper's FD(1x), FD(2x),
+            FD(3x). Below 1 the low-frequency steps would be below 1, which no JPEG quantization step is.
         subsampling, backward, backend, validate: as in :func:`requantize`.
 
     Example:
@@ -201,7 +239,22 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
         >>> fdgpu.feature_distillation(torch.rand(3, 16, 16), 2.0).shape
         torch.Size([3, 16, 16])
     """
-    table = _fd_cached(float(strength)) if isinstance(strength, (int, float)) and not isinstance(strength, bool) \
-        and math.isfinite(strength) else tables.fd(strength)
+    strength = check_strength(strength)
+    table = _fd_cached(strength)
     return requantize(x, table, table, subsampling=subsampling, backward=backward, backend=backend,
                       validate=validate)
+
+
+def check_strength(strength) -> float:
+    """``strength`` of Feature Distillation as a float >= 1, or a ValueError naming ``strength``."""
+    value = _as_number(strength)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"strength: expected a finite number >= 1 (1, 2, 3 are the paper's FD 1x/2x/3x), "
+                         f"got {strength!r}")
+    if value <= 0:
+        raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {value:g}")
+    if value < 1:
+        raise ValueError(f"strength: expected a number >= 1, got {value:g}: the table's low-frequency steps are "
+                         f"1 x strength, and a JPEG quantization step below 1 does not exist; use 1 for the "
+                         f"mildest FD (or fdgpu.requantize with your own tables)")
+    return float(value)

@@ -70,9 +70,10 @@ class FDJpeg(Requantize):
 
     def __init__(self, strength: float = 1.0, subsampling: str = "4:2:0", backward: str = "ste",
                  backend: str = "auto", validate: bool = True):
+        strength = functional.check_strength(strength)
         table = tables.fd(strength)
         super().__init__(table, table, subsampling, backward, backend, validate)
-        self.strength = float(strength)
+        self.strength = strength
 
     def extra_repr(self) -> str:
         return f"strength={self.strength:g}, " + super().extra_repr()

@@ -111,7 +111,9 @@ def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear, out=
     g = Geometry.of(h, w, ch, subsampling)
     u = x * 255.0
     if not linear:
-        u = u.add_(0.5).floor_().clamp_(0, 255)  # the 8-bit samples a real encoder receives
+        # the 8-bit samples a real encoder receives; NaN (only with validate=False) reads as 0, as in the kernels,
+        # whose max(NaN, 0) is 0
+        u = u.add_(0.5).floor_().nan_to_num_(nan=0.0).clamp_(0, 255)
     u = pad_replicate(u, g.hp, g.wp)
     if ch == 1:
         y, wy = _codec(u, luma_table, need_weight, linear)
