@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import fdgpu
-from fdgpu import tables
 
 
 @pytest.mark.parametrize("quality", [np.int64(75), np.int32(75), np.float32(75.0), np.float64(75.0),
