@@ -356,7 +356,12 @@ def run(args: argparse.Namespace) -> int:
     if REFERENCE not in methods:
         methods.insert(0, REFERENCE)  # every ratio is to it
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .compress import prepare_out
+
+    problem = prepare_out(out)  # before any timing: a run must not end without a place for its results
+    if problem:
+        print(f"fdgpu bench: {problem}", file=sys.stderr)
+        return 2
     data = _Data(args)
     meta = {"command": "fdgpu " + " ".join(sys.argv[1:]) if sys.argv and "fdgpu" in sys.argv[0] else
             " ".join(sys.argv), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
@@ -398,7 +403,13 @@ def run(args: argparse.Namespace) -> int:
     label = "SYNTHETIC images" if data.synthetic else "CIFAR-10 (32) / natural photos (299)"
     title = (f"fdgpu bench: time per image, {label}\n{meta['environment']['cpu']}, "
              f"torch {meta['versions']['torch']}, {meta['environment']['torch_threads']} threads")
-    (out / "bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    tmp = out / "bench.tmp.json"
+    try:  # written whole, then renamed: never a partial bench.json
+        tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        os.replace(tmp, out / "bench.json")
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     _plot(results, out / "bench.png", title)
     print()
     print(("SYNTHETIC DATA - " if data.synthetic else "") +

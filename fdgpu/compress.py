@@ -3,8 +3,15 @@
 ``--format png`` writes fdgpu's simulated round trip losslessly; ``--format jpeg`` writes a real baseline JPEG
 through Pillow with the same quantization tables and subsampling, so FD can be applied at compression time and
 read by any decoder. Every output is written to a temporary file in the output folder and renamed into place, so an
-interrupted run never leaves a partial image. Unreadable or unsupported inputs are reported and skipped; the exit
-status is then 1.
+interrupted run never leaves a partial image.
+
+Inputs are never replaced or modified. All output names are planned before anything is written: an output that would
+land on an input file, or on another input's output (``a.jpg`` and ``a.png`` both give ``a.png``), gets a unique name
+instead (``a.jpg.png``), and a note on stderr says so. The EXIF orientation is applied, as image viewers do.
+What JPEG cannot hold is refused, never silently dropped: animated or multi-frame images, samples of more than 8
+bits (RGB and grayscale alike), alpha that is not fully opaque, colour spaces other than RGB and grayscale.
+Unreadable or refused inputs are reported and skipped; the exit status is then 1. Usage errors (a table that cannot
+be used, an --out that is not a folder or cannot be created) are reported before any work, with exit status 2.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -36,15 +43,79 @@ def collect(inputs: List[str]) -> Tuple[List[Tuple[Path, Path]], List[str]]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
+            found, broken = [], []
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if f.is_file():
+                    found.append(f)
+                elif f.is_symlink() and not f.exists():
+                    broken.append(f)
+            if not found and not broken:
                 errors.append(f"{p}: no image files found in this folder")
+            errors += [f"{f}: skipped, a broken symbolic link or a symlink loop" for f in broken]
             items += [(f, f.relative_to(p)) for f in found]
         elif p.is_file():
             items.append((p, Path(p.name)))
+        elif p.is_symlink():
+            errors.append(f"{p}: a broken symbolic link or a symlink loop")
         else:
             errors.append(f"{p}: no such file or folder")
     return items, errors
+
+
+def _entry(path: Path) -> Tuple[str, str]:
+    """The directory entry a path names (its folder resolved, its own name kept): what a rename would replace."""
+    return (os.path.realpath(path.parent), path.name)
+
+
+def plan(items: List[Tuple[Path, Path]], out: Path, suffix: str) -> Tuple[List[Path], Dict[int, str]]:
+    """One output path per input, all distinct and none of them an input file, decided before anything is written.
+
+    The natural name is ``out / rel`` with the output suffix. When several inputs share it, the one whose own suffix
+    is the output's keeps it (``a.png`` over ``a.jpg`` for PNG output); the others, and any input whose natural name
+    is an input file (``--out`` equal to an input folder) or an existing folder, get their full name plus the suffix
+    (``a.jpg.png``), numbered if that is taken too. Returns the targets and ``{index: note}`` for renamed outputs.
+    """
+    sources = {_entry(src) for src, _ in items}
+
+    def taken(t: Path) -> bool:
+        return _entry(t) in sources or (os.path.lexists(t) and not (t.is_file() and not t.is_symlink()))
+
+    def same_kind(src: Path) -> bool:
+        ext = src.suffix.lower()
+        return ext == suffix or (suffix == ".jpg" and ext == ".jpeg")
+
+    natural = [(out / rel).with_suffix(suffix) for _, rel in items]
+    groups = {}
+    for i, t in enumerate(natural):
+        groups.setdefault(_entry(t), []).append(i)
+    targets: List = [None] * len(items)
+    used = set()
+    for key, members in groups.items():
+        first = min(members, key=lambda i: (not same_kind(items[i][0]), i))
+        if not taken(natural[first]):
+            targets[first] = natural[first]
+            used.add(key)
+    notes = {}
+    for i, (src, rel) in enumerate(items):
+        if targets[i] is not None:
+            continue
+        base = (out / rel).parent / rel.name
+        cand, n = base.with_name(base.name + suffix), 1
+        while _entry(cand) in used or taken(cand):
+            n += 1
+            cand = base.with_name(f"{base.name}-{n}{suffix}")
+        targets[i] = cand
+        used.add(_entry(cand))
+        if taken(natural[i]):
+            why = "is an input file" if _entry(natural[i]) in sources else "is a folder or not a regular file"
+        else:
+            other = items[next(j for j in groups[_entry(natural[i])]
+                               if targets[j] is not None and _entry(targets[j]) == _entry(natural[i]))][0]
+            why = f"is the output of {other}"
+        notes[i] = f"{src}: written as {cand}, because {natural[i]} {why}"
+    return targets, notes
 
 
 def tables_for(args):
@@ -57,23 +128,70 @@ def tables_for(args):
     return t, t
 
 
-def load_image(path: Path):
-    """Float ``(C, H, W)`` in [0, 1] with C = 3 (RGB) or 1 (L). Raises ValueError for what JPEG cannot hold."""
-    import numpy as np
-    import torch
+def _bits_per_sample(im) -> int:
+    """Bits per sample as stored in the file (Pillow opens 16-bit RGB PNG and TIFF as 8-bit "RGB")."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        return 32 if im.mode in ("I", "F") else 16
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, 8)
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    if im.format == "PNG":
+        for tile in im.tile or ():
+            raw = tile.args[0] if isinstance(tile.args, tuple) else tile.args
+            if isinstance(raw, str) and raw.endswith(";16B"):
+                return 16
+    return 8
+
+
+def _check_header(im) -> None:
+    """Refuse, before decoding, what a JPEG cannot hold: several frames, more than 8 bits per sample."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        raise ValueError(f"expected a single image, got {frames} frames (animated or multi-page); a JPEG holds "
+                         f"one frame: extract the frames first")
+    bits = _bits_per_sample(im)
+    if bits > 8:
+        kind = "grayscale" if im.mode[0] in "IFL" else "colour"
+        raise ValueError(f"expected 8-bit samples, got {bits}-bit {kind} samples; JPEG stores 8 bits, and fdgpu "
+                         f"does not reduce them silently: convert the image to 8 bits first")
+
+
+def probe(path: Path) -> None:
+    """Open ``path`` and check its header (no decoding); raises what :func:`load_image` would for those checks."""
     from PIL import Image
 
     with Image.open(path) as im:
+        _check_header(im)
+
+
+def load_image(path: Path):
+    """Float ``(C, H, W)`` in [0, 1] with C = 3 (RGB) or 1 (L), EXIF orientation applied.
+
+    Raises ValueError for what a JPEG cannot hold: several frames, more than 8 bits per sample, alpha that is not
+    fully opaque, colour spaces other than RGB and grayscale.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        _check_header(im)
         im.load()
-        if im.mode in ("P", "1"):
-            has_alpha = im.mode == "P" and "transparency" in im.info
-            if has_alpha:
-                raise ValueError("palette image with transparency: JPEG cannot store the alpha channel "
-                                 "(flatten it onto a background first)")
-            im = im.convert("RGB" if im.mode == "P" else "L")
+        im = ImageOps.exif_transpose(im)  # as image viewers display it; the output carries no orientation tag
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode == "PA":
+            im = im.convert("RGBA")
+        elif im.mode == "1":
+            im = im.convert("L")
+        if im.mode in ("RGBA", "LA"):
+            alpha = np.asarray(im.getchannel("A"))
+            if alpha.size and int(alpha.min()) < 255:
+                raise ValueError("expected an opaque image, got transparent pixels; JPEG cannot store the alpha "
+                                 "channel: flatten it onto a background first")
+            im = im.convert(im.mode[:-1])  # a fully opaque alpha channel carries nothing
         if im.mode not in ("RGB", "L"):
-            raise ValueError(f"expected an 8-bit RGB or grayscale image, got mode {im.mode!r} "
-                             f"(JPEG cannot store alpha or >8-bit samples; convert it first)")
+            raise ValueError(f"expected an RGB or grayscale image, got mode {im.mode!r}; convert it to RGB first")
         a = np.asarray(im).copy()
     t = torch.from_numpy(a).float() / 255
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
@@ -117,6 +235,32 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
     _atomic_save(lambda p: Image.fromarray(a).save(p, format="JPEG", qtables=qt, **kw), target)
 
 
+def _check_tables(args, luma, chroma) -> str:
+    """A usage error (the same for every image) in the chosen tables, or ''."""
+    opt = f"--quality {args.quality:g}" if args.quality is not None else f"--fd {args.fd:g}"
+    for t in (luma, chroma):
+        if not bool(t.isfinite().all()) or float(t.min()) < 1:
+            return (f"{opt}: expected quantization steps >= 1 and finite, got a table with entries from "
+                    f"{float(t.min()):g} to {float(t.max()):g}" + ("; use --fd K with K >= 1" if args.fd else ""))
+        if args.format == "jpeg" and (not bool((t == t.round()).all()) or float(t.max()) > 255):
+            return (f"{opt} --format jpeg: a baseline JPEG stores integer steps in [1, 255], got table entries up "
+                    f"to {float(t.max()):g} (non-integer or too large); use --format png for this table")
+    return ""
+
+
+def prepare_out(out: Path) -> str:
+    """Create the output folder if needed; a usage error message if it is not a writable folder, else ''."""
+    if os.path.lexists(out) and not out.is_dir():
+        return f"--out: expected a folder, got {str(out)!r} which exists and is not a folder; choose another --out"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out: cannot create the folder {str(out)!r} ({exc.strerror or exc}); choose another --out"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"--out: cannot write in the folder {str(out)!r} (permission denied); choose another --out"
+    return ""
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -125,29 +269,34 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"fdgpu compress: {exc}", file=sys.stderr)
         return 2
-    items, errors = collect(args.inputs)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    problem = _check_tables(args, luma, chroma) or prepare_out(out)
+    if problem:
+        print(f"fdgpu compress: {problem}", file=sys.stderr)
+        return 2
+    found, errors = collect(args.inputs)
+    items = []
+    for src, rel in found:  # files that cannot even be opened take no output name
+        try:
+            probe(src)
+            items.append((src, rel))
+        except Exception as exc:
+            errors.append(f"{src}: skipped ({type(exc).__name__}: {exc})")
     suffix = ".png" if args.format == "png" else ".jpg"
-    seen = set()
-    written = 0
-    for src, rel in tqdm(items, desc="compress", unit="img", disable=len(items) < 2, file=sys.stderr):
-        target = (out / rel).with_suffix(suffix)
-        if target in seen:
-            errors.append(f"{src}: skipped, another input already wrote {target}")
-            continue
-        if target.resolve() == src.resolve():
-            errors.append(f"{src}: skipped, the output would overwrite the input; choose another --out")
-            continue
-        seen.add(target)
+    targets, notes = plan(items, out, suffix)
+    written, renamed = 0, []
+    for i, ((src, _), target) in enumerate(tqdm(list(zip(items, targets)), desc="compress", unit="img",
+                                                disable=len(items) < 2, file=sys.stderr)):
         try:
             x = load_image(src)
             target.parent.mkdir(parents=True, exist_ok=True)
             write(x, target, args.format, luma, chroma, args.subsampling)
             written += 1
+            if i in notes:
+                renamed.append(notes[i])
         except Exception as exc:  # a corrupt or unsupported file is reported; the others go on
             errors.append(f"{src}: skipped ({type(exc).__name__}: {exc})")
-    for e in errors:
-        print(f"fdgpu compress: {e}", file=sys.stderr)
-    print(f"wrote {written} of {len(items)} image(s) to {out}" + (f"; {len(errors)} problem(s)" if errors else ""))
+    for line in renamed + errors:
+        print(f"fdgpu compress: {line}", file=sys.stderr)
+    print(f"wrote {written} of {len(found)} image(s) to {out}" + (f"; {len(errors)} problem(s)" if errors else ""))
     return 1 if errors else 0

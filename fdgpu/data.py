@@ -47,32 +47,104 @@ def resolve_cifar10(name_or_path: PathLike, root: Optional[PathLike] = None) -> 
     return Path(s).expanduser()
 
 
+def _check_slice(start, limit) -> None:
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start: expected an image index >= 0, got {start!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit: expected a number of images >= 1 (or None for all), got {limit!r}")
+
+
+def check_images(xs: np.ndarray, where: str) -> None:
+    """Raise ValueError unless ``xs`` holds 8-bit samples: uint8, or float in [0, 1] (finite)."""
+    if xs.dtype == np.uint8:
+        return
+    if not np.issubdtype(xs.dtype, np.floating):
+        raise ValueError(f"x in {where}: expected uint8 samples (0..255) or float in [0, 1], got dtype {xs.dtype}; "
+                         f"convert it with x.astype(np.uint8) if it holds 0..255")
+    if xs.size:
+        lo, hi = float(np.min(xs)), float(np.max(xs))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"x in {where}: expected float values in [0, 1], got NaN or infinite values")
+        if lo < 0 or hi > 1:
+            hint = "; divide by 255 (or store uint8)" if hi > 1 else ""
+            raise ValueError(f"x in {where}: expected float values in [0, 1], got {xs.dtype} values from {lo:g} to "
+                             f"{hi:g}{hint}")
+
+
+def check_labels(ys: np.ndarray, n: int, where: str, num_classes: Optional[int] = None) -> None:
+    """Raise ValueError unless ``ys`` is ``(n,)`` integer class indices in [0, num_classes) (or >= 0)."""
+    if ys.shape != (n,):
+        raise ValueError(f"y in {where}: expected labels of shape ({n},), one per image, got {ys.shape}")
+    if not np.issubdtype(ys.dtype, np.integer):
+        raise ValueError(f"y in {where}: expected integer class indices, got dtype {ys.dtype}")
+    if n:
+        lo, hi = int(ys.min()), int(ys.max())
+        want = ">= 0" if num_classes is None else f"in [0, {num_classes - 1}]"
+        if lo < 0 or (num_classes is not None and hi >= num_classes):
+            raise ValueError(f"y in {where}: expected class indices {want}, got values from {lo} to {hi}")
+
+
 def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
-             limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+             limit: Optional[int] = None, num_classes: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Load a CIFAR-style ``.npz`` with ``x`` uint8 ``(N, H, W, 3)`` HWC and ``y`` int ``(N,)``.
 
     Args:
         path: a file path, or ``"test"`` / ``"train10k"`` resolved under ``root`` / ``$FDGPU_DATA`` + ``cifar10/``.
-        start, limit: keep images ``start .. start + limit - 1`` (``limit=None``: all from ``start``).
+        start, limit: keep images ``start .. start + limit - 1`` (``limit=None``: all from ``start``); ``start``
+            must be an index of the file, ``limit`` at least 1.
+        num_classes: when given, labels must lie in ``[0, num_classes)`` (else only ``>= 0`` is checked).
 
     Returns:
         ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable ``.npz`` (truncated, another format), lacks ``x`` or ``y``, or holds
+            something else than 8-bit images (uint8, or float in [0, 1]) with integer labels; a bad ``start`` or
+            ``limit``.
 
     Example (needs ``$FDGPU_DATA``):
         >>> x, y = load_npz("test", limit=8)  # doctest: +SKIP
         >>> x.shape, y.shape  # doctest: +SKIP
         (torch.Size([8, 3, 32, 32]), torch.Size([8]))
     """
+    import zipfile
+    import zlib
+
+    _check_slice(start, limit)
     p = resolve_cifar10(path, root)
     if not p.is_file():
         raise FileNotFoundError(f"expected an .npz file with arrays x, y, got {str(p)!r} which does not exist")
-    with np.load(p) as f:
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        what = "a single .npy array" if magic == b"\x93NUM" else "not a zip archive"
+        raise ValueError(f"expected an .npz archive with arrays x, y (as np.savez writes), got {str(p)!r} which is "
+                         f"{what}")
+    unreadable = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+    try:
+        f = np.load(p, allow_pickle=False)
+    except unreadable as exc:
+        raise ValueError(f"expected an .npz archive with arrays x, y, got {str(p)!r} which cannot be read "
+                         f"({type(exc).__name__}: {exc}); is it truncated?") from None
+    with f:
         if "x" not in f or "y" not in f:
             raise ValueError(f"expected arrays 'x' and 'y' in {str(p)!r}, got {sorted(f.keys())}")
-        end = None if limit is None else start + int(limit)
-        xs, ys = f["x"][start:end], f["y"][start:end]
+        try:
+            xs, ys = f["x"], f["y"]
+        except unreadable as exc:
+            raise ValueError(f"expected an .npz archive with arrays x, y, got {str(p)!r} whose arrays cannot be read "
+                             f"({type(exc).__name__}: {exc}); is it truncated?") from None
     if xs.ndim != 4 or xs.shape[-1] not in (1, 3):
         raise ValueError(f"expected x of shape (N, H, W, 3) in {str(p)!r}, got {xs.shape}")
+    if ys.shape != xs.shape[:1]:
+        raise ValueError(f"y in {str(p)!r}: expected labels of shape ({xs.shape[0]},), one per image, got {ys.shape}")
+    if start >= xs.shape[0]:
+        raise ValueError(f"start: expected an index below the {xs.shape[0]} images of {str(p)!r}, got {start}")
+    end = None if limit is None else start + int(limit)
+    xs, ys = xs[start:end], ys[start:end]
+    check_images(xs, repr(str(p)))
+    check_labels(ys, xs.shape[0], repr(str(p)), num_classes)
     x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2).contiguous()
     x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
     return x, torch.from_numpy(np.asarray(ys)).to(torch.int64)

@@ -97,10 +97,11 @@ def test_compress_reports_and_skips_bad_files(tmp_path, capsys):
 
 def test_compress_rejects_tables_a_jpeg_cannot_store(tmp_path, capsys):
     Image.fromarray(_photo()).save(tmp_path / "a.png")
+    # The same for every image: a usage error up front (exit 2), before the output folder is even created.
     assert main(["compress", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--fd", "1.5",
-                 "--format", "jpeg"]) == 1
-    assert "integer steps" in capsys.readouterr().err
-    assert list((tmp_path / "o").iterdir()) == []
+                 "--format", "jpeg"]) == 2
+    assert "--fd 1.5 --format jpeg: a baseline JPEG stores integer steps" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     assert main(["compress", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--quality", "0"]) == 2
 
 

@@ -68,6 +68,67 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _usage_problem(args) -> str:
+    """A usage error in the arguments (before any data or model is loaded), or ''."""
+    from .specs import parse_attack, parse_defence
+
+    if args.start < 0:
+        return f"--start: expected an image index >= 0, got {args.start}"
+    if args.limit is not None and args.limit < 1:
+        return f"--limit: expected a number of images >= 1, got {args.limit} (leave it out for all images)"
+    if args.batch_size < 1:
+        return f"--batch-size: expected a number of images >= 1, got {args.batch_size}"
+    if args.calib_limit < 1:
+        return f"--calib-limit: expected a number of images >= 1, got {args.calib_limit}"
+    for opt, specs, parse in (("--attacks", args.attacks, parse_attack), ("--defences", args.defences, parse_defence)):
+        for spec in specs:
+            try:
+                parse(spec)
+            except ValueError as exc:
+                return f"{opt}: {exc}"
+    return ""
+
+
+def _prepare_out(out: Path) -> str:
+    """Create the folder of the results file if needed; a usage error if the results could not be written, or ''."""
+    if out.is_dir():
+        return f"--out: expected a file name for the results JSON, got the folder {str(out)!r}"
+    folder = out.parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        return f"--out: expected a file in a folder, got {str(out)!r} whose parent is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out: cannot create the folder {str(folder)!r} ({exc.strerror or exc}); choose another --out"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--out: cannot write in the folder {str(folder)!r} (permission denied); choose another --out"
+    return ""
+
+
+def _atomic(write, target: Path) -> None:
+    """Run ``write(tmp)`` on a temporary file beside ``target``, then rename it into place (no partial results)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".fdgpu-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        if write(tmp) is False:  # nothing to write (e.g. a plot without points)
+            os.unlink(tmp)
+            return
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _machine() -> str:
     """CPU model and core count (plus the GPU name when CUDA is available), for the results' metadata."""
     cpu = platform.processor() or platform.machine()
@@ -125,6 +186,22 @@ def build_classifier(args):
     return net(paths[0]) if len(paths) == 1 else Ensemble([net(p) for p in paths])
 
 
+def _label_problem(classifier, x, y) -> str:
+    """Labels must be class indices of the model: checked on its output for one image, before any attack."""
+    import torch
+
+    if y.numel() == 0:
+        return ""
+    model = classifier if isinstance(classifier, torch.nn.Module) else classifier("transfer")
+    with torch.no_grad():
+        k = model.eval()(x[:1]).shape[-1]
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= k:
+        hint = " (an image folder needs --labels-csv)" if lo < 0 else ""
+        return f"labels: expected class indices in [0, {k - 1}] for this {k}-class model, got {lo} to {hi}{hint}"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
@@ -133,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
     from .core import evaluate
     from .report import markdown_table, plot, write_json
 
+    problem = _usage_problem(args) or (_prepare_out(Path(args.out)) if args.out else "")
+    if problem:
+        return _fail(problem)
     started_dist = False
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and dist.is_available() and not dist.is_initialized():
@@ -146,14 +226,31 @@ def run(args: argparse.Namespace) -> int:
         try:
             if os.path.isdir(args.data):
                 x, y, _ = load_image_folder(args.data, labels_csv=args.labels_csv)
+                if args.start >= x.shape[0]:
+                    return _fail(f"--start: expected an index below the {x.shape[0]} images of {args.data!r}, "
+                                 f"got {args.start}")
                 x, y = x[args.start:], y[args.start:]
                 if args.limit is not None:
                     x, y = x[:args.limit], y[:args.limit]
             else:
                 x, y = load_npz(args.data, root=args.data_root, start=args.start, limit=args.limit)
-            classifier = build_classifier(args)
+            try:
+                classifier = build_classifier(args)
+            except (FileNotFoundError, ValueError):
+                raise
+            except Exception as exc:  # torch.load on a file that is not a state_dict raises almost anything
+                given = args.weights or [m.split("=", 1)[-1] for m in args.member]
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                if "weights only load failed" in first.lower():  # torch's text here advises weights_only=False
+                    first = "not a tensor state_dict that torch.load(..., weights_only=True) can read"
+                raise ValueError(f"--weights: expected state_dict file(s) saved with torch.save, got {given} of which "
+                                 f"one cannot be loaded ({type(exc).__name__}: {first})") from None
+            problem = _label_problem(classifier, x, y)
+            if problem:
+                return _fail(problem)
         except (FileNotFoundError, ValueError) as exc:
-            return _fail(str(exc))
+            msg = str(exc)
+            return _fail("--" + msg if msg.startswith(("start:", "limit:")) else msg)
 
         def calib():
             return load_npz(args.calib, root=args.data_root, limit=args.calib_limit)[0]
@@ -181,10 +278,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"({x.shape[0]} images, {world_size} process(es), {elapsed:.1f} s)")
         if args.out:
             out = Path(args.out)
-            write_json(str(out), rows, meta)
-            out.with_suffix(".md").write_text(table)
+            _atomic(lambda tmp: write_json(tmp, rows, meta), out)
+            _atomic(lambda tmp: Path(tmp).write_text(table), out.with_suffix(".md"))
             if not args.no_plot:
-                plot(rows, str(out.with_suffix(".png")), title=meta["command"][:140])
+                _atomic(lambda tmp: plot(rows, tmp, title=meta["command"][:140]) is not None,
+                        out.with_suffix(".png"))
         return 0
     finally:
         if started_dist:

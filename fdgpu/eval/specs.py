@@ -64,19 +64,34 @@ def _number(text: str, what: str, spec: str) -> float:
     try:
         if "/" in text:
             a, b = text.split("/", 1)
-            return float(a) / float(b)
-        return float(text)
+            value = float(a) / float(b)
+        else:
+            value = float(text)
     except ValueError:
         raise ValueError(f"{what} in {spec!r}: expected a number, got {text!r}") from None
+    except ZeroDivisionError:
+        raise ValueError(f"{what} in {spec!r}: expected a number, got {text!r} (a division by zero)") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} in {spec!r}: expected a finite number, got {text!r}")
+    return value
 
 
-def _eps(text: str, spec: str) -> float:
+def _positive(text: str, what: str, spec: str, levels: bool) -> float:
+    # A PGD step: > 0 (a zero or negative step never moves, or moves away from the attack's goal).
+    value = _eps(text, spec, what) if levels else _number(text, what, spec)
+    if not value > 0:
+        raise ValueError(f"{what} in {spec!r}: expected a step size > 0, got {text}")
+    return value
+
+
+def _eps(text: str, spec: str, what: str = "EPS") -> float:
     # "8" or "0.5" are pixel levels (8/255, 0.5/255); a fraction "8/255" is already in [0, 1] units.
-    value = _number(text, "EPS", spec)
+    value = _number(text, what, spec)
     if "/" not in text:
         value = value / 255.0
     if not (math.isfinite(value) and 0 <= value <= 1):
-        raise ValueError(f"EPS in {spec!r}: expected pixel levels in [0, 255] (or a fraction like 8/255), got {text}")
+        raise ValueError(f"{what} in {spec!r}: expected pixel levels in [0, 255] (or a fraction like 8/255), "
+                         f"got {text}")
     return value
 
 
@@ -105,9 +120,11 @@ def parse_attack(spec: str) -> AttackSpec:
         return AttackSpec(spec, "fgsm", _eps(parts[1], spec))
     if kind in ("pgd", "pgdl2") and len(parts) in (3, 4):
         eps = _eps(parts[1], spec) if kind == "pgd" else _number(parts[1], "EPS", spec)
+        if not eps >= 0:
+            raise ValueError(f"EPS in {spec!r}: expected an L2 budget >= 0, got {parts[1]}")
         alpha = None
         if len(parts) == 4:
-            alpha = _eps(parts[3], spec) if kind == "pgd" else _number(parts[3], "ALPHA", spec)
+            alpha = _positive(parts[3], "ALPHA", spec, levels=kind == "pgd")
         return AttackSpec(spec, kind, eps, _int(parts[2], "STEPS", spec), alpha)
     if kind == "eot" and len(parts) == 4:
         return AttackSpec(spec, "eot", _eps(parts[1], spec), _int(parts[2], "STEPS", spec),
@@ -145,6 +162,8 @@ def parse_defence(spec: str) -> DefenceSpec:
         return DefenceSpec(text, kind, (k,))
     if kind == "fd-design" and len(parts) in (2, 3):
         eps = _number(parts[1], "EPS", text)
+        if not eps > 0:
+            raise ValueError(f"EPS in {text!r}: expected a perturbation size > 0 in pixel levels, got {parts[1]}")
         n = _int(parts[2], "N", text, low=0) if len(parts) == 3 else 15
         return DefenceSpec(text, kind, (eps, n))
     if kind == "tables" and len(parts) >= 2:
