@@ -75,8 +75,12 @@ def check_labels(ys: np.ndarray, n: int, where: str, num_classes: Optional[int] 
     """Raise ValueError unless ``ys`` is ``(n,)`` integer class indices in [0, num_classes) (or >= 0)."""
     if ys.shape != (n,):
         raise ValueError(f"y in {where}: expected labels of shape ({n},), one per image, got {ys.shape}")
-    if not np.issubdtype(ys.dtype, np.integer):
-        raise ValueError(f"y in {where}: expected integer class indices, got dtype {ys.dtype}")
+    if np.issubdtype(ys.dtype, np.floating) and n and bool(np.all(np.isfinite(ys))) and \
+            bool(np.all(ys == np.round(ys))):
+        pass  # whole numbers stored as float (np.zeros' default): exact as int64
+    elif not np.issubdtype(ys.dtype, np.integer):
+        bad = "" if not np.issubdtype(ys.dtype, np.floating) else " with fractional or non-finite values"
+        raise ValueError(f"y in {where}: expected integer class indices, got dtype {ys.dtype}{bad}")
     if n:
         lo, hi = int(ys.min()), int(ys.max())
         want = ">= 0" if num_classes is None else f"in [0, {num_classes - 1}]"

@@ -353,7 +353,8 @@ def test_eval_out_that_cannot_be_written_fails_up_front(tiny, tmp_path, capsys):
     (np.full((2, 4, 4, 3), np.nan), [0, 1], {}, "got NaN or infinite values"),
     (np.zeros((2, 4, 4, 3), np.int64), [0, 1], {}, "expected uint8 samples (0..255) or float in [0, 1], got dtype "
                                                   "int64"),
-    (np.zeros((2, 4, 4, 3), np.uint8), [0.0, 1.0], {}, "y in"),
+    (np.zeros((2, 4, 4, 3), np.uint8), [0.5, 1.0], {}, "expected integer class indices, got dtype float64 with "
+                                                       "fractional or non-finite values"),
     (np.zeros((2, 4, 4, 3), np.uint8), [0, 1, 2], {}, "expected labels of shape (2,), one per image, got (3,)"),
     (np.zeros((2, 4, 4, 3), np.uint8), [0, -1], {}, "expected class indices >= 0, got values from -1 to 0"),
     (np.zeros((2, 4, 4, 3), np.uint8), [0, 10], {"num_classes": 10}, "expected class indices in [0, 9], got values "
