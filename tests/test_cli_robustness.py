@@ -239,6 +239,25 @@ def test_compress_a_missing_input_or_broken_link_given_by_name(tmp_path, capsys)
     assert f"{tmp_path / 'missing.png'}: no such file or folder" in err
 
 
+def test_compress_interrupted_mid_write_leaves_nothing_partial(odd, tmp_path, monkeypatch):
+    """A save that dies half way (disk full, Ctrl-C) leaves neither a partial output nor a temporary file."""
+    real_save = Image.Image.save
+
+    def dying_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    (out).mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out / "good.png")  # an earlier run's output
+    earlier = (out / "good.png").read_bytes()
+    monkeypatch.setattr(Image.Image, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        main(["compress", str(odd / "good.png"), "--out", str(out), "--quality", "75"])
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"] and (out / "good.png").read_bytes() == earlier
+
+
 # ------------------------------------------------------------------------------------------------ bench
 def test_bench_out_naming_a_file_or_an_uncreatable_folder_is_a_usage_error(tmp_path, capsys):
     f = tmp_path / "f.txt"
@@ -274,9 +293,9 @@ def tiny(tmp_path_factory):
     return d
 
 
-def _eval(tiny, *extra, data="good.npz", weights="r20.pt"):
+def _eval(tiny, *extra, data="good.npz", weights="r20.pt", plot=False):
     return main(["eval", "--data", str(tiny / data), "--weights", str(tiny / weights), "--device", "cpu",
-                 "--quiet", "--no-plot", *extra])
+                 "--quiet", *([] if plot else ["--no-plot"]), *extra])
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -327,6 +346,21 @@ def test_eval_out_in_a_new_folder_is_created_and_written_whole(tiny, tmp_path, c
     assert out.with_suffix(".md").read_text().startswith("| defence")
     assert sorted(p.name for p in out.parent.iterdir()) == ["r.json", "r.md"]
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def test_eval_results_written_whole_when_the_plot_fails(tiny, tmp_path, monkeypatch, capsys):
+    import fdgpu.eval.report as report
+
+    def broken_plot(rows, path, title=""):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(report, "plot", broken_plot)
+    out = tmp_path / "r.json"
+    with pytest.raises(RuntimeError, match="plot failed"):
+        _eval(tiny, "--limit", "1", "--out", str(out), plot=True)
+    assert json.loads(out.read_text())["meta"]["n"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]
 
 
 def _umask():

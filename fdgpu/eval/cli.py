@@ -80,6 +80,11 @@ def _usage_problem(args) -> str:
         return f"--batch-size: expected a number of images >= 1, got {args.batch_size}"
     if args.calib_limit < 1:
         return f"--calib-limit: expected a number of images >= 1, got {args.calib_limit}"
+    if args.out and not args.no_plot:
+        try:
+            import matplotlib  # noqa: F401  (the plot is drawn after the run: a missing matplotlib must not lose it)
+        except ImportError:
+            return "--out: the plot needs matplotlib (pip install matplotlib), or pass --no-plot"
     for opt, specs, parse in (("--attacks", args.attacks, parse_attack), ("--defences", args.defences, parse_defence)):
         for spec in specs:
             try:
