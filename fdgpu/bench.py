@@ -325,9 +325,13 @@ def _plot(results: list, path: Path, title: str) -> None:
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:  # drawn whole, then renamed: never a partial bench.png
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def run(args: argparse.Namespace) -> int:

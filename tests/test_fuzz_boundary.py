@@ -3,8 +3,9 @@ result of the documented shape or raise one of the documented exception types (T
 message that names the offending argument. Nothing else escapes: no IndexError, ZeroDivisionError, RuntimeError
 from deep inside, no silent NaN output for valid-looking input.
 
-Covered: ``fdgpu.jpeg``, ``fdgpu.feature_distillation``, ``fdgpu.requantize``, the eval spec parsers, and
-``fdgpu.data.load_npz`` on generated files. A few hundred examples in all, small shapes, a few seconds.
+Covered: ``fdgpu.jpeg``, ``fdgpu.feature_distillation``, ``fdgpu.requantize``, ``fdgpu.JPEG`` and ``fdgpu.FDJpeg``,
+the eval spec parsers, and ``fdgpu.data.load_npz`` on generated files. A few hundred examples in all, small shapes,
+a few seconds.
 """
 from __future__ import annotations
 
@@ -126,6 +127,22 @@ def test_feature_distillation_boundary(x, strength):
 def test_requantize_boundary(x, luma, chroma, sub):
     _check_outcome(lambda: fdgpu.requantize(x, luma, chroma, subsampling=sub, backend="torch"),
                    ("x", "luma_table", "chroma_table", "subsampling"), x)
+
+
+@FAST
+@given(x=images, quality=qualities, strength=strengths, sub=subsamplings, backward=backwards,
+       which=st.sampled_from(["JPEG", "FDJpeg"]))
+def test_module_boundary(x, quality, strength, sub, backward, which):
+    """The nn.Module wrappers: bad constructor arguments fail at construction, bad inputs at the call."""
+    names = ("quality", "subsampling", "backward") if which == "JPEG" else ("strength", "subsampling", "backward",
+                                                                           "luma_table")
+    try:
+        layer = fdgpu.JPEG(quality, subsampling=sub, backward=backward, backend="torch") if which == "JPEG" else \
+            fdgpu.FDJpeg(strength, subsampling=sub, backward=backward, backend="torch")
+    except (TypeError, ValueError) as exc:
+        assert any(str(exc).startswith(n) or f"{n}:" in str(exc) for n in names), str(exc)
+        return
+    _check_outcome(lambda: layer(x), ("x",), x)
 
 
 spec_parts = st.one_of(st.sampled_from(["8", "0", "-1", "8/255", "8/0", "0/0", "nan", "inf", "1e400", "0.5", "x",
