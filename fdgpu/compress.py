@@ -164,14 +164,15 @@ def probe(path: Path) -> None:
         _check_header(im)
 
 
-def load_image(path: Path):
-    """Float ``(C, H, W)`` in [0, 1] with C = 3 (RGB) or 1 (L), EXIF orientation applied.
+def read_image(path: Path):
+    """The 8-bit samples of an image file as viewers show it: uint8 ``(H, W, 3)`` (RGB) or ``(H, W)`` (grayscale).
 
-    Raises ValueError for what a JPEG cannot hold: several frames, more than 8 bits per sample, alpha that is not
-    fully opaque, colour spaces other than RGB and grayscale.
+    The EXIF orientation is applied; palette and 1-bit images are expanded; a fully opaque alpha channel is dropped.
+    Raises ValueError for what cannot be represented that way (nor in a JPEG): several frames, more than 8 bits per
+    sample, transparent pixels, colour spaces other than RGB and grayscale (CMYK, ...). Pillow's own errors
+    (``UnidentifiedImageError``, ``OSError`` for truncated files) pass through.
     """
     import numpy as np
-    import torch
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
@@ -192,8 +193,14 @@ def load_image(path: Path):
             im = im.convert(im.mode[:-1])  # a fully opaque alpha channel carries nothing
         if im.mode not in ("RGB", "L"):
             raise ValueError(f"expected an RGB or grayscale image, got mode {im.mode!r}; convert it to RGB first")
-        a = np.asarray(im).copy()
-    t = torch.from_numpy(a).float() / 255
+        return np.asarray(im).copy()
+
+
+def load_image(path: Path):
+    """Float ``(C, H, W)`` in [0, 1] with C = 3 (RGB) or 1 (L): :func:`read_image` as a tensor."""
+    import torch
+
+    t = torch.from_numpy(read_image(path)).float() / 255
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
 
 

@@ -167,30 +167,47 @@ def load_image_folder(path: PathLike, size: Optional[Tuple[int, int]] = None, la
 
     Returns:
         ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64, and the file names.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no image files.
+        ValueError: an image that cannot be read as 8-bit RGB or grayscale as viewers show it (corrupt, animated,
+            16-bit, transparent, CMYK: see :func:`fdgpu.compress.read_image`; the EXIF orientation is applied), a
+            malformed ``labels_csv``, images of different sizes without ``size``.
     """
     from PIL import Image
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"expected a folder of images, got {str(folder)!r} which is not a directory")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())[:limit]
     if not files:
         raise FileNotFoundError(f"expected image files ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}, got none")
     labels = {}
     if labels_csv is not None:
         import csv
         with open(labels_csv, newline="") as fh:
-            for row in csv.DictReader(fh):
-                key = row.get("ImageId") or next(iter(row.values()))
-                val = row.get("TrueLabel") or list(row.values())[1]
-                labels[key] = int(val)
+            for line, row in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    key = row.get("ImageId") or next(iter(row.values()))
+                    val = row.get("TrueLabel") or list(row.values())[1]
+                    labels[key] = int(val)
+                except (IndexError, StopIteration, TypeError, ValueError):
+                    raise ValueError(f"labels_csv: expected columns ImageId,TrueLabel with an integer label, got "
+                                     f"{dict(row)} on line {line} of {str(labels_csv)!r}") from None
+    from PIL import UnidentifiedImageError
+
+    from .compress import read_image
+
     arrays = []
     for f in files:
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            if size is not None:
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arrays.append(np.asarray(im))
+        try:  # 8-bit RGB or gray as viewers show it; animated, 16-bit or transparent images are refused
+            a = read_image(f)
+        except (ValueError, OSError, UnidentifiedImageError) as exc:
+            raise ValueError(f"{f}: expected a readable 8-bit image, got {type(exc).__name__}: {exc}") from None
+        im = Image.fromarray(a).convert("RGB")
+        if size is not None:
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        arrays.append(np.asarray(im))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"expected images of one size, got {sorted(shapes)[:3]}...; pass size=(H, W)")

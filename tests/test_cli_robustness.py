@@ -416,3 +416,46 @@ def test_load_npz_accepts_floats_in_range_and_slices(tmp_path):
     np.save(tmp_path / "single.npy", x)
     with pytest.raises(ValueError, match="which is a single .npy array"):
         load_npz(tmp_path / "single.npy")
+
+
+# ------------------------------------------------------------------------------------------------ image folders
+def _multipage_tiff(path: Path) -> None:
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (0, 128, 255)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+
+
+def test_load_image_folder_applies_orientation_and_refuses_what_it_would_change(odd, tmp_path):
+    """eval's image folders read images as compress does: as displayed, and never reduced or flattened silently."""
+    import shutil
+
+    from fdgpu.data import load_image_folder
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    shutil.copy(odd / "rotated.jpg", d / "r.jpg")
+    (d / "sub.png").mkdir()  # a folder with an image suffix is not an image
+    x, y, names = load_image_folder(d)
+    assert names == ["r.jpg"] and x.shape == (1, 3, 40, 20)  # displayed 20 wide, 40 high
+    assert torch.equal(x[0], to_tensor(_displayed(odd / "rotated.jpg")))
+    _multipage_tiff(odd / "anim.tif")
+    for bad, why in (("anim.tif", "got 3 frames"), ("rgb16.png", "got 16-bit colour samples"),
+                     ("rgba.png", "transparent pixels"), ("cmyk.jpg", "mode 'CMYK'"), ("zero.png", "cannot identify")):
+        shutil.copy(odd / bad, d / bad)
+        with pytest.raises(ValueError, match="expected a readable 8-bit image") as info:
+            load_image_folder(d)
+        assert bad in str(info.value) and why in str(info.value)
+        (d / bad).unlink()
+    (d / "labels.csv").write_text("ImageId,TrueLabel\nr,cat\n")
+    with pytest.raises(ValueError, match="labels_csv: expected columns ImageId,TrueLabel with an integer label"):
+        load_image_folder(d, labels_csv=d / "labels.csv")
+
+
+def test_eval_on_an_image_folder_with_an_animated_gif_is_a_message(tiny, odd, tmp_path, capsys):
+    import shutil
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _multipage_tiff(d / "anim.tif")
+    assert main(["eval", "--data", str(d), "--weights", str(tiny / "r20.pt"), "--quiet", "--no-plot"]) == 2
+    assert "anim.tif: expected a readable 8-bit image, got ValueError: expected a single image, got 3 frames" in \
+        capsys.readouterr().err
