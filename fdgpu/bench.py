@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per cell first (default 2)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="stop repeating a cell after this many seconds, once timed at least once (default 20)")
-    parser.add_argument("--quality", type=float, default=75, help="JPEG quality of fdgpu_jpeg, Pillow, kornia")
+    parser.add_argument("--quality", type=float, default=75,
+                        help="JPEG quality of fdgpu_jpeg, Pillow and kornia (default 75)")
     parser.add_argument("--strength", type=float, default=1.0, help="FD strength (default 1)")
     parser.add_argument("--out", default="fdgpu-out/bench",
                         help="output folder for bench.json and bench.png (default fdgpu-out/bench)")
@@ -64,7 +65,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="faiss index of quilting: exact 'flat' (default) or approximate 'ivf'")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch and faiss (default: their own defaults, all cores)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the synthetic images, the quilting database and the randomised baselines "
+                             "(default 0)")
+
+
+def requirements(args) -> list:
+    """(import name, pip package) pairs the chosen methods need; ``fdgpu bench`` checks them before it starts."""
+    methods = args.methods or METHODS
+    need = []
+    if any(m.startswith("kornia") for m in methods):
+        need.append(("kornia", "kornia"))
+    if "quilting" in methods:
+        need.append(("faiss", "faiss-cpu"))
+    if "tvm" in methods:
+        need.append(("skimage", "scikit-image"))
+    return need
 
 
 # --- environment -----------------------------------------------------------------------------------------------------
@@ -376,6 +392,9 @@ def run(args: argparse.Namespace) -> int:
               "synthetic too.", file=sys.stderr)
     results = []
     torch.manual_seed(args.seed)
+    print(f"time per image as each cell finishes ({len(args.sizes) * len(args.batches)} size x batch cells, "
+          f"{len(methods)} methods); the full table follows at the end", flush=True)
+    print(_table([]), flush=True)
     for size in args.sizes:
         for batch in args.batches:
             x = torch.from_numpy(data.images(size, batch)).permute(0, 3, 1, 2).float().div(255).contiguous()

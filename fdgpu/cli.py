@@ -1,21 +1,41 @@
-"""The ``fdgpu`` command: ``demo``, ``compress``, ``eval`` and ``bench`` subcommands.
+"""The ``fdgpu`` command: ``demo``, ``compress``, ``eval``, ``bench``, ``data`` and ``models`` subcommands.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; they are
-imported only when chosen, so ``fdgpu --help`` stays fast and optional dependencies stay optional.
+Each subcommand lives in a module exposing ``add_arguments(parser)`` and ``run(args) -> int`` (or, written
+``module:NAME``, ``add_NAME_arguments`` and ``run_NAME``); they are imported only when chosen, so ``fdgpu --help``
+stays fast and optional dependencies stay optional. A module may define ``requirements(args)``: the
+``(import name, pip package)`` pairs the command needs; they are checked before it starts, and a missing one is
+reported with the extra that installs it (``pip install 'fdgpu[NAME]'``).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import Iterable, List, Optional, Tuple
 
-SUBCOMMANDS = {
-    "demo": ("fdgpu.demo", "PSNR/SSIM of JPEG and FD on scikit-image's sample photos, with a figure"),
-    "compress": ("fdgpu.compress", "JPEG/FD-compress image files to PNG (simulated) or real baseline JPEG"),
-    "eval": ("fdgpu.eval.cli", "evaluate defences against (adaptive) attacks on a classifier"),
-    "bench": ("fdgpu.bench", "per-image speed of fdgpu against quilting, TVM, Pillow and kornia"),
+SUBCOMMANDS = {  # name: (module, help, the extra that installs what it needs)
+    "demo": ("fdgpu.demo", "PSNR/SSIM of JPEG and FD on scikit-image's sample photos, with a figure", "demo"),
+    "compress": ("fdgpu.compress", "JPEG/FD-compress image files to PNG (simulated) or real baseline JPEG",
+                 "compress"),
+    "eval": ("fdgpu.eval.cli", "evaluate defences against (adaptive) attacks on a classifier", "eval"),
+    "bench": ("fdgpu.bench", "per-image speed of fdgpu against quilting, TVM, Pillow and kornia", "bench"),
+    "data": ("fdgpu.download:data", "download a data set (CIFAR-10) into the layout fdgpu eval reads", None),
+    "models": ("fdgpu.download:models", "download pretrained weights (the CIFAR-10 ResNets)", None),
 }
+# Dependencies every command of an extra needs, checked up front; modules may add more with requirements(args).
+EXTRA_REQUIRES = {
+    "demo": (("skimage", "scikit-image"), ("matplotlib", "matplotlib")),
+    "compress": (("PIL", "pillow"),),
+    "bench": (("PIL", "pillow"), ("matplotlib", "matplotlib")),
+}
+
+
+def _functions(module: str):
+    name, _, prefix = module.partition(":")
+    mod = importlib.import_module(name)
+    if prefix:
+        return getattr(mod, f"add_{prefix}_arguments"), getattr(mod, f"run_{prefix}"), mod
+    return mod.add_arguments, mod.run, mod
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fdgpu", description="Differentiable JPEG / Feature Distillation.")
     parser.add_argument("--version", action="version", version=f"fdgpu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in SUBCOMMANDS.items():
+    for name, (module, help_text, _) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         try:
-            importlib.import_module(module).add_arguments(p)
+            _functions(module)[0](p)
         except ImportError as exc:  # a missing optional dependency: report it when the command is used
             p.set_defaults(_import_error=exc)
     return parser
+
+
+def missing(pairs: Iterable[Tuple[str, str]]) -> List[str]:
+    """The pip names of the ``(import name, pip name)`` pairs that cannot be imported."""
+    out = []
+    for module, package in pairs:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            if package not in out:
+                out.append(package)
+    return out
+
+
+def _install_hint(command: str, packages: List[str]) -> str:
+    extra = SUBCOMMANDS[command][2] or "all"
+    return (f"fdgpu {command}: needs {', '.join(packages)}, which is not installed; install it with: "
+            f"pip install 'fdgpu[{extra}]' (or pip install {' '.join(packages)})")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -41,10 +79,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     if getattr(args, "_import_error", None) is not None:
-        print(f"fdgpu {args.command}: a dependency is missing ({args._import_error}). "
-              f"Install the extras: pip install 'fdgpu[all]'", file=sys.stderr)
+        name = getattr(args._import_error, "name", None) or str(args._import_error)
+        print(_install_hint(args.command, [name]), file=sys.stderr)
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    _, run, mod = _functions(args._module)
+    extra = SUBCOMMANDS[args.command][2]
+    needs = list(EXTRA_REQUIRES.get(extra, ()))
+    if hasattr(mod, "requirements"):
+        needs += list(mod.requirements(args))
+    lacking = missing(needs)
+    if lacking:
+        print(_install_hint(args.command, lacking), file=sys.stderr)
+        return 2
+    return int(run(args) or 0)
 
 
 if __name__ == "__main__":

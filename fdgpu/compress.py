@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -34,19 +34,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fd", type=float, metavar="K", help="Feature Distillation strength K (1, 2, 3 = FD 1x/2x/3x)")
     p.add_argument("--format", choices=("png", "jpeg"), default="png",
                    help="png: the simulated result; jpeg: a real baseline JPEG with the same tables (default: png)")
-    p.add_argument("--subsampling", choices=tuple(PIL_SUBSAMPLING), default="4:2:0")
+    p.add_argument("--subsampling", choices=tuple(PIL_SUBSAMPLING), default="4:2:0",
+                   help="chroma subsampling, as Pillow's subsampling= (default: 4:2:0, Pillow's own default)")
 
 
-def collect(inputs: List[str]) -> Tuple[List[Tuple[Path, Path]], List[str]]:
-    """(source file, path relative to the output folder) pairs, and error messages for inputs that do not exist."""
+def collect(inputs: List[str], skip: Optional[Path] = None) -> Tuple[List[Tuple[Path, Path]], List[str]]:
+    """(source file, path relative to the output folder) pairs, and error messages for inputs that do not exist.
+
+    Files under ``skip`` (the output folder, when it lies inside an input folder) are left out, so that a second run
+    does not compress the first run's outputs again.
+    """
     items, errors = [], []
+    skip = skip.resolve() if skip is not None else None
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
+            inner = skip if skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve()) else None
             found, broken = [], []
             for f in sorted(p.rglob("*")):
                 if f.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
+                if inner is not None and f.resolve().is_relative_to(inner):
+                    continue  # an earlier run's output inside this input folder
                 if f.is_file():
                     found.append(f)
                 elif f.is_symlink() and not f.exists():
@@ -204,11 +213,18 @@ def load_image(path: Path):
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_save(save, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".fdgpu-", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     try:
         save(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -281,7 +297,7 @@ def run(args) -> int:
     if problem:
         print(f"fdgpu compress: {problem}", file=sys.stderr)
         return 2
-    found, errors = collect(args.inputs)
+    found, errors = collect(args.inputs, skip=out)
     items = []
     for src, rel in found:  # files that cannot even be opened take no output name
         try:

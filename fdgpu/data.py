@@ -1,7 +1,9 @@
 """Data loaders for evaluation: CIFAR-10 ``.npz`` subsets and folders of images.
 
-Paths always come from the caller; the only fallback is the environment variable ``FDGPU_DATA``, which names a
-folder laid out like the project's shared data (``cifar10/test.npz``, ``cifar10/train10k.npz``, ``natural/*.png``).
+Paths always come from the caller; the fallbacks are the environment variable ``FDGPU_DATA``, which names a
+folder laid out like the project's shared data (``cifar10/test.npz``, ``cifar10/train10k.npz``, ``natural/*.png``),
+then ``~/.cache/fdgpu/data``, where ``fdgpu data cifar10`` puts CIFAR-10. An extracted ``cifar-10-batches-py``
+folder (the official archive, as torchvision keeps it) is read directly too.
 
 All loaders return ``x`` as ``(N, 3, H, W)`` float32 in [0, 1] (exact ``uint8 / 255``) and ``y`` as ``(N,)`` int64.
 """
@@ -20,30 +22,54 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+GET_CIFAR10 = "fdgpu data cifar10"  # the command that downloads CIFAR-10 into the default data folder
+BATCHES = {"test": "test_batch", "train10k": "data_batch_1"}  # npz name -> file of cifar-10-batches-py
+
+
 def data_root(root: Optional[PathLike] = None) -> Path:
-    """The data folder: ``root`` if given, else ``$FDGPU_DATA``.
+    """The data folder: ``root`` if given, else ``$FDGPU_DATA``, else ``~/.cache/fdgpu/data`` when it exists.
 
     Raises:
-        FileNotFoundError: when neither is given or the folder does not exist.
+        FileNotFoundError: when none of them is a folder; the message says how to get the data.
     """
-    if root is None:
-        root = os.environ.get(ENV_VAR)
-        if not root:
-            raise FileNotFoundError(f"expected a data folder, got none: pass root=... (or --data) or set {ENV_VAR} "
+    from .download import data_dir
+
+    if root is None and not os.environ.get(ENV_VAR):
+        path = data_dir()
+        if not path.is_dir():
+            raise FileNotFoundError(f"expected a data folder, got none: download CIFAR-10 with `{GET_CIFAR10}` "
+                                    f"(into {path}), or pass --data-root DIR (Python: root=DIR) or set {ENV_VAR} "
                                     f"to a folder holding cifar10/test.npz")
-    path = Path(root).expanduser()
+        return path
+    path = data_dir(root)
     if not path.is_dir():
-        raise FileNotFoundError(f"expected a data folder, got {str(path)!r} which is not a directory")
+        raise FileNotFoundError(f"expected a data folder, got {str(path)!r} which is not a directory; "
+                                f"`{GET_CIFAR10} --root {path}` downloads CIFAR-10 into it")
     return path
 
 
+def is_cifar10_batches(path: PathLike) -> bool:
+    """Whether ``path`` is an extracted ``cifar-10-batches-py`` folder (holding ``test_batch``)."""
+    return (Path(path) / "test_batch").is_file()
+
+
 def resolve_cifar10(name_or_path: PathLike, root: Optional[PathLike] = None) -> Path:
-    """Map ``"test"`` / ``"train10k"`` (or ``"cifar10:test"``) to ``<root>/cifar10/<name>.npz``; pass paths through."""
+    """Map ``"test"`` / ``"train10k"`` (or ``"cifar10:test"``) to ``<root>/cifar10/<name>.npz``; pass paths through.
+
+    When that ``.npz`` is missing but ``<root>/cifar-10-batches-py`` (or ``<root>/cifar10/cifar-10-batches-py``)
+    exists, the matching batch file of that folder is returned instead (``test_batch``, ``data_batch_1``).
+    """
     s = os.fspath(name_or_path)
     if s.startswith("cifar10:"):
         s = s.split(":", 1)[1]
     if os.sep not in s and "/" not in s and not s.endswith(".npz"):
-        return data_root(root) / "cifar10" / f"{s}.npz"
+        base = data_root(root)
+        npz = base / "cifar10" / f"{s}.npz"
+        if not npz.is_file() and s in BATCHES:
+            for folder in (base / "cifar-10-batches-py", base / "cifar10" / "cifar-10-batches-py"):
+                if is_cifar10_batches(folder):
+                    return folder / BATCHES[s]
+        return npz
     return Path(s).expanduser()
 
 
@@ -88,12 +114,37 @@ def check_labels(ys: np.ndarray, n: int, where: str, num_classes: Optional[int] 
             raise ValueError(f"y in {where}: expected class indices {want}, got values from {lo} to {hi}")
 
 
+def load_cifar10_batch(path: PathLike, start: int = 0,
+                       limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Images of one batch file of ``cifar-10-batches-py`` (or of the folder: its ``test_batch``).
+
+    Returns:
+        ``x`` ``(N, 3, 32, 32)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
+    """
+    from .download import read_batch
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "test_batch"
+    if not p.is_file():
+        raise FileNotFoundError(f"expected a CIFAR-10 batch file, got {str(p)!r} which does not exist")
+    _check_slice(start, limit)
+    xs, ys = read_batch(p.read_bytes(), str(p))
+    if start >= xs.shape[0]:
+        raise ValueError(f"start: expected an index below the {xs.shape[0]} images of {str(p)!r}, got {start}")
+    end = None if limit is None else start + int(limit)
+    x = torch.from_numpy(np.ascontiguousarray(xs[start:end])).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return x.contiguous(), torch.from_numpy(ys[start:end].copy())
+
+
 def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
              limit: Optional[int] = None, num_classes: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Load a CIFAR-style ``.npz`` with ``x`` uint8 ``(N, H, W, 3)`` HWC and ``y`` int ``(N,)``.
 
     Args:
-        path: a file path, or ``"test"`` / ``"train10k"`` resolved under ``root`` / ``$FDGPU_DATA`` + ``cifar10/``.
+        path: a file path, or ``"test"`` / ``"train10k"`` resolved under ``root`` / ``$FDGPU_DATA`` /
+            ``~/.cache/fdgpu/data`` + ``cifar10/``; an extracted ``cifar-10-batches-py`` folder (its test set) or
+            one of its batch files is read too.
         start, limit: keep images ``start .. start + limit - 1`` (``limit=None``: all from ``start``); ``start``
             must be an index of the file, ``limit`` at least 1.
         num_classes: when given, labels must lie in ``[0, num_classes)`` (else only ``>= 0`` is checked).
@@ -117,8 +168,12 @@ def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
 
     _check_slice(start, limit)
     p = resolve_cifar10(path, root)
+    if p.is_dir() and is_cifar10_batches(p) or p.parent.name == "cifar-10-batches-py" and p.suffix != ".npz":
+        return load_cifar10_batch(p, start, limit)
     if not p.is_file():
-        raise FileNotFoundError(f"expected an .npz file with arrays x, y, got {str(p)!r} which does not exist")
+        hint = (f"; `{GET_CIFAR10}" + (f" --root {p.parent.parent}`" if root is not None else "`") +
+                " downloads it" if p.parent.name == "cifar10" and p.stem in BATCHES else "")
+        raise FileNotFoundError(f"expected an .npz file with arrays x, y, got {str(p)!r} which does not exist{hint}")
     with open(p, "rb") as fh:
         magic = fh.read(4)
     if magic != b"PK\x03\x04":  # every .npz is a zip archive

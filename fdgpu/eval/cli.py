@@ -24,9 +24,12 @@ from .specs import VIEWS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="test",
-                   help="an .npz (x uint8 NHWC, y), 'test'/'train10k' under <data-root>/cifar10, or a folder of "
+                   help="an .npz (x uint8 NHWC, y), 'test'/'train10k' under <data-root>/cifar10, an extracted "
+                        "cifar-10-batches-py folder (its test set) or one of its batch files, or a folder of "
                         "images (default: test)")
-    g.add_argument("--data-root", default=None, help="folder like ../shared/data (default: $FDGPU_DATA)")
+    g.add_argument("--data-root", default=None,
+                   help="folder like ../shared/data (default: $FDGPU_DATA, else ~/.cache/fdgpu/data, where "
+                        "`fdgpu data cifar10` puts CIFAR-10)")
     g.add_argument("--labels-csv", default=None, help="labels for an image folder (ImageId,TrueLabel columns)")
     g.add_argument("--start", type=int, default=0, help="first image index (default 0)")
     g.add_argument("--limit", type=int, default=None, help="number of images (default: all)")
@@ -56,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="chroma subsampling of the JPEG/FD defences (default 4:2:0, as Pillow)")
     g.add_argument("--batch-size", type=int, default=100, help="images per batch and per shard unit (default 100)")
     g.add_argument("--seed", type=int, default=0, help="seed of random starts and randomised defences (default 0)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=None, help="results JSON; a .md table and a .png plot are written beside it")
     g.add_argument("--no-plot", action="store_true", help="skip the matplotlib plot")
@@ -152,11 +155,13 @@ def _machine() -> str:
 def _weights_for(model: str, given):
     if given:
         return given
-    folder = os.environ.get("FDGPU_MODELS")
-    if folder and os.path.isfile(os.path.join(folder, f"{model}-cifar10.pt")):
-        return [os.path.join(folder, f"{model}-cifar10.pt")]
-    raise FileNotFoundError(f"expected --weights PATH for {model}, got none (or set $FDGPU_MODELS to a folder "
-                            f"with {model}-cifar10.pt)")
+    from ..download import pretrained
+
+    try:  # $FDGPU_MODELS, else ~/.cache/fdgpu/models, where `fdgpu models fetch` puts them
+        return [str(pretrained(model))]
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"expected --weights PATH for {model}, got none: {exc} (or pass --weights, or set "
+                                f"$FDGPU_MODELS to a folder with {model}-cifar10.pt)") from None
 
 
 def build_classifier(args):
@@ -211,13 +216,31 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..data import load_image_folder, load_npz
+    from ..data import is_cifar10_batches, load_image_folder, load_npz
     from .core import evaluate
     from .report import markdown_table, plot, write_json
 
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            return _fail(f"--device: expected cpu, cuda or cuda:N, got {args.device!r}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None else
+                   "torch finds no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)")
+            return _fail(f"--device {args.device}: expected a CUDA device, got none: {why} "
+                         f"(torch {torch.__version__}); use --device cpu, or install a CUDA build of torch")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            return _fail(f"--device {args.device}: expected an index below {torch.cuda.device_count()} "
+                         f"(the CUDA devices torch sees), got {device.index}")
     problem = _usage_problem(args) or (_prepare_out(Path(args.out)) if args.out else "")
     if problem:
         return _fail(problem)
+    if args.defences == ["none"] and args.attacks == ["none"] and not args.quiet:
+        print("fdgpu eval: no --defences and no --attacks given, so this measures clean accuracy only; e.g. "
+              "--defences none jpeg:75 fd:1 --attacks fgsm:8 pgd:8:10 --views transfer bpda (fdgpu eval --help)",
+              file=sys.stderr)
+
     started_dist = False
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and dist.is_available() and not dist.is_initialized():
@@ -229,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     try:
         try:
-            if os.path.isdir(args.data):
+            if os.path.isdir(args.data) and not is_cifar10_batches(args.data):
                 x, y, _ = load_image_folder(args.data, labels_csv=args.labels_csv)
                 if args.start >= x.shape[0]:
                     return _fail(f"--start: expected an index below the {x.shape[0]} images of {args.data!r}, "
@@ -288,6 +311,9 @@ def run(args: argparse.Namespace) -> int:
             if not args.no_plot:
                 _atomic(lambda tmp: plot(rows, tmp, title=meta["command"][:140]) is not None,
                         out.with_suffix(".png"))
+        elif not args.quiet:
+            print("(no --out given: nothing written; --out results.json keeps the JSON, a .md table and a plot)",
+                  file=sys.stderr)
         return 0
     finally:
         if started_dist:
