@@ -11,15 +11,19 @@ from setuptools import setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "fdgpu" / "__init__.py").read_text()).group(1)
 
+# Small extras per command (``fdgpu demo`` needs only scikit-image and matplotlib, not Triton or the test tools);
+# `fdgpu data` / `fdgpu models` need nothing beyond the core. fdgpu.cli checks a command's extra before it starts.
 extras = {
+    "demo": ["scikit-image>=0.22", "matplotlib"],
+    "compress": ["pillow>=10"],
+    "eval": ["pillow>=10", "matplotlib"],
+    "baselines": ["faiss-cpu", "scikit-image>=0.22"],
     "triton": ["triton>=3.0"],
     "test": ["pytest>=8", "pytest-xdist", "hypothesis", "pillow>=10", "scipy", "scikit-image>=0.22", "kornia>=0.7",
-             "triton>=3.0",
-             "tqdm", "matplotlib", "faiss-cpu"],
-    "bench": ["pytest-benchmark>=4", "kornia>=0.7", "pillow>=10", "matplotlib", "scikit-image>=0.22", "faiss-cpu",
-              "tqdm"],
-    "tools": ["pillow>=10", "scikit-image>=0.22", "matplotlib", "tqdm"],
+             "triton>=3.0", "matplotlib", "faiss-cpu"],
+    "bench": ["pytest-benchmark>=4", "kornia>=0.7", "pillow>=10", "matplotlib", "scikit-image>=0.22", "faiss-cpu"],
 }
+extras["tools"] = sorted(set(extras["demo"] + extras["compress"] + extras["eval"]))
 extras["all"] = sorted({dep for deps in extras.values() for dep in deps})
 
 setup(
@@ -32,7 +36,7 @@ setup(
     packages=["fdgpu", "fdgpu.reference", "fdgpu.attacks", "fdgpu.eval", "fdgpu.models", "fdgpu.baselines",
               "fdgpu.kernels"],
     package_dir={"fdgpu.kernels": "kernels"},
-    install_requires=["torch>=2.1", "numpy"],
+    install_requires=["torch>=2.1", "numpy", "tqdm"],
     extras_require=extras,
     entry_points={"console_scripts": ["fdgpu = fdgpu.cli:main"]},
     license="MIT",

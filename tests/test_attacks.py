@@ -25,7 +25,8 @@ def toy(seed=0):
 def pretrained(defence=None):
     p = MODELS / "resnet20-cifar10.pt"
     if not p.is_file():
-        pytest.skip(f"pretrained weights not found at {p} (set FDGPU_MODELS to the folder with resnet20-cifar10.pt)")
+        pytest.skip(f"pretrained weights not found at {p} (set FDGPU_MODELS to the folder with resnet20-cifar10.pt; "
+                    f"`fdgpu models fetch resnet20 --root DIR` downloads it)")
     layers = [Normalize(CIFAR10_MEAN, CIFAR10_STD), cifar_resnet(20, weights=p)]
     return nn.Sequential(*([defence] if defence is not None else []), *layers).eval()
 
@@ -33,7 +34,8 @@ def pretrained(defence=None):
 def cifar(n):
     p = DATA / "cifar10" / "test.npz"
     if not p.is_file():
-        pytest.skip(f"CIFAR-10 subset not found at {p} (set FDGPU_DATA to a folder holding cifar10/test.npz)")
+        pytest.skip(f"CIFAR-10 subset not found at {p} (set FDGPU_DATA to a folder holding cifar10/test.npz; "
+                    f"`fdgpu data cifar10 --root DIR` downloads it)")
     from fdgpu.data import load_npz
     return load_npz(p, limit=n)
 

@@ -26,7 +26,12 @@ def test_bench_smoke_synthetic(tmp_path, capsys):
     meta, results = report["meta"], report["results"]
     assert meta["synthetic_data"] is True
     assert all("SYNTHETIC" in str(v) for v in meta["data"].values())
-    assert "SYNTHETIC" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out
+    streamed = out.splitlines()
+    assert streamed[0].startswith("time per image as each cell finishes")  # a header before the first row
+    assert streamed[1].split()[:4] == ["size", "batch", "method", "median"]
+    assert streamed[2].split()[:3] == ["16", "1", "fdgpu_fd"]
     assert meta["environment"]["cpu"] and meta["versions"]["torch"]
     timed = {(r["method"], r["batch"]) for r in results if "median_ms" in r}
     for method in ("fdgpu_fd", "fdgpu_fd_fwdbwd", "fdgpu_jpeg", "pillow", "kornia", "quilting", "tvm"):

@@ -1,10 +1,16 @@
-"""``fdgpu demo`` and ``fdgpu compress``."""
+"""``fdgpu demo`` and ``fdgpu compress``; what every command tells a new user (extras, help texts, progress)."""
+import argparse
+import ast
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import fdgpu
-from fdgpu.cli import main
+from fdgpu.cli import build_parser, main
 
 from ._helpers import psnr, to_tensor, to_uint8
 
@@ -25,11 +31,21 @@ def test_help_lists_subcommands(capsys):
         assert cmd in out
 
 
-def test_demo_writes_table_and_figure(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--images", "chelsea", "--repeats", "1"]) == 0
-    out = capsys.readouterr().out
-    for label in ("JPEG q75", "JPEG q50", "JPEG q20", "FD 1x", "FD 2x", "FD 3x", "PSNR", "SSIM", "ms / image"):
+def test_demo_writes_table_and_figure(tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    titles = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (titles.append(fig._suptitle.get_text()),
+                                                                  save(fig, *a, **k))[1])
+    assert main(["demo", "--out", str(tmp_path), "--images", "chelsea", "--repeats", "2"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    for label in ("JPEG q75", "JPEG q50", "JPEG q20", "FD 1x", "FD 2x", "FD 3x", "PSNR", "SSIM",
+                  "ms / image, median of 2", "min-max", "several-fold on a busy CPU", "centre crops of 128 px"):
         assert label in out
+    assert captured.err.startswith("fdgpu demo: JPEG q75/q50/q20 and FD 1x/2x/3x on 1 photo(s), 2 timed run(s)")
+    assert titles == ["centre crops (128 x 128 pixels at most, shown 1:1 without smoothing) of each photo"]
     png = tmp_path / "demo.png"
     assert png.stat().st_size > 10_000 and Image.open(png).size[0] > 500
     assert (tmp_path / "table.md").read_text().count("|") > 30
@@ -110,3 +126,95 @@ def test_compress_needs_exactly_one_table_choice(tmp_path):
         main(["compress", "x.png", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["compress", "x.png", "--out", str(tmp_path), "--quality", "50", "--fd", "1"])
+
+
+# ------------------------------------------------------------------------------------------- a new user's path
+def _setup_extras():
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "setup.py").read_text())
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "extras")
+    return ast.literal_eval(node.value)
+
+
+def test_demo_extra_is_small():
+    extras = _setup_extras()
+    assert extras["demo"] == ["scikit-image>=0.22", "matplotlib"]
+    for heavy in ("triton", "pytest", "faiss", "hypothesis", "kornia"):
+        assert not any(dep.startswith(heavy) for dep in extras["demo"] + extras["compress"])
+
+
+@pytest.mark.parametrize("argv, module, extra", [
+    (["demo", "--images", "chelsea"], "skimage", "demo"),
+    (["demo", "--images", "chelsea"], "matplotlib", "demo"),
+    (["compress", "a.png", "--quality", "50"], "PIL", "compress"),
+    (["bench", "--synthetic"], "matplotlib", "bench"),
+    (["bench", "--synthetic", "--methods", "fdgpu_fd", "quilting"], "faiss", "bench"),
+    (["eval", "--defences", "tvm"], "skimage", "eval"),
+])
+def test_commands_check_their_extra_up_front(argv, module, extra, tmp_path, monkeypatch, capsys):
+    for name in list(sys.modules):  # a plain `pip install .`: the module cannot be imported
+        if name == module or name.startswith(module + "."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)
+    out = tmp_path / "out"
+    assert main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"pip install 'fdgpu[{extra}]'" in err and err.startswith(f"fdgpu {argv[0]}: needs ") and "\n" not in err
+    assert not out.exists()  # nothing started
+
+
+def test_every_option_has_help_and_defaults_are_stated():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and action.help != argparse.SUPPRESS:
+                assert action.help, (name, action.option_strings)
+    for name, flag in (("demo", "--repeats"), ("bench", "--quality"), ("bench", "--seed"),
+                       ("compress", "--subsampling")):
+        action = next(a for a in sub.choices[name]._actions if flag in a.option_strings)
+        assert "default" in action.help, (name, flag)
+        text = sub.choices[name].format_help()
+        assert str(action.default) in text, (name, flag)
+
+
+def test_compress_outputs_get_the_umask_mode(tmp_path):
+    Image.fromarray(_photo(16, 16)).save(tmp_path / "a.png")
+    for mask, fmt in ((0o022, "png"), (0o027, "jpeg")):
+        old = os.umask(mask)
+        try:
+            out = tmp_path / f"o{mask:o}"
+            assert main(["compress", str(tmp_path / "a.png"), "--out", str(out), "--quality", "50",
+                         "--format", fmt]) == 0
+        finally:
+            os.umask(old)
+        (f,) = out.iterdir()
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_compress_skips_its_output_folder_inside_an_input_folder(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_photo(16, 24)).save(src / "a.png")
+    for _ in range(2):  # the second run must not re-ingest in/out/a.png
+        assert main(["compress", str(src), "--out", str(src / "out"), "--fd", "1"]) == 0
+        assert "wrote 1 of 1 image(s)" in capsys.readouterr().out
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == ["a.png", "out", "out/a.png"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a torch without CUDA")
+def test_eval_device_cuda_without_cuda_is_a_message(tmp_path, capsys):
+    assert main(["eval", "--device", "cuda", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fdgpu eval: --device cuda: expected a CUDA device, got none: ")
+    assert "use --device cpu" in err and "\n" not in err and not (tmp_path / "r.json").exists()
+    assert main(["eval", "--device", "gpu"]) == 2
+    assert "--device: expected cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+
+
+def test_eval_with_no_arguments_says_what_it_does(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("FDGPU_DATA", raising=False)
+    assert main(["eval"]) == 2  # no data anywhere: the message names the command that gets it
+    err = capsys.readouterr().err
+    assert "measures clean accuracy only; e.g. --defences none jpeg:75 fd:1" in err
+    assert "`fdgpu data cifar10`" in err

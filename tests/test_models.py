@@ -18,14 +18,16 @@ MODELS = Path(os.environ.get("FDGPU_MODELS", REPO.parent / "shared" / "models"))
 def weights(depth):
     p = MODELS / f"resnet{depth}-cifar10.pt"
     if not p.is_file():
-        pytest.skip(f"pretrained weights not found at {p} (set FDGPU_MODELS to the folder with resnet*-cifar10.pt)")
+        pytest.skip(f"pretrained weights not found at {p} (set FDGPU_MODELS to the folder with resnet*-cifar10.pt; "
+                    f"`fdgpu models fetch --root DIR` downloads them)")
     return p
 
 
 def cifar_test():
     p = DATA / "cifar10" / "test.npz"
     if not p.is_file():
-        pytest.skip(f"CIFAR-10 subset not found at {p} (set FDGPU_DATA to a folder holding cifar10/test.npz)")
+        pytest.skip(f"CIFAR-10 subset not found at {p} (set FDGPU_DATA to a folder holding cifar10/test.npz; "
+                    f"`fdgpu data cifar10 --root DIR` downloads it)")
     return p
 
 

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="calibration images for fd-design defences (default: train10k under the data root)")
     g.add_argument("--calib-limit", type=int, default=10000, help="calibration images used (default 10000)")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default="resnet20", choices=["resnet20", "resnet32", "resnet44", "resnet56"])
+    g.add_argument("--model", default="resnet20", choices=["resnet20", "resnet32", "resnet44", "resnet56"],
+                   help="CIFAR ResNet depth (default: resnet20; `fdgpu models fetch` downloads its weights)")
     g.add_argument("--weights", nargs="+", default=None,
                    help="state_dict path(s); several make an ensemble (default: $FDGPU_MODELS/<model>-cifar10.pt)")
     g.add_argument("--member", action="append", default=[], metavar="DEFENCE=WEIGHTS",
@@ -64,6 +65,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", default=None, help="results JSON; a .md table and a .png plot are written beside it")
     g.add_argument("--no-plot", action="store_true", help="skip the matplotlib plot")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def requirements(args) -> list:
+    """(import name, pip package) pairs this run needs beyond the core; ``fdgpu eval`` checks them up front."""
+    from ..data import is_cifar10_batches
+
+    need = []
+    if args.out and not args.no_plot:
+        need.append(("matplotlib", "matplotlib"))
+    if os.path.isdir(args.data) and not is_cifar10_batches(args.data):
+        need.append(("PIL", "pillow"))
+    specs = " ".join(list(args.defences) + [m.split("=", 1)[0] for m in args.member])
+    if "quilting" in specs:
+        need.append(("faiss", "faiss-cpu"))
+    if "tvm" in specs:
+        need.append(("skimage", "scikit-image"))
+    return need
 
 
 def _fail(msg: str) -> int:
