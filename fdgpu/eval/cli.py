@@ -71,9 +71,7 @@ def requirements(args) -> list:
     """(import name, pip package) pairs this run needs beyond the core; ``fdgpu eval`` checks them up front."""
     from ..data import is_cifar10_batches
 
-    need = []
-    if args.out and not args.no_plot:
-        need.append(("matplotlib", "matplotlib"))
+    need = []  # matplotlib, for the plot only, is checked with --out in _prepare_out (or --no-plot)
     if os.path.isdir(args.data) and not is_cifar10_batches(args.data):
         need.append(("PIL", "pillow"))
     specs = " ".join(list(args.defences) + [m.split("=", 1)[0] for m in args.member])
