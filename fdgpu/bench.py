@@ -389,7 +389,8 @@ def run(args: argparse.Namespace) -> int:
             "settings": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "func"}}
     if data.synthetic:
         print("fdgpu bench: no data given (--data or FDGPU_DATA): timing SYNTHETIC images; quilting's database is "
-              "synthetic too.", file=sys.stderr)
+              "synthetic too. `fdgpu data cifar10 --root DIR` downloads CIFAR-10 into DIR/cifar10 (--sizes 32).",
+              file=sys.stderr)
     results = []
     torch.manual_seed(args.seed)
     print(f"time per image as each cell finishes ({len(args.sizes) * len(args.batches)} size x batch cells, "

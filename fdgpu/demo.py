@@ -126,7 +126,7 @@ def figure(images, rows, path: Path, crop: int = 128) -> None:
                 ax.set_title(col, fontsize=9)
             if j == 0:
                 ax.set_ylabel(name, fontsize=8)
-    fig.suptitle(f"centre crops ({crop} x {crop} pixels at most, shown 1:1 without smoothing) of each photo",
+    fig.suptitle(f"centre crops (up to {crop} x {crop} pixels, enlarged without smoothing) of each photo",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -32,7 +32,7 @@ def data_dir():
     d = shared_data_dir()
     if d is None:
         pytest.skip("shared data not found: set FDGPU_DATA to a folder with cifar10/ and natural/ "
-                    "(the project's ../shared/data)")
+                    "(the project's ../shared/data; `fdgpu data cifar10 --root DIR` gets cifar10/)")
     return d
 
 

@@ -45,7 +45,7 @@ def test_demo_writes_table_and_figure(tmp_path, capsys, monkeypatch):
                   "ms / image, median of 2", "min-max", "several-fold on a busy CPU", "centre crops of 128 px"):
         assert label in out
     assert captured.err.startswith("fdgpu demo: JPEG q75/q50/q20 and FD 1x/2x/3x on 1 photo(s), 2 timed run(s)")
-    assert titles == ["centre crops (128 x 128 pixels at most, shown 1:1 without smoothing) of each photo"]
+    assert titles == ["centre crops (up to 128 x 128 pixels, enlarged without smoothing) of each photo"]
     png = tmp_path / "demo.png"
     assert png.stat().st_size > 10_000 and Image.open(png).size[0] > 500
     assert (tmp_path / "table.md").read_text().count("|") > 30
