@@ -310,6 +310,8 @@ def _eval(tiny, *extra, data="good.npz", weights="r20.pt", plot=False):
     (["--limit", "0"], "--limit: expected a number of images >= 1, got 0"),
     (["--start", "-3"], "--start: expected an image index >= 0, got -3"),
     (["--batch-size", "0"], "--batch-size: expected a number of images >= 1, got 0"),
+    (["--device", "foo"], "--device: expected cpu, cuda or cuda:N, got 'foo'"),
+    (["--device", "cuda:99"], "--device cuda:99: "),  # CUDA unavailable, or no GPU 99
 ])
 def test_eval_usage_errors_before_any_work(tiny, capsys, extra, message):
     # --data names a file that does not exist: the usage error must come before anything is loaded
@@ -336,6 +338,16 @@ def test_eval_garbage_weights_is_a_message(tiny, capsys):
     err = capsys.readouterr().err
     assert "--weights: expected state_dict file(s) saved with torch.save" in err and "garbage.pt" in err
     assert "weights_only` set to `False`" not in err  # no advice to unpickle an untrusted file
+
+
+@pytest.mark.parametrize("defence, message", [
+    ("tables:{garbage}", "tables: expected a torch.save-d (8, 8) table or dict file, got"),
+    ("tvm:foo=1", "'tvm:foo=1': expected options of fdgpu.baselines.make_defence('tvm', ...), got ['foo']"),
+])
+def test_eval_bad_defence_files_and_options_are_messages(tiny, capsys, defence, message):
+    assert _eval(tiny, "--limit", "1", "--defences", defence.format(garbage=tiny / "garbage.pt")) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def test_eval_out_in_a_new_folder_is_created_and_written_whole(tiny, tmp_path, capsys):

@@ -99,6 +99,17 @@ def _usage_problem(args) -> str:
         return f"--batch-size: expected a number of images >= 1, got {args.batch_size}"
     if args.calib_limit < 1:
         return f"--calib-limit: expected a number of images >= 1, got {args.calib_limit}"
+    if args.device is not None:
+        import torch
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            return f"--device: expected cpu, cuda or cuda:N, got {args.device!r}"
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); use --device cpu"
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            return f"--device {args.device}: expected a GPU index below {torch.cuda.device_count()}"
     if args.out and not args.no_plot:
         try:
             import matplotlib  # noqa: F401  (the plot is drawn after the run: a missing matplotlib must not lose it)
@@ -283,12 +294,11 @@ def run(args: argparse.Namespace) -> int:
             except (FileNotFoundError, ValueError):
                 raise
             except Exception as exc:  # torch.load on a file that is not a state_dict raises almost anything
+                from .specs import load_error
+
                 given = args.weights or [m.split("=", 1)[-1] for m in args.member]
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                if "weights only load failed" in first.lower():  # torch's text here advises weights_only=False
-                    first = "not a tensor state_dict that torch.load(..., weights_only=True) can read"
                 raise ValueError(f"--weights: expected state_dict file(s) saved with torch.save, got {given} of which "
-                                 f"one cannot be loaded ({type(exc).__name__}: {first})") from None
+                                 f"one cannot be loaded ({load_error(exc)})") from None
             problem = _label_problem(classifier, x, y)
             if problem:
                 return _fail(problem)

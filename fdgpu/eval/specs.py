@@ -240,10 +240,22 @@ class JPGNoise(nn.Module):
         return x + (out - x).detach()
 
 
+def load_error(exc: BaseException) -> str:
+    """A one-line account of why ``torch.load(..., weights_only=True)`` failed on a file."""
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    if "weights only load failed" in first.lower():  # torch's text goes on to advise weights_only=False
+        first = "not a file of tensors that torch.load(..., weights_only=True) can read"
+    return f"{type(exc).__name__}: {first}"
+
+
 def _load_tables(path: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"tables: expected a torch.save-d (8, 8) table or dict file, got {path!r}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load on a file that is not a torch.save-d table raises almost anything
+        raise ValueError(f"tables: expected a torch.save-d (8, 8) table or dict file, got {path!r} which cannot be "
+                         f"loaded ({load_error(exc)})") from None
     if isinstance(obj, dict):
         if "luma" not in obj:
             raise ValueError(f"tables: expected a dict with 'luma' (and optional 'chroma'), got keys {sorted(obj)}")
@@ -292,5 +304,9 @@ def build_defence(spec, backward: str = "ste", calib: Optional[Callable[[], torc
         except ImportError:
             raise RuntimeError(f"{s.text!r}: expected fdgpu.baselines.make_defence (quilting/TVM baselines), "
                                f"got none in this installation; update fdgpu or evaluate jpeg/fd only") from None
-        return make_defence(s.kind, **s.kwargs)
+        try:
+            return make_defence(s.kind, **s.kwargs)
+        except TypeError as exc:  # an option the baseline does not take
+            raise ValueError(f"{s.text!r}: expected options of fdgpu.baselines.make_defence({s.kind!r}, ...), "
+                             f"got {sorted(s.kwargs)} ({exc})") from None
     raise ValueError(f"defence: unknown kind {s.kind!r}")
