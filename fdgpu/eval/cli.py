@@ -71,7 +71,7 @@ def requirements(args) -> list:
     """(import name, pip package) pairs this run needs beyond the core; ``fdgpu eval`` checks them up front."""
     from ..data import is_cifar10_batches
 
-    need = []  # matplotlib, for the plot only, is checked with --out in _prepare_out (or --no-plot)
+    need = []  # matplotlib, for the plot only, is checked with --out in _usage_problem (or --no-plot)
     if os.path.isdir(args.data) and not is_cifar10_batches(args.data):
         need.append(("PIL", "pillow"))
     specs = " ".join(list(args.defences) + [m.split("=", 1)[0] for m in args.member])
@@ -99,17 +99,6 @@ def _usage_problem(args) -> str:
         return f"--batch-size: expected a number of images >= 1, got {args.batch_size}"
     if args.calib_limit < 1:
         return f"--calib-limit: expected a number of images >= 1, got {args.calib_limit}"
-    if args.device is not None:
-        import torch
-
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            return f"--device: expected cpu, cuda or cuda:N, got {args.device!r}"
-        if device.type == "cuda" and not torch.cuda.is_available():
-            return f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); use --device cpu"
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            return f"--device {args.device}: expected a GPU index below {torch.cuda.device_count()}"
     if args.out and not args.no_plot:
         try:
             import matplotlib  # noqa: F401  (the plot is drawn after the run: a missing matplotlib must not lose it)
