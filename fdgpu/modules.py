@@ -12,12 +12,17 @@ class Requantize(nn.Module):
 
     Args:
         luma_table: ``(8, 8)`` steps >= 1; chroma_table: defaults to ``luma_table``.
-        subsampling, backward, backend, validate: as in :func:`fdgpu.requantize`.
+        subsampling, backward, backend, validate, color: as in :func:`fdgpu.requantize` (``color="rgb"`` codes
+            R, G, B each with ``luma_table``; a ``chroma_table`` is then rejected).
     """
 
     def __init__(self, luma_table, chroma_table=None, subsampling: str = "4:2:0", backward: str = "ste",
-                 backend: str = "auto", validate: bool = True):
+                 backend: str = "auto", validate: bool = True, color: str = "ycbcr"):
         super().__init__()
+        functional._check_choice("color", color, functional.COLORS)
+        if color == "rgb" and chroma_table is not None:
+            raise ValueError("chroma_table: expected None with color='rgb' (every RGB channel uses luma_table), "
+                             "got a table")
         functional._check_choice("subsampling", subsampling, functional.SUBSAMPLINGS)
         functional._check_choice("backward", backward, functional.BACKWARDS)
         functional._check_choice("backend", backend, functional.BACKENDS)
@@ -27,13 +32,16 @@ class Requantize(nn.Module):
         self.register_buffer("luma_table", lt.clone())
         self.register_buffer("chroma_table", ct.clone())
         self.subsampling, self.backward, self.backend, self.validate = subsampling, backward, backend, validate
+        self.color = color
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional.requantize(x, self.luma_table, self.chroma_table, subsampling=self.subsampling,
-                                     backward=self.backward, backend=self.backend, validate=self.validate)
+        return functional.requantize(x, self.luma_table, None if self.color == "rgb" else self.chroma_table,
+                                     subsampling=self.subsampling, backward=self.backward, backend=self.backend,
+                                     validate=self.validate, color=self.color)
 
     def extra_repr(self) -> str:
-        return f"subsampling={self.subsampling!r}, backward={self.backward!r}, backend={self.backend!r}"
+        text = f"subsampling={self.subsampling!r}, backward={self.backward!r}, backend={self.backend!r}"
+        return text + (", color='rgb'" if self.color == "rgb" else "")
 
 
 class JPEG(Requantize):
@@ -60,7 +68,8 @@ class JPEG(Requantize):
 
 class FDJpeg(Requantize):
     """Feature Distillation JPEG (Liu et al. 2019) with ``strength`` (1, 2, 3 = FD 1x/2x/3x).
-    See :func:`fdgpu.feature_distillation`.
+    See :func:`fdgpu.feature_distillation`; ``variant="official"`` is the authors' public code's table on each RGB
+    channel (``subsampling`` unused).
 
     Example:
         >>> import torch, fdgpu
@@ -69,11 +78,13 @@ class FDJpeg(Requantize):
     """
 
     def __init__(self, strength: float = 1.0, subsampling: str = "4:2:0", backward: str = "ste",
-                 backend: str = "auto", validate: bool = True):
+                 backend: str = "auto", validate: bool = True, variant: str = "paper"):
         strength = functional.check_strength(strength)
-        table = tables.fd(strength)
-        super().__init__(table, table, subsampling, backward, backend, validate)
-        self.strength = strength
+        table = tables.fd(strength, variant=variant)
+        official = variant == "official"
+        super().__init__(table, None if official else table, subsampling, backward, backend, validate,
+                         color="rgb" if official else "ycbcr")
+        self.strength, self.variant = strength, variant
 
     def extra_repr(self) -> str:
-        return f"strength={self.strength:g}, " + super().extra_repr()
+        return f"strength={self.strength:g}, variant={self.variant!r}, " + super().extra_repr()

@@ -40,6 +40,13 @@ FD_SENSITIVE_STEP = 1.0
 FD_MALICIOUS_STEP = 40.0
 FD_BAND = 4  # i + j <= FD_BAND is the "accuracy-sensitive" band: 15 frequencies
 
+# The table in the FD authors' public code (github.com/zihaoliu123/Feature-Distillation-DNN-Oriented-JPEG-Compression-
+# Against-Adversarial-Examples, utils/feature_distillation.py at commit cdcc78a): step 25 on the top-left 4x4 (rows
+# and columns 0-3), 30 elsewhere, applied to each of R, G, B with no YCbCr conversion and no chroma subsampling.
+FD_OFFICIAL_LOW_STEP = 25.0
+FD_OFFICIAL_HIGH_STEP = 30.0
+FD_VARIANTS = ("paper", "official")
+
 
 def zigzag_order() -> torch.Tensor:
     """Return ``(64,)`` int64: the natural-order index (``8 * i + j``) of each zigzag position 0..63."""
@@ -93,11 +100,17 @@ def _check_quality(quality) -> torch.Tensor:
     return qf
 
 
-def fd(strength: float = 1.0) -> torch.Tensor:
+def fd(strength: float = 1.0, variant: str = "paper") -> torch.Tensor:
     """The Feature-Distillation table of Liu et al. (CVPR 2019), scaled by ``strength``.
 
-    The 15 lowest frequencies (``i + j <= 4``, the first 15 in zigzag order) get step ``1 * strength``; the other 49
-    get ``40 * strength``. FD(1x), FD(2x), FD(3x) are strength 1, 2, 3; the same table is used for Y, Cb and Cr.
+    ``variant="paper"`` (the table the paper describes): the 15 lowest frequencies (``i + j <= 4``, the first 15 in
+    zigzag order) get step ``1 * strength``; the other 49 get ``40 * strength``. FD(1x), FD(2x), FD(3x) are strength
+    1, 2, 3; the same table is used for Y, Cb and Cr.
+
+    ``variant="official"`` (the table in the authors' public code): step ``25 * strength`` on the top-left 4x4
+    (``i, j <= 3``), ``30 * strength`` elsewhere. That code applies it to each RGB channel without YCbCr or chroma
+    subsampling (``fdgpu.feature_distillation(x, variant="official")`` / ``color="rgb"``); it has one table only,
+    so strengths 2 and 3 scale it the way the paper's FD 2x/3x scale theirs.
 
     Returns:
         float32 ``(8, 8)``.
@@ -111,8 +124,13 @@ def fd(strength: float = 1.0) -> torch.Tensor:
         raise ValueError(f"strength: expected a finite number > 0, got {strength!r}")
     if strength <= 0:
         raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {strength:g}")
+    if variant not in FD_VARIANTS:
+        raise ValueError(f"variant: expected one of {FD_VARIANTS}, got {variant!r}")
     i = torch.arange(8).view(8, 1)
     j = torch.arange(8).view(1, 8)
+    if variant == "official":
+        table = torch.where((i < 4) & (j < 4), FD_OFFICIAL_LOW_STEP, FD_OFFICIAL_HIGH_STEP).to(torch.float32)
+        return table * float(strength)
     table = torch.where(i + j <= FD_BAND, FD_SENSITIVE_STEP, FD_MALICIOUS_STEP).to(torch.float32)
     return table * float(strength)
 

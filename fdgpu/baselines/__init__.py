@@ -31,12 +31,13 @@ DEFENCES = ("quilting", "tvm")
 
 
 def database_from_data(data=None, *, source: str = "cifar", n_patches: int = 100_000, seed: int = 0,
-                       cache=None, index_kind: str = "flat") -> PatchDatabase:
+                       cache=None, index_kind: str = "flat", size: Optional[int] = None) -> PatchDatabase:
     """Build (or load from ``cache``) a quilting database from clean images on disk.
 
     ``data``: a CIFAR-style ``.npz`` (key ``x``, uint8 (M, H, W, 3)), a folder of photos (images 0-99 sorted by
     name are used), or a data root laid out as ``cifar10/train10k.npz`` + ``natural/``; ``None`` reads
-    ``$FDGPU_DATA``. ``source``: "cifar" or "natural", which set to take from a data root.
+    ``$FDGPU_DATA``. ``source``: "cifar" or "natural", which set to take from a data root. ``size``: resize the
+    photos (bicubic) to ``size x size`` first, e.g. 224 to match an ImageNet model's input (photos only).
     """
     from .data import data_root, load_cifar, load_natural
 
@@ -57,9 +58,11 @@ def database_from_data(data=None, *, source: str = "cifar", n_patches: int = 100
             path = root / "cifar10" / "train10k.npz"
             images, label = load_cifar(path), str(path)
         else:
-            images, label = load_natural(root / "natural", 0, 100), f"{root / 'natural'}[0:100]"
+            images, label = load_natural(root / "natural", 0, 100, size=size), f"{root / 'natural'}[0:100]"
     else:
-        images, label = load_natural(root, 0, 100), f"{root}[0:100]"
+        images, label = load_natural(root, 0, 100, size=size), f"{root}[0:100]"
+    if size is not None:
+        label += f" resized to {size}x{size}"
     return build_database(images, n_patches, seed=seed, cache=cache, index_kind=index_kind, source=label)
 
 
@@ -68,8 +71,8 @@ def make_defence(name: str, **kwargs) -> nn.Module:
 
     - ``"tvm"``: kwargs of :class:`TVM` (``keep_prob=0.5``, ``weight=0.03``, ``n_iter=10``, ``seed=0``).
     - ``"quilting"``: ``database=`` a :class:`PatchDatabase`, or ``images=`` (uint8 (M, H, W, 3)) to build one, or
-      ``data=``/``source=`` as in :func:`database_from_data`; ``n_patches=100_000``, ``cache=`` (a file path to
-      reuse a built database), ``index_kind="flat"``; plus ``k=10``, ``overlap=2``, ``seed=0`` of :class:`Quilting`.
+      ``data=``/``source=``/``size=`` as in :func:`database_from_data`; ``n_patches=100_000``, ``cache=`` (a file
+      path to reuse a built database), ``index_kind="flat"``; plus ``k=10``, ``overlap=2``, ``seed=0`` of :class:`Quilting`.
     """
     key = name.lower().strip()
     if key == "tvm":
@@ -78,12 +81,13 @@ def make_defence(name: str, **kwargs) -> nn.Module:
         database: Optional[PatchDatabase] = kwargs.pop("database", None)
         images = kwargs.pop("images", None)
         build = {k: kwargs.pop(k) for k in ("n_patches", "cache", "index_kind") if k in kwargs}
+        size = kwargs.pop("size", None)
         data, source = kwargs.pop("data", None), kwargs.pop("source", "cifar")
         db_seed = kwargs.pop("db_seed", 0)
         if database is None:
             if images is not None:
                 database = build_database(images, seed=db_seed, **build)
             else:
-                database = database_from_data(data, source=source, seed=db_seed, **build)
+                database = database_from_data(data, source=source, seed=db_seed, size=size, **build)
         return Quilting(database, **kwargs)
     raise ValueError(f"make_defence: expected a name in {DEFENCES}, got {name!r}.")

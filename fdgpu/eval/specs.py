@@ -7,6 +7,8 @@ Defences (inputs and outputs ``(B, 3, H, W)`` in [0, 1]):
 ``jpeg:Q``                    JPEG round trip at IJG quality Q (``fdgpu.JPEG``)
 ``jpeg-rand:LO:HI``           JPEG at a random integer quality in [LO, HI] per image and per call (EOT target)
 ``fd:K``                      Feature Distillation, strength K (``fdgpu.FDJpeg``; 1, 2, 3 = FD 1x/2x/3x)
+``fd-official:K``             FD as in the authors' public code: table 25/30 x K on each RGB channel, no
+                              YCbCr, no subsampling (``fdgpu.FDJpeg(K, variant="official")``)
 ``fd-design:EPS[:N]``         FD table from ``fdgpu.tables.fd_design(calib, EPS, N)`` on calibration images
 ``tables:PATH``               ``torch.save``-d ``(8, 8)`` table, or a dict with ``luma`` and optional ``chroma``
 ``jpgnoise:Q``                Dziugaite et al.'s control: ``x + P(JPG_Q(x) - x)``, P a random permutation
@@ -32,7 +34,7 @@ import torch.nn as nn
 
 VIEWS = ("transfer", "exact", "ste", "soft", "bpda")
 ADAPTIVE_VIEWS = VIEWS[1:]
-DEFENCE_KINDS = ("none", "jpeg", "jpeg-rand", "fd", "fd-design", "tables", "jpgnoise", "quilting", "tvm")
+DEFENCE_KINDS = ("none", "jpeg", "jpeg-rand", "fd", "fd-official", "fd-design", "tables", "jpgnoise", "quilting", "tvm")
 ATTACK_KINDS = ("none", "fgsm", "pgd", "pgdl2", "eot")
 
 
@@ -155,7 +157,7 @@ def parse_defence(spec: str) -> DefenceSpec:
         if not 1 <= lo <= hi <= 100:
             raise ValueError(f"{text!r}: expected 1 <= LO <= HI <= 100, got LO={lo}, HI={hi}")
         return DefenceSpec(text, kind, (lo, hi))
-    if kind == "fd" and len(parts) == 2:
+    if kind in ("fd", "fd-official") and len(parts) == 2:
         k = _number(parts[1], "K", text)
         if not k > 0:
             raise ValueError(f"K in {text!r}: expected a strength > 0 (1, 2, 3 = FD 1x/2x/3x), got {parts[1]}")
@@ -183,8 +185,8 @@ def parse_defence(spec: str) -> DefenceSpec:
                     except ValueError:
                         kwargs[key] = value
         return DefenceSpec(text, kind, (), kwargs)
-    raise ValueError(f"defence: expected one of none, jpeg:Q, jpeg-rand:LO:HI, fd:K, fd-design:EPS[:N], tables:PATH, "
-                     f"jpgnoise:Q, quilting[:k=v,...], tvm[:k=v,...], got {spec!r}")
+    raise ValueError(f"defence: expected one of none, jpeg:Q, jpeg-rand:LO:HI, fd:K, fd-official:K, fd-design:EPS[:N], "
+                     f"tables:PATH, jpgnoise:Q, quilting[:k=v,...], tvm[:k=v,...], got {spec!r}")
 
 
 class RandomQualityJPEG(nn.Module):
@@ -264,7 +266,7 @@ def _load_tables(path: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
 
 
 def build_defence(spec, backward: str = "ste", calib: Optional[Callable[[], torch.Tensor]] = None,
-                  seed: int = 0, subsampling: str = "4:2:0") -> nn.Module:
+                  seed: int = 0, subsampling: str = "4:2:0", data_root: Optional[str] = None) -> nn.Module:
     """Build the ``nn.Module`` of a defence spec, with the layer's backward mode ``backward``.
 
     Args:
@@ -274,6 +276,8 @@ def build_defence(spec, backward: str = "ste", calib: Optional[Callable[[], torc
         calib: a callable returning ``(N, 3, H, W)`` calibration images in [0, 1], needed by ``fd-design``.
         seed: initial seed of randomised defences.
         subsampling: chroma subsampling of the fdgpu layers (``"4:2:0"``, as Pillow's default, or ``"4:4:4"``).
+        data_root: data folder for quilting's patch database when the spec gives no ``data=`` (``fdgpu eval``
+            passes ``--data-root``); ``None``: ``$FDGPU_DATA``.
     """
     import fdgpu
 
@@ -288,6 +292,8 @@ def build_defence(spec, backward: str = "ste", calib: Optional[Callable[[], torc
         return RandomQualityJPEG(s.args[0], s.args[1], backward=backward, seed=seed, subsampling=subsampling)
     if s.kind == "fd":
         return fdgpu.FDJpeg(strength=s.args[0], subsampling=subsampling, backward=backward)
+    if s.kind == "fd-official":
+        return fdgpu.FDJpeg(strength=s.args[0], backward=backward, variant="official")
     if s.kind == "fd-design":
         if calib is None:
             raise ValueError(f"{s.text!r}: expected calibration images (--calib, e.g. train10k), got none")
@@ -304,8 +310,11 @@ def build_defence(spec, backward: str = "ste", calib: Optional[Callable[[], torc
         except ImportError:
             raise RuntimeError(f"{s.text!r}: expected fdgpu.baselines.make_defence (quilting/TVM baselines), "
                                f"got none in this installation; update fdgpu or evaluate jpeg/fd only") from None
+        kwargs = dict(s.kwargs)
+        if s.kind == "quilting" and data_root is not None and not {"data", "database", "images"} & set(kwargs):
+            kwargs["data"] = data_root
         try:
-            return make_defence(s.kind, **s.kwargs)
+            return make_defence(s.kind, **kwargs)
         except TypeError as exc:  # an option the baseline does not take
             raise ValueError(f"{s.text!r}: expected options of fdgpu.baselines.make_defence({s.kind!r}, ...), "
                              f"got {sorted(s.kwargs)} ({exc})") from None
