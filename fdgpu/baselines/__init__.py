@@ -72,7 +72,8 @@ def make_defence(name: str, **kwargs) -> nn.Module:
     - ``"tvm"``: kwargs of :class:`TVM` (``keep_prob=0.5``, ``weight=0.03``, ``n_iter=10``, ``seed=0``).
     - ``"quilting"``: ``database=`` a :class:`PatchDatabase`, or ``images=`` (uint8 (M, H, W, 3)) to build one, or
       ``data=``/``source=``/``size=`` as in :func:`database_from_data`; ``n_patches=100_000``, ``cache=`` (a file
-      path to reuse a built database), ``index_kind="flat"``; plus ``k=10``, ``overlap=2``, ``seed=0`` of :class:`Quilting`.
+      path to reuse a built database), ``index_kind="flat"``; plus ``k=10``, ``overlap=2``, ``seed=0`` of
+      :class:`Quilting`.
     """
     key = name.lower().strip()
     if key == "tvm":
