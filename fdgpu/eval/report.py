@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 
 def _pct(v: float) -> str:
@@ -25,38 +25,85 @@ def write_json(path: str, rows: Sequence[Dict], meta: Optional[Dict] = None) -> 
         fh.write("\n")
 
 
-def plot(rows: Sequence[Dict], path: str, title: str = "") -> Optional[str]:
-    """Adversarial top-1 vs L-inf eps (pixel levels), one panel per view, one line per (defence, attack kind).
+_VIEW_ORDER = ("-", "transfer", "exact", "ste", "soft", "bpda")
+# Line style and marker per attack kind; unknown kinds cycle through the spare styles.
+_ATTACK_STYLES = {"fgsm": ("--", "s"), "pgd": ("-", "o"), "eot": (":", "^"), "apgd": ("-.", "D"),
+                  "apgd-dlr": ((0, (5, 1, 1, 1)), "v"), "apgd-t": ((0, (1, 1)), "P")}
+_SPARE_MARKERS = ("X", "*", "h", "p", "<", ">", "d", "8")
 
-    Clean accuracy is drawn at eps = 0. Returns ``path``, or ``None`` when no row has an eps to plot.
+
+def plot_styles(rows: Sequence[Dict]) -> Tuple[Dict[str, str], Dict[str, Tuple]]:
+    """Colours per defence and (line style, marker) per attack kind, the same in every panel of :func:`plot`.
+
+    The undefended model (``none``) is black; other defences take tab10 (tab20 beyond 9) colours in first-seen
+    order. Returns ``({defence: colour}, {attack_kind: (linestyle, marker)})``.
     """
+    import matplotlib
+
+    defences = list(dict.fromkeys(r["defence"] for r in rows))
+    others = [d for d in defences if d != "none"]
+    cmap = matplotlib.colormaps["tab10" if len(others) <= 9 else "tab20"]
+    palette = [c for i, c in enumerate(cmap.colors) if len(others) > 9 or i != 7]  # tab10's grey is too close to black
+    colours = {d: palette[i % len(palette)] for i, d in enumerate(others)}
+    if "none" in defences:
+        colours["none"] = "black"
+    kinds = [k for k in dict.fromkeys(r["attack_kind"] for r in rows) if k != "none"]
+    spare = ((((0, (2 + i, 1 + i % 3)), _SPARE_MARKERS[i % len(_SPARE_MARKERS)]) for i in range(len(kinds))))
+    styles = {k: _ATTACK_STYLES[k] if k in _ATTACK_STYLES else next(spare) for k in kinds}
+    return colours, styles
+
+
+def plot(rows: Sequence[Dict], path: str, title: str = "") -> Optional[str]:
+    """Adversarial top-1 vs L-inf eps (pixel levels), one panel per attacker view.
+
+    One colour per defence and one line style + marker per attack kind, the same in every panel; the undefended
+    model under a white-box attack (view ``-``) is drawn in black in every panel for reference. Clean accuracy is the
+    point at eps = 0. Both legends sit below the panels (never over data) and a long title is wrapped, not cut.
+    Returns ``path``, or ``None`` when no row has an eps to plot.
+    """
+    import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     pts = [r for r in rows if r.get("eps_levels") is not None]
     if not pts:
         return None
-    views = sorted({r["view"] for r in pts}, key=lambda v: ("-", "transfer", "exact", "ste", "soft", "bpda").index(v)
-                   if v in ("-", "transfer", "exact", "ste", "soft", "bpda") else 99)
-    fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 3.6), squeeze=False, sharey=True)
+    colours, styles = plot_styles(pts)
+    views = sorted({r["view"] for r in pts} - ({"-"} if any(r["view"] != "-" for r in pts) else set()),
+                   key=lambda v: _VIEW_ORDER.index(v) if v in _VIEW_ORDER else 99)
+    clean = {r["defence"]: r["clean_acc"] for r in rows}
+    width = max(4.0 * len(views), 6.0)
+    fig, axes = plt.subplots(1, len(views), figsize=(width, 3.4), squeeze=False, sharey=True, layout="constrained")
     for ax, view in zip(axes[0], views):
         series: Dict = {}
         for r in pts:
             if r["view"] == view or r["view"] == "-":
-                series.setdefault((r["defence"], r["attack_kind"]), {})[r["eps_levels"]] = r["adv_acc"]
-                series[(r["defence"], r["attack_kind"])][0.0] = r["clean_acc"]
-        for (defence, kind), curve in sorted(series.items()):
+                curve = series.setdefault((r["defence"], r["attack_kind"]), {})
+                curve[r["eps_levels"]] = r["adv_acc"]
+                curve[0.0] = clean.get(r["defence"], r["clean_acc"])
+        for (defence, kind), curve in sorted(series.items(), key=lambda kv: (kv[0][0] != "none",) + kv[0]):
             xs = sorted(curve)
-            ax.plot(xs, [100 * curve[e] for e in xs], marker="o", label=f"{defence} / {kind}")
-        ax.set_title("undefended / white-box" if view == "-" else f"view: {view}")
+            ls, marker = styles[kind]
+            ax.plot(xs, [100 * curve[e] for e in xs], color=colours[defence], linestyle=ls, marker=marker,
+                    markersize=4, linewidth=1.4, alpha=0.9)
+        ax.set_title("undefended, white-box" if view == "-" else f"attacker's view: {view}", fontsize=10)
         ax.set_xlabel("eps (pixel levels of 255)")
+        ax.set_xticks(sorted({0.0} | {r["eps_levels"] for r in pts}))
+        ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("top-1 accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    d_handles = [Line2D([], [], color=c, linewidth=3, label=d + (" (white-box)" if d == "none" else ""))
+                 for d, c in colours.items()]
+    a_handles = [Line2D([], [], color="0.3", linestyle=ls, marker=m, label=k) for k, (ls, m) in styles.items()]
+    handles = d_handles + a_handles
+    ncol = max(1, min(len(handles), int(width * 1.1)))
+    fig.legend(handles=handles, title="colour: defence    line: attack", loc="outside lower center", ncol=ncol,
+               fontsize=8, title_fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(width * 15))), fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
