@@ -14,7 +14,10 @@ from pathlib import Path
 
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 METHODS = (("JPEG q75", "jpeg", 75), ("JPEG q50", "jpeg", 50), ("JPEG q20", "jpeg", 20),
-           ("FD 1x", "fd", 1.0), ("FD 2x", "fd", 2.0), ("FD 3x", "fd", 3.0))
+           ("FD 1x", "fd", 1.0), ("FD 2x", "fd", 2.0), ("FD 3x", "fd", 3.0),
+           # the FD authors' public code: table 25/30 on each RGB channel (fdgpu.tables.fd(k, variant="official"))
+           ("FD-official 1x", "fd-official", 1.0), ("FD-official 2x", "fd-official", 2.0),
+           ("FD-official 3x", "fd-official", 3.0))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +52,9 @@ def load_samples(names):
 def apply(method: str, arg, x):
     import fdgpu
 
-    return fdgpu.jpeg(x, arg) if method == "jpeg" else fdgpu.feature_distillation(x, arg)
+    if method == "jpeg":
+        return fdgpu.jpeg(x, arg)
+    return fdgpu.feature_distillation(x, arg, variant="official" if method == "fd-official" else "paper")
 
 
 def measure(images, repeats: int = 3, progress: bool = False):

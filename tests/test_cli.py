@@ -41,7 +41,7 @@ def test_demo_writes_table_and_figure(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--out", str(tmp_path), "--images", "chelsea", "--repeats", "2"]) == 0
     captured = capsys.readouterr()
     out = captured.out
-    for label in ("JPEG q75", "JPEG q50", "JPEG q20", "FD 1x", "FD 2x", "FD 3x", "PSNR", "SSIM",
+    for label in ("JPEG q75", "JPEG q50", "JPEG q20", "FD 1x", "FD 2x", "FD 3x", "FD-official 1x", "PSNR", "SSIM",
                   "ms / image, median of 2", "min-max", "several-fold on a busy CPU", "centre crops of 128 px"):
         assert label in out
     assert captured.err.startswith("fdgpu demo: JPEG q75/q50/q20 and FD 1x/2x/3x on 1 photo(s), 2 timed run(s)")
