@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 
 from fdgpu.cli import main
-from fdgpu.eval import build_defence, evaluate, markdown_table, parse_attack, parse_defence, plot
+from fdgpu.eval import (build_defence, evaluate, markdown_report, markdown_table, parse_attack, parse_defence, plot,
+                        worst_case)
 from fdgpu.models import cifar_resnet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,21 @@ def tiny(tmp_path_factory):
 def test_parse_attack(spec, kind, eps_levels, steps):
     a = parse_attack(spec)
     assert a.kind == kind and round(a.eps * 255, 6) == eps_levels and a.steps == steps
+
+
+def test_parse_apgd_and_options():
+    a = parse_attack("apgd:2:100")
+    assert (a.kind, a.steps, a.samples, a.restarts) == ("apgd", 100, None, None)
+    a = parse_attack("apgd-t:8:50:targets=3:restarts=2")
+    assert (a.kind, a.targets, a.restarts) == ("apgd-t", 3, 2)
+    assert parse_attack("pgd:8:10:1:eot=20").samples == 20 and parse_attack("pgd:8:10:1").alpha == 1 / 255
+    assert parse_attack("apgd-dlr:8/255:10:eot=4").samples == 4
+    for bad, msg in [("apgd:8", "expected one of"), ("apgd:8:10:foo=1", "expected one of restarts"),
+                     ("apgd:8:10:restarts=0", "restarts"), ("fgsm:8:restarts=2", "no random start"),
+                     ("pgd:8:10:targets=2", "apgd-t only"), ("eot:8:10:4:eot=2", "already gives"),
+                     ("pgd:8:eot=2:10", "after the positional"), ("none:eot=2", "no options")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_attack(bad)
 
 
 def test_parse_attack_l2_and_errors():
@@ -134,6 +150,48 @@ def test_evaluate_rows_and_determinism():
     assert evaluate(*args, batch_size=4, seed=1) == rows
 
 
+def test_evaluate_eot_defaults_worst_case_and_sanity():
+    x, y = torch.rand(6, 3, 16, 16), torch.randint(0, 10, (6,))
+    net = toy()
+    rows = evaluate(net, x, y, ["none", "jpeg:75", "jpeg-rand:50:90"], ["none", "fgsm:4", "apgd-dlr:4:2:restarts=2"],
+                    ["transfer", "exact", "bpda"], batch_size=4, seed=3, eot_samples=3)
+    for r in rows:
+        adaptive = r["view"] in ("exact", "bpda") and r["attack"] != "none"
+        assert r["eot_samples"] == (3 if adaptive and r["defence"] == "jpeg-rand:50:90" else 1), r
+        assert r["randomised"] == (r["defence"] == "jpeg-rand:50:90")
+        assert r["restarts"] == (2 if r["attack"].startswith("apgd") else 1)
+        assert len(r["adv_bits"]) == 6 and r["adv_bits"].count("1") == round(r["adv_acc"] * 6)
+        assert r["clean_bits"].count("1") == round(r["clean_acc"] * 6)
+        assert len(r["attack_seeds"]) == (2 if r["attack"].startswith("apgd") else 0)
+    for w in worst_case(rows):  # recomputed by hand from the per-image bits
+        group = [r for r in rows if r["defence"] == w["defence"] and r["attack"] != "none"]
+        robust = [all(r["adv_bits"][i] == "1" and r["clean_bits"][i] == "1" for r in group) for i in range(6)]
+        assert w["worst_acc"] == sum(robust) / 6 and w["eps_levels"] == 4.0
+        assert w["worst_acc"] <= min(r["adv_acc"] for r in group)
+        assert set(w["per_view"]) == {r["view"] for r in group}
+    checks = {(f["check"], f["defence"], f["view"]) for f in rows.sanity}
+    assert ("zero-gradient", "jpeg:75", "exact") in checks and ("zero-gradient", "jpeg:75", "bpda") not in checks
+    assert ("randomness", "jpeg-rand:50:90", "-") in checks and not any(c[0] == "no-eot" for c in checks)
+    one = evaluate(net, x, y, ["jpeg-rand:50:90"], ["fgsm:4"], ["bpda"], batch_size=4, eot_samples=1)
+    assert any(f["check"] == "no-eot" and f["flagged"] for f in one.sanity)
+    report = markdown_report(rows)
+    assert "Worst case per image" in report and "[zero-gradient] jpeg:75 / exact" in report
+
+
+def test_sanity_flags_an_undeclared_random_defence():
+    from fdgpu.eval.core import _sanity
+    from fdgpu.eval.specs import DefenceSpec
+
+    class Noisy(nn.Module):  # random on every call, with no reseed(): not reproducible by seed
+        def forward(self, t):
+            return (t + 0.1 * torch.rand(t.shape)).clamp(0, 1)
+    spec = DefenceSpec("noisy", "noisy")
+    defended = {("noisy", "ste"): nn.Sequential(Noisy(), toy()), ("noisy", "bpda"): nn.Sequential(Noisy(), toy())}
+    found = _sanity(defended, [spec], ["bpda"], torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 2]), 0)
+    assert [(f["check"], f["flagged"], f["randomised"]) for f in found] == [("randomness", True, True)]
+    assert "not reproducible" in found[0]["detail"]
+
+
 def test_evaluate_view_callable_and_errors():
     x, y = torch.rand(2, 3, 16, 16), torch.tensor([1, 2])
     seen = []
@@ -147,6 +205,8 @@ def test_evaluate_view_callable_and_errors():
         evaluate(toy(), x, y, views=["adaptive"])
     with pytest.raises(ValueError, match="batch_size"):
         evaluate(toy(), x, y, batch_size=0)
+    with pytest.raises(ValueError, match="eot_samples: expected an int >= 1"):
+        evaluate(toy(), x, y, eot_samples=0)
 
 
 def test_report_table_and_plot(tmp_path):
@@ -171,6 +231,8 @@ def test_cli_writes_json_markdown_plot(tiny, tmp_path, capsys):
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["meta"]["n"] == 8 and len(data["results"]) == 2 + 2 * 2
     assert (tmp_path / "r.md").read_text() in printed and (tmp_path / "r.png").is_file()
+    assert "Worst case per image" in printed and data["meta"]["eot"] == 8 and data["meta"]["restarts"] == 1
+    assert {(w["defence"], w["eps_levels"]) for w in data["worst_case"]} == {("none", 8.0), ("fd:1", 8.0)}
 
 
 def test_cli_reports_bad_input(tiny, tmp_path, capsys):
@@ -195,7 +257,7 @@ def test_torchrun_two_processes_match_single_process(tiny, tmp_path):
     thread per process: CPU kernels' reduction order depends on the thread count). Randomised defences (a random
     JPEG quality, TV minimisation's random dropout) are reseeded per batch, so they shard identically too."""
     def args(out):
-        a = cli_args(tiny, out, "--no-plot")
+        a = cli_args(tiny, out, "--no-plot", "--eot", "2")  # EOT over 2 draws: exercised, and fast enough
         i = a.index("--defences")
         a[i + 1: i + 3] = ["none", "fd:1", "jpeg-rand:50:90", "tvm"]
         return a

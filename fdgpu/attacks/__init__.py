@@ -1,7 +1,9 @@
-"""Attacks for evaluating preprocessing defences: FGSM, PGD (L-inf / L2), EOT-PGD and a BPDA wrapper.
+"""Attacks for evaluating preprocessing defences: FGSM, PGD (L-inf / L2), EOT-PGD, APGD (CE / DLR / targeted DLR)
+and a BPDA wrapper.
 
 Everything works in [0, 1] pixel space on any device, in batches, and draws randomness only from a
-``torch.Generator`` it is given.
+``torch.Generator`` it is given. Every attack returns, per image, its best iterate (the first that fooled the
+model, else the highest-loss one), and takes ``eot_samples`` to average gradients over draws of a randomised model.
 
 >>> import torch, torch.nn as nn, fdgpu
 >>> from fdgpu.attacks import pgd
@@ -11,7 +13,9 @@ Everything works in [0, 1] pixel space on any device, in batches, and draws rand
 >>> bool(((x_adv - x).abs() <= 8 / 255 + 1e-6).all())
 True
 """
+from .apgd import LOSSES, apgd, checkpoints, dlr_loss, dlr_targeted_loss
 from .bpda import BPDA
-from .gradient import NORMS, eot, fgsm, pgd
+from .gradient import NORMS, BestIterate, eot, fgsm, pgd
 
-__all__ = ["fgsm", "pgd", "eot", "BPDA", "NORMS"]
+__all__ = ["fgsm", "pgd", "eot", "apgd", "dlr_loss", "dlr_targeted_loss", "checkpoints", "BestIterate", "BPDA",
+           "NORMS", "LOSSES"]

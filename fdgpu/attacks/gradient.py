@@ -7,12 +7,18 @@ images of ``x``'s shape and dtype in [0, 1]. They never change the model's mode 
 touch the global RNG: randomness comes from ``generator`` (a CPU ``torch.Generator``; draws are made on the CPU and
 moved to ``x.device``, so results do not depend on the device's RNG).
 
+Best iterate: every point an attack visits (the start, each step, the last step) is checked, and per image the
+returned point is the first one that fooled the model (untargeted: ``argmax != y``; targeted: ``argmax == y``), or,
+for images never fooled, the one with the highest loss (lowest when targeted). So an image counts as fooled if any
+iterate fooled it, as AutoAttack counts. With ``eot_samples > 1`` the check uses the logits and the loss averaged
+over the draws.
+
 Per-sample losses are summed, so one image's gradient does not depend on the other images in its batch.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,33 +40,104 @@ def _check(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
                          f"got {eps!r}")
 
 
+def _check_int(value, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    return value
+
+
+def _loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Optional[LossFn],
+                   samples: int = 1, grad: bool = True) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Per-sample loss ``(B,)``, logits ``(B, K)`` and the gradient of the summed loss w.r.t. ``x`` (``None`` when
+    ``grad`` is false), each averaged over ``samples`` forward passes (EOT)."""
+    g_sum = torch.zeros_like(x) if grad else None
+    loss_sum, logit_sum = None, None
+    for _ in range(samples):
+        xr = x.detach().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            logits = model(xr)
+            loss = F.cross_entropy(logits, y, reduction="none") if loss_fn is None else loss_fn(logits, y)
+            if grad:
+                g, = torch.autograd.grad(loss.sum(), xr, allow_unused=True)
+                if g is not None:
+                    g_sum += g
+        loss, logits = loss.detach(), logits.detach()
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        logit_sum = logits if logit_sum is None else logit_sum + logits
+    return (None if g_sum is None else g_sum / samples), loss_sum / samples, logit_sum / samples
+
+
 def _loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Optional[LossFn],
                samples: int = 1) -> torch.Tensor:
     """Gradient of the summed per-sample loss w.r.t. ``x``, averaged over ``samples`` forward passes (EOT)."""
-    grad = torch.zeros_like(x)
-    for _ in range(samples):
-        xr = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(xr)
-            loss = F.cross_entropy(logits, y, reduction="none") if loss_fn is None else loss_fn(logits, y)
-            g, = torch.autograd.grad(loss.sum(), xr, allow_unused=True)
-        if g is not None:
-            grad += g
-    return grad / samples
+    return _loss_and_grad(model, x, y, loss_fn, samples)[0]
+
+
+def _fooled(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+    pred = logits.argmax(-1)
+    return pred == y if targeted else pred != y
+
+
+class BestIterate:
+    """Per-image best point of an attack: the first iterate that fooled the model, else the highest score.
+
+    ``score`` is the loss for untargeted attacks and minus the loss for targeted ones (higher = more adversarial).
+    """
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x.detach().clone()
+        self.fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        self.score = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+
+    def update(self, xa: torch.Tensor, score: torch.Tensor, fooled: torch.Tensor,
+               index: Optional[torch.Tensor] = None) -> None:
+        """Offer ``xa`` (rows ``index`` of the batch, all rows when ``None``) with its score and fooled flags."""
+        idx = torch.arange(self.x.shape[0], device=self.x.device) if index is None else index
+        newly = fooled & ~self.fooled[idx]
+        better = ~fooled & ~self.fooled[idx] & (score.double() > self.score[idx])
+        take = newly | better
+        self.x[idx[take]] = xa[take].detach().to(self.x.dtype)
+        self.score[idx[better]] = score.double()[better]
+        self.fooled[idx[newly]] = True
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
 
+def _random_start(x0: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
+    if norm == "linf":
+        noise = torch.rand(x0.shape, generator=generator, dtype=torch.float32) * 2 - 1
+        delta = noise.to(device=x0.device, dtype=x0.dtype) * eps
+    else:
+        direction = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+        radius = torch.rand(x0.shape[0], generator=generator, dtype=torch.float32)
+        radius = radius.pow(1.0 / x0[0].numel()).view(-1, *([1] * (x0.dim() - 1)))
+        delta = (direction / _flat_norm(direction) * radius * eps).to(device=x0.device, dtype=x0.dtype)
+    return (x0 + delta).clamp(0.0, 1.0)
+
+
+def _project(xa: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        xa = torch.min(torch.max(xa, x0 - eps), x0 + eps)
+    else:
+        delta = xa - x0
+        xa = x0 + delta * (eps / _flat_norm(delta)).clamp(max=1.0)
+    return xa.clamp(0.0, 1.0)
+
+
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targeted: bool = False,
-         loss_fn: Optional[LossFn] = None) -> torch.Tensor:
+         loss_fn: Optional[LossFn] = None, eot_samples: int = 1) -> torch.Tensor:
     """Fast Gradient Sign Method (Goodfellow et al. 2015): ``clamp(x + eps * sign(grad), 0, 1)``.
+
+    The best of the two points it visits is returned per image (``x`` itself when ``x`` already fools the model and
+    the step does not). It has no restarts: with a deterministic model it draws nothing at random.
 
     Args:
         eps: L-inf budget in [0, 1] units (``8 / 255`` = 8 pixel levels).
         targeted: ``y`` are target classes; step down the loss instead of up.
         loss_fn: ``(logits, y) -> (B,)`` per-sample loss; cross-entropy by default.
+        eot_samples: forward/backward passes averaged for the gradient (EOT, for randomised defences).
 
     Returns:
         ``(B, C, H, W)`` in [0, 1], ``|x_adv - x| <= eps``.
@@ -72,16 +149,22 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targ
         True
     """
     _check(x, y, eps)
-    g = _loss_grad(model, x, y, loss_fn)
-    step = -eps if targeted else eps
-    return (x.detach() + step * g.sign()).clamp(0.0, 1.0)
+    _check_int(eot_samples, "eot_samples")
+    sign = -1.0 if targeted else 1.0
+    g, loss, logits = _loss_and_grad(model, x, y, loss_fn, eot_samples)
+    best = BestIterate(x)
+    best.update(x, sign * loss, _fooled(logits, y, targeted))
+    xa = (x.detach() + sign * eps * g.sign()).clamp(0.0, 1.0)
+    _, loss, logits = _loss_and_grad(model, xa, y, loss_fn, eot_samples, grad=False)
+    best.update(xa, sign * loss, _fooled(logits, y, targeted))
+    return best.x
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: Optional[float] = None,
         steps: int = 10, *, norm: str = "linf", random_start: bool = True, targeted: bool = False,
         loss_fn: Optional[LossFn] = None, generator: Optional[torch.Generator] = None,
-        eot_samples: int = 1) -> torch.Tensor:
-    """Projected Gradient Descent (Madry et al. 2018) under an L-inf or L2 budget, optionally with EOT.
+        eot_samples: int = 1, restarts: int = 1) -> torch.Tensor:
+    """Projected Gradient Descent (Madry et al. 2018) under an L-inf or L2 budget, optionally with EOT and restarts.
 
     Args:
         eps: budget in [0, 1] units (L-inf: per pixel; L2: Euclidean norm of the whole ``(C, H, W)`` perturbation).
@@ -91,49 +174,44 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: O
         random_start: start from a uniform point of the L-inf box / the L2 ball (drawn from ``generator``).
         targeted: ``y`` are targets: descend the loss.
         loss_fn: ``(logits, y) -> (B,)``; cross-entropy by default.
-        generator: CPU ``torch.Generator`` for the random start; default a fresh one seeded with 0.
+        generator: CPU ``torch.Generator`` for the random starts; default a fresh one seeded with 0. Restart ``r``
+            draws its start after restart ``r - 1``'s, from the same generator.
         eot_samples: forward/backward passes averaged per step (expectation over transformation, for randomised
             defences); 1 for deterministic models.
+        restarts: independent runs (>= 1); each later run attacks only the images no earlier run fooled.
 
     Returns:
-        ``(B, C, H, W)`` adversarial images in [0, 1] within the budget of ``x``.
+        ``(B, C, H, W)`` adversarial images in [0, 1] within the budget of ``x``: per image the best iterate over
+        all runs (see the module docstring).
     """
     _check(x, y, eps)
     if norm not in NORMS:
         raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
-    if not (isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
-    if not (isinstance(eot_samples, int) and eot_samples >= 1):
-        raise ValueError(f"eot_samples: expected an int >= 1, got {eot_samples!r}")
+    _check_int(steps, "steps")
+    _check_int(eot_samples, "eot_samples")
+    _check_int(restarts, "restarts")
     alpha = 2.5 * eps / steps if alpha is None else float(alpha)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    x0 = x.detach()
-    if random_start and eps > 0:
-        if norm == "linf":
-            noise = torch.rand(x0.shape, generator=generator, dtype=torch.float32) * 2 - 1
-            delta = noise.to(device=x0.device, dtype=x0.dtype) * eps
-        else:
-            direction = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
-            radius = torch.rand(x0.shape[0], generator=generator, dtype=torch.float32)
-            radius = radius.pow(1.0 / x0[0].numel()).view(-1, *([1] * (x0.dim() - 1)))
-            delta = (direction / _flat_norm(direction) * radius * eps).to(device=x0.device, dtype=x0.dtype)
-        xa = (x0 + delta).clamp(0.0, 1.0)
-    else:
-        xa = x0.clone()
     sign = -1.0 if targeted else 1.0
-    for _ in range(steps):
-        g = _loss_grad(model, xa, y, loss_fn, eot_samples)
-        if norm == "linf":
-            xa = xa + sign * alpha * g.sign()
-            xa = torch.min(torch.max(xa, x0 - eps), x0 + eps)
-        else:
-            xa = xa + sign * alpha * g / _flat_norm(g)
-            delta = xa - x0
-            delta = delta * (eps / _flat_norm(delta)).clamp(max=1.0)
-            xa = x0 + delta
-        xa = xa.clamp(0.0, 1.0).detach()
-    return xa
+    best = BestIterate(x)
+    for _ in range(restarts):
+        idx = (~best.fooled).nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        x0, yr = x.detach()[idx], y[idx]
+        xa = _random_start(x0, eps, norm, generator) if random_start and eps > 0 else x0.clone()
+        for step in range(steps + 1):
+            g, loss, logits = _loss_and_grad(model, xa, yr, loss_fn, eot_samples, grad=step < steps)
+            best.update(xa, sign * loss, _fooled(logits, yr, targeted), idx)
+            if step == steps:
+                break
+            if norm == "linf":
+                xa = xa + sign * alpha * g.sign()
+            else:
+                xa = xa + sign * alpha * g / _flat_norm(g)
+            xa = _project(xa, x0, eps, norm).detach()
+    return best.x
 
 
 def eot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: Optional[float] = None,

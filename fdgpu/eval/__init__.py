@@ -8,9 +8,10 @@
 >>> [(r["defence"], r["view"]) for r in rows]
 [('none', '-'), ('fd:1', 'transfer'), ('fd:1', 'bpda')]
 """
-from .core import evaluate, run_attack
-from .report import markdown_table, plot, write_json
+from .core import EvalResults, evaluate, run_attack, worst_case
+from .report import markdown_report, markdown_table, plot, sanity_section, worst_case_table, write_json
 from .specs import VIEWS, AttackSpec, DefenceSpec, build_defence, parse_attack, parse_defence
 
-__all__ = ["evaluate", "run_attack", "parse_attack", "parse_defence", "build_defence", "AttackSpec", "DefenceSpec",
-           "VIEWS", "markdown_table", "plot", "write_json"]
+__all__ = ["evaluate", "run_attack", "worst_case", "EvalResults", "parse_attack", "parse_defence", "build_defence",
+           "AttackSpec", "DefenceSpec", "VIEWS", "markdown_table", "markdown_report", "worst_case_table",
+           "sanity_section", "plot", "write_json"]

@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="none, jpeg:Q, jpeg-rand:LO:HI, fd:K, fd-design:EPS[:N], tables:PATH, jpgnoise:Q, "
                         "quilting[:k=v,..], tvm[:k=v,..]")
     g.add_argument("--attacks", nargs="+", default=["none"],
-                   help="none, fgsm:EPS, pgd:EPS:STEPS[:ALPHA], pgdl2:EPS:STEPS[:ALPHA], eot:EPS:STEPS:SAMPLES "
-                        "(EPS in pixel levels of 255, or a fraction like 8/255)")
+                   help="none, fgsm:EPS, pgd:EPS:STEPS[:ALPHA], pgdl2:EPS:STEPS[:ALPHA], eot:EPS:STEPS:SAMPLES, "
+                        "apgd:EPS:STEPS, apgd-dlr:EPS:STEPS, apgd-t:EPS:STEPS, each with optional :restarts=N, "
+                        ":eot=N (and :targets=N for apgd-t) (EPS in pixel levels of 255, or a fraction like 8/255)")
     g.add_argument("--views", nargs="+", default=["transfer"], choices=list(VIEWS),
                    help="attacker's view: transfer (attack the undefended model) and/or adaptive through the "
                         "layer with exact/ste/soft/bpda gradients (default: transfer)")
@@ -67,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="chroma subsampling of the JPEG/FD defences (default 4:2:0, as Pillow)")
     g.add_argument("--batch-size", type=int, default=100, help="images per batch and per shard unit (default 100)")
     g.add_argument("--seed", type=int, default=0, help="seed of random starts and randomised defences (default 0)")
+    g.add_argument("--eot", type=int, default=8, metavar="N",
+                   help="gradient draws per step (EOT) of adaptive attacks on randomised defences (jpeg-rand, "
+                        "jpgnoise, quilting, tvm); an attack's eot=N overrides it (default 8)")
+    g.add_argument("--restarts", type=int, default=1, metavar="N",
+                   help="random restarts of pgd/apgd attacks; an attack's restarts=N overrides it (default 1)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=None, help="results JSON; a .md table and a .png plot are written beside it")
@@ -270,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import is_cifar10_batches, load_image_folder, load_npz
     from .core import evaluate
-    from .report import markdown_table, plot, write_json
+    from .report import markdown_report, plot, write_json
 
     if args.device is not None:
         try:
@@ -340,7 +346,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             rows = evaluate(classifier, x, y, args.defences, args.attacks, args.views, batch_size=args.batch_size,
                             seed=args.seed, device=args.device, calib=calib, subsampling=args.subsampling,
-                            progress=not args.quiet, data_root=args.data_root)
+                            progress=not args.quiet, data_root=args.data_root,
+                            eot_samples=args.eot, restarts=args.restarts)
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             return _fail(str(exc))
         elapsed = time.time() - t0
@@ -351,10 +358,11 @@ def run(args: argparse.Namespace) -> int:
                                                      else sys.argv[1:]),
                 "data": args.data, "start": args.start, "n": int(x.shape[0]), "model": args.model,
                 "weights": args.weights, "members": args.member, "seed": args.seed, "batch_size": args.batch_size,
-                "subsampling": args.subsampling, "world_size": world_size, "seconds": round(elapsed, 1),
+                "subsampling": args.subsampling, "eot": args.eot, "restarts": args.restarts,
+                "world_size": world_size, "seconds": round(elapsed, 1),
                 "machine": _machine(), "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
                 "torch": torch.__version__}
-        table = markdown_table(rows)
+        table = markdown_report(rows)
         print(table, end="")
         print(f"({x.shape[0]} images, {world_size} process(es), {elapsed:.1f} s)")
         if args.out:

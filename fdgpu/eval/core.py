@@ -4,6 +4,12 @@ Determinism: images are split into fixed batches; batch ``b`` always uses the se
 starts and randomised defences, whichever process runs it. Under ``torch.distributed`` batch ``b`` goes to rank
 ``b % world_size`` and per-batch counts are summed with ``all_reduce`` into a ``(batches,)`` vector that is then
 summed in batch order, so a sharded run gives bit-identical numbers to a single process.
+
+Adaptive attacks on a randomised defence (one with a ``reseed`` method, or whose clean logits change between two
+calls) average their gradients over ``eot_samples`` draws (EOT, default 8); every row says how many draws and
+restarts it used and which seeds. Rows carry per-image correctness (``clean_bits``/``adv_bits``), from which
+:func:`worst_case` computes the per-image worst case over attacks and views, the headline number of a defence.
+The returned list also carries AutoAttack-style sanity checks (``.sanity``).
 """
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..attacks import fgsm, pgd
-from .specs import VIEWS, AttackSpec, DefenceSpec, build_defence, parse_attack, parse_defence
+from ..attacks import apgd, fgsm, pgd
+from .specs import APGD_LOSS, VIEWS, AttackSpec, DefenceSpec, build_defence, parse_attack, parse_defence
 
 Classifier = Union[nn.Module, Callable[[str], nn.Module]]
 METRICS = ("clean_correct", "adv_correct", "clean_top_prob", "adv_top_prob", "adv_true_prob")
@@ -39,17 +45,134 @@ def _reseed_random(module: nn.Module, seed: int) -> None:
             m.reseed(seed)
 
 
+def _is_randomised(module: nn.Module) -> bool:
+    return any(callable(getattr(m, "reseed", None)) for m in module.modules())
+
+
 def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               generator: torch.Generator) -> torch.Tensor:
-    """Run one parsed attack on a batch: ``(B, C, H, W)`` in [0, 1] -> adversarial images, same shape."""
+               generator: torch.Generator, *, eot_samples: Optional[int] = None,
+               restarts: Optional[int] = None) -> torch.Tensor:
+    """Run one parsed attack on a batch: ``(B, C, H, W)`` in [0, 1] -> adversarial images, same shape.
+
+    ``eot_samples`` / ``restarts`` override the spec's (``None``: the spec's, or 1 when it gives none).
+    """
+    samples = eot_samples if eot_samples is not None else (spec.samples or 1)
+    runs = restarts if restarts is not None else (spec.restarts or 1)
     if spec.kind == "none":
         return x
     if spec.kind == "fgsm":
-        return fgsm(model, x, y, spec.eps)
+        return fgsm(model, x, y, spec.eps, eot_samples=samples)
     if spec.kind in ("pgd", "pgdl2", "eot"):
         return pgd(model, x, y, spec.eps, spec.alpha, spec.steps, norm="l2" if spec.kind == "pgdl2" else "linf",
-                   generator=generator, eot_samples=spec.samples)
+                   generator=generator, eot_samples=samples, restarts=runs)
+    if spec.kind in APGD_LOSS:
+        return apgd(model, x, y, spec.eps, spec.steps, loss=APGD_LOSS[spec.kind], restarts=runs,
+                    eot_samples=samples, generator=generator, n_targets=spec.targets)
     raise ValueError(f"attack: unknown kind {spec.kind!r}")
+
+
+class EvalResults(list):
+    """The rows of :func:`evaluate` (a plain list of dicts), plus ``sanity``: AutoAttack-style checks, one dict per
+    finding with ``check``, ``defence``, ``view``, ``flagged`` and a sentence ``detail``."""
+
+    def __init__(self, rows=(), sanity=()):
+        super().__init__(rows)
+        self.sanity = list(sanity)
+
+    def worst_case(self) -> List[Dict]:
+        return worst_case(self)
+
+
+def _bits(v: torch.Tensor) -> str:
+    return "".join("1" if int(b) else "0" for b in v.tolist())
+
+
+def _budget(row: Dict):
+    if row["attack_kind"] == "pgdl2":
+        return ("l2", round(float(row["eps"]), 6))
+    return ("linf", row["eps_levels"])
+
+
+def worst_case(rows: Sequence[Dict]) -> List[Dict]:
+    """Per-image worst case of each defence at each budget, over every attack and view of ``rows``.
+
+    An image counts as robust only if it is classified correctly clean and under every (attack, view) row at that
+    budget (as AutoAttack reports). Rows need ``clean_bits``/``adv_bits`` (per-image correctness, as
+    :func:`evaluate` gives). Returns one dict per (defence, budget) with ``n``, ``clean_acc``, ``worst_acc`` (the
+    headline), ``per_view`` (worst over attacks, per view), ``per_attack`` (worst over views, per attack) and
+    ``configs`` (the (attack, view) pairs that entered).
+
+    Example:
+        >>> r = dict(defence="d", attack_kind="pgd", eps=2/255, eps_levels=2.0, clean_bits="11", n=2)
+        >>> rows = [dict(r, attack="a", view="v", adv_bits="10"), dict(r, attack="b", view="v", adv_bits="01")]
+        >>> worst_case(rows)[0]["worst_acc"]
+        0.0
+    """
+    groups: Dict = {}
+    for r in rows:
+        if r.get("adv_bits") is None or r["attack_kind"] == "none":
+            continue
+        groups.setdefault((r["defence"], _budget(r)), []).append(r)
+    out = []
+    for (defence, (norm, eps)), members in groups.items():
+        def mask(text):
+            return torch.tensor([c == "1" for c in text], dtype=torch.bool)
+        clean = mask(members[0]["clean_bits"])
+        robust = clean.clone()
+        per_view: Dict[str, torch.Tensor] = {}
+        per_attack: Dict[str, torch.Tensor] = {}
+        for r in members:
+            adv = mask(r["adv_bits"])
+            robust &= adv
+            per_view[r["view"]] = per_view.get(r["view"], clean) & adv
+            per_attack[r["attack"]] = per_attack.get(r["attack"], clean) & adv
+        n = clean.numel()
+        out.append({"defence": defence, "norm": norm, "eps_levels": eps if norm == "linf" else None,
+                    "eps": members[0]["eps"], "n": n, "clean_acc": clean.double().mean().item(),
+                    "worst_acc": robust.double().mean().item(),
+                    "per_view": {v: m.double().mean().item() for v, m in per_view.items()},
+                    "per_attack": {a: m.double().mean().item() for a, m in per_attack.items()},
+                    "configs": [(r["attack"], r["view"]) for r in members]})
+    return out
+
+
+def _sanity(defended, dspecs, views, xb, yb, seed, tol=1e-4):
+    """AutoAttack-style checks on one batch: does a defence's output change between two calls, and do the adaptive
+    views give all-zero input gradients?"""
+    found = []
+    for d in dspecs:
+        if d.kind == "none":
+            continue
+        model = defended[d.text, "ste"]
+        with torch.no_grad():
+            _reseed_random(model, _batch_seed(seed, 0, 4))
+            a, b = model(xb), model(xb)
+        delta = (a - b).abs().max().item()
+        changes = delta > tol * max(1.0, a.abs().max().item())
+        declared = _is_randomised(model)
+        if changes or declared:
+            detail = (f"clean logits {'change' if changes else 'do not change'} between two calls "
+                      f"(max |diff| = {delta:.3g}); {'declares' if declared else 'has no'} reseed(seed)")
+            if changes and not declared:
+                detail += ": randomised but not reproducible by seed; treated as randomised (EOT applied)"
+            found.append({"check": "randomness", "defence": d.text, "view": "-", "flagged": changes and not declared,
+                          "randomised": True, "detail": detail})
+        for v in views:
+            if v == "transfer":
+                continue
+            m = defended[d.text, v]
+            _reseed_random(m, _batch_seed(seed, 0, 4))
+            xr = xb.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss = nn.functional.cross_entropy(m(xr), yb, reduction="sum")
+                g, = torch.autograd.grad(loss, xr, allow_unused=True)
+            zero = xb.shape[0] if g is None else int((g.flatten(1).abs().sum(1) == 0).sum())
+            if zero:
+                found.append({"check": "zero-gradient", "defence": d.text, "view": v, "flagged": True,
+                              "detail": f"{zero}/{xb.shape[0]} images of the first batch have an all-zero input "
+                                        f"gradient: gradient masking; adaptive numbers from this view are not a "
+                                        f"robustness estimate"})
+    return found
 
 
 def _stats(logits: torch.Tensor, y: torch.Tensor):
@@ -68,7 +191,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
              attacks: Sequence = ("none",), views: Sequence[str] = ("transfer",), *, batch_size: int = 100,
              seed: int = 0, device: Optional[Union[str, torch.device]] = None,
              calib: Optional[Callable[[], torch.Tensor]] = None, subsampling: str = "4:2:0",
-             progress: bool = False, data_root: Optional[str] = None) -> List[Dict]:
+             progress: bool = False, data_root: Optional[str] = None, eot_samples: int = 8,
+             restarts: int = 1) -> EvalResults:
     """Evaluate every defence against every attack seen from every view.
 
     Args:
@@ -87,12 +211,18 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         progress: show a tqdm bar (rank 0 only).
         data_root: data folder (``cifar10/``, ``natural/``) for defences that need clean images (quilting's patch
             database) when their spec names none; default ``$FDGPU_DATA``.
+        eot_samples: gradient draws per step of adaptive attacks on randomised defences (EOT; an attack spec's
+            ``eot=N`` overrides it); deterministic defences and the transfer view use 1.
+        restarts: random restarts of pgd/apgd attacks (an attack spec's ``restarts=N`` overrides it).
 
     Returns:
-        one dict per (defence, attack, view) with ``n``, ``clean_acc``, ``adv_acc`` (top-1, in [0, 1]),
-        ``clean_top_prob``, ``adv_top_prob`` (mean probability of the predicted label), ``adv_true_prob`` and the
-        spec fields. The ``none`` attack, and the ``none`` defence of an ``nn.Module`` classifier, get one row
-        each (view ``"-"``).
+        an :class:`EvalResults` list: one dict per (defence, attack, view) with ``n``, ``clean_acc``, ``adv_acc``
+        (top-1, in [0, 1]), ``clean_top_prob``, ``adv_top_prob`` (mean probability of the predicted label),
+        ``adv_true_prob``, the spec fields, ``eot_samples``, ``restarts``, ``randomised`` (the defence), ``seed``
+        and ``attack_seeds`` (the seed of each batch's attack generator; restart r draws the r-th start from it),
+        and ``clean_bits``/``adv_bits`` (per-image correctness, "1" = correct, for :func:`worst_case`). The
+        ``none`` attack, and the ``none`` defence of an ``nn.Module`` classifier, get one row each (view ``"-"``).
+        ``.sanity`` holds the sanity checks run on the first batch (see :func:`_sanity`).
     """
     if x.dim() != 4 or not x.is_floating_point() or y.shape != x.shape[:1]:
         raise ValueError(f"expected x (N, C, H, W) float in [0, 1] and y (N,), got {tuple(x.shape)} {x.dtype} and "
@@ -102,6 +232,9 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     for v in views:
         if v not in VIEWS:
             raise ValueError(f"view: expected one of {VIEWS}, got {v!r}")
+    for name, value in (("eot_samples", eot_samples), ("restarts", restarts)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
     dist, rank, world = _dist()
     if device is None:
         if torch.cuda.is_available():
@@ -145,8 +278,32 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             else:
                 configs.extend(_Config(d, a, v) for v in views)
     n_batches = (x.shape[0] + batch_size - 1) // batch_size
+    # Sanity checks on batch 0, on every rank (their randomness finding decides EOT, so all ranks must agree).
+    sanity = _sanity(defended, dspecs, views, x[:batch_size].to(device), y[:batch_size].to(device), seed)
+    randomised = {d.text: any(f.get("randomised", False) for f in sanity if f["defence"] == d.text) for d in dspecs}
+
+    def plan(cfg: _Config):
+        """(EOT draws, restarts) of a config."""
+        a = cfg.attack
+        if a.kind == "none":
+            return 1, 1
+        adaptive = cfg.view not in ("transfer", "-") or (cfg.view == "-" and not isinstance(classifier, nn.Module))
+        samples = a.samples if a.samples is not None else (
+            eot_samples if adaptive and randomised[cfg.defence.text] else 1)
+        runs = 1 if a.kind == "fgsm" else (a.restarts if a.restarts is not None else restarts)
+        return samples, runs
+
+    for cfg in configs:
+        samples, _ = plan(cfg)
+        adaptive = cfg.view not in ("transfer", "-")
+        if adaptive and cfg.attack.kind != "none" and randomised[cfg.defence.text] and samples == 1:
+            sanity.append({"check": "no-eot", "defence": cfg.defence.text, "view": cfg.view, "flagged": True,
+                           "detail": f"{cfg.attack.text} attacks a randomised defence with one draw per step "
+                                     f"(no EOT): its number overstates robustness"})
     # counts[c, m, b]: metric m of config c on batch b (zeros for batches of other ranks).
     counts = torch.zeros(len(configs), len(METRICS), n_batches, dtype=torch.float64)
+    # bits[c, 0 | 1, i]: clean | adversarial correctness of image i under config c (zeros for other ranks' images)
+    bits = torch.zeros(len(configs), 2, x.shape[0], dtype=torch.float64)
     mine = list(range(rank, n_batches, world))
     bar = None
     if progress and rank == 0:
@@ -156,31 +313,39 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         xb = x[b * batch_size:(b + 1) * batch_size].to(device)
         yb = y[b * batch_size:(b + 1) * batch_size].to(device)
         transfer_adv = {}
-        clean = {}
+        clean, clean_bits = {}, {}
         for c, cfg in enumerate(configs):
             eval_model = defended[cfg.defence.text, "ste"]
             with torch.no_grad():
                 _reseed_random(eval_model, _batch_seed(seed, b, 1))
                 if cfg.defence.text not in clean:
-                    clean[cfg.defence.text] = _stats(eval_model(xb), yb)
+                    logits = eval_model(xb)
+                    clean[cfg.defence.text] = _stats(logits, yb)
+                    clean_bits[cfg.defence.text] = (logits.argmax(-1) == yb).double().cpu()
             gen = torch.Generator().manual_seed(_batch_seed(seed, b, 2))
+            samples, runs = plan(cfg)
             if cfg.attack.kind == "none":
                 xa = xb
             elif cfg.view in ("transfer", "-"):
                 if cfg.attack.text not in transfer_adv:
-                    transfer_adv[cfg.attack.text] = run_attack(cfg.attack, base["transfer"], xb, yb, gen)
+                    transfer_adv[cfg.attack.text] = run_attack(cfg.attack, base["transfer"], xb, yb, gen,
+                                                               eot_samples=samples, restarts=runs)
                 xa = transfer_adv[cfg.attack.text]
             else:
                 attacked = defended[cfg.defence.text, cfg.view]
                 _reseed_random(attacked, _batch_seed(seed, b, 3))
-                xa = run_attack(cfg.attack, attacked, xb, yb, gen)
+                xa = run_attack(cfg.attack, attacked, xb, yb, gen, eot_samples=samples, restarts=runs)
             with torch.no_grad():
                 # the same draw of a randomised defence as for the clean images: the "none" attack row then equals
                 # the clean accuracy, and clean vs adversarial differ only by the attack
                 _reseed_random(eval_model, _batch_seed(seed, b, 1))
-                adv = _stats(eval_model(xa), yb)
+                logits = eval_model(xa)
+                adv = _stats(logits, yb)
+                adv_bits = (logits.argmax(-1) == yb).double().cpu()
             cl = clean[cfg.defence.text]
             counts[c, :, b] = torch.stack([cl[0], adv[0], cl[1], adv[1], adv[2]]).cpu()
+            bits[c, 0, b * batch_size:b * batch_size + xb.shape[0]] = clean_bits[cfg.defence.text]
+            bits[c, 1, b * batch_size:b * batch_size + xb.shape[0]] = adv_bits
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -189,6 +354,9 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         buf = counts.to(device) if dist.get_backend() == "nccl" else counts
         dist.all_reduce(buf, op=dist.ReduceOp.SUM)
         counts = buf.cpu()
+        buf = bits.to(device) if dist.get_backend() == "nccl" else bits
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        bits = buf.cpu()
     totals = counts.sum(dim=2)  # summed in batch order: identical for any world size
     n = x.shape[0]
     rows = []
@@ -200,5 +368,9 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             "eps": cfg.attack.eps, "steps": cfg.attack.steps, "view": cfg.view, "n": n,
             "clean_acc": float(t[0]), "adv_acc": float(t[1]), "clean_top_prob": float(t[2]),
             "adv_top_prob": float(t[3]), "adv_true_prob": float(t[4]),
+            "eot_samples": plan(cfg)[0], "restarts": plan(cfg)[1], "randomised": randomised[cfg.defence.text],
+            "seed": seed, "attack_seeds": ([_batch_seed(seed, b, 2) for b in range(n_batches)]
+                                           if cfg.attack.kind not in ("none", "fgsm") else []),
+            "clean_bits": _bits(bits[c, 0]), "adv_bits": _bits(bits[c, 1]),
         })
-    return rows
+    return EvalResults(rows, sanity)

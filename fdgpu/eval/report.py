@@ -10,18 +10,69 @@ def _pct(v: float) -> str:
 
 
 def markdown_table(rows: Sequence[Dict]) -> str:
-    """A markdown table: defence, attack, view, clean/adversarial top-1 (%) and mean top-label probability."""
-    lines = ["| defence | attack | view | n | clean top-1 % | adv top-1 % | clean p(top) | adv p(top) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    """A markdown table: defence, attack, view, clean/adversarial top-1 (%), mean top-label probability, and the EOT
+    draws and restarts each attack used."""
+    lines = ["| defence | attack | view | n | clean top-1 % | adv top-1 % | clean p(top) | adv p(top) | EOT "
+             "| restarts |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['defence']} | {r['attack']} | {r['view']} | {r['n']} | {_pct(r['clean_acc'])} | "
-                     f"{_pct(r['adv_acc'])} | {r['clean_top_prob']:.3f} | {r['adv_top_prob']:.3f} |")
+                     f"{_pct(r['adv_acc'])} | {r['clean_top_prob']:.3f} | {r['adv_top_prob']:.3f} | "
+                     f"{r.get('eot_samples', 1)} | {r.get('restarts', 1)} |")
     return "\n".join(lines) + "\n"
 
 
+def _budget_text(w: Dict) -> str:
+    if w["norm"] == "linf":
+        return f"L-inf {w['eps_levels']:g}/255"
+    return f"L2 {w['eps']:g}"
+
+
+def worst_case_table(rows: Sequence[Dict]) -> str:
+    """Markdown: per defence and budget, the per-image worst case over every attack and view (the headline), the
+    worst case per view, and the attacks that entered. Empty when no row has per-image results."""
+    from .core import worst_case
+
+    ws = worst_case(rows)
+    if not ws:
+        return ""
+    lines = ["Worst case per image (robust only if clean-correct and every attack in every view fails; the "
+             "headline number of each defence):", "",
+             "| defence | budget | n | clean top-1 % | worst case % | worst per view % | attacks |",
+             "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for w in ws:
+        per_view = ", ".join(f"{v} {_pct(a)}" for v, a in w["per_view"].items())
+        lines.append(f"| {w['defence']} | {_budget_text(w)} | {w['n']} | {_pct(w['clean_acc'])} | "
+                     f"**{_pct(w['worst_acc'])}** | {per_view} | {', '.join(w['per_attack'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def sanity_section(sanity: Sequence[Dict]) -> str:
+    """Markdown bullets of the AutoAttack-style sanity checks (empty when there are none)."""
+    if not sanity:
+        return ""
+    lines = ["Sanity checks (AutoAttack-style, on the first batch):", ""]
+    for f in sanity:
+        mark = "WARNING" if f["flagged"] else "note"
+        view = "" if f["view"] == "-" else f" / {f['view']}"
+        lines.append(f"- {mark} [{f['check']}] {f['defence']}{view}: {f['detail']}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(rows: Sequence[Dict], sanity: Optional[Sequence[Dict]] = None) -> str:
+    """The full report: :func:`markdown_table`, then :func:`worst_case_table` and :func:`sanity_section`."""
+    parts = [markdown_table(rows), worst_case_table(rows), sanity_section(sanity or getattr(rows, "sanity", []))]
+    return "\n".join(p for p in parts if p)
+
+
 def write_json(path: str, rows: Sequence[Dict], meta: Optional[Dict] = None) -> None:
+    """``{"meta", "results", "worst_case", "sanity"}`` (the last two computed from / carried by ``rows``)."""
+    from .core import worst_case
+
+    data = {"meta": meta or {}, "results": list(rows), "worst_case": worst_case(rows),
+            "sanity": list(getattr(rows, "sanity", []))}
     with open(path, "w") as fh:
-        json.dump({"meta": meta or {}, "results": list(rows)}, fh, indent=2, sort_keys=False)
+        json.dump(data, fh, indent=2, sort_keys=False)
         fh.write("\n")
 
 

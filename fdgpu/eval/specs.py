@@ -16,8 +16,21 @@ Defences (inputs and outputs ``(B, 3, H, W)`` in [0, 1]):
 ============================  ===========================================================================
 
 Attacks (``EPS`` in pixel levels of 0..255 unless written as a fraction such as ``8/255``; L2 budgets are plain
-numbers in [0, 1] units): ``none``, ``fgsm:EPS``, ``pgd:EPS:STEPS[:ALPHA]``, ``pgdl2:EPS:STEPS[:ALPHA]``,
-``eot:EPS:STEPS:SAMPLES``.
+numbers in [0, 1] units):
+
+============================  ===========================================================================
+``none``                      no attack (clean accuracy)
+``fgsm:EPS``                  FGSM (``fdgpu.attacks.fgsm``)
+``pgd:EPS:STEPS[:ALPHA]``     L-inf PGD with a random start (``pgdl2`` for L2)
+``eot:EPS:STEPS:SAMPLES``     PGD averaging the gradient over SAMPLES draws of a randomised defence
+``apgd:EPS:STEPS``            APGD with cross-entropy (Croce & Hein 2020; ``fdgpu.attacks.apgd``)
+``apgd-dlr:EPS:STEPS``        APGD with the DLR loss
+``apgd-t:EPS:STEPS``          APGD-T: targeted DLR, one run per target class (``targets=``, default 9)
+============================  ===========================================================================
+
+Every attack but ``none`` also takes trailing ``key=value`` options: ``restarts=N`` (random restarts; ``fgsm`` has
+none), ``eot=N`` (gradient draws per step against randomised defences; default: ``evaluate``'s ``eot_samples``)
+and, for ``apgd-t``, ``targets=N``; e.g. ``apgd:8:100:restarts=2`` or ``pgd:8:10:eot=20``.
 
 Views (what the attacker differentiates): ``transfer`` (the undefended model; the defence is applied to the result),
 or adaptive through the defended model with the layer's ``exact`` / ``ste`` / ``soft`` / ``bpda`` backward.
@@ -35,18 +48,25 @@ import torch.nn as nn
 VIEWS = ("transfer", "exact", "ste", "soft", "bpda")
 ADAPTIVE_VIEWS = VIEWS[1:]
 DEFENCE_KINDS = ("none", "jpeg", "jpeg-rand", "fd", "fd-official", "fd-design", "tables", "jpgnoise", "quilting", "tvm")
-ATTACK_KINDS = ("none", "fgsm", "pgd", "pgdl2", "eot")
+ATTACK_KINDS = ("none", "fgsm", "pgd", "pgdl2", "eot", "apgd", "apgd-dlr", "apgd-t")
+APGD_LOSS = {"apgd": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """A parsed attack: ``kind``; ``eps`` in [0, 1] units; ``levels`` the L-inf budget in pixel levels."""
+    """A parsed attack: ``kind``; ``eps`` in [0, 1] units; ``levels`` the L-inf budget in pixel levels.
+
+    ``samples``: EOT draws per step (``None``: the evaluation's default, applied to randomised defences only);
+    ``restarts``: random restarts (``None``: the evaluation's default); ``targets``: APGD-T's target classes.
+    """
     text: str
     kind: str
     eps: float = 0.0
     steps: int = 0
     alpha: Optional[float] = None
-    samples: int = 1
+    samples: Optional[int] = None
+    restarts: Optional[int] = None
+    targets: int = 9
 
     @property
     def levels(self) -> float:
@@ -107,19 +127,51 @@ def _int(text: str, what: str, spec: str, low: int = 1) -> int:
     return v
 
 
+ATTACK_OPTIONS = ("restarts", "eot", "targets")
+_ATTACK_FORMS = ("none, fgsm:EPS, pgd:EPS:STEPS[:ALPHA], pgdl2:EPS:STEPS[:ALPHA], eot:EPS:STEPS:SAMPLES, "
+                 "apgd:EPS:STEPS, apgd-dlr:EPS:STEPS, apgd-t:EPS:STEPS (EPS in pixel levels, e.g. pgd:8:10; options "
+                 "restarts=N, eot=N, targets=N after the last field, e.g. apgd:8:100:restarts=2)")
+
+
+def _attack_options(parts, spec: str) -> Tuple[list, Dict[str, int]]:
+    """Split trailing ``key=value`` fields off ``parts``; the values are integers >= 1."""
+    opts: Dict[str, int] = {}
+    while len(parts) > 1 and "=" in parts[-1]:
+        key, value = parts.pop().split("=", 1)
+        key = key.strip().lower()
+        if key not in ATTACK_OPTIONS:
+            raise ValueError(f"attack option in {spec!r}: expected one of {', '.join(ATTACK_OPTIONS)}, got {key!r}")
+        if key in opts:
+            raise ValueError(f"attack option in {spec!r}: {key!r} given twice")
+        opts[key] = _int(value, key, spec)
+    if any("=" in p for p in parts):
+        raise ValueError(f"attack options in {spec!r}: expected key=value fields after the positional ones, "
+                         f"e.g. apgd:8:100:restarts=2")
+    return parts, opts
+
+
 def parse_attack(spec: str) -> AttackSpec:
-    """Parse ``none``, ``fgsm:EPS``, ``pgd:EPS:STEPS[:ALPHA]``, ``pgdl2:EPS:STEPS[:ALPHA]``, ``eot:EPS:STEPS:SAMPLES``.
+    """Parse an attack spec (see the module docstring), e.g. ``pgd:8:10`` or ``apgd-dlr:2:100:restarts=2``.
 
     Example:
         >>> a = parse_attack("pgd:8:10"); a.kind, round(a.eps * 255), a.steps
         ('pgd', 8, 10)
+        >>> a = parse_attack("apgd-t:8:100:targets=3:eot=20"); a.kind, a.targets, a.samples
+        ('apgd-t', 3, 20)
     """
-    parts = spec.strip().split(":")
+    parts, opts = _attack_options(spec.strip().split(":"), spec)
     kind = parts[0].lower()
+    if opts and kind == "none":
+        raise ValueError(f"attack {spec!r}: 'none' takes no options")
+    if "restarts" in opts and kind == "fgsm":
+        raise ValueError(f"attack {spec!r}: fgsm has no random start, so restarts=N would repeat it; use pgd or apgd")
+    if "targets" in opts and kind != "apgd-t":
+        raise ValueError(f"attack {spec!r}: targets=N applies to apgd-t only")
+    common = {"samples": opts.get("eot"), "restarts": opts.get("restarts")}
     if kind == "none" and len(parts) == 1:
         return AttackSpec(spec, "none")
     if kind == "fgsm" and len(parts) == 2:
-        return AttackSpec(spec, "fgsm", _eps(parts[1], spec))
+        return AttackSpec(spec, "fgsm", _eps(parts[1], spec), **common)
     if kind in ("pgd", "pgdl2") and len(parts) in (3, 4):
         eps = _eps(parts[1], spec) if kind == "pgd" else _number(parts[1], "EPS", spec)
         if not eps >= 0:
@@ -127,12 +179,16 @@ def parse_attack(spec: str) -> AttackSpec:
         alpha = None
         if len(parts) == 4:
             alpha = _positive(parts[3], "ALPHA", spec, levels=kind == "pgd")
-        return AttackSpec(spec, kind, eps, _int(parts[2], "STEPS", spec), alpha)
+        return AttackSpec(spec, kind, eps, _int(parts[2], "STEPS", spec), alpha, **common)
     if kind == "eot" and len(parts) == 4:
+        if "eot" in opts:
+            raise ValueError(f"attack {spec!r}: eot:EPS:STEPS:SAMPLES already gives the draws; drop eot=N")
         return AttackSpec(spec, "eot", _eps(parts[1], spec), _int(parts[2], "STEPS", spec),
-                          samples=_int(parts[3], "SAMPLES", spec))
-    raise ValueError(f"attack: expected one of none, fgsm:EPS, pgd:EPS:STEPS[:ALPHA], pgdl2:EPS:STEPS[:ALPHA], "
-                     f"eot:EPS:STEPS:SAMPLES (EPS in pixel levels, e.g. pgd:8:10), got {spec!r}")
+                          samples=_int(parts[3], "SAMPLES", spec), restarts=opts.get("restarts"))
+    if kind in APGD_LOSS and len(parts) == 3:
+        return AttackSpec(spec, kind, _eps(parts[1], spec), _int(parts[2], "STEPS", spec),
+                          targets=opts.get("targets", 9), **common)
+    raise ValueError(f"attack: expected one of {_ATTACK_FORMS}, got {spec!r}")
 
 
 def parse_defence(spec: str) -> DefenceSpec:
