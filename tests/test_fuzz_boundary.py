@@ -164,7 +164,8 @@ def test_attack_specs(kind, parts):
     assert math.isfinite(a.eps) and a.eps >= 0
     assert a.kind == "none" or a.kind == "fgsm" or a.steps >= 1
     assert a.alpha is None or (math.isfinite(a.alpha) and a.alpha > 0)
-    assert a.samples >= 1
+    assert a.samples is None or a.samples >= 1  # None: the evaluation's EOT default (randomised defences only)
+    assert a.restarts is None or a.restarts >= 1
 
 
 @settings(max_examples=200, deadline=None)

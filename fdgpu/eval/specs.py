@@ -140,12 +140,15 @@ def _attack_options(parts, spec: str) -> Tuple[list, Dict[str, int]]:
         key, value = parts.pop().split("=", 1)
         key = key.strip().lower()
         if key not in ATTACK_OPTIONS:
-            raise ValueError(f"attack option in {spec!r}: expected one of {', '.join(ATTACK_OPTIONS)}, got {key!r}")
+            raise ValueError(f"attack: option in {spec!r}: expected one of {', '.join(ATTACK_OPTIONS)}, got {key!r}")
         if key in opts:
-            raise ValueError(f"attack option in {spec!r}: {key!r} given twice")
-        opts[key] = _int(value, key, spec)
+            raise ValueError(f"attack: option {key!r} given twice in {spec!r}")
+        try:
+            opts[key] = _int(value, key, spec)
+        except ValueError as exc:
+            raise ValueError(f"attack: option {exc}") from None
     if any("=" in p for p in parts):
-        raise ValueError(f"attack options in {spec!r}: expected key=value fields after the positional ones, "
+        raise ValueError(f"attack: options in {spec!r}: expected key=value fields after the positional ones, "
                          f"e.g. apgd:8:100:restarts=2")
     return parts, opts
 
@@ -162,11 +165,11 @@ def parse_attack(spec: str) -> AttackSpec:
     parts, opts = _attack_options(spec.strip().split(":"), spec)
     kind = parts[0].lower()
     if opts and kind == "none":
-        raise ValueError(f"attack {spec!r}: 'none' takes no options")
+        raise ValueError(f"attack: {spec!r}: 'none' takes no options")
     if "restarts" in opts and kind == "fgsm":
-        raise ValueError(f"attack {spec!r}: fgsm has no random start, so restarts=N would repeat it; use pgd or apgd")
+        raise ValueError(f"attack: {spec!r}: fgsm has no random start, so restarts=N would repeat it; use pgd or apgd")
     if "targets" in opts and kind != "apgd-t":
-        raise ValueError(f"attack {spec!r}: targets=N applies to apgd-t only")
+        raise ValueError(f"attack: {spec!r}: targets=N applies to apgd-t only")
     common = {"samples": opts.get("eot"), "restarts": opts.get("restarts")}
     if kind == "none" and len(parts) == 1:
         return AttackSpec(spec, "none")
@@ -182,7 +185,7 @@ def parse_attack(spec: str) -> AttackSpec:
         return AttackSpec(spec, kind, eps, _int(parts[2], "STEPS", spec), alpha, **common)
     if kind == "eot" and len(parts) == 4:
         if "eot" in opts:
-            raise ValueError(f"attack {spec!r}: eot:EPS:STEPS:SAMPLES already gives the draws; drop eot=N")
+            raise ValueError(f"attack: {spec!r}: eot:EPS:STEPS:SAMPLES already gives the draws; drop eot=N")
         return AttackSpec(spec, "eot", _eps(parts[1], spec), _int(parts[2], "STEPS", spec),
                           samples=_int(parts[3], "SAMPLES", spec), restarts=opts.get("restarts"))
     if kind in APGD_LOSS and len(parts) == 3:
