@@ -67,12 +67,6 @@ def _loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     return (None if g_sum is None else g_sum / samples), loss_sum / samples, logit_sum / samples
 
 
-def _loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Optional[LossFn],
-               samples: int = 1) -> torch.Tensor:
-    """Gradient of the summed per-sample loss w.r.t. ``x``, averaged over ``samples`` forward passes (EOT)."""
-    return _loss_and_grad(model, x, y, loss_fn, samples)[0]
-
-
 def _fooled(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
     pred = logits.argmax(-1)
     return pred == y if targeted else pred != y
