@@ -298,8 +298,11 @@ def run(args) -> int:
         print(f"fdgpu compress: {problem}", file=sys.stderr)
         return 2
     found, errors = collect(args.inputs, skip=out)
-    items = []
+    items, once = [], set()
     for src, rel in found:  # files that cannot even be opened take no output name
+        if _entry(src) in once:  # the same file named twice (a folder and a file in it): one output
+            continue
+        once.add(_entry(src))
         try:
             probe(src)
             items.append((src, rel))
@@ -321,5 +324,5 @@ def run(args) -> int:
             errors.append(f"{src}: skipped ({type(exc).__name__}: {exc})")
     for line in renamed + errors:
         print(f"fdgpu compress: {line}", file=sys.stderr)
-    print(f"wrote {written} of {len(found)} image(s) to {out}" + (f"; {len(errors)} problem(s)" if errors else ""))
+    print(f"wrote {written} of {len(once)} image(s) to {out}" + (f"; {len(errors)} problem(s)" if errors else ""))
     return 1 if errors else 0

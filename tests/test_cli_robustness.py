@@ -211,6 +211,14 @@ def test_compress_collision_with_an_explicit_file_of_the_other_name(tmp_path, ca
     assert np.asarray(Image.open(out / "p.png")).max() < 50 and np.asarray(Image.open(out / "p.png.png")).min() > 200
 
 
+def test_compress_the_same_file_named_twice_gives_one_output(odd, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compress", str(odd / "good.png"), str(odd / "good.png"), str(odd / "dir.png"),
+                 str(odd / "dir.png" / "inner.png"), "--out", str(out), "--quality", "75"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["good.png", "inner.png"]
+    assert "wrote 2 of 2 image(s)" in capsys.readouterr().out
+
+
 def test_compress_out_naming_a_file_or_an_uncreatable_folder_is_a_usage_error(odd, tmp_path, capsys):
     before = _hashes(odd)
     target = odd / "good.png"
