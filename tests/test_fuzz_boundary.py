@@ -150,8 +150,10 @@ spec_parts = st.one_of(st.sampled_from(["8", "0", "-1", "8/255", "8/0", "0/0", "
 
 
 @settings(max_examples=300, deadline=None)
-@given(kind=st.sampled_from(["none", "fgsm", "pgd", "pgdl2", "eot", "blur", "PGD"]),
-       parts=st.lists(spec_parts, max_size=4))
+@given(kind=st.sampled_from(["none", "fgsm", "pgd", "pgdl2", "eot", "apgd", "apgd-dlr", "apgd-t", "blur", "PGD"]),
+       parts=st.lists(st.one_of(spec_parts, st.sampled_from(["restarts=2", "restarts=0", "eot=-1", "eot=4",
+                                                              "targets=3", "targets=x", "foo=1", "=", "eot=1/0"])),
+                      max_size=5))
 def test_attack_specs(kind, parts):
     spec = ":".join([kind] + parts)
     try:
@@ -159,13 +161,13 @@ def test_attack_specs(kind, parts):
     except ValueError as exc:
         msg = str(exc)
         assert spec in msg or repr(spec) in msg, msg
-        assert any(w in msg for w in ("EPS", "STEPS", "ALPHA", "SAMPLES", "attack:")), msg
+        assert any(w in msg for w in ("EPS", "STEPS", "ALPHA", "SAMPLES", "attack:", "attack option")), msg
         return
     assert math.isfinite(a.eps) and a.eps >= 0
     assert a.kind == "none" or a.kind == "fgsm" or a.steps >= 1
     assert a.alpha is None or (math.isfinite(a.alpha) and a.alpha > 0)
-    assert a.samples is None or a.samples >= 1  # None: the evaluation's EOT default (randomised defences only)
-    assert a.restarts is None or a.restarts >= 1
+    for count in ("samples", "restarts", "targets"):  # None: the evaluation's default
+        assert getattr(a, count, None) is None or getattr(a, count) >= 1
 
 
 @settings(max_examples=200, deadline=None)
