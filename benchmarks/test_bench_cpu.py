@@ -6,8 +6,17 @@ A batch of 32 RGB 224x224 images (smooth random images: speed does not depend on
 fdgpu forward and forward+backward (ste), Pillow's save+load round trip (libjpeg-turbo, one image at a time), and
 kornia's ``jpeg_codec_differentiable`` forward and forward+backward. pytest-benchmark's table gives the time per
 call (a batch of 32); the summary printed at the end gives ms per image and the ratio of each provider to fdgpu.
+
+Issue 8 (the bit-exact integer forward) is measured against the forward it replaced: the float-DCT reference of
+commit 72a837f, loaded from git (``git show``) into a temporary package, never vendored. Both are called as
+``reference.forward(x, luma, chroma, "4:2:0")``, side by side in one run ("reference forward" rows); skipped when
+git or that commit is not available (e.g. a shallow clone).
 """
+import importlib
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +64,43 @@ def _run(benchmark, name, fn):
 
 def test_fdgpu_forward(benchmark, images):
     _run(benchmark, "fdgpu forward", lambda: fdgpu.jpeg(images, QUALITY, validate=False))
+
+
+FLOAT_DCT_COMMIT = "72a837f"  # the last commit with the float-DCT forward (before issue 8)
+
+
+@pytest.fixture(scope="module")
+def float_dct_reference(tmp_path_factory):
+    """The ``fdgpu/reference`` package of FLOAT_DCT_COMMIT, imported under another name from a temporary folder."""
+    repo = Path(__file__).resolve().parents[1]
+    pkg = f"fdgpu_reference_{FLOAT_DCT_COMMIT}"
+    root = tmp_path_factory.mktemp("old_reference")
+    (root / pkg).mkdir()
+    for name in ("__init__", "color", "dct", "jpeg", "quantize", "sampling"):
+        try:
+            src = subprocess.run(["git", "-C", str(repo), "show", f"{FLOAT_DCT_COMMIT}:fdgpu/reference/{name}.py"],
+                                 check=True, capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            pytest.skip(f"needs git and commit {FLOAT_DCT_COMMIT} to load the float-DCT forward: {e}")
+        (root / pkg / f"{name}.py").write_text(src)
+    sys.path.insert(0, str(root))
+    try:
+        yield importlib.import_module(pkg)
+    finally:
+        sys.path.remove(str(root))
+
+
+def test_reference_forward_integer(benchmark, images):
+    from fdgpu import reference
+
+    lt, ct = fdgpu.tables.ijg(QUALITY)
+    _run(benchmark, "reference forward (integer DCT)", lambda: reference.forward(images, lt, ct, "4:2:0"))
+
+
+def test_reference_forward_float_dct(benchmark, images, float_dct_reference):
+    lt, ct = fdgpu.tables.ijg(QUALITY)
+    _run(benchmark, f"reference forward (float DCT, {FLOAT_DCT_COMMIT})",
+         lambda: float_dct_reference.forward(images, lt, ct, "4:2:0"))
 
 
 @pytest.mark.parametrize("mode", ["ste", "soft"])

@@ -6,7 +6,7 @@ import torch
 import fdgpu
 from fdgpu import tables
 from fdgpu.reference import color, sampling
-from fdgpu.reference.dct import block_dct, block_idct
+from fdgpu.reference.dct import block_dct, block_idct, fdct_islow, idct_islow
 from fdgpu.reference.jpeg import Geometry
 from fdgpu.reference.quantize import round_half_away
 
@@ -95,8 +95,9 @@ def test_ste_adjoint_identity(subsampling, shape):
 
 # ---------------------------------------------------------------- soft: gradcheck of the surrogate pipeline
 class _Chain:
-    """Builds the surrogate pipeline: every rounding/clamp is replaced by its linear map plus the offset it had at
-    x0 (straight-through, frozen), coefficient rounding by round(z0) + (z - round(z0))**3 (Shin & Song)."""
+    """Builds the surrogate pipeline: every rounding/clamp (and the integer DCTs) is replaced by its linear map plus
+    the offset it had at x0 (straight-through, frozen), coefficient rounding by round(z0) + (z - round(z0))**3 (Shin &
+    Song), where z0 is the integer forward DCT's coefficient over 8Q, as libjpeg-turbo's quantizer sees it."""
 
     def __init__(self):
         self.offsets, self.replay, self.i = [], False, 0
@@ -123,10 +124,12 @@ class _Chain:
         u = sampling.pad_replicate(u, g.hp, g.wp)
 
         def codec(p, t):
-            c = block_dct(p - 128)
+            # z is the integer DCT output over 8Q (what the quantizer divides), differentiated as the orthonormal
+            # DCT over Q; the integer IDCT with its range limit is straight-through around the orthonormal one.
             q = t.reshape(-1, 1, 64, 1, 1)
-            s = block_idct(self.soft(c / q) * q)
-            return self.st(lambda a: (a + 128.5).floor().clamp(0, 255), lambda a: a + 128, s)
+            z = self.st(lambda a: fdct_islow(a - 128) / (8 * q), lambda a: block_dct(a - 128) / q, p)
+            c = self.soft(z) * q
+            return self.st(lambda a: idct_islow(round_half_away(a)), lambda a: block_idct(a) + 128, c)
 
         if ch == 1:
             return codec(u, lt)[..., :h, :w] / 255

@@ -1,65 +1,168 @@
-"""Faithful to libjpeg-turbo: the pipeline against Pillow's save + load (issue 2, section 3)."""
+"""Bit-exact to libjpeg-turbo: the forward equals Pillow's decode of Pillow's encode, and simplejpeg's, value for
+value (``torch.equal``, no tolerance).
+
+Design (every listed case covered, ~10-20 s on 2 quiet cores): natural images 0-99 (../shared/data/natural,
+299x299). For each subsampling (4:4:4, 4:2:2, 4:2:0, grayscale) and each quality q in {1, 2, 5, 10, 25, 50, 75,
+90, 95, 99, 100} (index i), one batch of 10 images, numbers ``10 i .. 10 i + 9`` (mod 100): the 11 batches of a
+subsampling use every image 0-99. Each batch is compared at every size: 300x217 (the image resized, W x H), and
+37x53, 5x3, 1x1 crops taken at a different place in each image. Tables from qualities go through Pillow's
+``quality=``; FD tables (strength 1, 2, 3), random tables (shared, and one per image as a ``(N, 8, 8)`` tensor)
+go through ``qtables=``. Uniform noise at q1 and q100 on odd sizes exercises edge padding, chroma rounding and
+the IDCT range limit. simplejpeg (another build of libjpeg-turbo, ``fastdct=False, fastupsample=False``) decodes
+Pillow's files to the same bits at every subsampling.
+"""
+import io
+
 import numpy as np
 import pytest
 import torch
 
 import fdgpu
+from fdgpu import reference, tables
 
-from ._helpers import pillow_roundtrip, psnr, to_tensor, to_uint8
+from ._helpers import PIL_SUBSAMPLING, pillow_roundtrip, to_tensor, to_uint8
 
-pytest.importorskip("PIL")
-SUBS = ["4:4:4", "4:2:2", "4:2:0"]
+Image = pytest.importorskip("PIL.Image")
 
-
-@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
-def test_natural_images_psnr_bar(natural_images, subsampling):
-    """The bar: natural images 0-49, mean PSNR against Pillow >= 48 dB at every quality and >= 50 dB at q75."""
-    x = torch.stack([to_tensor(a) for a in natural_images])
-    for q in (10, 25, 50, 75, 90, 95):
-        y = fdgpu.jpeg(x, q, subsampling=subsampling)
-        scores = [psnr(to_uint8(yi), pillow_roundtrip(a, q, subsampling)) for yi, a in zip(y, natural_images)]
-        mean = float(np.mean(scores))
-        assert mean >= (50.0 if q == 75 else 48.0), f"q{q} {subsampling}: mean PSNR {mean:.2f} dB"
+QUALITIES = [1, 2, 5, 10, 25, 50, 75, 90, 95, 99, 100]
+SUBS = ["4:4:4", "4:2:2", "4:2:0", "gray"]
+SIZES = [(300, 217), (37, 53), (5, 3), (1, 1)]  # W x H
+BATCH = 10
 
 
-@pytest.mark.parametrize("subsampling", SUBS)
-@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (3, 5), (4, 4), (7, 6), (9, 17), (16, 17), (31, 6), (37, 53)],
-                         ids=lambda s: f"{s[0]}x{s[1]}")
-def test_noise_at_quality_100_matches_pillow_to_a_few_levels(subsampling, hw):
-    """Noise at q100 exposes any error in padding, chroma rounding or upsampling at the edges; only the float vs
-    integer (ISLOW) DCT remains, which moves a pixel by at most a few levels."""
-    rng = np.random.default_rng(hash(hw) % 1000)
-    img = rng.integers(0, 256, hw + (3,), dtype=np.uint8)
-    ours = to_uint8(fdgpu.jpeg(to_tensor(img), 100, subsampling=subsampling)).astype(int)
-    ref = pillow_roundtrip(img, 100, subsampling).astype(int)
-    diff = np.abs(ours - ref)
-    assert diff.max() <= 4 and (diff == 0).mean() >= 0.55, (diff.max(), (diff == 0).mean())
+@pytest.fixture(scope="module")
+def natural100(data_dir):
+    """Natural photos 0..99 (sorted by name), uint8 HWC RGB."""
+    files = sorted((data_dir / "natural").glob("*.png"))[:100]
+    if len(files) < 100:
+        pytest.skip(f"expected >= 100 natural images in {data_dir / 'natural'}, found {len(files)}")
+    return [np.asarray(Image.open(f).convert("RGB")).copy() for f in files]
 
 
-@pytest.mark.parametrize("quality", [20, 75])
-def test_grayscale_matches_pillow_L(quality):
-    from skimage import data
-
-    img = data.camera()[100:180, 50:163]  # 80 x 113 crop
-    ours = to_uint8(fdgpu.jpeg(to_tensor(img), quality))
-    assert psnr(ours, pillow_roundtrip(img, quality)) >= 48
-
-
-@pytest.mark.parametrize("subsampling", SUBS)
-def test_sample_photo_every_subsampling(subsampling):
-    from skimage import data
-
-    img = np.ascontiguousarray(data.astronaut()[::2, ::2][:197, :233])  # odd size
-    ours = to_uint8(fdgpu.jpeg(to_tensor(img), 60, subsampling=subsampling))
-    assert psnr(ours, pillow_roundtrip(img, 60, subsampling)) >= 48
+def _views(img: np.ndarray, size, k: int, gray: bool) -> np.ndarray:
+    """``img`` at ``size`` (W, H): resized when larger than a crop can be, else cropped at an offset set by k."""
+    w, h = size
+    im = Image.fromarray(img)
+    if gray:
+        im = im.convert("L")
+    if w > img.shape[1] or h > img.shape[0] or (w, h) == (300, 217):
+        return np.asarray(im.resize((w, h), Image.BICUBIC)).copy()
+    a = np.asarray(im)
+    oy, ox = (37 * k) % (a.shape[0] - h + 1), (53 * k) % (a.shape[1] - w + 1)
+    return np.ascontiguousarray(a[oy: oy + h, ox: ox + w])
 
 
-def test_fd_tables_match_pillow_with_the_same_qtables():
-    from skimage import data
+def _ours(arrays, luma, chroma, sub):
+    x = torch.stack([to_tensor(a) for a in arrays])
+    y = reference.forward(x, luma, chroma, "4:2:0" if sub == "gray" else sub)[0]
+    return torch.from_numpy(np.stack([to_uint8(v) for v in y]))
 
-    img = np.ascontiguousarray(data.chelsea()[:150, :200])
-    for strength in (1, 2, 3):
-        t = fdgpu.tables.fd(strength)
-        qt = [t.int().flatten().tolist()] * 2
-        ref = pillow_roundtrip(img, subsampling="4:2:0", qtables=qt)
-        assert psnr(to_uint8(fdgpu.feature_distillation(to_tensor(img), strength)), ref) >= 48
+
+def _pillow(arrays, sub, quality=None, qtables=None):
+    outs = []
+    for i, a in enumerate(arrays):
+        qt = qtables(i) if callable(qtables) else qtables
+        outs.append(pillow_roundtrip(a, quality, "4:2:0" if sub == "gray" else sub, qt))
+    return torch.from_numpy(np.stack(outs))
+
+
+def _mismatch(ours: torch.Tensor, ref: torch.Tensor) -> str:
+    d = (ours.int() - ref.int()).abs()
+    return f"{int((d > 0).sum())} of {d.numel()} values differ, max {int(d.max())} levels"
+
+
+@pytest.mark.parametrize("sub", SUBS)
+def test_natural_images_equal_pillow_at_every_quality_and_size(natural100, sub):
+    for i, q in enumerate(QUALITIES):
+        idx = [(BATCH * i + k) % 100 for k in range(BATCH)]
+        luma, chroma = tables.ijg(q)
+        for size in SIZES:
+            arrays = [_views(natural100[j], size, j, sub == "gray") for j in idx]
+            ours, ref = _ours(arrays, luma, chroma, sub), _pillow(arrays, sub, quality=q)
+            assert torch.equal(ours, ref), f"{sub} q{q} {size[0]}x{size[1]}: {_mismatch(ours, ref)}"
+
+
+@pytest.mark.parametrize("sub", SUBS)
+def test_fd_and_random_tables_equal_pillow_qtables(natural100, sub):
+    """FD(1x, 2x, 3x) tables, random tables shared by the batch and random per-image ``(N, 8, 8)`` tables, passed
+    to Pillow as ``qtables`` (natural order: Pillow's qtables take a flat list in natural order)."""
+    g = torch.Generator().manual_seed(SUBS.index(sub))
+    cases = [(f"FD {s}x", tables.fd(s), tables.fd(s)) for s in (1, 2, 3)]
+    cases.append(("random", torch.randint(1, 256, (8, 8), generator=g).float(),
+                  torch.randint(1, 256, (8, 8), generator=g).float()))
+    cases.append(("random per image", torch.randint(1, 256, (BATCH, 8, 8), generator=g).float(),
+                  torch.randint(1, 256, (BATCH, 8, 8), generator=g).float()))
+    for n, (name, lt, ct) in enumerate(cases):
+        idx = [(17 * n + 7 * k) % 100 for k in range(BATCH)]
+
+        def qt(i, lt=lt, ct=ct):
+            li, ci = (lt[i], ct[i]) if lt.dim() == 3 else (lt, ct)
+            return [li.int().flatten().tolist()] if sub == "gray" else [li.int().flatten().tolist(),
+                                                                        ci.int().flatten().tolist()]
+        for size in [(300, 217), (37, 53)]:
+            arrays = [_views(natural100[j], size, j + n, sub == "gray") for j in idx]
+            ours, ref = _ours(arrays, lt, ct, sub), _pillow(arrays, sub, qtables=qt)
+            assert torch.equal(ours, ref), f"{sub} {name} {size[0]}x{size[1]}: {_mismatch(ours, ref)}"
+
+
+@pytest.mark.parametrize("sub", SUBS)
+@pytest.mark.parametrize("quality", [1, 100])
+def test_noise_equals_pillow(sub, quality):
+    """Uniform noise: every edge-padding, chroma-rounding and range-limit case on small odd sizes."""
+    rng = np.random.default_rng(quality)
+    for hw in [(1, 1), (2, 3), (3, 5), (4, 4), (7, 6), (9, 17), (16, 17), (31, 6), (37, 53)]:
+        shape = (BATCH,) + hw + (() if sub == "gray" else (3,))
+        arrays = list(rng.integers(0, 256, shape, dtype=np.uint8))
+        luma, chroma = tables.ijg(quality)
+        ours, ref = _ours(arrays, luma, chroma, sub), _pillow(arrays, sub, quality=quality)
+        assert torch.equal(ours, ref), f"{sub} q{quality} {hw}: {_mismatch(ours, ref)}"
+
+
+@pytest.mark.parametrize("sub", SUBS)
+def test_simplejpeg_decoder_gives_the_same_bits(natural100, sub):
+    """A second libjpeg-turbo binding (simplejpeg, its own build of the library), accurate IDCT and fancy upsampling,
+    decodes Pillow's files to our values: the equality is libjpeg-turbo's, not Pillow's. (simplejpeg's *encoder*
+    cannot be the witness: in simplejpeg 1.9 / libjpeg-turbo 3.1.2, ``fastdct=False`` and ``True`` write identical
+    files, which differ from the accurate-DCT encode, i.e. TurboJPEG's compressor default, the fast DCT, is used.)"""
+    simplejpeg = pytest.importorskip("simplejpeg")
+    for i, q in enumerate([5, 50, 90, 100]):
+        luma, chroma = tables.ijg(q)
+        for size in [(300, 217), (37, 53), (5, 3)]:
+            arrays = [_views(natural100[(25 * i + k) % 100], size, k, sub == "gray") for k in range(5)]
+            refs = []
+            for a in arrays:
+                buf = io.BytesIO()
+                kw = {} if sub == "gray" else {"subsampling": PIL_SUBSAMPLING[sub]}
+                Image.fromarray(a).save(buf, "JPEG", quality=q, **kw)
+                out = simplejpeg.decode_jpeg(buf.getvalue(), colorspace="GRAY" if sub == "gray" else "RGB",
+                                             fastdct=False, fastupsample=False)
+                refs.append(out[..., 0] if sub == "gray" else out)
+            ours, ref = _ours(arrays, luma, chroma, sub), torch.from_numpy(np.stack(refs))
+            assert torch.equal(ours, ref), f"simplejpeg {sub} q{q} {size[0]}x{size[1]}: {_mismatch(ours, ref)}"
+
+
+def test_public_api_equals_pillow_float64_and_batch_shapes(natural100):
+    """Through ``fdgpu.jpeg`` / ``fdgpu.feature_distillation``, float32 and float64, with extra batch dims."""
+    arrays = [_views(natural100[j], (37, 53), j, False) for j in range(6)]
+    x = torch.stack([to_tensor(a) for a in arrays]).view(2, 3, 3, 53, 37)
+    ref = _pillow(arrays, "4:2:0", quality=60)
+    for dtype in (torch.float32, torch.float64):
+        y = fdgpu.jpeg(x.to(dtype), 60).view(6, 3, 53, 37)
+        assert torch.equal(torch.from_numpy(np.stack([to_uint8(v) for v in y])), ref), dtype
+    qt = [tables.fd(2).int().flatten().tolist()] * 2
+    ref = _pillow(arrays, "4:2:2", qtables=qt)
+    y = fdgpu.feature_distillation(x, 2, subsampling="4:2:2").view(6, 3, 53, 37)
+    assert torch.equal(torch.from_numpy(np.stack([to_uint8(v) for v in y])), ref)
+
+
+def test_sample_photos_from_skimage_equal_pillow():
+    """Two photos outside the shared data (scikit-image's), odd crops, colour and grayscale."""
+    data = pytest.importorskip("skimage.data")
+    rgb = np.ascontiguousarray(data.astronaut()[::2, ::2][:197, :233])
+    gray = np.ascontiguousarray(data.camera()[100:180, 50:163])
+    for sub in ("4:4:4", "4:2:2", "4:2:0"):
+        assert np.array_equal(to_uint8(fdgpu.jpeg(to_tensor(rgb), 60, subsampling=sub)),
+                              pillow_roundtrip(rgb, 60, sub)), sub
+    for q in (20, 75):
+        assert np.array_equal(to_uint8(fdgpu.jpeg(to_tensor(gray), q)), pillow_roundtrip(gray, q)), q
+

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fdgpu.reference import color, dct, sampling
+from fdgpu.reference import color, dct, quantize, sampling
 from fdgpu.reference.color import RGB_TO_YCC_BIAS, RGB_TO_YCC_FIX, YCC_TO_RGB_FIX
 
 from ._helpers import PIL_SUBSAMPLING
@@ -27,20 +27,117 @@ def test_block_dct_matches_scipy_and_inverts():
     blocks = p.numpy().reshape(2, 3, 8, 5, 8).transpose(0, 1, 3, 2, 4)
     ref = sfft.dctn(blocks, type=2, norm="ortho", axes=(-2, -1))      # [2, 3, 5, 8, 8]
     ours = c.numpy().reshape(2, 8, 8, 3, 5).transpose(0, 3, 4, 1, 2)
-    # the basis is rounded to float32 constants (shared by every dtype and the kernels): ~6e-8 relative per entry
-    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-6)
-    np.testing.assert_allclose(dct.block_idct(c).numpy(), p.numpy(), atol=1e-4)
-    assert float((dct.dct_basis(torch.float64).view(64, 64).abs() - 0.125).abs().min()) == 0.0  # exact 1/8 entries
+    np.testing.assert_allclose(ours, ref, atol=1e-9, rtol=1e-12)
+    np.testing.assert_allclose(dct.block_idct(c).numpy(), p.numpy(), atol=1e-9)
     np.testing.assert_allclose(dct.dct_matrix(torch.float64) @ dct.dct_matrix(torch.float64).T, np.eye(8),
                                atol=1e-12)
 
 
-def test_block_dct_float32_rounding_decisions_are_stable():
-    # the float32 path agrees with float64 to far better than a quantization step
-    g = torch.Generator().manual_seed(1)
-    p = torch.randint(-128, 128, (4, 64, 64), generator=g).double()
-    err = (dct.block_dct(p.float()).double() - dct.block_dct(p)).abs().max().item()
-    assert err < 2e-3
+# ---------------------------------------------------------------- libjpeg-turbo's integer DCT and quantizer
+def test_islow_constants_and_matrices():
+    """The 13-bit constants are FIX(c) = round(c * 2**13); the pass matrices are 2**13 * sqrt(8) times the
+    orthonormal DCT matrix (scipy) to within the rounding of those constants, and the inverse is the transpose."""
+    sfft = pytest.importorskip("scipy.fft")
+    for name in dir(dct):
+        if name.startswith("FIX_"):
+            c = float(name[4:].replace("_", "."))
+            assert getattr(dct, name) == int(c * 8192 + 0.5), name
+    f, gi = np.array(dct.FDCT_MATRIX), np.array(dct.IDCT_MATRIX)
+    d = sfft.dct(np.eye(8), type=2, norm="ortho", axis=0)
+    assert np.abs(f - 8192 * np.sqrt(8) * d).max() < 2.0
+    assert np.array_equal(gi, f.T)
+    assert dct.FDCT_SHIFTS == (11, 15) and dct.IDCT_SHIFTS == (11, 18)
+
+
+def _descale_int(v, n):
+    return (v + (1 << (n - 1))) >> n
+
+
+def _butterfly_2d(blocks, pass_1d, first_axis, shifts):
+    """The 1-D butterflies run on int64 tensors with integer shifts, as libjpeg runs them: (B, 8, 8) -> (B, 8, 8)."""
+    def run(b, axis, n):
+        cols = [b.select(axis, k) for k in range(8)]
+        return torch.stack([_descale_int(v, n) for v in pass_1d(cols)], dim=axis)
+    b = run(blocks, first_axis, shifts[0])
+    return run(b, 3 - first_axis, shifts[1])
+
+
+def test_islow_matmul_passes_equal_integer_butterflies():
+    """The float64-matmul passes (any BLAS order) give exactly the int64 butterflies, extremes included."""
+    g = torch.Generator().manual_seed(5)
+    p = torch.randint(-128, 128, (6, 8, 8), generator=g)
+    p[0], p[1] = -128, 127
+    p[2] = torch.tensor([-128, 127] * 4).repeat(8, 1)
+    p[3] = p[2].t()
+    planes = p.view(2, 3, 8, 8).permute(0, 2, 1, 3).reshape(2, 8, 24)        # blocks side by side
+    ours = dct.fdct_islow(planes.double())                                     # [2, 64, 1, 3]
+    ref = _butterfly_2d(p, dct.islow_fdct_1d, 2, dct.FDCT_SHIFTS)              # rows (axis 2) first
+    assert torch.equal(ours.permute(0, 2, 3, 1).reshape(6, 8, 8), ref.double())
+    c = torch.randint(-1152, 1153, (6, 8, 8), generator=g)
+    c[1] = 0
+    c[1, 0, 0] = -1152
+    ours = dct.idct_islow(c.view(2, 3, 64).permute(0, 2, 1).reshape(2, 64, 1, 3).double())
+    ref = (_butterfly_2d(c, dct.islow_idct_1d, 1, dct.IDCT_SHIFTS) + 128).clamp(0, 255)  # columns first
+    assert torch.equal(ours.view(2, 8, 3, 8).permute(0, 2, 1, 3).reshape(6, 8, 8), ref.double())
+
+
+def test_fdct_islow_is_8x_the_orthonormal_dct():
+    """Sanity against scipy: the integer transform is 8x the real DCT to within its fixed-point error."""
+    sfft = pytest.importorskip("scipy.fft")
+    g = torch.Generator().manual_seed(6)
+    p = torch.randint(-128, 128, (4, 16, 24), generator=g).double()
+    ours = dct.fdct_islow(p).numpy().reshape(4, 8, 8, 2, 3).transpose(0, 3, 4, 1, 2)
+    ref = 8 * sfft.dctn(p.numpy().reshape(4, 2, 8, 3, 8).transpose(0, 1, 3, 2, 4), norm="ortho", axes=(-2, -1))
+    assert np.abs(ours - ref).max() < 3.0
+
+
+def _libjpeg_reciprocal(t, q):
+    """jcdctmgr.c's compute_reciprocal + quantize for divisor 8 q (16-bit DCTELEM), written out in numpy int64."""
+    d = 8 * q
+    r = 16 + d.bit_length() - 1
+    fq, fr = divmod(1 << r, d)
+    corr = d // 2
+    if fr == 0:
+        fq, r = fq >> 1, r - 1
+    elif fr <= d // 2:
+        corr += 1
+    else:
+        fq += 1
+    mag = ((np.abs(t) + corr) * fq) >> r
+    return np.where(t < 0, -mag, mag)
+
+
+def test_quantizer_equals_libjpeg_reciprocal_for_every_step():
+    """Every step 1..255 and every coefficient in -2**14..2**14-1 (the FDCT's range, |t| <= 8192, with margin)."""
+    t = np.arange(-(1 << 14), 1 << 14, dtype=np.int64)
+    steps = torch.arange(1, 256, dtype=torch.float32).view(255, 1, 1).expand(255, 8, 8)
+    tt = torch.from_numpy(t).double().view(1, 1, 64, 8, 64).expand(255, 1, 64, 8, 64)
+    c, _ = quantize.quantize_dequantize(tt, steps)
+    ours = (c / torch.arange(1.0, 256, dtype=torch.float64).view(255, 1, 1, 1, 1)).reshape(255, -1).numpy()
+    for q in range(1, 256):
+        assert np.array_equal(ours[q - 1], _libjpeg_reciprocal(t, q)), f"step {q}"
+
+
+def test_quantizer_non_integer_steps_follow_exact_rational_rounding():
+    """Non-integer steps: r = round-half-away(t / 8Q) and round-half-away(r Q), checked in exact rationals,
+    including exact ties."""
+    from fractions import Fraction
+
+    def rha(v):  # round half away from zero of a Fraction
+        m = (abs(v) + Fraction(1, 2)).__floor__()
+        return m if v >= 0 else -m
+
+    qs = torch.tensor([1.5, 2.25, 1.1, 39.9, 254.75, 3.0], dtype=torch.float32)
+    g = torch.Generator().manual_seed(7)
+    t = torch.randint(-8192, 8193, (6, 1, 64, 4, 4), generator=g).double()
+    t[0, 0, :8, 0, 0] = torch.tensor([6.0, -6, 18, -18, 30, 42, -54, 66])    # exact ties of 8 * 1.5 = 12
+    table = qs.view(6, 1, 1).expand(6, 8, 8)
+    c, w = quantize.quantize_dequantize(t, table, need_weight=True)
+    for i in range(6):
+        q = Fraction(float(qs[i]))
+        for v, out in zip(t[i].flatten().tolist()[::7], c[i].flatten().tolist()[::7]):
+            assert out == rha(rha(Fraction(int(v)) / (8 * q)) * q), (float(q), v, out)
+    assert torch.equal(c, c.round()) and w is not None and float(w.max()) <= 0.75
 
 
 def test_rgb_to_ycbcr_exact_equals_integer_libjpeg_formula():

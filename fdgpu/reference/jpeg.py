@@ -1,4 +1,5 @@
-"""The whole JPEG round trip in PyTorch, stage by stage, as libjpeg-turbo (and so Pillow) computes it.
+"""The whole JPEG round trip in PyTorch, stage by stage, as libjpeg-turbo (and so Pillow) computes it: the output
+equals Pillow's decode of Pillow's encode (default settings) value for value (tests/test_fidelity.py).
 
 ``forward`` is the reference that the Triton kernels are tested against and the CPU implementation; ``backward``
 is the explicit adjoint used by the ``ste`` and ``soft`` backward modes; ``linear_map`` is the pipeline with every
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
-from .dct import block_dct, block_idct
+from .dct import block_dct, block_idct, fdct_islow, idct_islow
 from .quantize import quantize_dequantize
 from .sampling import (FACTORS, downsample, downsample_adjoint, pad_replicate, pad_replicate_adjoint, upsample,
                        upsample_adjoint)
@@ -41,21 +42,14 @@ class Geometry:
 
 
 def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool):
-    """Level shift, DCT, quantize + dequantize, IDCT, round and clamp: ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)``
-    (and the soft-rounding weights ``(N, K, 64, Hp / 8, Wp / 8)`` when asked)."""
-    if linear:  # no quantization: IDCT(DCT(p)) = p exactly (the DCT is orthonormal)
+    """Level shift, integer forward DCT, quantize + dequantize, integer inverse DCT with its range limit:
+    ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)`` samples (and the soft-rounding weights ``(N, K, 64, Hp / 8, Wp / 8)``
+    when asked), exactly libjpeg-turbo's jfdctint.c, jcdctmgr.c (quantize), jidctint.c."""
+    if linear:  # no quantization: the real-valued IDCT(DCT(p)) = p exactly (the DCT is orthonormal)
         return p, None
-    # The level shift by 128 only moves the DC coefficient, by 8 * 128 (two passes over the plane saved).
-    c = block_dct(p)
-    c[..., 0, :, :] -= LEVEL_SHIFT_DC
-    c, weight = quantize_dequantize(c, table, need_weight)
-    c[..., 0, :, :] += LEVEL_SHIFT_DC
-    s = block_idct(c)
-    # jidctint.c descales with round-half-up, then range-limits to 0..255.
-    return s.add_(0.5).floor_().clamp_(0, 255), weight
-
-
-LEVEL_SHIFT_DC = 8.0 * 128.0
+    t = fdct_islow(p - 128.0)
+    c, weight = quantize_dequantize(t, table, need_weight)
+    return idct_islow(c).to(p.dtype), weight
 
 
 # Images per chunk: the batch is processed in chunks of about this many values so that the ~40 elementwise passes
