@@ -6,7 +6,7 @@ import torch
 import fdgpu
 from fdgpu import tables
 from fdgpu.reference import color, sampling
-from fdgpu.reference.dct import block_dct, block_idct, fdct_islow, idct_islow
+from fdgpu.reference.dct import block_dct, block_idct, blocks_to_plane, fdct_islow, idct_islow, plane_to_blocks
 from fdgpu.reference.jpeg import Geometry
 from fdgpu.reference.quantize import round_half_away
 
@@ -127,9 +127,9 @@ class _Chain:
             # z is the integer DCT output over 8Q (what the quantizer divides), differentiated as the orthonormal
             # DCT over Q; the integer IDCT with its range limit is straight-through around the orthonormal one.
             q = t.reshape(-1, 1, 64, 1, 1)
-            z = self.st(lambda a: fdct_islow(a - 128) / (8 * q), lambda a: block_dct(a - 128) / q, p)
+            z = self.st(lambda a: plane_to_blocks(fdct_islow(a)) / (8 * q), lambda a: block_dct(a - 128) / q, p)
             c = self.soft(z) * q
-            return self.st(lambda a: idct_islow(round_half_away(a)), lambda a: block_idct(a) + 128, c)
+            return self.st(lambda a: idct_islow(blocks_to_plane(round_half_away(a))), lambda a: block_idct(a) + 128, c)
 
         if ch == 1:
             return codec(u, lt)[..., :h, :w] / 255

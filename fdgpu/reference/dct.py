@@ -101,64 +101,102 @@ FDCT_MATRIX = _matrix_of(islow_fdct_1d)   # (8, 8) ints, row k = output frequenc
 IDCT_MATRIX = _matrix_of(islow_idct_1d)   # (8, 8) ints, row n = output sample n
 
 
-@functools.lru_cache(maxsize=32)
-def _int_matrix(which: str, dtype, device) -> torch.Tensor:
-    return torch.tensor(FDCT_MATRIX if which == "f" else IDCT_MATRIX, dtype=dtype, device=device)
+def _split(m, k: int):
+    """``m = 2**k * hi + lo`` with ``lo`` in 0..2**k-1 (integer matrices as nested tuples)."""
+    hi = tuple(tuple(v >> k for v in row) for row in m)
+    lo = tuple(tuple(v & ((1 << k) - 1) for v in row) for row in m)
+    return hi, lo
 
 
-def descale_(v: torch.Tensor, n: int) -> torch.Tensor:
-    """libjpeg's ``DESCALE(v, n) = (v + 2**(n-1)) >> n`` (an arithmetic shift: floor) on integer-valued floats, in
-    place. Exact: adding and scaling by powers of two lose nothing on integers below 2**52."""
-    return v.add_(float(1 << (n - 1))).mul_(1.0 / (1 << n)).floor_()
+@functools.lru_cache(maxsize=64)
+def _consts(name: str, device) -> torch.Tensor:
+    """The pass matrices, with each descale's power of two folded in (exact), built once per device."""
+    f32, f64 = torch.float32, torch.float64
+    fh, fl = _split(FDCT_MATRIX, 6)
+    gh, gl = _split(IDCT_MATRIX, 6)
+    if name == "fdct1":   # rows, float32, transposed for (rows, 8) @ (8, 8): F^T / 2**11
+        return torch.tensor(FDCT_MATRIX, dtype=f32, device=device).t().contiguous() / (1 << 11)
+    if name == "fdct1_bias":  # + 1/2 (rounding), - 4 * 8 * 128 on output 0 (the level shift, see fdct_islow)
+        return torch.tensor([0.5 - 4096.0] + [0.5] * 7, dtype=f32, device=device)
+    if name == "fdct2":   # columns, float32 split: [F_hi / 2**9 ; F_lo / 2**6], (16, 8)
+        return torch.cat([torch.tensor(fh, dtype=f32) / (1 << 9), torch.tensor(fl, dtype=f32) / (1 << 6)]).to(device)
+    if name == "idct1":   # columns, float32 split: [G_hi / 2**5 ; G_lo / 2**6], (16, 8)
+        return torch.cat([torch.tensor(gh, dtype=f32) / (1 << 5), torch.tensor(gl, dtype=f32) / (1 << 6)]).to(device)
+    if name == "idct2":   # rows, float64: G^T / 2**18
+        return torch.tensor(IDCT_MATRIX, dtype=f64, device=device).t().contiguous() / (1 << 18)
+    if name == "idct2_bias":  # + 1/2 (rounding) + 128 (the level shift)
+        return torch.full((8,), 128.5, dtype=f64, device=device)
+    raise KeyError(name)
 
 
-def _separable(b: torch.Tensor, m: torch.Tensor, first: str, shifts) -> torch.Tensor:
-    """Two descaled 1-D passes of ``m`` over blocks ``b`` ``(M, 8, 8, L)`` = (M, u, v, blocks); ``first`` is the
-    axis of the first pass ("v": along rows, "u": along columns). Returns ``(M, 8, 8, L)``."""
-    mm, _, _, nb = b.shape
-    if first == "v":
-        b = descale_(torch.matmul(m, b.reshape(mm * 8, 8, nb)), shifts[0])             # rows: v per (M, u)
-        return descale_(torch.matmul(m, b.view(mm, 8, 8 * nb)), shifts[1]).view(mm, 8, 8, nb)  # columns: u
-    b = descale_(torch.matmul(m, b.reshape(mm, 8, 8 * nb)), shifts[0])                  # columns: u
-    return descale_(torch.matmul(m, b.view(mm * 8, 8, nb)), shifts[1]).view(mm, 8, 8, nb)  # rows: v
+def _split_pass(x: torch.Tensor, m: torch.Tensor, lo_bias: float, lo_scale: float) -> torch.Tensor:
+    """A descaled column pass (along H, groups of 8 rows) in float32 with the matrix split in two halves so that
+    every product and partial sum stays an integer multiple of a power of two below 2**24 (exact):
+    ``floor((2**6 A + B + 2**(n-1)) / 2**n) = floor(A' + floor(B' + lo_bias) * lo_scale)`` with
+    ``A' = A / 2**(n-6)`` and ``B' = B / 2**6`` the two halves of ``m @ x``."""
+    w = x.shape[-1]
+    ab = torch.matmul(m, x.reshape(-1, 8, w))                  # [B, 16, W]
+    a, b = ab[:, :8], ab[:, 8:]
+    b = b.add_(lo_bias).floor_()
+    return torch.add(a, b, alpha=lo_scale).floor_().view(x.shape)
 
 
 def fdct_islow(p: torch.Tensor) -> torch.Tensor:
-    """libjpeg-turbo's accurate integer forward DCT of every 8x8 block: ``(..., H, W) -> (..., 64, H / 8, W / 8)``.
+    """libjpeg-turbo's accurate integer forward DCT of every 8x8 block, in the plane:
+    ``(..., H, W) -> (..., H, W)``, coefficient (u, v) of block (i, j) at ``[8 i + u, 8 j + v]``.
 
     Args:
-        p: level-shifted samples (integers in -128..127, any float dtype), H and W multiples of 8.
+        p: samples 0..255 (integer-valued, any float dtype), contiguous, H and W multiples of 8; the level shift by
+            128 is applied here.
 
     Returns:
-        float64 integer coefficients, 8x the orthonormal DCT (|value| < 2**14), in the layout of :func:`block_dct`.
+        float32 integer coefficients, 8x the orthonormal DCT (|value| <= 2**13).
 
-    Bounds (exactness, int32): pass 1 sums are at most ``128 * 8 * 2**13 = 2**23``, its outputs at most 2**12;
-    pass 2 sums at most ``2**12 * 59,000 < 2**28``.
+    Exactness. Pass 1 (rows) runs in float32 on the unshifted samples: with ``F`` divided by 2**11, every product
+    and partial sum is a multiple of 2**-11 below 2**13 (row 0: ``4 * sum(x) <= 8160``), i.e. an integer below 2**24
+    in units of 2**-11. The level shift only moves output 0 of each row, by ``4 * 8 * 128 = 4096`` (the other rows of
+    ``F`` sum to zero), and is folded into that output's rounding bias. Pass 2 (columns) has sums up to 2**28, too
+    wide for float32: ``F = 64 F_hi + F_lo`` (``|F_hi| <= 178``, ``0 <= F_lo < 64``), each half's sums stay below
+    2**23, and ``DESCALE(64 A + B, 15) = floor((A + floor((B + 2**14) / 64)) / 512)`` recombines them exactly.
+    In int32 (the kernels): pass 1 sums <= ``128 * 65,536 = 2**23``, pass 2 sums <= ``2**12 * 65,536 = 2**28``.
     """
     *lead, h, w = p.shape
-    b = F.pixel_unshuffle(p.reshape(-1, 1, h, w).to(torch.float64), 8)               # [M, 64, h/8, w/8]
-    m = _int_matrix("f", torch.float64, p.device)
-    c = _separable(b.view(b.shape[0], 8, 8, -1), m, "v", FDCT_SHIFTS)
-    return c.view(*lead, 64, h // 8, w // 8)
+    x = p.to(torch.float32).reshape(-1, 8)
+    y = torch.addmm(_consts("fdct1_bias", p.device), x, _consts("fdct1", p.device)).floor_()
+    return _split_pass(y.view(-1, h, w), _consts("fdct2", p.device), 256.0, 1.0 / 512).view(*lead, h, w)
 
 
 def idct_islow(c: torch.Tensor) -> torch.Tensor:
-    """libjpeg-turbo's accurate integer inverse DCT (jidctint.c) of dequantized coefficients, with the level shift
-    and the range limit: ``(..., 64, h, w) -> (..., 8h, 8w)`` samples in 0..255 (float64 integers).
+    """libjpeg-turbo's accurate integer inverse DCT (jidctint.c) of dequantized coefficients in the plane layout of
+    :func:`fdct_islow`, with the level shift and the range limit: ``(..., H, W)`` -> samples 0..255 (float64).
 
     Args:
-        c: dequantized coefficients (integers, the layout of :func:`block_dct`); libjpeg holds them in 16 bits.
+        c: dequantized integer coefficients (orthonormal scale), float32 or float64, |c| <= 2048 (the quantizer
+            guarantees ``|c| <= |t| / 8 + Q / 2 <= 2 |t| / 8``; ``|c| <= 1152`` for steps <= 255).
 
-    Bounds: with |c| < 2**15, pass 1 sums stay below ``2**15 * 59,000 < 2**31`` ... in practice (quantized
-    coefficients of 8-bit images) far less. Pass-2 results outside -128..127 are clamped, as libjpeg-turbo's
-    SIMD IDCT (used by Pillow on x86-64 and ARM) does with saturating packs.
+    Exactness. Pass 1 (columns) in float32 with ``G = 64 G_hi + G_lo`` split as in :func:`fdct_islow` (each half's
+    sums below 2**22), recombined by ``DESCALE(64 A + B, 11) = floor((A + floor((B + 2**10) / 64)) / 32)``. Pass 2
+    (rows) in float64 (sums up to 2**31). In int32 (the kernels): with |c| <= 1152, pass 1 sums are at most
+    ``1152 * 61,214 < 2**27`` and its outputs at most 34,433; pass 2 sums at most ``34,433 * 61,214 < 2**31``.
+    Pass-2 results outside -128..127 are clamped, as libjpeg-turbo's SIMD IDCT (used by Pillow on x86-64 and ARM)
+    does with saturating packs.
     """
+    *lead, h, w = c.shape
+    v = _split_pass(c.to(torch.float32).contiguous().view(-1, h, w), _consts("idct1", c.device), 16.0, 1.0 / 32)
+    s = torch.addmm(_consts("idct2_bias", c.device), v.view(-1, 8).to(torch.float64), _consts("idct2", c.device))
+    return s.floor_().clamp_(0, 255).view(*lead, h, w)
+
+
+def plane_to_blocks(x: torch.Tensor) -> torch.Tensor:
+    """Coefficient plane ``(..., H, W)`` -> the block layout ``(..., 64, H / 8, W / 8)`` of :func:`block_dct`."""
+    *lead, h, w = x.shape
+    return F.pixel_unshuffle(x.reshape(-1, 1, h, w), 8).view(*lead, 64, h // 8, w // 8)
+
+
+def blocks_to_plane(c: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`plane_to_blocks`: ``(..., 64, h, w) -> (..., 8h, 8w)``."""
     *lead, _, h, w = c.shape
-    b = c.reshape(-1, 8, 8, h * w).to(torch.float64)
-    m = _int_matrix("i", torch.float64, c.device)
-    s = _separable(b, m, "u", IDCT_SHIFTS).view(-1, 64, h, w)
-    s = F.pixel_shuffle(s, 8).view(*lead, 8 * h, 8 * w)
-    return s.add_(128.0).clamp_(0, 255)
+    return F.pixel_shuffle(c.reshape(-1, 64, h, w), 8).view(*lead, 8 * h, 8 * w)
 
 
 # ---------------------------------------------------------------- the orthonormal real DCT (for L and backward)

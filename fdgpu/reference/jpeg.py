@@ -47,8 +47,8 @@ def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool
     when asked), exactly libjpeg-turbo's jfdctint.c, jcdctmgr.c (quantize), jidctint.c."""
     if linear:  # no quantization: the real-valued IDCT(DCT(p)) = p exactly (the DCT is orthonormal)
         return p, None
-    t = fdct_islow(p - 128.0)
-    c, weight = quantize_dequantize(t, table, need_weight)
+    t = fdct_islow(p)
+    c, weight = quantize_dequantize(t, table, need_weight, p.dtype)
     return idct_islow(c).to(p.dtype), weight
 
 

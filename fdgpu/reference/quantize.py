@@ -24,29 +24,55 @@ def round_half_away(z: torch.Tensor) -> torch.Tensor:
     return torch.copysign(z.abs().add_(0.5).floor_(), z)
 
 
-def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool = False):
+# Integer steps up to this use the float32 reciprocal quantizer (exact: see quantize_dequantize).
+MAX_FLOAT32_STEP = 1 << 15
+
+
+def table_plane(table: torch.Tensor, hp: int, wp: int, dtype=torch.float32) -> torch.Tensor:
+    """Steps tiled over a coefficient plane: ``(8, 8)`` or ``(N, 8, 8)`` -> ``(1 or N, 1, hp, wp)``."""
+    q = table.to(dtype).reshape(-1, 1, 8, 8)
+    return q.repeat(1, 1, hp // 8, wp // 8)
+
+
+def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool = False,
+                        weight_dtype=torch.float32):
     """``c = deq(round(t / 8Q))`` for every block: libjpeg-turbo's quantizer followed by its dequantization.
 
     Args:
-        t: ``(N, K, 64, h, w)`` float64 integer coefficients of :func:`fdgpu.reference.dct.fdct_islow` (8x scaled).
+        t: ``(N, K, Hp, Wp)`` float32 integer coefficient planes of :func:`fdgpu.reference.dct.fdct_islow` (8x
+            scaled, |t| <= 2**13; coefficient (u, v) of each block at ``[8 i + u, 8 j + v]``).
         table: ``(8, 8)`` or ``(N, 8, 8)`` steps (>= 1), natural order, any float dtype.
         need_weight: also return ``3 * (z - round z)**2`` at ``z = t / 8Q``, the derivative of the soft-rounding
-            surrogate ``round(z) + (z - round z)**3`` (Shin & Song), in float64.
+            surrogate ``round(z) + (z - round z)**3`` (Shin & Song), in the block layout ``(N, K, 64, Hp/8, Wp/8)``.
+        weight_dtype: the dtype of the weights (``z`` is computed in it: float64 for float64 gradients).
 
     Returns:
-        ``(c, weight or None)``, each ``(N, K, 64, h, w)`` float64: ``c`` is the dequantized integer coefficient
-        (orthonormal scale) that the decoder's inverse DCT receives.
+        ``(c, weight or None)``: ``c`` ``(N, K, Hp, Wp)`` float32, the dequantized integer coefficients (orthonormal
+        scale, |c| <= 2048) that the decoder's inverse DCT receives.
 
-    Exactness: ``t`` is an integer below 2**14 and ``Q`` a float32 or float64 number; ``t / 8Q`` is computed in
-    float64 (correctly rounded), and the distance of the exact quotient from a rounding boundary ``k + 1/2`` is
-    either 0 (an exact tie, representable) or at least ``1 / (8 m)`` (``m`` < 2**53 the significand of ``8Q``),
-    far larger than float64's error at |z| < 2**14 for float32 steps. ``r * Q`` is exact in float64.
+    Exactness. Integer steps: ``r = floor((|t| + 4Q + 1/2) * fl(1 / 8Q))`` in float32. The exact value
+    ``(|t| + 4Q + 1/2) / 8Q`` has the floor of ``(|t| + 4Q) / 8Q`` (the half cannot reach the next multiple of the
+    even divisor) and lies at least ``1 / 16Q`` from an integer; float32's error there is below
+    ``(1024 / Q + 1) * 2**-23``, smaller for every Q < 2**15. Other steps: ``t / 8Q`` in float64 (correctly rounded;
+    the exact quotient is a tie, representable, or at least ``1 / 8m`` from one, ``m < 2**24`` the significand of
+    a float32 ``8Q``), rounded half away, and ``r * Q`` (exact in float64) rounded half away.
     """
-    q = table.to(torch.float64).reshape(-1, 1, 64, 1, 1)
-    z = t / (q * 8.0)
-    r = round_half_away(z)
-    weight = (z - r).square_().mul_(3.0) if need_weight else None
-    c = r * q if r.requires_grad else r.mul_(q)  # (copysign saves its output for autograd)
-    if bool((q != q.round()).any()):  # only non-integer steps need the second rounding
-        c = round_half_away(c)
-    return c, weight
+    from .dct import plane_to_blocks
+
+    hp, wp = t.shape[-2:]
+    if bool(((table != table.round()) | (table > MAX_FLOAT32_STEP)).any()):
+        q = table_plane(table, hp, wp, torch.float64)
+        z = t.to(torch.float64) / (q * 8.0)
+        r = round_half_away(z)
+        weight = plane_to_blocks((z - r).square_().mul_(3.0).to(weight_dtype)) if need_weight else None
+        return round_half_away(r * q).float(), weight
+    q = table_plane(table, hp, wp)
+    recip = 1.0 / (q * 8.0)
+    a = t.abs()
+    if need_weight:  # |z| in the weight's dtype
+        d = a.to(weight_dtype) / (q.to(weight_dtype) * 8.0)
+    r = a.add_(q * 4.0 + 0.5).mul_(recip).floor_()
+    weight = plane_to_blocks(d.sub_(r).square_().mul_(3.0)) if need_weight else None
+    if r.requires_grad:  # (autograd: copysign needs its inputs unmodified)
+        return torch.copysign(r * q, t), weight
+    return r.mul_(q).copysign_(t), weight
