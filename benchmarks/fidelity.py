@@ -1,11 +1,11 @@
-"""Fidelity to libjpeg-turbo: mean PSNR of fdgpu (and of kornia, in the same run) against Pillow's save + load.
+"""Fidelity to libjpeg-turbo: fdgpu (and kornia, in the same run) against Pillow's save + load.
 
     python benchmarks/fidelity.py --data ../shared/data [--first 0 --count 50]
 
-Prints a markdown table: for each subsampling and quality, the mean PSNR (dB) of ``fdgpu.jpeg`` against Pillow,
-the share of pixel values identical to Pillow's, and the mean PSNR of ``kornia.enhance.jpeg_codec_differentiable``
-against Pillow (kornia implements 4:2:0 only). Images: natural photos ``first .. first + count - 1`` sorted by name
-(0-49 are the tuning split the test bar uses; 100-199 are kept for evaluation).
+Prints a markdown table: for each subsampling and quality, the share of pixel values of ``fdgpu.jpeg`` identical to
+Pillow's, the largest difference in levels, the mean PSNR (dB; "inf" when identical), and the mean PSNR of
+``kornia.enhance.jpeg_codec_differentiable`` against Pillow (kornia implements 4:2:0 only). Images: natural photos
+``first .. first + count - 1`` sorted by name (0-99 are the tests' split; 100-199 are kept for evaluation).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=os.environ.get("FDGPU_DATA"), help="folder with natural/*.png ($FDGPU_DATA)")
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--count", type=int, default=50)
-    p.add_argument("--qualities", default="10,25,50,75,90,95")
+    p.add_argument("--qualities", default="1,10,25,50,75,90,95,100")
     args = p.parse_args(argv)
     if not args.data:
         p.error("expected --data DIR (or FDGPU_DATA) pointing at a folder with natural/*.png")
@@ -56,21 +56,23 @@ def main(argv=None) -> int:
     print(f"natural images {args.first}-{args.first + len(files) - 1} ({len(files)}), "
           f"fdgpu {fdgpu.__version__}, kornia {kornia.__version__ if kornia else 'not installed'}, "
           f"Pillow {Image.__version__}\n")
-    print("| subsampling | quality | fdgpu PSNR (dB) | fdgpu identical values | kornia PSNR (dB) |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for sub in ("4:2:0", "4:4:4"):
+    print("| subsampling | quality | fdgpu identical values | fdgpu max diff (levels) | fdgpu PSNR (dB) "
+          "| kornia PSNR (dB) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for sub in ("4:2:0", "4:2:2", "4:4:4"):
         for q in [int(v) for v in args.qualities.split(",")]:
             ours = (fdgpu.jpeg(x, q, subsampling=sub) * 255).round().permute(0, 2, 3, 1).numpy()
             refs = [pillow(a, q, sub) for a in imgs]
             ps = [psnr(o, r) for o, r in zip(ours, refs)]
             same = np.mean([np.mean(o == r) for o, r in zip(ours, refs)])
+            worst = max(float(np.abs(o - r).max()) for o, r in zip(ours, refs))
             kp = "n/a"
             if kornia is not None and sub == "4:2:0":
                 with torch.no_grad():
                     k = kornia.enhance.jpeg_codec_differentiable(x, torch.full((len(imgs),), float(q)))
                 k = (k.clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
                 kp = f"{np.mean([psnr(a, r) for a, r in zip(k, refs)]):.2f}"
-            print(f"| {sub} | {q} | {np.mean(ps):.2f} | {100 * same:.1f} % | {kp} |")
+            print(f"| {sub} | {q} | {100 * same:.1f} % | {worst:.0f} | {np.mean(ps):.2f} | {kp} |")
     return 0
 
 
