@@ -2,8 +2,8 @@
 
 Compiles every kernel variant the launchers can start (``triton.compile(ASTSource(...), target=GPUTarget("cuda",
 cc, 32))``: no GPU needed) and prints per kernel: registers, spill stores/loads (``ptxas -v`` on the generated PTX,
-with the options Triton uses), shared memory, and the number of global load/store instructions in the PTX and the
-SASS. Run it with ``TRITON_INTERPRET`` unset (the interpreter replaces the compiler).
+with the options Triton uses), shared memory, global load/store instructions, the SASS instruction mix (integer,
+fp32, shuffles, shared-memory, barriers) and the static shared-memory check of :func:`shared_memory_findings`. Run it with ``TRITON_INTERPRET`` unset (the interpreter replaces the compiler).
 """
 from __future__ import annotations
 
@@ -33,12 +33,12 @@ def variants() -> List[tuple]:
     f32, u8, i32 = "*fp32", "*u8", "i32"
     for c in (1, 3):
         tbh, tbw = FWD_TILE
-        sig = dict(p_x=f32, p_y=f32, p_lq=f32, p_cq=f32, p_k=f32, s_lq=i32, s_cq=i32, H=i32, W=i32, NBH=i32,
+        sig = dict(p_x=f32, p_y=f32, p_lq=f32, p_cq=f32, p_k="*i32", s_lq=i32, s_cq=i32, H=i32, W=i32, NBH=i32,
                    NBW=i32, NT_W=i32, NT=i32, C="constexpr", TBH="constexpr", TBW="constexpr")
         out.append((f"fwd {'gray' if c == 1 else '4:4:4'}", K._jpeg_fwd_kernel, sig, dict(C=c, TBH=tbh, TBW=tbw)))
     for name, (hs, vs) in SUBS.items():
         tbh, tbw = SUB_TILE
-        sig = dict(p_x=f32, p_yb=u8, p_cb=u8, p_lq=f32, p_cq=f32, p_k=f32, s_lq=i32, s_cq=i32, H=i32, W=i32,
+        sig = dict(p_x=f32, p_yb=u8, p_cb=u8, p_lq=f32, p_cq=f32, p_k="*i32", s_lq=i32, s_cq=i32, H=i32, W=i32,
                    HC=i32, WC=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", TBH="constexpr",
                    TBW="constexpr")
         out.append((f"fwd_sub {name}", K._jpeg_fwd_sub_kernel, sig, dict(HS=hs, VS=vs, TBH=tbh, TBW=tbw)))
@@ -53,7 +53,7 @@ def variants() -> List[tuple]:
                        NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", FANCY="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd_chroma {name}{'' if fancy else ' replicate'}", K._jpeg_bwd_chroma_kernel, sig,
                         dict(HS=hs, VS=vs, FANCY=fancy, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
-        sig = dict(p_x=f32, p_cq=f32, p_k=f32, p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WCP=i32, NBHC=i32,
+        sig = dict(p_x=f32, p_cq=f32, p_k="*i32", p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WCP=i32, NBHC=i32,
                    NBWC=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", TBH="constexpr", TBW="constexpr")
         out.append((f"bwd_chroma_soft {name}", K._jpeg_bwd_chroma_soft_kernel, sig,
                     dict(HS=hs, VS=vs, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
@@ -62,7 +62,7 @@ def variants() -> List[tuple]:
         for soft in (False, True):
             if c == 1 and not soft:
                 continue  # grayscale ste is grad.clone(): no kernel
-            sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k=f32, p_o=f32, s_lq=i32, s_cq=i32,
+            sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k="*i32", p_o=f32, s_lq=i32, s_cq=i32,
                        H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr",
                        VS="constexpr", SOFT="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd {name} {'soft' if soft else 'ste'}", K._jpeg_bwd_kernel, sig,
@@ -82,6 +82,14 @@ class Report:
     ptx_st_global: int
     sass_ldg: int
     sass_stg: int
+    sass_instructions: int   # whole kernel, static count
+    sass_int: int            # integer ALU (IMAD, IADD3, LOP3, SHF, LEA, ISETP, ...)
+    sass_fp32: int           # FADD, FMUL, FFMA, FMNMX, FSETP, FRND, FSEL
+    sass_shfl: int           # warp shuffles (a reduction across lanes)
+    sass_shared: int         # shared-memory instructions: LDS, STS, LDSM, STSM
+    sass_bar: int
+    dots: int                # tt.dot in the TTGIR (operands staged in shared memory)
+    unswizzled_shared: int   # explicit shared allocations whose encoding is not swizzled (maxPhase = 1)
 
 
 def _tool(name: str) -> str:
@@ -107,13 +115,37 @@ def _ptxas_info(ptx: str, cc: int) -> Dict[str, int]:
                 spill_loads=int(ld.group(1)) if ld else 0)
 
 
-def _sass_counts(cubin: bytes):
+_INT = {"IMAD", "IADD3", "IADD", "VIADD", "LOP3", "SHF", "LEA", "ISETP", "IABS", "IMNMX", "VIMNMX", "SEL", "SGXT",
+        "PRMT", "BMSK", "I2F", "F2I", "IMUL"}
+_FP32 = {"FADD", "FMUL", "FFMA", "FMNMX", "FSETP", "FRND", "FSEL", "MUFU"}
+
+
+def _sass_opcodes(cubin: bytes) -> List[str]:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
         sass = subprocess.run([_tool("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
-    return len(re.findall(r"\bLDG\b|\bLDG\.", sass)), len(re.findall(r"\bSTG\b|\bSTG\.", sass))
+    # "/*0a40*/  @!P1 LDG.E R24, desc[...]" -> "LDG"
+    return [m.split(".")[0] for m in re.findall(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)", sass,
+                                                 re.M)]
+
+
+def shared_memory_findings(ttgir: str) -> Dict[str, int]:
+    """Static check of how a kernel uses shared memory, from its TTGIR. Shared memory is touched in two ways:
+    explicit allocations (``ttg.local_alloc``: ``tt.dot`` operands, pipelining buffers) whose encoding fixes the
+    access pattern, and layout conversions (``ttg.convert_layout``), whose scratch layout Triton's lowering swizzles
+    itself (stmatrix / ldmatrix or swizzled LDS/STS). The review's bank conflicts came from the first kind: the DCT
+    matrix staged for a ``tt.dot`` in an unswizzled (``maxPhase = 1``) layout, read column-contiguously, every lane
+    of a warp in the same four banks. Returns the number of dots and of unswizzled explicit allocations."""
+    encodings = dict(re.findall(r"^(#[\w]+) = (#ttg\.[\w_]*shared<\{[^}]*\}>)", ttgir, re.M))
+    unswizzled = 0
+    for m in re.finditer(r"ttg\.local_alloc[^\n]*!ttg\.memdesc<[^,]*, (#[\w]+)", ttgir):
+        enc = encodings.get(m.group(1), "")
+        phase = re.search(r"maxPhase = (\d+)", enc)
+        if "nvmma_shared" not in enc and (phase is None or int(phase.group(1)) <= 1):
+            unswizzled += 1
+    return dict(dots=len(re.findall(r"\btt\.dot\b|ttng\.warp_group_dot", ttgir)), unswizzled_shared=unswizzled)
 
 
 def compile_one(label, fn, sig, constexprs, cc: int) -> Report:
@@ -123,10 +155,13 @@ def compile_one(label, fn, sig, constexprs, cc: int) -> Report:
                               options=dict(num_warps=warps, num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION))
     ptx = compiled.asm["ptx"]
     info = _ptxas_info(ptx, cc)
-    ldg, stg = _sass_counts(compiled.asm["cubin"])
+    ops = _sass_opcodes(compiled.asm["cubin"])
+    n = lambda *names: sum(o in names for o in ops)  # noqa: E731
     return Report(label, cc, info["registers"], info["spill_stores"], info["spill_loads"],
                   int(compiled.metadata.shared), len(re.findall(r"\bld\.global", ptx)),
-                  len(re.findall(r"\bst\.global", ptx)), ldg, stg)
+                  len(re.findall(r"\bst\.global", ptx)), n("LDG"), n("STG"), len(ops),
+                  sum(o in _INT for o in ops), sum(o in _FP32 for o in ops), n("SHFL"),
+                  n("LDS", "STS", "LDSM", "STSM"), n("BAR"), **shared_memory_findings(compiled.asm["ttgir"]))
 
 
 def report(ccs=(80, 90)) -> List[Report]:
@@ -145,11 +180,15 @@ def main(argv=None) -> int:
         print(json.dumps([asdict(r) for r in rows], indent=1))
         return 0
     print(f"triton {triton.__version__}, num_stages={NUM_STAGES}, enable_fp_fusion={FP_FUSION}, num_warps={WARPS}")
-    print(f"| {'kernel':<32} | sm | regs | spill st/ld (B) | smem (B) | PTX ld/st.global | SASS LDG/STG |")
-    print(f"|{'-' * 34}|----|------|-----------------|----------|------------------|--------------|")
+    print(f"| {'kernel':<28} | sm | regs | spill st/ld (B) | smem (B) | SASS LDG/STG | SASS instr | int | fp32 "
+          f"| SHFL | LDS/STS | BAR | dots | unswizzled |")
+    print(f"|{'-' * 30}|----|------|-----------------|----------|--------------|------------|-----|------|"
+          f"------|---------|-----|------|------------|")
     for r in rows:
-        print(f"| {r.kernel:<32} | {r.cc} | {r.registers:>4} | {r.spill_stores:>7} / {r.spill_loads:<5} | "
-              f"{r.shared:>8} | {r.ptx_ld_global:>7} / {r.ptx_st_global:<6} | {r.sass_ldg:>5} / {r.sass_stg:<5} |")
+        print(f"| {r.kernel:<28} | {r.cc} | {r.registers:>4} | {r.spill_stores:>7} / {r.spill_loads:<5} | "
+              f"{r.shared:>8} | {r.sass_ldg:>5} / {r.sass_stg:<5} | {r.sass_instructions:>10} | {r.sass_int:>3} | "
+              f"{r.sass_fp32:>4} | {r.sass_shfl:>4} | {r.sass_shared:>7} | {r.sass_bar:>3} | {r.dots:>4} | "
+              f"{r.unswizzled_shared:>10} |")
     return 0
 
 

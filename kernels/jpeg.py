@@ -102,55 +102,122 @@ def _rgb_store(p_o, o_o, m_o, HW, b_y, b_tr, b_tg, b_tb):
 
 
 @triton.jit
-def _dct(b_p, p_k):
-    """[BLOCKS, 64] samples -> [BLOCKS, 64] coefficients (coefficient u*8+v): ``p @ K^T``, exact-fp32 dot.
-
-    K is loaded at each use (16 KB, L1/L2-resident) rather than held: two live [64, 64] operands cost 64 registers
-    per thread for the whole kernel and made the 4:4:4 kernel spill."""
-    o_k = tl.arange(0, 64)
-    m_k = (o_k < 64)[:, None] & (o_k < 64)[None, :]                        # [64, 64] all true: K is dense
-    b_kt = tl.load(p_k + o_k[None, :] * 64 + o_k[:, None], mask=m_k, other=0.0)  # [64, 64]  K^T[sample, coef]
-    return tl.dot(b_p, b_kt, input_precision="ieee")
-
-
-@triton.jit
-def _idct(b_c, p_k):
-    """[BLOCKS, 64] coefficients -> samples: ``c @ K``."""
-    o_k = tl.arange(0, 64)
-    m_k = (o_k < 64)[:, None] & (o_k < 64)[None, :]
-    b_k = tl.load(p_k + o_k[:, None] * 64 + o_k[None, :], mask=m_k, other=0.0)   # [64, 64]  K[coef, sample]
-    return tl.dot(b_c, b_k, input_precision="ieee")
+def _consts(p_k):
+    """The two 8x8 matrices of the constants buffer (see ``kernels.launch._consts``): ``A`` (int32), the 1-D
+    jfdctint map at 2^13 scale (its transpose is the 1-D jidctint map), and ``D`` (fp32), the orthonormal DCT-II
+    whose transform the real-valued backward differentiates."""
+    o_i = tl.arange(0, 8)
+    o_m = o_i[:, None] * 8 + o_i[None, :]                                  # [8, 8]
+    b_a = tl.load(p_k + o_m)                                               # [8, 8] int32  A[u, c]
+    b_d = tl.load(p_k + 64 + o_m).to(tl.float32, bitcast=True)             # [8, 8] fp32   D[u, c]
+    return b_a, b_d
 
 
 @triton.jit
-def _quantize(b_c, b_q):
-    """z = c / Q (IEEE division, as torch); returns (z, round half away from zero of z)."""
-    b_z = tl.math.div_rn(b_c, b_q)
-    b_zr = tl.where(b_z < 0, -tl.floor(0.5 - b_z), tl.floor(b_z + 0.5))
-    return b_z, b_zr
+def _rows_pass(b_x, b_m):
+    """[NB, 8, 8] -> [NB, 8, 8]: ``out[b, r, i] = sum_j m[i, j] x[b, r, j]`` (a 1-D transform of every row), as a
+    broadcast multiply-accumulate in the dtype of the operands (int32: exact, wrapping like libjpeg's INT32)."""
+    b_xt = tl.permute(b_x, (2, 0, 1))                                      # [8 j, NB, 8 r]
+    return tl.sum(b_xt[:, :, :, None] * tl.trans(b_m)[:, None, None, :], axis=0)
 
 
 @triton.jit
-def _codec(b_s, b_q, p_k):
-    """Level shift, DCT, quantize + dequantize, IDCT, floor(v + 128.5) clamped: [BLOCKS, 64] -> [BLOCKS, 64]."""
-    b_c = _dct(b_s - 128.0, p_k)
-    b_z, b_zr = _quantize(b_c, b_q)
-    b_v = _idct(b_zr * b_q, p_k)
-    return tl.minimum(tl.maximum(tl.floor(b_v + 128.5), 0.0), 255.0)
+def _cols_pass(b_x, b_m):
+    """[NB, 8, 8] -> [NB, 8, 8]: ``out[b, i, c] = sum_j m[i, j] x[b, j, c]`` (a 1-D transform of every column)."""
+    b_xt = tl.permute(b_x, (1, 0, 2))                                      # [8 j, NB, 8 c]
+    return tl.sum(b_xt[:, :, None, :] * tl.trans(b_m)[:, None, :, None], axis=0)
 
 
 @triton.jit
-def _soft_weight(b_s, b_q, p_k):
-    """3 (z - round z)^2, the derivative of Shin & Song's surrogate at the coefficients of the samples ``b_s``."""
-    b_z, b_zr = _quantize(_dct(b_s - 128.0, p_k), b_q)
-    b_d = b_z - b_zr
-    return 3.0 * b_d * b_d
+def _descale(b_x, N: tl.constexpr):
+    """libjpeg's DESCALE: round half up and shift right by N (arithmetic shift: floor for negative values)."""
+    return (b_x + (1 << (N - 1))) >> N
 
 
 @triton.jit
-def _coef_adjoint(b_g, b_w, p_k):
-    """IDCT(weight * DCT(g)): the adjoint of the soft-rounded coefficient stage."""
-    return _idct(_dct(b_g, p_k) * b_w, p_k)
+def _fdct(b_s, b_a, NB: tl.constexpr):
+    """jfdctint on [NB, 64] int32 level-shifted samples: rows (descale by CONST_BITS - PASS1_BITS = 11), then
+    columns (CONST_BITS + PASS1_BITS = 15); the output is the DCT scaled by 8, natural order ``8u + v``."""
+    b_x = tl.reshape(b_s, (NB, 8, 8))
+    b_x = _descale(_rows_pass(b_x, b_a), 11)
+    b_x = _descale(_cols_pass(b_x, b_a), 15)
+    return tl.reshape(b_x, (NB, 64))
+
+
+@triton.jit
+def _idct(b_c, b_a, NB: tl.constexpr):
+    """jidctint on [NB, 64] int32 dequantized coefficients: columns (descale by 11), then rows (by CONST_BITS +
+    PASS1_BITS + 3 = 18), with the transposed matrix; returns sample - 128 before range limiting."""
+    b_at = tl.trans(b_a)
+    b_x = tl.reshape(b_c, (NB, 8, 8))
+    b_x = _descale(_cols_pass(b_x, b_at), 11)
+    b_x = _descale(_rows_pass(b_x, b_at), 18)
+    return tl.reshape(b_x, (NB, 64))
+
+
+@triton.jit
+def _round_half_away(b_z):
+    return tl.where(b_z < 0, -tl.floor(0.5 - b_z), tl.floor(b_z + 0.5))
+
+
+@triton.jit
+def _quantize(b_t, b_q):
+    """libjpeg-turbo's quantizer and dequantizer on jfdctint output ``t`` (int32, DCT x 8) with steps ``q`` (fp32
+    [1, 64]): returns ``(r, c)``, ``r = round_half_away(t / 8q)`` and the dequantized coefficient ``c`` (int32).
+
+    Integer steps (every JPEG table): ``r = sign(t) ((|t| + 4q) // 8q)``, ``c = r q``, all int32 -- what the
+    encoder's reciprocal multiply computes. Non-integer steps (fractional FD strengths), as the reference defines
+    them: the quotient in float64 (correctly rounded: a tie is exact, any other quotient lies at least 1 / (8 m)
+    from a rounding boundary, m < 2^24 the significand of 8q), and ``c = round_half_away(r q)``. The branch is per
+    program on the table, so integer tables never pay for float64."""
+    b_qi = b_q.to(tl.int32)
+    if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:
+        b_m = (tl.abs(b_t) + 4 * b_qi) // (8 * b_qi)
+        b_r = tl.where(b_t < 0, -b_m, b_m)
+        b_c = b_r * b_qi
+    else:
+        b_q64 = b_q.to(tl.float64)
+        b_r64 = _round_half_away(b_t.to(tl.float64) / (8.0 * b_q64))  # f64 "/" is IEEE (div.rn.f64)
+        b_r = b_r64.to(tl.int32)
+        b_c = _round_half_away(b_r64 * b_q64).to(tl.int32)
+    return b_r, b_c
+
+
+@triton.jit
+def _codec(b_s, b_q, p_k, NB: tl.constexpr):
+    """[NB, 64] 8-bit samples (fp32, integer-valued) -> decoded samples (fp32 0..255): level shift, jfdctint,
+    quantize, dequantize, jidctint, + 128 and the range limit (a clamp, as libjpeg-turbo's SIMD IDCT saturates).
+    All int32."""
+    b_a, b_d = _consts(p_k)
+    b_r, b_c = _quantize(_fdct(b_s.to(tl.int32) - 128, b_a, NB), b_q)
+    b_v = _idct(b_c, b_a, NB) + 128
+    return tl.minimum(tl.maximum(b_v, 0), 255).to(tl.float32)
+
+
+@triton.jit
+def _soft_weight(b_s, b_q, p_k, NB: tl.constexpr):
+    """3 (z - round z)^2, the derivative of Shin & Song's surrogate at ``z = t / (8 q)``: the jfdctint coefficient
+    ``t`` of the samples ``b_s`` over the divisor of the integer quantizer, ``round z`` being its result."""
+    b_a, b_d = _consts(p_k)
+    b_t = _fdct(b_s.to(tl.int32) - 128, b_a, NB)
+    b_r, b_c = _quantize(b_t, b_q)
+    # z - round z = (t - 8 q r) / 8q: the numerator by one fused multiply-add (exact for integer steps: integers
+    # below 2^24; one rounding otherwise), so that the small difference keeps fp32's relative precision, which
+    # the difference of a rounded z (|z| up to ~1000 for steps of 1) and r would not.
+    b_e = tl.math.div_rn(tl.fma(-8.0 * b_q, b_r.to(tl.float32), b_t.to(tl.float32)), 8.0 * b_q)
+    return 3.0 * b_e * b_e
+
+
+@triton.jit
+def _coef_adjoint(b_g, b_w, p_k, NB: tl.constexpr):
+    """IDCT(weight * DCT(g)) with the orthonormal DCT (fp32, separable): the adjoint of the soft-rounded
+    coefficient stage of the real-valued pipeline."""
+    b_a, b_d = _consts(p_k)
+    b_x = tl.reshape(b_g, (NB, 8, 8))
+    b_c = _cols_pass(_rows_pass(b_x, b_d), b_d)
+    b_c = b_c * tl.reshape(b_w, (NB, 8, 8))
+    b_dt = tl.trans(b_d)
+    return tl.reshape(_rows_pass(_cols_pass(b_c, b_dt), b_dt), (NB, 64))
 
 
 @triton.jit
@@ -233,7 +300,7 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW, NT_W
     if C == 1:
         o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
         b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))          # [BLOCKS, 64]
-        tl.store(p_yn + o_o, _codec(b_s, b_lq, p_k) * (1.0 / 255), mask=m_o)
+        tl.store(p_yn + o_o, _codec(b_s, b_lq, p_k, TBH * TBW) * (1.0 / 255), mask=m_o)
     else:
         b_cq = _load_table(p_cq, i_n, s_cq)
         b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
@@ -247,7 +314,7 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW, NT_W
         for pl in range(3):
             b_s = tl.where(pl == 0, _rgb_to_y(b_r, b_g, b_b),
                            tl.where(pl == 1, _rgb_to_cb(b_r, b_g, b_b), _rgb_to_cr(b_r, b_g, b_b)))
-            b_v = _codec(b_s, tl.where(pl == 0, b_lq, b_cq), p_k)
+            b_v = _codec(b_s, tl.where(pl == 0, b_lq, b_cq), p_k, TBH * TBW)
             b_d = b_v - 128.0
             b_y += tl.where(pl == 0, b_v, 0.0)
             b_tr += tl.where(pl == 2, b_d * _R_CR, 0.0)
@@ -273,21 +340,27 @@ def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC,
     i_tw = i_q // (NL + 2)
     HW = H.to(tl.int64) * W
     p_xn = p_x + i_n * 3 * HW
+    # The branches only gather samples and choose where the decoded ones go; the codec between them is one
+    # instantiation (one per branch doubled the code: 5,464 SASS instructions and a spill for 4:2:2 on sm_90).
     if i_p < NL:
         o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
         m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
         b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
-        b_y = _codec(_rgb_to_y(b_r, b_g, b_b), _load_table(p_lq, i_n, s_lq), p_k)
-        tl.store(p_yb + i_n * HW + o_r * W + o_c, b_y.to(tl.uint8), mask=m_b & (o_r < H) & (o_c < W))
+        b_s = _rgb_to_y(b_r, b_g, b_b)
+        b_q = _load_table(p_lq, i_n, s_lq)
+        p_o = p_yb + i_n * HW + o_r * W + o_c
+        m_o = m_b & (o_r < H) & (o_c < W)
     else:
         i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
         o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
         m_b = ((o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]) & (o_j >= 0)
         b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
-        b_v = _codec(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
+        b_s = tl.where(i_pl == 0, b_cb, b_cr)
+        b_q = _load_table(p_cq, i_n, s_cq)
         HWC = HC.to(tl.int64) * WC
-        tl.store(p_cb + i_n * 2 * HWC + i_pl * HWC + o_j * WC + o_i, b_v.to(tl.uint8),
-                 mask=m_b & (o_j < HC) & (o_i < WC))
+        p_o = p_cb + i_n * 2 * HWC + i_pl * HWC + o_j * WC + o_i
+        m_o = m_b & (o_j < HC) & (o_i < WC)
+    tl.store(p_o, _codec(b_s, b_q, p_k, TBH * TBW).to(tl.uint8), mask=m_o)
 
 
 @triton.jit
@@ -429,8 +502,8 @@ def _jpeg_bwd_chroma_soft_kernel(p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WCP, NBHC
     m_g = m_b & (o_j < HC) & (o_i < WCP)
     b_g = tl.load(p_gc + o_g, mask=m_g, other=0.0)                          # [BLOCKS, 64]; 0 in replicated rows
     b_cb, b_cr = _downsampled_chroma(p_x + i_n * 3 * (H.to(tl.int64) * W), o_j, o_i, m_b, H, W, HC, HS, VS)
-    b_w = _soft_weight(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k)
-    b_g = _fold_rows_block(_coef_adjoint(b_g, b_w, p_k), o_j, HC, TBH * TBW)
+    b_w = _soft_weight(tl.where(i_pl == 0, b_cb, b_cr), _load_table(p_cq, i_n, s_cq), p_k, TBH * TBW)
+    b_g = _fold_rows_block(_coef_adjoint(b_g, b_w, p_k, TBH * TBW), o_j, HC, TBH * TBW)
     tl.store(p_gc + o_g, b_g, mask=m_g)
 
 
@@ -474,7 +547,8 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
         if SOFT:
             o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
             b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))
-            b_gy = _coef_adjoint(b_gy, _soft_weight(b_s, _load_table(p_lq, i_n, s_lq), p_k), p_k)
+            b_w = _soft_weight(b_s, _load_table(p_lq, i_n, s_lq), p_k, TBH * TBW)
+            b_gy = _coef_adjoint(b_gy, b_w, p_k, TBH * TBW)
         _fold_store(p_on, b_gy, o_r, o_c, H, W, TBH, TBW, SOFT)
     else:
         b_gr = tl.load(p_gn + o_g, mask=m_g, other=0.0)
@@ -496,14 +570,16 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
                 for pl in range(3):
                     b_s = tl.where(pl == 0, _rgb_to_y(b_r, b_g, b_b),
                                    tl.where(pl == 1, _rgb_to_cb(b_r, b_g, b_b), _rgb_to_cr(b_r, b_g, b_b)))
-                    b_w = _soft_weight(b_s, tl.where(pl == 0, b_lq, b_cq), p_k)
-                    b_gp = _coef_adjoint(tl.where(pl == 0, b_gy, tl.where(pl == 1, b_gcb, b_gcr)), b_w, p_k)
+                    b_w = _soft_weight(b_s, tl.where(pl == 0, b_lq, b_cq), p_k, TBH * TBW)
+                    b_gp = tl.where(pl == 0, b_gy, tl.where(pl == 1, b_gcb, b_gcr))
+                    b_gp = _coef_adjoint(b_gp, b_w, p_k, TBH * TBW)
                     b_ay += tl.where(pl == 0, b_gp, 0.0)
                     b_acb += tl.where(pl == 1, b_gp, 0.0)
                     b_acr += tl.where(pl == 2, b_gp, 0.0)
                 b_gy, b_gcb, b_gcr = b_ay, b_acb, b_acr
             else:
-                b_gy = _coef_adjoint(b_gy, _soft_weight(_rgb_to_y(b_r, b_g, b_b), b_lq, p_k), p_k)
+                b_w = _soft_weight(_rgb_to_y(b_r, b_g, b_b), b_lq, p_k, TBH * TBW)
+                b_gy = _coef_adjoint(b_gy, b_w, p_k, TBH * TBW)
         if HS * VS > 1:
             # downsample adjoint: every pixel of a chroma sample's box gets 1/(HS*VS) of its gradient; rows past the
             # downsampled region (>= HC*VS) get nothing. Loaded after the luma DCTs: loaded before, they kept the

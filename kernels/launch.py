@@ -38,14 +38,46 @@ NUM_STAGES = 1
 FP_FUSION = False
 
 
+# jfdctint's constants (CONST_BITS = 13): FIX(x) = round(x * 2^13), libjpeg's names.
+_FIX = dict(F0_298631336=2446, F0_390180644=3196, F0_541196100=4433, F0_765366865=6270, F0_899976223=7373,
+            F1_175875602=9633, F1_501321110=12299, F1_847759065=15137, F1_961570560=16069, F2_053119869=16819,
+            F2_562915447=20995, F3_072711026=25172)
+
+
+def _fdct_1d(d):
+    """One 1-D pass of jfdctint (Loeffler-Ligtenberg-Moschytz, 12 multiplies) on 8 integers, every output at the
+    2^13 scale *before* its descale (the DC and 4 outputs, exact sums, multiplied by 2^13 so that all 8 outputs
+    share one descale). Linear with integer coefficients, so the pass is ``A @ d`` with ``A = [_fdct_1d(e_j)]``."""
+    f = _FIX
+    t0, t7, t1, t6 = d[0] + d[7], d[0] - d[7], d[1] + d[6], d[1] - d[6]
+    t2, t5, t3, t4 = d[2] + d[5], d[2] - d[5], d[3] + d[4], d[3] - d[4]
+    t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    o = [0] * 8
+    o[0], o[4] = (t10 + t11) << 13, (t10 - t11) << 13
+    z1 = (t12 + t13) * f["F0_541196100"]
+    o[2], o[6] = z1 + t13 * f["F0_765366865"], z1 - t12 * f["F1_847759065"]
+    z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
+    z5 = (z3 + z4) * f["F1_175875602"]
+    t4, t5, t6, t7 = t4 * f["F0_298631336"], t5 * f["F2_053119869"], t6 * f["F3_072711026"], t7 * f["F1_501321110"]
+    z1, z2 = -z1 * f["F0_899976223"], -z2 * f["F2_562915447"]
+    z3, z4 = -z3 * f["F1_961570560"] + z5, -z4 * f["F0_390180644"] + z5
+    o[7], o[5], o[3], o[1] = t4 + z1 + z3, t5 + z2 + z4, t6 + z2 + z3, t7 + z1 + z4
+    return o
+
+
+def fdct_matrix() -> torch.Tensor:
+    """``(8, 8)`` int32 ``A[u, c]``: jfdctint's 1-D pass as a matrix at 2^13 scale. jidctint's 1-D pass (same
+    constants, same butterfly read backwards) is exactly ``A^T``."""
+    eye = [[int(i == j) for i in range(8)] for j in range(8)]
+    return torch.tensor([_fdct_1d(e) for e in eye], dtype=torch.int32).t().contiguous()
+
+
 @functools.lru_cache(maxsize=None)
-def _kron(device: torch.device) -> torch.Tensor:
-    """K[8u + v, 8r + c] = D[u, r] D[v, c], (64, 64) fp32: the very matrix the reference uses, so that exactly
-    representable coefficients (the DC, S / 8 with K[0] = 1/8) round identically on both sides."""
-    if hasattr(_ref_dct, "dct_basis"):
-        return _ref_dct.dct_basis(torch.float32, device).reshape(64, 64).contiguous()
-    d = _ref_dct.dct_matrix(torch.float32, device)
-    return (d[:, None, :, None] * d[None, :, None, :]).reshape(64, 64).contiguous()
+def _consts(device: torch.device) -> torch.Tensor:
+    """The kernels' constants, one int32 buffer of 128: ``A`` (:func:`fdct_matrix`), then the bits of the (8, 8)
+    float32 orthonormal DCT-II matrix of the reference (the real-valued backward's transform)."""
+    d = _ref_dct.dct_matrix(torch.float32).contiguous().view(torch.int32)
+    return torch.cat([fdct_matrix().flatten(), d.flatten()]).to(device)
 
 
 def _opts(kernel: str) -> dict:
@@ -71,7 +103,8 @@ def _tables(t: torch.Tensor, n: int, device: torch.device) -> Tuple[torch.Tensor
     """A table of any layout as the kernels read it: ``(table, batch stride)``: contiguous rows of 64 float32 on
     ``device``, stride 64 for per-image tables ``(n, 8, 8)``, 0 for a shared one (an ``(8, 8)`` table, a batch of
     one, or an expanded ``(n, 8, 8)`` view whose batch stride is 0). Transposed, expanded, float64 and
-    CPU-resident tables all end here."""
+    CPU-resident tables all end here (float64 steps are rounded to float32, the precision of the public API's
+    tables on this backend)."""
     if t.dim() == 3 and (t.shape[0] == 1 or t.stride(0) == 0):
         t = t[0]
     rows = t.to(device=device, dtype=torch.float32).reshape(-1, 64).contiguous()
@@ -143,7 +176,7 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
     plan = forward_plan(n, ch, h, w, subsampling)
     nbh, nbw = g.hp // 8, g.wp // 8
     with _device_guard(x):
-        k = _kron(x.device)
+        k = _consts(x.device)
         if "_jpeg_fwd_kernel" in plan:
             (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_fwd_kernel"]
             for i, j, grid in chunks:
@@ -183,7 +216,7 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> to
     wcp = g.wp // g.hs
     out = torch.empty_like(grad)
     with _device_guard(grad):
-        k = _kron(grad.device)
+        k = _consts(grad.device)
         gc = grad
         if "_jpeg_bwd_chroma_kernel" in plan:
             gc = torch.empty((n, 2, g.hc, wcp), dtype=torch.float32, device=grad.device)

@@ -49,3 +49,23 @@ def test_resources_fit(report):
         assert 0 < r["registers"] <= 255, r
         assert r["shared"] <= 96 * 1024, f"{r['kernel']} sm_{r['cc']}: {r['shared']} B of shared memory"
         assert r["sass_stg"] > 0 and r["sass_ldg"] > 0, r
+
+
+def test_shared_memory_access_pattern(report):
+    """Static shared-memory check (``fdgpu.kernels.aot.shared_memory_findings``): no ``tt.dot`` (whose operands are
+    staged in shared memory: the 64x64 DCT matrix staged unswizzled and read column-contiguously put every lane of a
+    warp in the same four banks, 32 shared cycles instead of 4), and no explicit shared allocation with an
+    unswizzled layout. What shared memory remains is Triton's layout-conversion scratch, which its lowering swizzles.
+    Checked to fail on the previous float-DCT kernel (2 dots, 4 unswizzled allocations in fwd gray, sm_90)."""
+    bad = [f"{r['kernel']} sm_{r['cc']}: {r['dots']} dots, {r['unswizzled_shared']} unswizzled shared allocations"
+           for r in report if r["dots"] or r["unswizzled_shared"]]
+    assert not bad, "shared-memory access pattern:\n" + "\n".join(bad)
+
+
+def test_dct_reductions_stay_in_thread(report):
+    """The integer DCT passes reduce over their 8 taps inside a thread (the tap axis leads the product, so
+    Triton's blocked layout keeps it in registers): no warp shuffles in the forward kernels. Written with the taps
+    last, fwd gray had 385 SHFL (sm_90)."""
+    shuffling = [f"{r['kernel']} sm_{r['cc']}: {r['sass_shfl']} SHFL" for r in report
+                 if r["kernel"].startswith(("fwd ", "fwd_sub")) and r["sass_shfl"] > 8]
+    assert not shuffling, "\n".join(shuffling)
