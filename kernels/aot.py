@@ -1,9 +1,11 @@
-"""Ahead-of-time compile report: ``python -m fdgpu.kernels.aot [--cc 80 90] [--json]``.
+"""Ahead-of-time compile report: ``python -m fdgpu.kernels.aot [--cc 80 90] [--json] [--cost]``.
 
 Compiles every kernel variant the launchers can start (``triton.compile(ASTSource(...), target=GPUTarget("cuda",
 cc, 32))``: no GPU needed) and prints per kernel: registers, spill stores/loads (``ptxas -v`` on the generated PTX,
 with the options Triton uses), shared memory, global load/store instructions, the SASS instruction mix (integer,
-fp32, shuffles, shared-memory, barriers) and the static shared-memory check of :func:`shared_memory_findings`. Run it with ``TRITON_INTERPRET`` unset (the interpreter replaces the compiler).
+fp32, shuffles, shared-memory, barriers) and the static shared-memory check of :func:`shared_memory_findings`;
+``--cost`` adds the cost model (estimates) of docs/kernels.md. Run it with ``TRITON_INTERPRET`` unset (the
+interpreter replaces the compiler).
 """
 from __future__ import annotations
 
@@ -44,13 +46,13 @@ def variants() -> List[tuple]:
         out.append((f"fwd_sub {name}", K._jpeg_fwd_sub_kernel, sig, dict(HS=hs, VS=vs, TBH=tbh, TBW=tbw)))
         for fancy in (True, False):
             bh, bw = UP_TILE
-            sig = dict(p_yb=u8, p_cb=u8, p_o=f32, H=i32, W=i32, HC=i32, WC=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr",
-                       FANCY="constexpr", BH="constexpr", BW="constexpr")
+            sig = dict(p_yb=u8, p_cb=u8, p_o=f32, H=i32, W=i32, HC=i32, WC=i32, NT_W=i32, NT=i32, HS="constexpr",
+                       VS="constexpr", FANCY="constexpr", BH="constexpr", BW="constexpr")
             out.append((f"up {name}{'' if fancy else ' replicate'}", K._jpeg_up_kernel, sig,
                         dict(HS=hs, VS=vs, FANCY=fancy, BH=bh, BW=bw)))
         for fancy in (True, False):
-            sig = dict(p_g=f32, p_gc=f32, H=i32, W=i32, HC=i32, WC=i32, WCP=i32, NBHC=i32, NBWC=i32,
-                       NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", FANCY="constexpr", TBH="constexpr", TBW="constexpr")
+            sig = dict(p_g=f32, p_gc=f32, H=i32, W=i32, HC=i32, WC=i32, WCP=i32, NBHC=i32, NBWC=i32, NT_W=i32,
+                       NT=i32, HS="constexpr", VS="constexpr", FANCY="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd_chroma {name}{'' if fancy else ' replicate'}", K._jpeg_bwd_chroma_kernel, sig,
                         dict(HS=hs, VS=vs, FANCY=fancy, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
         sig = dict(p_x=f32, p_cq=f32, p_k="*i32", p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WCP=i32, NBHC=i32,
@@ -170,12 +172,80 @@ def report(ccs=(80, 90)) -> List[Report]:
     return [compile_one(*v, cc) for cc in ccs for v in variants()]
 
 
+# GPUs of the cost model: SMs, SM clock (GHz, boost), DRAM bandwidth (TB/s). Data-sheet figures.
+GPUS = {"A100-SXM4-40GB": (108, 1.41, 1.555), "H100-SXM5": (132, 1.98, 3.35)}
+# DRAM bytes per pixel of each kernel (fp32 image planes, uint8 decoded planes; each input read once, neighbours
+# and the re-reads of one MCU's RGB from L1/L2), from the code: see docs/kernels.md.
+DRAM_BPP = {"fwd gray": 8, "fwd 4:4:4": 24, "fwd_sub 4:2:2": 14, "fwd_sub 4:2:0": 13.5, "up 4:2:2": 14,
+            "up 4:2:0": 13.5,
+            "bwd_chroma 4:2:2": 16, "bwd_chroma 4:2:0": 14, "bwd_chroma_soft 4:2:2": 20, "bwd_chroma_soft 4:2:0": 16,
+            "bwd 4:4:4 ste": 24, "bwd 4:2:2 ste": 28, "bwd 4:2:0 ste": 26, "bwd gray soft": 12,
+            "bwd 4:4:4 soft": 36, "bwd 4:2:2 soft": 40, "bwd 4:2:0 soft": 38}
+PASSES_224 = {  # pass -> (channels, subsampling, [(kernel label, launcher kernel name)])
+    "forward gray": (1, "4:2:0", [("fwd gray", "_jpeg_fwd_kernel")]),
+    "forward 4:4:4": (3, "4:4:4", [("fwd 4:4:4", "_jpeg_fwd_kernel")]),
+    "forward 4:2:0": (3, "4:2:0", [("fwd_sub 4:2:0", "_jpeg_fwd_sub_kernel"), ("up 4:2:0", "_jpeg_up_kernel")]),
+    "backward ste 4:2:0": (3, "4:2:0", [("bwd_chroma 4:2:0", "_jpeg_bwd_chroma_kernel"),
+                                         ("bwd 4:2:0 ste", "_jpeg_bwd_kernel")]),
+    "backward soft 4:4:4": (3, "4:4:4", [("bwd 4:4:4 soft", "_jpeg_bwd_kernel")]),
+    "backward soft 4:2:0": (3, "4:2:0", [("bwd_chroma 4:2:0", "_jpeg_bwd_chroma_kernel"),
+                                          ("bwd_chroma_soft 4:2:0", "_jpeg_bwd_chroma_soft_kernel"),
+                                          ("bwd 4:2:0 soft", "_jpeg_bwd_kernel")]),
+}
+# Kernels whose codec sits in a 3-trip runtime loop (one plane per trip): the static count covers one trip.
+LOOP3 = {"fwd 4:4:4", "bwd 4:4:4 soft"}
+
+
+def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
+    """ESTIMATES, not measurements: per pass and GPU, the time of one ``size``^2 image in a large batch as the
+    largest of three bounds: DRAM bytes / bandwidth, warp instructions / issue rate (4 per SM per clock) and
+    integer instructions / integer rate (IMAD-class: 2 warp instructions per SM per clock on sm_80/sm_90). Warp
+    instructions = programs per image x warps x static SASS instructions (no loops but the 3-plane loop, counted
+    3x). Ignores latency, occupancy and tails, so real kernels are slower; a GPU run of
+    benchmarks/test_bench_gpu.py is the measurement."""
+    from .launch import backward_plan, forward_plan
+    by = {(r.kernel, r.cc): r for r in rows}
+    out = []
+    for name, (ch, sub, ks) in PASSES_224.items():
+        fwd = name.startswith("forward")
+        plan = forward_plan(1, ch, size, size, sub) if fwd else backward_plan(1, ch, size, size, sub, "soft" in name)
+        for gpu, (sms, ghz, tbs) in GPUS.items():
+            cc = 80 if gpu.startswith("A100") else 90
+            if any((k, cc) not in by for k, _ in ks):
+                continue
+            instr = ints = shared = 0.0
+            for label, kname in ks:
+                r = by[(label, cc)]
+                warps = plan[kname].nt * WARPS[kname] * (3 if label in LOOP3 else 1)
+                instr += warps * r.sass_instructions
+                ints += warps * r.sass_int
+                shared += warps * r.sass_shared
+            dram = sum(DRAM_BPP[label] for label, _ in ks) * size * size
+            t_dram = dram / (tbs * 1e12) * 1e6
+            t_issue = instr / (sms * 4 * ghz * 1e9) * 1e6
+            t_int = ints / (sms * 2 * ghz * 1e9) * 1e6
+            out.append(dict(pass_=name, gpu=gpu, dram_MB=dram / 1e6, warp_instr_k=instr / 1e3, int_instr_k=ints / 1e3,
+                            shared_instr_k=shared / 1e3, us_dram=t_dram, us_issue=t_issue, us_int=t_int,
+                            us_estimate=max(t_dram, t_issue, t_int)))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fdgpu.kernels.aot", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cc", type=int, nargs="+", default=[80, 90], help="compute capabilities (default 80 90)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--cost", action="store_true", help="also print the cost model (estimates) per 224^2 image")
     args = ap.parse_args(argv)
     rows = report(tuple(args.cc))
+    if args.cost and not args.json:
+        print("ESTIMATES per 224x224 image in a large batch (no GPU measured): max of DRAM, issue and integer bounds")
+        print(f"| {'pass':<20} | {'GPU':<15} | DRAM MB | warp instr (k) | int (k) | shared (k) | DRAM us | issue us "
+              f"| int us | estimate us |")
+        for c in cost_model(rows):
+            print(f"| {c['pass_']:<20} | {c['gpu']:<15} | {c['dram_MB']:>7.2f} | {c['warp_instr_k']:>14.0f} | "
+                  f"{c['int_instr_k']:>7.0f} | {c['shared_instr_k']:>10.1f} | {c['us_dram']:>7.2f} | "
+                  f"{c['us_issue']:>8.2f} | {c['us_int']:>6.2f} | {c['us_estimate']:>11.2f} |")
+        print()
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))
         return 0
