@@ -24,13 +24,26 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import jpeg as K
-from .launch import BWD_TILE, FP_FUSION, FWD_TILE, NUM_STAGES, SUB_TILE, UP_TILE, WARPS
+from .launch import CONFIGS, FP_FUSION, NUM_STAGES
 
 SUBS = {"4:2:2": (2, 1), "4:2:0": (2, 2)}
 
 
-def variants() -> List[tuple]:
-    """(label, kernel, signature, constexprs) for every specialisation the launchers compile."""
+def variants(classes=("large", "small")) -> List[tuple]:
+    """(label, kernel, signature, constexprs, warps) for every specialisation the launchers compile, per size class
+    (labels of the "small" class end in " small")."""
+    out = []
+    for cls in classes:
+        sfx = "" if cls == "large" else f" {cls}"
+        out += [(label + sfx, fn, sig, ce, CONFIGS[cls][fn.fn.__name__ if hasattr(fn, "fn") else fn.__name__][1])
+                for label, fn, sig, ce in _variants(cls)]
+    return out
+
+
+def _variants(cls: str) -> List[tuple]:
+    cfg = {k: tile for k, (tile, _) in CONFIGS[cls].items()}
+    FWD_TILE, SUB_TILE = cfg["_jpeg_fwd_kernel"], cfg["_jpeg_fwd_sub_kernel"]  # noqa: N806
+    UP_TILE, BWD_TILE = cfg["_jpeg_up_kernel"], cfg["_jpeg_bwd_kernel"]  # noqa: N806
     out = []
     f32, u8, i32 = "*fp32", "*u8", "i32"
     for c in (1, 3):
@@ -150,9 +163,8 @@ def shared_memory_findings(ttgir: str) -> Dict[str, int]:
     return dict(dots=len(re.findall(r"\btt\.dot\b|ttng\.warp_group_dot", ttgir)), unswizzled_shared=unswizzled)
 
 
-def compile_one(label, fn, sig, constexprs, cc: int) -> Report:
+def compile_one(label, fn, sig, constexprs, warps, cc: int) -> Report:
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
-    warps = WARPS[fn.__name__ if hasattr(fn, "__name__") else fn.fn.__name__]
     compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),
                               options=dict(num_warps=warps, num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION))
     ptx = compiled.asm["ptx"]
@@ -166,10 +178,21 @@ def compile_one(label, fn, sig, constexprs, cc: int) -> Report:
                   n("LDS", "STS", "LDSM", "STSM"), n("BAR"), **shared_memory_findings(compiled.asm["ttgir"]))
 
 
-def report(ccs=(80, 90)) -> List[Report]:
+def _compile_indexed(args):
+    i, cc = args
+    return compile_one(*variants()[i], cc)
+
+
+def report(ccs=(80, 90), jobs: int = 1) -> List[Report]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("TRITON_INTERPRET=1 replaces the compiler by the interpreter: unset it to compile")
-    return [compile_one(*v, cc) for cc in ccs for v in variants()]
+    todo = [(i, cc) for cc in ccs for i in range(len(variants()))]
+    if jobs <= 1:
+        return [_compile_indexed(t) for t in todo]
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:  # compile-only: no CUDA context
+        return list(pool.map(_compile_indexed, todo))
 
 
 # GPUs of the cost model: SMs, SM clock (GHz, boost), DRAM bandwidth (TB/s). Data-sheet figures.
@@ -216,7 +239,7 @@ def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
             instr = ints = shared = 0.0
             for label, kname in ks:
                 r = by[(label, cc)]
-                warps = plan[kname].nt * WARPS[kname] * (3 if label in LOOP3 else 1)
+                warps = plan[kname].nt * plan[kname].warps * (3 if label in LOOP3 else 1)
                 instr += warps * r.sass_instructions
                 ints += warps * r.sass_int
                 shared += warps * r.sass_shared
@@ -235,8 +258,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cc", type=int, nargs="+", default=[80, 90], help="compute capabilities (default 80 90)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--cost", action="store_true", help="also print the cost model (estimates) per 224^2 image")
+    ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel compiles (default: "
+                    "up to 4 CPUs)")
     args = ap.parse_args(argv)
-    rows = report(tuple(args.cc))
+    rows = report(tuple(args.cc), jobs=args.jobs)
     if args.cost and not args.json:
         print("ESTIMATES per 224x224 image in a large batch (no GPU measured): max of DRAM, issue and integer bounds")
         print(f"| {'pass':<20} | {'GPU':<15} | DRAM MB | warp instr (k) | int (k) | shared (k) | DRAM us | issue us "
@@ -249,7 +274,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))
         return 0
-    print(f"triton {triton.__version__}, num_stages={NUM_STAGES}, enable_fp_fusion={FP_FUSION}, num_warps={WARPS}")
+    print(f"triton {triton.__version__}, num_stages={NUM_STAGES}, enable_fp_fusion={FP_FUSION}, "
+          f"size classes (tile, warps): {CONFIGS}")
     print(f"| {'kernel':<28} | sm | regs | spill st/ld (B) | smem (B) | SASS LDG/STG | SASS instr | int | fp32 "
           f"| SHFL | LDS/STS | BAR | dots | unswizzled |")
     print(f"|{'-' * 30}|----|------|-----------------|----------|--------------|------------|-----|------|"

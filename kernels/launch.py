@@ -18,16 +18,28 @@ from fdgpu.reference.jpeg import Geometry
 from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel,
                    _jpeg_fwd_sub_kernel, _jpeg_up_kernel)
 
-# (TBH, TBW) tiles in blocks and warps per kernel. Chroma tiles need >= 16 blocks: the M dimension of tl.dot.
-FWD_TILE = (2, 8)          # grayscale / 4:4:4: 16 blocks = 16 x 64 pixels
-SUB_TILE = (2, 8)          # 4:2:x: 16 chroma blocks, i.e. 2*VS x 8*HS luma blocks
-UP_TILE = (8, 64)          # upsample + colour: pixels (2 per thread at 8 warps)
-BWD_TILE = (2, 8)          # luma blocks; a whole number of MCUs for every subsampling (VS, HS in {1, 2})
-# Warps per kernel. The fp32 "ieee" dot is lowered to FMAs with operands in registers; at 4 warps per 16-block tile
-# the soft backward kernels hit 255 registers and bwd_chroma 4:2:0 soft spilled 252 B (sm_80); at 8 warps every
-# variant compiles without spills and the forward kernels need 48-64 registers (python -m fdgpu.kernels.aot).
-WARPS = {"_jpeg_fwd_kernel": 8, "_jpeg_fwd_sub_kernel": 8, "_jpeg_up_kernel": 8, "_jpeg_bwd_chroma_kernel": 8,
-         "_jpeg_bwd_chroma_soft_kernel": 8, "_jpeg_bwd_kernel": 8}
+# Tiles and warps per kernel and size class: ``CONFIGS[size_class][kernel] = ((TBH, TBW), warps)``, tiles in 8x8
+# blocks (pixels for the upsampler), always whole MCUs (VS, HS in {1, 2}) so the padding folds inside a program.
+# "large": 16-block tiles at 8 warps, 4 samples per thread; every variant spill-free, 64-159 registers (AOT report).
+# "small" (images up to SMALL_MAX pixels a side, e.g. CIFAR's 32 x 32): 4-block tiles at 2 warps, the same 4 samples
+# per thread, so that a 32 x 32 image at 4:2:0 codes its 24 blocks and not 96 (16-block tiles around 4 luma and
+# 1 chroma block per plane per tile row). Chosen, not autotuned: no GPU to time candidates on; both classes are
+# in the AOT report. The class depends only on the image size, so it is fixed for a model's inputs.
+SMALL_MAX = 32
+_LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
+CONFIGS = {
+    "large": {"_jpeg_fwd_kernel": _LARGE, "_jpeg_fwd_sub_kernel": _LARGE, "_jpeg_up_kernel": ((8, 64), 8),
+              "_jpeg_bwd_chroma_kernel": _LARGE, "_jpeg_bwd_chroma_soft_kernel": _LARGE, "_jpeg_bwd_kernel": _LARGE},
+    "small": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": ((8, 32), 2),
+              "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL},
+}
+
+
+def size_class(h: int, w: int) -> str:
+    """The size class of an ``h x w`` image: the key of :data:`CONFIGS`."""
+    return "small" if max(h, w) <= SMALL_MAX else "large"
+
+
 # No software pipelining: the plane loops are short (2-4 trips) and multi-buffering them took up to 164 KB of
 # shared memory, more than an A100 block may have.
 NUM_STAGES = 1
@@ -80,8 +92,8 @@ def _consts(device: torch.device) -> torch.Tensor:
     return torch.cat([fdct_matrix().flatten(), d.flatten()]).to(device)
 
 
-def _opts(kernel: str) -> dict:
-    return dict(num_warps=WARPS[kernel], num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION)
+def _opts(launch: "Launch") -> dict:
+    return dict(num_warps=launch.warps, num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION)
 
 
 # CUDA's grid limits: x < 2^31, y and z <= 65,535. Every kernel runs on a 1-D grid of (images x programs per
@@ -122,42 +134,44 @@ def _device_guard(t: torch.Tensor):
 
 
 class Launch(NamedTuple):
-    """One kernel's launches: its tile, programs per tile row (``nt_w``) and per image (``nt``), and the chunks."""
+    """One kernel's launches: its tile, programs per tile row (``nt_w``) and per image (``nt``), the chunks, and
+    its warps."""
     tile: Tuple[int, int]
     nt_w: int
     nt: int
     chunks: List[Tuple[int, int, Tuple[int, int, int]]]
+    warps: int
 
 
-def _launch(n: int, tile: Tuple[int, int], rows: int, cols: int, planes: int = 1) -> Launch:
+def _launch(n: int, kernel: str, cls: str, rows: int, cols: int, planes: int = 1) -> Launch:
     # rows x cols units (blocks or pixels) in tiles of tile[0] x tile[1], ``planes`` programs per tile
+    tile, warps = CONFIGS[cls][kernel]
     nt_w = planes * triton.cdiv(cols, tile[1])
     nt = triton.cdiv(rows, tile[0]) * nt_w
-    return Launch(tile, nt_w, nt, launch_chunks(n, nt))
+    return Launch(tile, nt_w, nt, launch_chunks(n, nt), warps)
 
 
 def forward_plan(n: int, ch: int, h: int, w: int, subsampling: str) -> Dict[str, Launch]:
     """The launches of :func:`forward` for an ``(n, ch, h, w)`` batch, in order, without launching anything."""
     g = Geometry.of(h, w, ch, subsampling)
-    nbh, nbw = g.hp // 8, g.wp // 8
+    nbh, nbw, c = g.hp // 8, g.wp // 8, size_class(h, w)
     if ch == 1 or (g.hs, g.vs) == (1, 1):
-        return {"_jpeg_fwd_kernel": _launch(n, FWD_TILE, nbh, nbw)}
-    return {"_jpeg_fwd_sub_kernel": _launch(n, SUB_TILE, nbh // g.vs, nbw // g.hs, g.vs * g.hs + 2),
-            "_jpeg_up_kernel": _launch(n, UP_TILE, h, w)}
+        return {"_jpeg_fwd_kernel": _launch(n, "_jpeg_fwd_kernel", c, nbh, nbw)}
+    return {"_jpeg_fwd_sub_kernel": _launch(n, "_jpeg_fwd_sub_kernel", c, nbh // g.vs, nbw // g.hs, g.vs * g.hs + 2),
+            "_jpeg_up_kernel": _launch(n, "_jpeg_up_kernel", c, h, w)}
 
 
 def backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, soft: bool) -> Dict[str, Launch]:
     """The launches of :func:`backward`, in order, without launching anything."""
     g = Geometry.of(h, w, ch, subsampling)
-    nbh, nbw = g.hp // 8, g.wp // 8
+    nbh, nbw, c = g.hp // 8, g.wp // 8, size_class(h, w)
     out = {}
     if ch == 1 and not soft:
         return out
     if ch == 3 and (g.hs, g.vs) != (1, 1):
-        out["_jpeg_bwd_chroma_kernel"] = _launch(n, SUB_TILE, nbh // g.vs, nbw // g.hs, 2)
-        if soft:
-            out["_jpeg_bwd_chroma_soft_kernel"] = out["_jpeg_bwd_chroma_kernel"]
-    out["_jpeg_bwd_kernel"] = _launch(n, BWD_TILE, nbh, nbw)
+        for k in ("_jpeg_bwd_chroma_kernel",) + (("_jpeg_bwd_chroma_soft_kernel",) if soft else ()):
+            out[k] = _launch(n, k, c, nbh // g.vs, nbw // g.hs, 2)
+    out["_jpeg_bwd_kernel"] = _launch(n, "_jpeg_bwd_kernel", c, nbh, nbw)
     return out
 
 
@@ -178,22 +192,25 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
     with _device_guard(x):
         k = _consts(x.device)
         if "_jpeg_fwd_kernel" in plan:
-            (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_fwd_kernel"]
+            pl = plan["_jpeg_fwd_kernel"]
+            (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
                 _jpeg_fwd_kernel[grid](x[i:j], y[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k, sl, sc, h, w,
-                                       nbh, nbw, nt_w, nt, C=ch, TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_kernel"))
+                                       nbh, nbw, nt_w, nt, C=ch, TBH=tbh, TBW=tbw, **_opts(pl))
         else:
             yb = torch.empty((n, h, w), dtype=torch.uint8, device=x.device)
             cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=x.device)
-            (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_fwd_sub_kernel"]
+            pl = plan["_jpeg_fwd_sub_kernel"]
+            (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
                 _jpeg_fwd_sub_kernel[grid](x[i:j], yb[i:j], cb[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
                                            sl, sc, h, w, g.hc, g.wc, nbh, nbw, nt_w, nt, HS=g.hs, VS=g.vs,
-                                           TBH=tbh, TBW=tbw, **_opts("_jpeg_fwd_sub_kernel"))
-            (bh, bw), nt_w, nt, chunks = plan["_jpeg_up_kernel"]
+                                           TBH=tbh, TBW=tbw, **_opts(pl))
+            pl = plan["_jpeg_up_kernel"]
+            (bh, bw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
                 _jpeg_up_kernel[grid](yb[i:j], cb[i:j], y[i:j], h, w, g.hc, g.wc, nt_w, nt, HS=g.hs, VS=g.vs,
-                                      FANCY=g.wc > 2, BH=bh, BW=bw, **_opts("_jpeg_up_kernel"))
+                                      FANCY=g.wc > 2, BH=bh, BW=bw, **_opts(pl))
     return y, ((x, luma_table, chroma_table) if need_weight else None)
 
 
@@ -221,20 +238,23 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> to
         if "_jpeg_bwd_chroma_kernel" in plan:
             gc = torch.empty((n, 2, g.hc, wcp), dtype=torch.float32, device=grad.device)
             nbhc, nbwc = nbh // g.vs, nbw // g.hs
-            (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_bwd_chroma_kernel"]
+            pl = plan["_jpeg_bwd_chroma_kernel"]
+            (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
                 _jpeg_bwd_chroma_kernel[grid](grad[i:j], gc[i:j], h, w, g.hc, g.wc, wcp, nbhc, nbwc, nt_w, nt,
                                               HS=g.hs, VS=g.vs, FANCY=g.wc > 2, TBH=tbh, TBW=tbw,
-                                              **_opts("_jpeg_bwd_chroma_kernel"))
+                                              **_opts(pl))
             if "_jpeg_bwd_chroma_soft_kernel" in plan:
-                (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_bwd_chroma_soft_kernel"]
+                pl = plan["_jpeg_bwd_chroma_soft_kernel"]
+                (tbh, tbw), nt_w, nt, chunks, _ = pl
                 for i, j, grid in chunks:
                     _jpeg_bwd_chroma_soft_kernel[grid](x[i:j], _rows(cq, sc, i, j), k, gc[i:j], sc, h, w, g.hc, wcp,
                                                        nbhc, nbwc, nt_w, nt, HS=g.hs, VS=g.vs, TBH=tbh, TBW=tbw,
-                                                       **_opts("_jpeg_bwd_chroma_soft_kernel"))
-        (tbh, tbw), nt_w, nt, chunks = plan["_jpeg_bwd_kernel"]
+                                                       **_opts(pl))
+        pl = plan["_jpeg_bwd_kernel"]
+        (tbh, tbw), nt_w, nt, chunks, _ = pl
         for i, j, grid in chunks:
             _jpeg_bwd_kernel[grid](grad[i:j], x[i:j], gc[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
                                    out[i:j], sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch, HS=g.hs, VS=g.vs,
-                                   SOFT=soft, TBH=tbh, TBW=tbw, **_opts("_jpeg_bwd_kernel"))
+                                   SOFT=soft, TBH=tbh, TBW=tbw, **_opts(pl))
     return out

@@ -518,3 +518,31 @@ def test_launch_under_the_tensors_device(monkeypatch):
         kernels.backward(torch.ones_like(x), s, sub)
         kernels.backward(torch.ones_like(x), None, sub)
     assert not inside and set(launched) == {n for n in dir(launch) if n.startswith("_jpeg_")}
+
+
+def test_size_classes():
+    """Tiles per size class: a 32 x 32 image at 4:2:0 codes exactly its 24 blocks (16 luma + 2 x 4 chroma) in
+    4-block tiles, where the 16-block tiles of larger images would code 96; larger images keep 16-block tiles."""
+    from fdgpu.kernels import launch
+    assert launch.size_class(32, 32) == "small" and launch.size_class(33, 8) == "large"
+    p = launch.forward_plan(1, 3, 32, 32, "4:2:0")["_jpeg_fwd_sub_kernel"]
+    assert p.nt * p.tile[0] * p.tile[1] == 24 and p.warps == 2
+    p = launch.forward_plan(1, 3, 224, 224, "4:2:0")["_jpeg_fwd_sub_kernel"]
+    assert p.tile[0] * p.tile[1] == 16 and p.warps == 8
+
+
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:0"])
+def test_size_classes_agree(monkeypatch, nan_outputs, subsampling):
+    """The same image through the small and the large tiles: identical forward and gradients."""
+    from fdgpu.kernels import launch
+    x = _image((2, 3, 19, 27), seed=31)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(32)).to(DEVICE)
+    lt, ct = _tables(2, "per-sample")
+    outs = []
+    for small_max in (0, 64):
+        monkeypatch.setattr(launch, "SMALL_MAX", small_max)
+        assert launch.size_class(19, 27) == ("small" if small_max else "large")
+        y, s = kernels.forward(x, lt, ct, subsampling, need_weight=True)
+        outs.append((y, kernels.backward(g, s, subsampling), kernels.backward(g, None, subsampling)))
+    for a, b, what in zip(outs[0], outs[1], ("forward", "soft", "ste")):
+        assert torch.equal(a, b), f"{subsampling} {what}: small and large tiles differ"
