@@ -60,8 +60,6 @@ def test_range_hint_fits_the_overshoot(value, hint):
         assert "255" not in str(info.value)
 
 
-# The Triton comparison needs the kernels to compute the integer forward of the reference (issue 8 part 2).
-@pytest.mark.xfail(reason="kernels not yet integer; issue 8 part 2 in progress", strict=False)
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4", "gray"])
 def test_validate_false_nan_reads_as_zero_in_both_backends(subsampling):
     gray = subsampling == "gray"

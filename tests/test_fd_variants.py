@@ -105,8 +105,6 @@ def test_official_module_and_eval_spec():
         parse_defence("fd-official:0")
 
 
-# torch.equal with the reference needs the kernels to compute its integer forward (issue 8 part 2).
-@pytest.mark.xfail(reason="kernels not yet integer; issue 8 part 2 in progress", strict=False)
 def test_rgb_colour_triton_kernels_match_torch():
     """The RGB option needs nothing of the kernels beyond their grayscale path (run through Triton's interpreter
     on CPU)."""
