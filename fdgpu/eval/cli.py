@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
             _atomic(lambda tmp: write_json(tmp, rows, meta), out)
             _atomic(lambda tmp: Path(tmp).write_text(table), out.with_suffix(".md"))
             if not args.no_plot:
-                _atomic(lambda tmp: plot(rows, tmp, title=meta["command"][:140]) is not None,
+                _atomic(lambda tmp: plot(rows, tmp, title=meta["command"]) is not None,
                         out.with_suffix(".png"))
         elif not args.quiet:
             print("(no --out given: nothing written; --out results.json keeps the JSON, a .md table and a plot)",

@@ -154,7 +154,7 @@ def plot(rows: Sequence[Dict], path: str, title: str = "") -> Optional[str]:
     fig.legend(handles=handles, title="colour: defence    line: attack", loc="outside lower center", ncol=ncol,
                fontsize=8, title_fontsize=8, frameon=False)
     if title:
-        fig.suptitle("\n".join(textwrap.wrap(title, width=int(width * 15))), fontsize=8)
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(width * 15), break_on_hyphens=False)), fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
