@@ -1,42 +1,44 @@
-"""``torch.autograd.Function`` for the JPEG round trip: the backward modes live here.
+"""The backward modes of the JPEG round trip: the autograd formula that :mod:`fdgpu.ops` registers for the
+``fdgpu::jpeg`` custom op (``torch.library.register_autograd``).
 
 Modes (the forward output is identical in all of them):
 
-* ``"exact"``: not a Function at all: the reference forward is run under autograd, so rounding's zero derivative
-  makes the gradient zero (almost) everywhere. It exists to show gradient masking.
-* ``"ste"``: every rounding and clamp passes the gradient straight through: ``grad_x = L^T grad_y``.
-* ``"soft"``: coefficient rounding gets the derivative ``3 (z - round z)^2`` of the surrogate
-  ``round(z) + (z - round z)^3`` (Shin & Song 2017); every other rounding and clamp is straight-through.
-* ``"bpda"``: the layer is the identity in backward (Athalye et al. 2018): ``grad_x = grad_y``.
+* ``"exact"``: autograd of the torch reference forward as computed, run inside the ``fdgpu::jpeg_backward`` op.
+  Rounding's zero derivative makes the gradient zero (almost) everywhere, for ``x``, tables and quality alike. It
+  exists to show gradient masking.
+* ``"ste"``: every rounding and clamp passes the gradient straight through: ``grad_x = L^T grad_y``. Tables get
+  the LSQ straight-through estimate (Esser et al. 2020) of ``c' = Q round(c / Q)``: ``dc'/dQ = round(c/Q) - c/Q``.
+* ``"soft"``: coefficient rounding is differentiated as the surrogate ``Q (r + (z - r)^3)``, ``z = c / Q``,
+  ``r = round z`` held constant (Shin & Song 2017): ``dc'/dc = 3 (z - r)^2`` and
+  ``dc'/dQ = r + (z - r)^3 - 3 (z - r)^2 z``; every other rounding and clamp is straight-through.
+* ``"bpda"``: the layer is the identity in backward (Athalye et al. 2018): ``grad_x = grad_y``. The tables (and a
+  quality) are constants of that identity: they get no gradient (``None``).
+
+A table's gradient has its shape: an ``(8, 8)`` table shared by the batch sums over the images, ``(B, 8, 8)``
+per-image tables get per-image gradients. A quality tensor is differentiated through the IJG scaling with
+straight-through floors and clamps (:func:`fdgpu.tables.ijg`).
 """
 from __future__ import annotations
 
 import torch
 
 
-class JPEGFunction(torch.autograd.Function):
-    """``y = JPEG(x)`` with a chosen surrogate backward. ``impl`` is a backend module with the mirrored pair
-    ``forward(x, luma_table, chroma_table, subsampling, need_weight) -> (y, saved)`` and
-    ``backward(grad, saved, subsampling) -> grad_x`` (``fdgpu.reference`` or ``fdgpu.kernels``). ``saved`` is
-    whatever tuple of tensors (entries may be None) ``forward`` returned when ``need_weight`` is set (soft mode),
-    and None otherwise (ste)."""
+def setup_context(ctx, inputs, output):
+    x, luma_table, chroma_table, subsampling, backend, mode, save = inputs
+    _, state_luma, state_chroma = output
+    ctx.mark_non_differentiable(state_luma, state_chroma)
+    ctx.subsampling, ctx.backend, ctx.mode = subsampling, backend, mode
+    if mode != "bpda":
+        ctx.save_for_backward(x, luma_table, chroma_table, state_luma, state_chroma)
 
-    @staticmethod
-    def forward(ctx, x, luma_table, chroma_table, subsampling, mode, impl):
-        y, saved = impl.forward(x, luma_table, chroma_table, subsampling, need_weight=(mode == "soft"))
-        ctx.mode, ctx.subsampling, ctx.impl = mode, subsampling, impl
-        if mode == "soft":
-            ctx.has = tuple(t is not None for t in saved)
-            ctx.save_for_backward(*[t for t in saved if t is not None])
-        return y
 
-    @staticmethod
-    def backward(ctx, grad):
-        if ctx.mode == "bpda":
-            return grad, None, None, None, None, None
-        saved = None  # "ste": the backward is the fixed linear map L^T and needs nothing from the forward
-        if ctx.mode == "soft":
-            it = iter(ctx.saved_tensors)
-            saved = tuple(next(it) if h else None for h in ctx.has)
-        grad_x = ctx.impl.backward(grad.contiguous(), saved, ctx.subsampling)
-        return grad_x, None, None, None, None, None
+def backward(ctx, grad, _grad_state_luma, _grad_state_chroma):
+    need_x, need_luma, need_chroma = ctx.needs_input_grad[:3]
+    if ctx.mode == "bpda":
+        return grad if need_x else None, None, None, None, None, None, None
+    x, luma_table, chroma_table, state_luma, state_chroma = ctx.saved_tensors
+    gx, gl, gc = torch.ops.fdgpu.jpeg_backward(grad.contiguous(), x, luma_table, chroma_table, state_luma,
+                                               state_chroma, ctx.subsampling, ctx.backend, ctx.mode,
+                                               bool(need_luma or need_chroma))
+    return (gx if need_x else None, gl if need_luma else None, gc if need_chroma else None,
+            None, None, None, None)

@@ -9,7 +9,6 @@ where the exact grid matters. A channels_last input gives a channels_last output
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 import os
@@ -17,8 +16,8 @@ from typing import Union
 
 import torch
 
-from . import reference, tables
-from .autograd import JPEGFunction
+from . import tables
+from . import ops
 
 SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
 BACKWARDS = ("exact", "ste", "soft", "bpda")
@@ -29,15 +28,34 @@ RANGE_SLACK = 1e-6
 Number = Union[int, float]
 
 
-@functools.lru_cache(maxsize=128)
-def _ijg_cached(quality: float):
-    # Tables for a scalar quality, built once (read-only: the pipeline never writes into its tables).
-    return tables.ijg(quality)
+# Built tables per (value, device, dtype): a scalar quality or strength costs no table construction and no
+# host-to-device copy after its first call. Plain dicts, not functools.lru_cache (which torch.compile warns about and
+# cannot trace); under torch.compile the tables are built in the graph instead (constants that inductor folds).
+_TABLE_CACHE: dict = {}
+_TABLE_CACHE_SIZE = 256
 
 
-@functools.lru_cache(maxsize=128)
-def _fd_cached(strength: float, variant: str = "paper"):
-    return tables.fd(strength, variant=variant)
+def _cached(key, build):
+    if torch.compiler.is_compiling():
+        return build()
+    hit = _TABLE_CACHE.get(key)
+    if hit is None:
+        if len(_TABLE_CACHE) >= _TABLE_CACHE_SIZE:
+            _TABLE_CACHE.clear()
+        hit = _TABLE_CACHE[key] = build()
+    return hit
+
+
+def _ijg_cached(quality: float, device, dtype):
+    # read-only: the pipeline never writes into its tables
+    def build():
+        return tables._ijg(torch.tensor(quality, dtype=torch.float64, device=device), dtype)
+    return _cached(("ijg", quality, device, dtype), build)
+
+
+def _fd_cached(strength: float, variant: str, device, dtype):
+    return _cached(("fd", strength, variant, device, dtype),
+                   lambda: tables.fd(strength, variant=variant).to(device=device, dtype=dtype))
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -59,7 +77,8 @@ def _as_number(value):
     return value
 
 
-def _check_input(x, validate: bool) -> None:
+def _check_input(x) -> None:
+    """Type and shape checks of ``x`` (no host sync); the value check is in :func:`_check_values`."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x: expected a torch.Tensor of shape (..., 3 or 1, H, W), got {type(x).__name__}")
     if x.is_complex():
@@ -77,27 +96,62 @@ def _check_input(x, validate: bool) -> None:
                          f"(shape {tuple(x.shape)}); pass images as (..., C, H, W)")
     if x.numel() == 0 and x.shape[-1] * x.shape[-2] == 0 and math.prod(x.shape[:-3]) != 0:
         raise ValueError(f"x: expected H, W >= 1, got {tuple(x.shape[-2:])}")
-    if validate and x.numel():
-        # One host sync for both checks: this is the cost that validate=False saves in a training loop.
-        xd = x.detach()
-        lo, hi = torch.aminmax(xd.float())
-        lo, hi = lo.item(), hi.item()
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("x: expected finite values in [0, 1], got NaN or Inf")
-        if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
-            if hi > 1.5:
-                hint = ("values this large look like 0..255 samples: divide by 255" if hi <= 255 + RANGE_SLACK else
-                        "scale the images to [0, 1] (divide by the largest sample value)")
-            elif lo < -0.5:
-                hint = ("negative values like these look normalised (mean/std): pass images in [0, 1] and "
-                        "normalise after the layer")
-            else:
-                hint = ("a small overshoot, e.g. from an attack step or resampling: clamp first with "
-                        "x.clamp(0, 1) if that is intended")
-            raise ValueError(f"x: expected values in [0, 1], got min {lo:.6g}, max {hi:.6g}; {hint}")
 
 
-def _check_table(name: str, t, batch: int, validate: bool) -> torch.Tensor:
+def _x_error(lo: float, hi: float):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return ValueError("x: expected finite values in [0, 1], got NaN or Inf")
+    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+        if hi > 1.5:
+            hint = ("values this large look like 0..255 samples: divide by 255" if hi <= 255 + RANGE_SLACK else
+                    "scale the images to [0, 1] (divide by the largest sample value)")
+        elif lo < -0.5:
+            hint = ("negative values like these look normalised (mean/std): pass images in [0, 1] and "
+                    "normalise after the layer")
+        else:
+            hint = ("a small overshoot, e.g. from an attack step or resampling: clamp first with "
+                    "x.clamp(0, 1) if that is intended")
+        return ValueError(f"x: expected values in [0, 1], got min {lo:.6g}, max {hi:.6g}; {hint}")
+    return None
+
+
+def _table_error(name: str):
+    def error(lo: float, hi: float):
+        if lo >= 1 and math.isfinite(hi):  # False for NaN
+            return None
+        return ValueError(f"{name}: expected finite entries >= 1 (a JPEG quantization step), got "
+                          f"{lo if not lo >= 1 else hi:g}")
+    return error
+
+
+def _minmax(t: torch.Tensor) -> torch.Tensor:
+    # (2,) float64: min and max, both NaN when any entry is NaN (aminmax alone may skip a NaN on some devices)
+    t = t.detach().reshape(-1)
+    lo, hi = torch.aminmax(t)
+    nan = torch.isnan(t).any()
+    return torch.where(nan, torch.nan, torch.stack([lo, hi]).to(torch.float64))
+
+
+def _check_values(checks) -> None:
+    """Value checks of several tensors with ONE host sync: ``checks`` is a list of ``(tensor, stats, error)``;
+    ``stats(t)`` gives a small float64 vector on ``t``'s device and ``error(*values)`` an exception or None. Empty
+    and meta tensors are skipped (there is nothing to read)."""
+    checks = [(t, stats, error) for t, stats, error in checks if t.numel() and t.device.type != "meta"]
+    if not checks:
+        return
+    device = checks[0][0].device
+    values = torch.cat([stats(t).to(device) for t, stats, _ in checks]).tolist()  # the one sync
+    i = 0
+    for t, _, error in checks:
+        k = 2
+        err = error(*values[i:i + k])
+        i += k
+        if err is not None:
+            raise err
+
+
+def _check_table(name: str, t, batch: int) -> torch.Tensor:
+    """Type and shape checks of a table (no host sync); returns a floating tensor."""
     if not isinstance(t, torch.Tensor):
         try:
             t = torch.as_tensor(t, dtype=torch.float32)
@@ -108,37 +162,37 @@ def _check_table(name: str, t, batch: int, validate: bool) -> torch.Tensor:
     if t.dim() == 3 and t.shape[0] != batch:
         raise ValueError(f"{name}: expected {batch} per-image tables (one per image of the flattened batch), "
                          f"got {t.shape[0]}")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name}: expected real quantization steps, got dtype {t.dtype}")
     if not t.is_floating_point():
         t = t.float()
-    if validate and t.numel():
-        bad = ~torch.isfinite(t) | (t < 1)
-        if bool(bad.any()):
-            raise ValueError(f"{name}: expected finite entries >= 1 (a JPEG quantization step), got "
-                             f"{t[bad].flatten()[0].item():g}")
     return t
 
 
-def _resolve_backend(backend: str, x: torch.Tensor):
-    _check_choice("backend", backend, BACKENDS)
-    if backend == "torch":
-        return reference
-    kernels = None
+def _kernels_available() -> bool:
     try:
-        from . import kernels as _k  # noqa: F401  (installed from the repository's kernels/ folder)
-        if getattr(_k, "AVAILABLE", False):
-            kernels = _k
+        from . import kernels as _k  # (installed from the repository's kernels/ folder)
     except ImportError:
-        kernels = None
+        return False
+    return bool(getattr(_k, "AVAILABLE", False))
+
+
+def _resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """"torch" or "triton" (the names :mod:`fdgpu.ops` takes)."""
+    _check_choice("backend", backend, BACKENDS)
+    if backend == "torch" or (backend == "auto" and not x.is_cuda):
+        return "torch"
+    available = _kernels_available()
     if backend == "auto":
-        return kernels if (kernels is not None and x.is_cuda) else reference
-    if kernels is None:
+        return "triton" if available else "torch"
+    if not available:
         raise RuntimeError("backend='triton': the Triton kernels are unavailable (is triton installed? "
                            "pip install 'fdgpu[triton]'); use backend='torch' or 'auto'")
     if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(f"backend='triton': expected a CUDA tensor, got device {x.device}; use backend='auto' or "
                          f"'torch' on CPU, or set TRITON_INTERPRET=1 before importing triton to run the kernels "
                          f"through Triton's interpreter")
-    return kernels
+    return "triton"
 
 
 def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: str = "4:2:0",
@@ -171,14 +225,19 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
         >>> y.shape
         torch.Size([4, 3, 20, 30])
     """
-    _check_input(x, validate)
+    return _requantize(x, luma_table, chroma_table, subsampling, backward, backend, validate, color=color)
+
+
+def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, validate, extra_checks=(),
+                table_checks=True, color="ycbcr"):
+    _check_input(x)
     _check_choice("subsampling", subsampling, SUBSAMPLINGS)
     _check_choice("backward", backward, BACKWARDS)
     _check_choice("color", color, COLORS)
     *lead, c, h, w = x.shape
     n = math.prod(lead)
-    lt = _check_table("luma_table", luma_table, n, validate)
-    ct = lt if chroma_table is None else _check_table("chroma_table", chroma_table, n, validate)
+    lt = _check_table("luma_table", luma_table, n)
+    ct = lt if chroma_table is None else _check_table("chroma_table", chroma_table, n)
     if color == "rgb" and c == 3:
         # R, G, B as three grayscale images with the luma table: (n, 3, h, w) -> (3n, 1, h, w) and back.
         if chroma_table is not None and chroma_table is not luma_table and not torch.equal(ct.cpu(), lt.cpu()):
@@ -186,24 +245,31 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
                              "channel uses luma_table, got a different table; pass one table as luma_table")
         x3 = x.reshape(n * 3, 1, h, w)
         lt3 = lt.repeat_interleave(3, dim=0) if lt.dim() == 3 else lt
-        y = requantize(x3, lt3, None, subsampling=subsampling, backward=backward, backend=backend,
-                       validate=False, color="ycbcr").reshape(x.shape)
+        y = _requantize(x3, lt3, None, subsampling, backward, backend, validate, extra_checks,
+                        table_checks).reshape(x.shape)
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             y = y.contiguous(memory_format=torch.channels_last)
         return y
     impl = _resolve_backend(backend, x)
-    if backward != "exact" and (lt.requires_grad or ct.requires_grad):
-        raise ValueError(f"tables that require grad are differentiated only with backward='exact' for now, got "
-                         f"backward={backward!r}; detach the tables or use backward='exact'")
+    compute = torch.float64 if x.dtype == torch.float64 and impl == "torch" else torch.float32
+    # tables on x's device and the compute dtype: free for tables built by this module (cached per device and
+    # dtype) and for module buffers, which .to() moves with the model
+    lt = lt.to(device=x.device, dtype=compute).contiguous()
+    ct = lt if chroma_table is None else ct.to(device=x.device, dtype=compute).contiguous()
+    if validate:  # one host sync for every value check of the call
+        checks = [(x, _minmax, _x_error)]
+        if table_checks:
+            checks.append((lt, _minmax, _table_error("luma_table")))
+            if chroma_table is not None:
+                checks.append((ct, _minmax, _table_error("chroma_table")))
+        _check_values(checks + list(extra_checks))
     if x.numel() == 0:
         return x.clone()
-    compute = torch.float64 if x.dtype == torch.float64 and impl is reference else torch.float32
-    xf = x.reshape(n, c, h, w).to(compute)
-    lt, ct = lt.to(device=x.device, dtype=compute), ct.to(device=x.device, dtype=compute)
-    if backward == "exact":
-        y = reference.forward(xf, lt, ct, subsampling)[0]
-    else:
-        y = JPEGFunction.apply(xf.contiguous(), lt.detach(), ct.detach(), subsampling, backward, impl)
+    xf = x.reshape(n, c, h, w).to(compute).contiguous()
+    tables_grad = lt.requires_grad or ct.requires_grad
+    save = backward == "soft" or (backward == "ste" and tables_grad)
+    save = save and torch.is_grad_enabled() and (x.requires_grad or tables_grad)
+    y = ops.jpeg(xf, lt, ct, subsampling, impl, backward, save)[0]
     y = y.to(x.dtype).reshape(x.shape)
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         y = y.contiguous(memory_format=torch.channels_last)
@@ -230,16 +296,23 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         >>> x.grad.shape
         torch.Size([2, 3, 32, 32])
     """
-    quality = _as_number(quality)
-    if isinstance(quality, torch.Tensor) and quality.dim() == 1 and isinstance(x, torch.Tensor) and x.dim() >= 3:
-        n = math.prod(x.shape[:-3])
-        if quality.shape[0] != n:
+    if not isinstance(quality, torch.Tensor):  # a tensor stays one: reading it would be a host sync
+        quality = _as_number(quality)
+    _check_input(x)
+    n = math.prod(x.shape[:-3])
+    if isinstance(quality, (int, float)) and not isinstance(quality, bool):
+        tables._check_quality(quality)  # a Python number: checked on the host, no sync
+        x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        luma, chroma = _ijg_cached(float(quality), x.device, x_dtype)
+        extra = ()
+    else:
+        q = tables._check_quality(quality, validate=False)
+        if q.dim() == 1 and q.shape[0] != n:
             raise ValueError(f"quality: expected one quality per image of the flattened batch ({n}), "
-                             f"got {quality.shape[0]}")
-    luma, chroma = _ijg_cached(float(quality)) if isinstance(quality, (int, float)) and not isinstance(quality, bool) \
-        else tables.ijg(quality)
-    return requantize(x, luma, chroma, subsampling=subsampling, backward=backward, backend=backend,
-                      validate=validate)
+                             f"got {q.shape[0]}")
+        luma, chroma = tables._ijg(q.to(x.device))
+        extra = [(q, tables.quality_stats, tables.quality_error)] if validate else ()
+    return _requantize(x, luma, chroma, subsampling, backward, backend, validate, extra)
 
 
 def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling: str = "4:2:0",
@@ -264,13 +337,14 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
         >>> fdgpu.feature_distillation(torch.rand(3, 16, 16), 2.0).shape
         torch.Size([3, 16, 16])
     """
+    _check_input(x)
     strength = check_strength(strength)
     _check_choice("variant", variant, tables.FD_VARIANTS)
-    table = _fd_cached(strength, variant)
+    x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    table = _fd_cached(strength, variant, x.device, x_dtype)
     if variant == "official":
-        return requantize(x, table, None, backward=backward, backend=backend, validate=validate, color="rgb")
-    return requantize(x, table, table, subsampling=subsampling, backward=backward, backend=backend,
-                      validate=validate)
+        return _requantize(x, table, None, subsampling, backward, backend, validate, color="rgb")
+    return _requantize(x, table, None, subsampling, backward, backend, validate)
 
 
 def check_strength(strength) -> float:

@@ -39,6 +39,7 @@ STD_CHROMA = (
 FD_SENSITIVE_STEP = 1.0
 FD_MALICIOUS_STEP = 40.0
 FD_BAND = 4  # i + j <= FD_BAND is the "accuracy-sensitive" band: 15 frequencies
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 # The table in the FD authors' public code (github.com/zihaoliu123/Feature-Distillation-DNN-Oriented-JPEG-Compression-
 # Against-Adversarial-Examples, utils/feature_distillation.py at commit cdcc78a): step 25 on the top-left 4x4 (rows
@@ -55,49 +56,97 @@ def zigzag_order() -> torch.Tensor:
     return torch.tensor([8 * i + j for i, j in order], dtype=torch.int64)
 
 
-def _quality_scale(quality: torch.Tensor) -> torch.Tensor:
+def _straight_through(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``f`` in the forward, the derivative of ``v`` in the backward. Exact: the tables' ``f - v`` are exact
+    differences of nearby float64 values (Sterbenz), so ``v + (f - v)`` is ``f`` bit for bit."""
+    return v + (f - v).detach()
+
+
+def _quality_scale(quality: torch.Tensor, st: bool = False) -> torch.Tensor:
     # libjpeg jpeg_quality_scaling: 5000 / q (C integer division) below 50, 200 - 2q from 50 on. floor() keeps
     # integer qualities byte-identical with libjpeg and stays defined for float qualities.
-    return torch.where(quality < 50, torch.floor(5000.0 / quality), 200.0 - 2.0 * quality)
+    low = 5000.0 / quality
+    low = _straight_through(low, torch.floor(low)) if st else torch.floor(low)
+    return torch.where(quality < 50, low, 200.0 - 2.0 * quality)
+
+
+def _ijg(q: torch.Tensor, dtype=torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ijg` of a checked quality tensor ``()`` or ``(B,)``, on its device, without value checks (no host
+    sync). Differentiable in ``q``: the floors and clamps are straight-through when ``q`` requires grad."""
+    st = q.requires_grad and torch.is_grad_enabled()
+    q = q.to(torch.float64)
+    scale = _quality_scale(q, st)[..., None, None]
+    out = []
+    for base in (STD_LUMA, STD_CHROMA):
+        b = torch.tensor(base, dtype=torch.float64, device=q.device)
+        t = (b * scale + 50.0) / 100.0
+        if st:
+            t = _straight_through(t, torch.floor(t))
+            t = _straight_through(t, t.clamp(1, 255))
+        else:
+            t = torch.floor(t).clamp(1, 255)
+        out.append(t.to(dtype))
+    return out[0], out[1]
 
 
 def ijg(quality: Union[float, int, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Luma and chroma tables of libjpeg's ``jpeg_set_quality(cinfo, quality, force_baseline=TRUE)``.
 
     Args:
-        quality: a number in [1, 100] (floats allowed), or a ``(B,)`` tensor of them.
+        quality: a number in [1, 100] (floats allowed), or a ``()`` or ``(B,)`` tensor of them (which may require
+            grad: the floors and clamps of the scaling are then straight-through, so ``d table / d quality`` is
+            ``base / 100 * d scale / d quality``).
 
     Returns:
-        ``(luma, chroma)``: float32 ``(8, 8)`` each, or ``(B, 8, 8)`` for a ``(B,)`` quality tensor; entries are
-        ``floor((base * scale + 50) / 100)`` clamped to [1, 255], byte-identical to what libjpeg (and Pillow) write.
+        ``(luma, chroma)``: float32 ``(8, 8)`` each, or ``(B, 8, 8)`` for a ``(B,)`` quality tensor, on the
+        quality's device; entries are ``floor((base * scale + 50) / 100)`` clamped to [1, 255], byte-identical to
+        what libjpeg (and Pillow) write.
 
     Example:
         >>> luma, chroma = ijg(50)
         >>> int(luma[0, 0]), int(chroma[7, 7])
         (16, 99)
     """
-    q = _check_quality(quality)
-    scale = _quality_scale(q.to(torch.float64))[..., None, None]
-    out = []
-    for base in (STD_LUMA, STD_CHROMA):
-        b = torch.tensor(base, dtype=torch.float64, device=q.device)
-        out.append(torch.floor((b * scale + 50.0) / 100.0).clamp(1, 255).to(torch.float32))
-    return out[0], out[1]
+    return _ijg(_check_quality(quality))
 
 
-def _check_quality(quality) -> torch.Tensor:
+def _check_quality(quality, validate: bool = True) -> torch.Tensor:
+    """Type and shape checks, then (``validate``) the value check with one host sync; returns a real tensor."""
     if isinstance(quality, bool) or not isinstance(quality, (int, float, torch.Tensor)):
         raise TypeError(f"quality: expected a number or a (B,) tensor in [1, 100], got {type(quality).__name__}")
-    q = torch.as_tensor(quality)
+    if not isinstance(quality, torch.Tensor):  # a number: checked on the host
+        if validate and not 1 <= quality <= 100:  # False for NaN
+            raise ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {quality:g}")
+        return torch.tensor(float(quality), dtype=torch.float64)
+    q = quality
     if q.dim() > 1:
         raise ValueError(f"quality: expected a number or a 1-D (B,) tensor, got shape {tuple(q.shape)}")
     if q.is_complex() or q.dtype == torch.bool:
         raise TypeError(f"quality: expected a real number in [1, 100], got dtype {q.dtype}")
-    qf = q.detach().to(torch.float64)
-    if q.numel() and (not bool(torch.isfinite(qf).all()) or bool((qf < 1).any()) or bool((qf > 100).any())):
-        bad = qf[~(torch.isfinite(qf) & (qf >= 1) & (qf <= 100))][0].item()
-        raise ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {bad:g}")
-    return qf
+    if validate and q.numel() and q.device.type != "meta":
+        check_quality_values(q)
+    return q
+
+
+def quality_stats(q: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` float64 on ``q``'s device: min and max of ``q`` (NaN if any is NaN), for a batched value check."""
+    lo, hi = torch.aminmax(q.detach().to(torch.float64).reshape(-1))
+    nan = torch.isnan(q.detach()).any()
+    return torch.stack([torch.where(nan, torch.nan, lo), torch.where(nan, torch.nan, hi)])
+
+
+def quality_error(lo: float, hi: float):
+    """The error for quality stats ``(lo, hi)`` from :func:`quality_stats`, or None when they are in range."""
+    if lo >= 1 and hi <= 100:  # False for NaN
+        return None
+    bad = lo if not (lo >= 1) else hi
+    return ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {bad:g}")
+
+
+def check_quality_values(q: torch.Tensor) -> None:
+    err = quality_error(*quality_stats(q).tolist())  # one host sync
+    if err is not None:
+        raise err
 
 
 def fd(strength: float = 1.0, variant: str = "paper") -> torch.Tensor:
@@ -126,6 +175,9 @@ def fd(strength: float = 1.0, variant: str = "paper") -> torch.Tensor:
         raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {strength:g}")
     if variant not in FD_VARIANTS:
         raise ValueError(f"variant: expected one of {FD_VARIANTS}, got {variant!r}")
+    if FD_MALICIOUS_STEP * strength > FLOAT32_MAX:
+        raise ValueError(f"strength: expected at most {FLOAT32_MAX / FD_MALICIOUS_STEP:.4g} (the table's largest "
+                         f"step, {FD_MALICIOUS_STEP:g} * strength, must be a finite float32), got {strength:g}")
     i = torch.arange(8).view(8, 1)
     j = torch.arange(8).view(1, 8)
     if variant == "official":
@@ -157,6 +209,9 @@ def fd_design(images: torch.Tensor, eps: float, n_sensitive: int = 15) -> torch.
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images: expected a (N, 3 or 1, H, W) tensor, got {got}")
+    if images.shape[0] == 0:
+        raise ValueError("images: expected at least one image to measure coefficient statistics on, got an empty "
+                         f"batch of shape {tuple(images.shape)}")
     if images.shape[-2] < 8 or images.shape[-1] < 8:
         raise ValueError(f"images: expected H, W >= 8 to form 8x8 blocks, got {tuple(images.shape[-2:])}")
     if not (eps > 0 and math.isfinite(eps)):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
 from .dct import block_dct, block_idct, fdct_islow, idct_islow
-from .quantize import quantize_dequantize
+from .quantize import quantize_dequantize, soft_weight, table_factor
 from .sampling import (FACTORS, downsample, downsample_adjoint, pad_replicate, pad_replicate_adjoint, upsample,
                        upsample_adjoint)
 
@@ -43,8 +43,9 @@ class Geometry:
 
 def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool):
     """Level shift, integer forward DCT, quantize + dequantize, integer inverse DCT with its range limit:
-    ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)`` samples (and the soft-rounding weights ``(N, K, 64, Hp / 8, Wp / 8)``
-    when asked), exactly libjpeg-turbo's jfdctint.c, jcdctmgr.c (quantize), jidctint.c."""
+    ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)`` samples (and the quotients ``z = t / 8Q`` ``(N, K, 64, Hp / 8, Wp / 8)``,
+    the saved state of the ``ste``/``soft`` backward, when asked), exactly libjpeg-turbo's jfdctint.c, jcdctmgr.c
+    (quantize), jidctint.c."""
     if linear:  # no quantization: the real-valued IDCT(DCT(p)) = p exactly (the DCT is orthonormal)
         return p, None
     t = fdct_islow(p)
@@ -80,12 +81,13 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         x: ``(N, C, H, W)`` float32/float64 in [0, 1], C in {1, 3}.
         luma_table, chroma_table: ``(8, 8)`` or ``(N, 8, 8)`` steps; chroma is unused for C = 1.
         subsampling: "4:4:4", "4:2:2" or "4:2:0" (ignored for C = 1).
-        need_weight: also return the soft-rounding derivative of every coefficient (for ``backward="soft"``).
+        need_weight: also return the saved state of the ``ste``/``soft`` backward: the quotient ``z = c / Q`` of
+            every coefficient (the soft weight and the table gradients are functions of it).
         linear: evaluate ``L`` instead: every rounding and clamp removed (quantization becomes the identity).
 
     Returns:
         ``(y, weights)``: ``y`` is ``(N, C, H, W)`` on the 1/255 grid (real-valued when ``linear``); ``weights`` is
-        ``(luma, chroma)`` coefficient derivatives ``(N, 1, 64, Hp / 8, Wp / 8)`` and
+        ``(luma, chroma)`` quotients ``(N, 1, 64, Hp / 8, Wp / 8)`` and
         ``(N, 2, 64, Hp / 8 / vs, Wp / 8 / hs)`` (or None).
     """
     chunks = _chunks(x.shape[0], x[0].numel())
@@ -134,54 +136,91 @@ def linear_map(x: torch.Tensor, subsampling: str) -> torch.Tensor:
     return forward(x, None, None, subsampling, linear=True)[0]
 
 
-def _coef_adjoint(g: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
-    # Adjoint of IDCT o (multiply by the rounding derivative) o DCT; the identity for straight-through rounding.
-    if weight is None:
-        return g
-    return block_idct(block_dct(g) * weight)
+def _coef_adjoint(g: torch.Tensor, z: Optional[torch.Tensor], soft: bool, want_tables: bool):
+    """Adjoint of IDCT o quantize-dequantize o DCT on a padded plane ``g`` ``(N, K, Hp, Wp)`` (scaled by 255, as
+    everywhere in the backward). Returns ``(g_in, table_grad)``: the rounding derivative is the soft weight or 1
+    (ste: ``g`` itself); ``table_grad`` is ``(N, 64)``, summed over the K planes and all blocks, or None."""
+    if z is None or not (soft or want_tables):
+        return g, None
+    gc = block_dct(g)                                     # [N, K, 64, h, w]: 255 * dloss / dc'
+    tg = None
+    if want_tables:
+        tg = (gc * table_factor(z, "soft" if soft else "ste")).sum(dim=(1, 3, 4)).mul_(1.0 / 255)
+    return (block_idct(gc * soft_weight(z)) if soft else g), tg
 
 
-def backward(grad: torch.Tensor, weights: Optional[Tuple], subsampling: str) -> torch.Tensor:
-    """Vector-Jacobian product of the pipeline for the ``ste`` (``weights`` None) and ``soft`` modes.
+def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode: Optional[str] = None,
+             tables: Optional[Tuple] = None):
+    """Vector-Jacobian product of the pipeline for the ``ste`` and ``soft`` modes.
 
-    Every rounding and clamp is straight-through; coefficient rounding contributes ``weights`` (soft) or 1 (ste).
-    ``grad`` is ``(N, C, H, W)``; returns the gradient with respect to ``x``, same shape.
+    Every rounding and clamp is straight-through; coefficient rounding contributes ``3 (z - round z)**2`` (soft) or 1
+    (ste). ``grad`` is ``(N, C, H, W)``; ``saved`` is the ``(luma, chroma)`` quotients ``z = c / Q`` from
+    ``forward(..., need_weight=True)`` (entries may be None), or None. ``mode`` defaults to "soft" when ``saved``
+    is given and "ste" otherwise.
+
+    Returns the gradient with respect to ``x`` (same shape as ``grad``), or, when ``tables = (luma_table,
+    chroma_table)`` is given (``saved`` required), ``(grad_x, grad_luma, grad_chroma)``: each table's gradient
+    ``sum dloss/dc' * dc'/dQ`` over its blocks (:func:`fdgpu.reference.quantize.table_factor`), shaped like the
+    table (``(8, 8)`` summed over the batch, ``(N, 8, 8)`` per image); zero for a table the input does not use.
     """
-    wy, wcc = weights if weights is not None else (None, None)
+    zy, zc = saved if saved is not None else (None, None)
+    mode = mode if mode is not None else ("soft" if saved is not None else "ste")
+    soft, want = mode == "soft", tables is not None
+    if want and saved is None:
+        raise ValueError("backward: table gradients need the saved quotients: forward(..., need_weight=True)")
     chunks = _chunks(grad.shape[0], grad[0].numel())
     if len(chunks) == 1:
-        return _backward(grad, wy, wcc, subsampling)
-    out = torch.empty_like(grad)
-    for i, j in chunks:  # one chunk's intermediates alive at a time
-        out[i:j] = _backward(grad[i:j], _weight_rows(wy, i, j), _weight_rows(wcc, i, j), subsampling)
-    return out
+        gx, ty, tc = _backward(grad, zy, zc, subsampling, soft, want)
+    else:
+        gx = torch.empty_like(grad)
+        parts = []
+        for i, j in chunks:  # one chunk's intermediates alive at a time
+            gx[i:j], ty, tc = _backward(grad[i:j], _weight_rows(zy, i, j), _weight_rows(zc, i, j), subsampling,
+                                        soft, want)
+            parts.append((ty, tc))
+        ty, tc = (_cat([p[0] for p in parts]), _cat([p[1] for p in parts])) if want else (None, None)
+    if not want:
+        return gx
+    return (gx,) + tuple(_table_grad(t, table, grad.shape[0]) for t, table in zip((ty, tc), tables))
+
+
+def _table_grad(per_image: Optional[torch.Tensor], table: torch.Tensor, n: int) -> torch.Tensor:
+    # (N, 64) per-image sums -> the table's shape: (8, 8) tables are shared by the batch, (N, 8, 8) are not
+    if per_image is None:
+        return torch.zeros_like(table)
+    per_image = per_image.view(n, 8, 8).to(table.dtype)
+    return per_image if table.dim() == 3 else per_image.sum(0)
 
 
 def _weight_rows(t: Optional[torch.Tensor], i: int, j: int) -> Optional[torch.Tensor]:
-    # saved soft weights always have one entry per image (unlike tables, which may be shared)
+    # saved quotients always have one entry per image (unlike tables, which may be shared)
     return None if t is None else t[i:j]
 
 
-def _backward(grad, wy, wcc, subsampling):
+def _backward(grad, zy, zc, subsampling, soft, want):
     n, ch, h, w = grad.shape
     g = Geometry.of(h, w, ch, subsampling)
+    need_y = zy is not None and (soft or want)
+    need_c = zc is not None and (soft or want) and ch == 3
     # The 1/255 of the output and the 255 of the input cancel.
     if ch == 1:
-        if wy is None:
-            return grad.clone()
-        gy = _coef_adjoint(F.pad(grad, (0, g.wp - w, 0, g.hp - h)), wy)
-        return pad_replicate_adjoint(gy, h, w)
+        if not need_y:
+            return grad.clone(), None, None
+        gy, ty = _coef_adjoint(F.pad(grad, (0, g.wp - w, 0, g.hp - h)), zy, soft, want)
+        return pad_replicate_adjoint(gy, h, w), ty, None
     g_y, g_c = ycbcr_to_rgb_adjoint(grad)                         # (N, H, W), (N, 2, H, W)
     g_c = upsample_adjoint(g_c, g.hs, g.vs, g.hc, g.wc)           # (N, 2, hc, wc)
-    g_c = F.pad(g_c, (0, g.wp // g.hs - g.wc, 0, (g.hp // g.vs - g.hc) if wcc is not None else 0))
-    if wcc is not None:
-        g_c = pad_replicate_adjoint(_coef_adjoint(g_c, wcc), g.hc, g.wp // g.hs)
+    g_c = F.pad(g_c, (0, g.wp // g.hs - g.wc, 0, (g.hp // g.vs - g.hc) if need_c else 0))
+    tc = ty = None
+    if need_c:
+        g_c, tc = _coef_adjoint(g_c, zc, soft, want)
+        g_c = pad_replicate_adjoint(g_c, g.hc, g.wp // g.hs)
     g_c = downsample_adjoint(g_c, g.hs, g.vs)                     # (N, 2, hc * vs, Wp)
     g_ycc = grad.new_zeros(n, 3, g.hp, g.wp)
-    if wy is not None:
-        g_ycc[:, 0, :h, :w] = g_y
-        g_ycc[:, :1] = _coef_adjoint(g_ycc[:, :1], wy)
-    else:
-        g_ycc[:, 0, :h, :w] = g_y
+    g_ycc[:, 0, :h, :w] = g_y
+    if need_y:
+        gl, ty = _coef_adjoint(g_ycc[:, :1], zy, soft, want)
+        if soft:
+            g_ycc[:, :1] = gl
     g_ycc[:, 1:, : g.hc * g.vs] = g_c
-    return pad_replicate_adjoint(rgb_to_ycbcr_adjoint(g_ycc), h, w)
+    return pad_replicate_adjoint(rgb_to_ycbcr_adjoint(g_ycc), h, w), ty, tc

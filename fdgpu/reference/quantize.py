@@ -42,12 +42,13 @@ def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool 
         t: ``(N, K, Hp, Wp)`` float32 integer coefficient planes of :func:`fdgpu.reference.dct.fdct_islow` (8x
             scaled, |t| <= 2**13; coefficient (u, v) of each block at ``[8 i + u, 8 j + v]``).
         table: ``(8, 8)`` or ``(N, 8, 8)`` steps (>= 1), natural order, any float dtype.
-        need_weight: also return ``3 * (z - round z)**2`` at ``z = t / 8Q``, the derivative of the soft-rounding
-            surrogate ``round(z) + (z - round z)**3`` (Shin & Song), in the block layout ``(N, K, 64, Hp/8, Wp/8)``.
-        weight_dtype: the dtype of the weights (``z`` is computed in it: float64 for float64 gradients).
+        need_weight: also return the quotients ``z = t / 8Q`` (``c / Q`` at the orthonormal scale), in the block
+            layout ``(N, K, 64, Hp/8, Wp/8)``: the saved state of the ``ste``/``soft`` backward (:func:`soft_weight`
+            and :func:`table_factor` are functions of ``z``).
+        weight_dtype: the dtype of ``z`` (float64 for float64 gradients).
 
     Returns:
-        ``(c, weight or None)``: ``c`` ``(N, K, Hp, Wp)`` float32, the dequantized integer coefficients (orthonormal
+        ``(c, z or None)``: ``c`` ``(N, K, Hp, Wp)`` float32, the dequantized integer coefficients (orthonormal
         scale, |c| <= 2048) that the decoder's inverse DCT receives.
 
     Exactness. Integer steps: ``r = floor((|t| + 4Q + 1/2) * fl(1 / 8Q))`` in float32. The exact value
@@ -64,7 +65,7 @@ def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool 
         q = table_plane(table, hp, wp, torch.float64)
         z = t.to(torch.float64) / (q * 8.0)
         r = round_half_away(z)
-        weight = plane_to_blocks((z - r).square_().mul_(3.0).to(weight_dtype)) if need_weight else None
+        weight = plane_to_blocks(z.to(weight_dtype)) if need_weight else None
         return round_half_away(r * q).float(), weight
     q = table_plane(table, hp, wp)
     recip = 1.0 / (q * 8.0)
@@ -72,7 +73,29 @@ def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool 
     if need_weight:  # |z| in the weight's dtype
         d = a.to(weight_dtype) / (q.to(weight_dtype) * 8.0)
     r = a.add_(q * 4.0 + 0.5).mul_(recip).floor_()
-    weight = plane_to_blocks(d.sub_(r).square_().mul_(3.0)) if need_weight else None
+    # z with its sign (round_half_away(z) is r: |z| is at least 1 / 16Q from a tie unless it is one, exactly)
+    weight = plane_to_blocks(torch.copysign(d, t.to(weight_dtype))) if need_weight else None
     if r.requires_grad:  # (autograd: copysign needs its inputs unmodified)
         return torch.copysign(r * q, t), weight
     return r.mul_(q).copysign_(t), weight
+
+
+def soft_weight(z: torch.Tensor) -> torch.Tensor:
+    """``d c' / d c = 3 (z - round z)**2``: the derivative of the soft-rounding surrogate ``Q (r + (z - r)**3)``
+    (Shin & Song 2017, ``r = round z`` held constant) with respect to the coefficient ``c = Q z``."""
+    return (z - round_half_away(z)).square_().mul_(3.0)
+
+
+def table_factor(z: torch.Tensor, mode: str) -> torch.Tensor:
+    """``d c' / d Q`` at fixed ``c``, ``z = c / Q``, for ``c' = Q round(c / Q)``:
+
+    * ``"ste"``: ``round(z) - z``, the straight-through estimate of LSQ (Esser et al. 2020);
+    * ``"soft"``: the derivative of the surrogate ``Q (r + (z - r)**3)``: ``r + d**3 - 3 d**2 z``, ``d = z - r``.
+    """
+    r = round_half_away(z)
+    d = z - r
+    if mode == "ste":
+        return d.neg_()
+    if mode == "soft":
+        return r + d * d * (d - 3.0 * z)
+    raise ValueError(f"mode: expected 'ste' or 'soft', got {mode!r}")
