@@ -1,0 +1,95 @@
+"""torch.compile (inductor, CPU) of models holding the layer: one graph (fullgraph=True), and the compiled model
+matches eager exactly (outputs and gradients) in every backward mode; no host syncs with validate=False."""
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import fdgpu
+
+MODES = ["exact", "ste", "soft", "bpda"]
+
+
+def _cnn():
+    # conv -> relu -> linear: every op is one that inductor runs as the same aten kernel (or an exact elementwise
+    # op), so any difference from eager would come from the layer
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 18, 5))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fullgraph_inductor_matches_eager(mode):
+    torch.manual_seed(0)
+    seq = nn.Sequential(fdgpu.FDJpeg(1.0, backward=mode, validate=False), _cnn())
+    jpeg = fdgpu.JPEG(60, backward=mode, validate=False)
+    learn = fdgpu.JPEG(40, backward=mode, validate=False, learnable=True)
+    tabs = fdgpu.Requantize(fdgpu.tables.fd(2.0), backward=mode, validate=False, learnable=True)
+
+    def f(x, q):
+        return seq(x), jpeg(x), learn(x), tabs(x), fdgpu.jpeg(x, q, backward=mode, validate=False)
+
+    x = torch.rand(2, 3, 13, 18, requires_grad=True)
+    q = torch.tensor([35.0, 80.0], requires_grad=True)
+    params = [x, q, learn.quality, tabs.luma_table, tabs.chroma_table] + list(seq.parameters())
+    weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(f(x, q))]
+
+    def run(fn):
+        outs = fn(x, q)
+        loss = sum((o * w).sum() for o, w in zip(outs, weights))
+        return outs, torch.autograd.grad(loss, params, allow_unused=True)
+
+    eager_out, eager_grads = run(f)
+    # inductor's channels-last conv layout changes the convolution's own rounding (nothing to do with fdgpu)
+    with torch._inductor.config.patch(layout_optimization=False), warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        compiled = torch.compile(f, fullgraph=True, backend="inductor")
+        comp_out, comp_grads = run(compiled)
+    assert not [m for m in w if "lru_cache" in str(m.message)]
+    for a, b in zip(eager_out, comp_out):
+        assert torch.equal(a, b)
+    names = ["x", "q", "learn.quality", "luma", "chroma"] + [n for n, _ in seq.named_parameters()]
+    for name, a, b in zip(names, eager_grads, comp_grads):
+        assert (a is None) == (b is None), name
+        assert a is None or torch.equal(a, b), name
+    if mode == "bpda":  # tables and quality are constants of the identity backward
+        assert eager_grads[1] is None and eager_grads[2] is None and eager_grads[3] is None
+    else:
+        assert eager_grads[0] is not None and eager_grads[1] is not None
+
+
+def test_no_graph_breaks_with_validate_false():
+    model = nn.Sequential(fdgpu.FDJpeg(1.0, validate=False), fdgpu.JPEG(50, validate=False), _cnn())
+    explain = torch._dynamo.explain(model)(torch.rand(2, 3, 13, 18, requires_grad=True))
+    assert explain.graph_break_count == 0 and explain.graph_count == 1
+
+
+class _SyncCounter:
+    """Counts the host reads of tensor values (item, tolist, bool, numpy, cpu) made through torch.Tensor."""
+    NAMES = ("item", "tolist", "__bool__", "numpy", "cpu", "__float__", "__int__")
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        for name in self.NAMES:
+            orig = getattr(torch.Tensor, name)
+
+            def wrapper(t, *a, _orig=orig, **k):
+                self.n += 1
+                return _orig(t, *a, **k)
+            monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+
+@pytest.mark.parametrize("validate,most", [(False, 0), (True, 1)], ids=["validate=False", "validate=True"])
+def test_host_syncs_per_call(monkeypatch, validate, most):
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    calls = [lambda: fdgpu.jpeg(x, 50, validate=validate),
+             lambda: fdgpu.jpeg(x, torch.tensor([30.0, 90.0]), validate=validate),
+             lambda: fdgpu.requantize(x, fdgpu.tables.fd(2.0), torch.ones(2, 8, 8), validate=validate),
+             lambda: fdgpu.feature_distillation(x, 1.0, backward="soft", validate=validate),
+             fdgpu.FDJpeg(1.0, validate=validate), fdgpu.JPEG(30, validate=validate, learnable=True)]
+    for call in calls:
+        call if isinstance(call, nn.Module) else call()  # warm the table caches
+        counter = _SyncCounter(monkeypatch)
+        y = call(x) if isinstance(call, nn.Module) else call()
+        y.sum().backward()
+        assert counter.n == most, (counter.n, call)  # == : also shows that the counter sees the one sync
+        monkeypatch.undo()
