@@ -16,8 +16,7 @@ from typing import Union
 
 import torch
 
-from . import tables
-from . import ops
+from . import ops, tables
 
 SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
 BACKWARDS = ("exact", "ste", "soft", "bpda")
@@ -182,16 +181,17 @@ def _resolve_backend(backend: str, x: torch.Tensor) -> str:
     _check_choice("backend", backend, BACKENDS)
     if backend == "torch" or (backend == "auto" and not x.is_cuda):
         return "torch"
-    available = _kernels_available()
     if backend == "auto":
-        return "triton" if available else "torch"
-    if not available:
-        raise RuntimeError("backend='triton': the Triton kernels are unavailable (is triton installed? "
-                           "pip install 'fdgpu[triton]'); use backend='torch' or 'auto'")
+        return "triton" if _kernels_available() else "torch"
+    # the device check first: importing the kernels (triton.jit) without the interpreter chosen would fix them to
+    # compiled mode for the rest of the process
     if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(f"backend='triton': expected a CUDA tensor, got device {x.device}; use backend='auto' or "
                          f"'torch' on CPU, or set TRITON_INTERPRET=1 before importing triton to run the kernels "
                          f"through Triton's interpreter")
+    if not _kernels_available():
+        raise RuntimeError("backend='triton': the Triton kernels are unavailable (is triton installed? "
+                           "pip install 'fdgpu[triton]'); use backend='torch' or 'auto'")
     return "triton"
 
 
