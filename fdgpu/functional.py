@@ -310,7 +310,7 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         if q.dim() == 1 and q.shape[0] != n:
             raise ValueError(f"quality: expected one quality per image of the flattened batch ({n}), "
                              f"got {q.shape[0]}")
-        luma, chroma = tables._ijg(q.to(x.device))
+        luma, chroma = tables._ijg(q.to(x.device), torch.float64 if x.dtype == torch.float64 else torch.float32)
         extra = [(q, tables.quality_stats, tables.quality_error)] if validate else ()
     return _requantize(x, luma, chroma, subsampling, backward, backend, validate, extra)
 

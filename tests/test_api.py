@@ -189,3 +189,81 @@ def test_torch_compile_smoke():
     y = f(x)
     y.sum().backward()
     assert torch.equal(y, fdgpu.jpeg(x.detach(), 50)) and x.grad is not None
+
+
+# ------------------------------------------------------------------------------------------------ issue 14 item 6 etc.
+def test_huge_strength_is_refused_not_nan():
+    for validate in (True, False):
+        with pytest.raises(ValueError, match="strength: expected at most"):
+            fdgpu.feature_distillation(torch.rand(1, 3, 8, 8), 1e38, validate=validate)
+    with pytest.raises(ValueError, match="strength: expected at most"):
+        fdgpu.FDJpeg(1e38)
+    y = fdgpu.feature_distillation(torch.rand(1, 3, 8, 8), 1e36, validate=False)  # still a finite table
+    assert torch.isfinite(y).all()
+
+
+def test_module_state_and_description_agree():
+    m = fdgpu.JPEG(75)
+    m.load_state_dict(fdgpu.JPEG(10).state_dict())
+    x = torch.rand(2, 3, 16, 16)
+    assert "quality=10" in repr(m) and torch.equal(m(x), fdgpu.jpeg(x, 10))
+    f = fdgpu.FDJpeg(1.0)
+    f.load_state_dict(fdgpu.FDJpeg(3.0).state_dict())
+    assert "strength=3" in repr(f) and torch.equal(f(x), fdgpu.feature_distillation(x, 3.0))
+
+
+def test_requantize_table_type_error_names_the_argument():
+    with pytest.raises(TypeError, match="luma_table: expected an \\(8, 8\\) or \\(B, 8, 8\\) tensor, got str"):
+        fdgpu.Requantize("abc")
+    with pytest.raises(TypeError, match="chroma_table: expected .* got str"):
+        fdgpu.Requantize(tables.fd(1.0), "abc")
+    with pytest.raises(TypeError, match="learnable: expected True or False"):
+        fdgpu.Requantize(tables.fd(1.0), learnable="yes")
+
+
+def test_fd_design_empty_batch():
+    with pytest.raises(ValueError, match="images: expected at least one image"):
+        tables.fd_design(torch.rand(0, 3, 16, 16), 2.0)
+
+
+# ------------------------------------------------------------------------------------------------ learnable
+def test_learnable_requantize_parameters_and_state_dict_round_trip():
+    m = fdgpu.Requantize(tables.fd(1.0), tables.fd(2.0), learnable=True)
+    assert [n for n, _ in m.named_parameters()] == ["luma_table", "chroma_table"]
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(m(x), fdgpu.requantize(x, tables.fd(1.0), tables.fd(2.0)))  # exact initial tables
+    m(x).mean().backward()
+    assert m.luma_table.grad.shape == (8, 8) and m.chroma_table.grad.abs().sum() > 0
+    with torch.no_grad():
+        m.luma_table.add_(torch.randn(8, 8) * 5)
+    m2 = fdgpu.Requantize(tables.fd(1.0), learnable=True)
+    m2.load_state_dict(m.state_dict())
+    assert torch.equal(m2(x), m(x)) and torch.equal(m2.luma_table, m.luma_table)
+
+
+def test_learnable_tables_are_used_clamped_to_1_255_with_straight_through_grads():
+    m = fdgpu.Requantize(tables.fd(1.0), learnable=True, validate=True)
+    with torch.no_grad():
+        m.luma_table[0, 0] = -3.0
+        m.luma_table[7, 7] = 400.0
+    luma, _ = m.tables()
+    assert luma[0, 0] == 1 and luma[7, 7] == 255
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(m(x), fdgpu.requantize(x, luma.detach(), m.chroma_table.detach()))
+    m(x).square().sum().backward()
+    assert m.luma_table.grad[0, 0] != 0  # a parameter past a bound still gets a gradient
+
+
+def test_learnable_jpeg_quality():
+    m = fdgpu.JPEG(50, learnable=True)
+    assert [n for n, _ in m.named_parameters()] == ["quality"] and set(m.state_dict()) == {"quality"}
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(m(x), fdgpu.jpeg(x, 50))
+    m(x).square().sum().backward()
+    assert m.quality.grad is not None and m.quality.grad != 0
+    with torch.no_grad():
+        m.quality.fill_(130.0)  # used clamped: quality 100
+    assert torch.equal(m(x), fdgpu.jpeg(x, 100))
+    m2 = fdgpu.JPEG(20, learnable=True)
+    m2.load_state_dict(m.state_dict())
+    assert "quality=130" in repr(m2) and torch.equal(m2(x), m(x))

@@ -93,3 +93,12 @@ def test_host_syncs_per_call(monkeypatch, validate, most):
         y.sum().backward()
         assert counter.n == most, (counter.n, call)  # == : also shows that the counter sees the one sync
         monkeypatch.undo()
+
+
+def test_torch_export_sees_one_op():
+    m = fdgpu.FDJpeg(1.0, validate=False)
+    x = torch.rand(2, 3, 16, 16)
+    ep = torch.export.export(m, (x,))
+    targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets.count(torch.ops.fdgpu.jpeg.default) == 1
+    assert torch.equal(ep.module()(x), m(x))
