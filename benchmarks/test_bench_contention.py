@@ -1,0 +1,120 @@
+"""The CPU path with other work beside it (issue 12): thread policies side by side, quiet and loaded, in one run.
+
+    python -m pytest benchmarks/test_bench_contention.py --benchmark-only
+
+Each case runs with 0, 1 and 2 background processes that loop small torch ops at torch's default thread count
+(what a second experiment or data-loader workers doing tensor work look like to the layer). Providers, in the
+same conditions: the layer as shipped (batch chunks on single-threaded workers, ``fdgpu/reference/parallel.py``);
+the policy before it (the same chunks run one after another, every op an OpenMP region on all threads); the same
+code on one thread; and Pillow's save + load (libjpeg-turbo, one image at a time). Workloads: a batch of 32 RGB
+224x224 images and a single 32x32 image, q75 4:2:0. The summary printed at the end gives ms per image and the
+ratios the issue's targets are stated in (this / Pillow, this / one thread).
+"""
+import contextlib
+import io
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytest_benchmark")
+np = pytest.importorskip("numpy")
+Image = pytest.importorskip("PIL.Image")
+
+import fdgpu  # noqa: E402
+from fdgpu.reference import jpeg as ref_jpeg  # noqa: E402
+
+QUALITY = 75
+WORKLOADS = {"32x224^2": (32, 224), "1x32^2": (1, 32)}
+BUSY_LOOP = "import torch\na = torch.rand(256, 256)\nwhile True:\n    (a * 2 + 1).sum()\n"
+_results = {}
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2], ids=lambda n: f"busy{n}")
+def busy(request):
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(request.param)]
+    time.sleep(1.0 if procs else 0.0)  # let them start
+    yield request.param
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _images(batch, size):
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(batch, 3, max(4, size // 8), max(4, size // 8), generator=g),
+                                        size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    return (x * 255).round() / 255
+
+
+@contextlib.contextmanager
+def _policy(name, monkeypatch):
+    threads = torch.get_num_threads()
+    if name == "openmp per op (before)":
+        monkeypatch.setattr(ref_jpeg, "map_chunks", lambda fn, args, device: [fn(*a) for a in args])
+    if name == "one thread":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        monkeypatch.undo()
+
+
+def _record(benchmark, busy, workload, provider, batch, fn, rounds):
+    benchmark.group = f"{workload} busy={busy}"
+    benchmark.name = provider
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1, iterations=1)
+    if benchmark.stats is None:  # --benchmark-disable: a smoke run, nothing timed
+        return
+    _results[(busy, workload, provider)] = benchmark.stats.stats.median * 1e3 / batch
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+@pytest.mark.parametrize("policy", ["thread pool (shipped)", "openmp per op (before)", "one thread"])
+def test_fdgpu_forward(benchmark, busy, workload, policy, monkeypatch, summary):
+    batch, size = WORKLOADS[workload]
+    x = _images(batch, size)
+    with _policy(policy, monkeypatch):
+        _record(benchmark, busy, workload, f"fdgpu {policy}", batch, lambda: fdgpu.jpeg(x, QUALITY, validate=False),
+                rounds=5 if batch > 1 else 50)
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_pillow_roundtrip(benchmark, busy, workload, summary):
+    batch, size = WORKLOADS[workload]
+    arrays = [np.ascontiguousarray((im.permute(1, 2, 0) * 255).round().byte().numpy()) for im in _images(batch, size)]
+
+    def roundtrip():
+        for a in arrays:
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, "JPEG", quality=QUALITY)
+            buf.seek(0)
+            np.asarray(Image.open(buf).convert("RGB"))
+    _record(benchmark, busy, workload, "Pillow save+load", batch, roundtrip, rounds=5 if batch > 1 else 50)
+
+
+@pytest.fixture(scope="session")
+def summary(request):
+    yield
+    if not _results:
+        return
+    lines = [f"\nmedian ms per image, q{QUALITY} 4:2:0, torch {torch.__version__}, {torch.get_num_threads()} threads"
+             " (busy = background processes looping small torch ops):"]
+    for (busy, workload) in sorted({k[:2] for k in _results}):
+        pil = _results.get((busy, workload, "Pillow save+load"))
+        one = _results.get((busy, workload, "fdgpu one thread"))
+        lines.append(f"  busy={busy} {workload}")
+        for (b, w, provider), ms in _results.items():
+            if (b, w) != (busy, workload):
+                continue
+            vs_pil = f"{ms / pil:6.2f}x Pillow" if pil else ""
+            vs_one = f"{ms / one:6.2f}x one thread" if one and provider.startswith("fdgpu") else ""
+            lines.append(f"    {provider:34s} {ms:9.3f} ms  {vs_pil}  {vs_one}")
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if tr is not None and capman is not None:
+        with capman.global_and_fixture_disabled():  # print past output capture
+            tr.write_line("\n".join(lines))
