@@ -324,7 +324,7 @@ def fetch_model(name: str, root: Optional[PathLike] = None, url: Optional[str] =
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     c = sub.add_parser("cifar10", help="the official CIFAR-10 python archive -> cifar10/test.npz, train10k.npz",
-                       description="Download the official CIFAR-10 python archive (163 MB, md5-checked) and convert "
+                       description="Download the official CIFAR-10 python archive (170 MB, md5-checked) and convert "
                                    "the test set and training images 0-9999 to <root>/cifar10/test.npz and "
                                    "train10k.npz, the layout fdgpu eval reads.")
     c.add_argument("--root", default=None,
