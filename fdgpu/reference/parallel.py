@@ -76,23 +76,18 @@ def map_chunks(fn: Callable[..., T], args: Sequence[tuple], device: torch.device
     """``[fn(*a) for a in args]``, the calls spread over single-threaded workers (in order of ``args``).
 
     Only for CPU tensors (``device``): on other devices, and while torch.compile traces, it is the plain loop (a
-    CUDA stream is per thread; dynamo does not trace into threads). Runs inline when the caller has one thread, or
-    is itself a worker (no nesting). A single call runs inline too,
-    with the calling thread set to one thread for its duration: one 299^2 image is ~270k values per op, above
-    torch's grain size, so it would otherwise run ~40 OpenMP regions with the same stall; and handing one small
-    call to a worker costs two thread wake-ups, which on an overloaded machine took longer than the work. The
-    caller's grad and inference modes are carried into the workers (they are thread-local); exceptions propagate.
+    CUDA stream is per thread; dynamo does not trace into threads). Runs inline when the caller has one thread or
+    is itself a worker (no nesting). A single call goes to one worker too: inline, a 32x32 image's call took 124 ms
+    instead of 0.8 with one busy process beside it (some of its ops are still OpenMP regions), where the hand-off
+    costs two thread wake-ups (~0.2 ms quiet); and setting the calling thread to one thread instead costs ~0.4 ms
+    per call, because torch.set_num_threads also rebuilds torch's pthreadpool (benchmarks/test_bench_contention.py).
+    The caller's grad and inference modes are carried into the workers (they are thread-local); exceptions
+    propagate.
     """
     n = workers()
     if (device.type != "cpu" or n <= 1 or threading.current_thread().name.startswith(_WORKER)
             or torch.compiler.is_compiling()):
         return [fn(*a) for a in args]
-    if len(args) == 1:  # nothing to share out: run here, on one thread
-        torch.set_num_threads(1)
-        try:
-            return [fn(*args[0])]
-        finally:
-            torch.set_num_threads(n)
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
     def call(a):
