@@ -114,9 +114,10 @@ def check_labels(ys: np.ndarray, n: int, where: str, num_classes: Optional[int] 
             raise ValueError(f"y in {where}: expected class indices {want}, got values from {lo} to {hi}")
 
 
-def load_cifar10_batch(path: PathLike, start: int = 0,
-                       limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images of one batch file of ``cifar-10-batches-py`` (or of the folder: its ``test_batch``).
+def load_cifar10_batch(path: PathLike, start: int = 0, limit: Optional[int] = None,
+                       num_classes: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Images of one batch file of ``cifar-10-batches-py`` (or of the folder: its ``test_batch``); ``start``,
+    ``limit`` and ``num_classes`` as in :func:`load_npz`.
 
     Returns:
         ``x`` ``(N, 3, 32, 32)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
@@ -133,8 +134,10 @@ def load_cifar10_batch(path: PathLike, start: int = 0,
     if start >= xs.shape[0]:
         raise ValueError(f"start: expected an index below the {xs.shape[0]} images of {str(p)!r}, got {start}")
     end = None if limit is None else start + int(limit)
-    x = torch.from_numpy(np.ascontiguousarray(xs[start:end])).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    return x.contiguous(), torch.from_numpy(ys[start:end].copy())
+    xs, ys = xs[start:end], ys[start:end]
+    check_labels(ys, xs.shape[0], repr(str(p)), num_classes)
+    x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return x.contiguous(), torch.from_numpy(ys.copy()).to(torch.int64)
 
 
 def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
@@ -169,7 +172,7 @@ def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
     _check_slice(start, limit)
     p = resolve_cifar10(path, root)
     if p.is_dir() and is_cifar10_batches(p) or p.parent.name == "cifar-10-batches-py" and p.suffix != ".npz":
-        return load_cifar10_batch(p, start, limit)
+        return load_cifar10_batch(p, start, limit, num_classes)
     if not p.is_file():
         hint = (f"; `{GET_CIFAR10}" + (f" --root {p.parent.parent}`" if root is not None else "`") +
                 " downloads it" if p.parent.name == "cifar10" and p.stem in BATCHES else "")

@@ -295,3 +295,14 @@ def test_example_says_how_to_get_weights(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 1 and "KeyError" not in r.stderr
     assert "download them with: fdgpu models fetch resnet20" in r.stderr
+
+
+def test_batch_folder_labels_checked_like_npz(tmp_path):
+    # the cifar-10-batches-py path of load_npz applies the same label check as the .npz path (issue 14, item 4)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    blob, x, y = _batch(6, 0)
+    (folder / "test_batch").write_bytes(blob)
+    assert torch.equal(load_npz(folder, num_classes=10)[1], torch.from_numpy(y))
+    with pytest.raises(ValueError, match=r"y in .*test_batch.*\[0, 4\]"):
+        load_npz(folder, num_classes=5)
