@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from .files import write_atomically
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -213,25 +214,6 @@ def load_image(path: Path):
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_save(save, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".fdgpu-", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
     """Write the result for one image: ``x`` is the float ``(C, H, W)`` input."""
     import numpy as np
@@ -244,7 +226,7 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
         y = functional.requantize(x, luma, chroma, subsampling=subsampling)
         a = (y * 255).round().to(dtype=torch.uint8)
         a = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
-        _atomic_save(lambda p: Image.fromarray(a).save(p, format="PNG"), target)
+        write_atomically(target, lambda p: Image.fromarray(a).save(p, format="PNG"))
         return
     qt = []
     for t in (luma, chroma) if x.shape[0] == 3 else (luma,):
@@ -255,7 +237,7 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
     a = (x * 255).round().to(dtype=torch.uint8)
     a = a[0].numpy() if a.shape[0] == 1 else np.ascontiguousarray(a.permute(1, 2, 0).numpy())
     kw = {"subsampling": PIL_SUBSAMPLING[subsampling]} if x.shape[0] == 3 else {}
-    _atomic_save(lambda p: Image.fromarray(a).save(p, format="JPEG", qtables=qt, **kw), target)
+    write_atomically(target, lambda p: Image.fromarray(a).save(p, format="JPEG", qtables=qt, **kw))
 
 
 def _check_tables(args, luma, chroma) -> str:

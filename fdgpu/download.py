@@ -24,12 +24,13 @@ import os
 import pickle
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Union
+
+from .files import write_atomically
 
 PathLike = Union[str, os.PathLike]
 
@@ -114,9 +115,9 @@ def download(url: str, target: PathLike, *, md5: Optional[str] = None, sha256: O
     target.parent.mkdir(parents=True, exist_ok=True)
     algo, expected = ("sha256", sha256) if sha256 else ("md5", md5) if md5 else (None, None)
     digest = hashlib.new(algo) if algo else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def fetch(tmp: str) -> None:
+        with open(tmp, "wb") as out:
             try:
                 resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (the user's own URL, http/https/file)
             except urllib.error.HTTPError as exc:
@@ -160,33 +161,14 @@ def download(url: str, target: PathLike, *, md5: Optional[str] = None, sha256: O
         if digest is not None and digest.hexdigest() != expected.lower():
             raise DownloadError(f"{url}: {algo} mismatch, expected {expected.lower()}, got {digest.hexdigest()} "
                                 f"({got} bytes); the file is corrupt or not the published one, and was deleted")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomically(target, fetch)
     return target
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(target: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write ``target`` through a temporary file in its folder, renamed into place when complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_with(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
+    with open(path, "wb") as fh:
+        write(fh)
 
 
 def _file_hash(path: Path, algo: str) -> str:
@@ -241,7 +223,7 @@ def read_batch(data: bytes, where: str = "batch"):
 def _save_npz(target: Path, x, y) -> None:
     import numpy as np
 
-    _atomic_write(target, lambda fh: np.savez_compressed(fh, x=x, y=y))
+    write_atomically(target, lambda tmp: _write_with(tmp, lambda fh: np.savez_compressed(fh, x=x, y=y)))
 
 
 def convert_cifar10(archive: PathLike, out: PathLike) -> list:
@@ -299,7 +281,7 @@ def convert_checkpoint(path: PathLike, target: PathLike) -> Path:
     state = {k[len("module."):] if k.startswith("module.") else k: v.detach().cpu().contiguous()
              for k, v in state.items()}
     target = Path(target)
-    _atomic_write(target, lambda fh: torch.save(state, fh))
+    write_atomically(target, lambda tmp: _write_with(tmp, lambda fh: torch.save(state, fh)))
     return target
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..files import write_atomically
 from .specs import VIEWS
 
 IMAGENET_MODELS = ("efficientnet-lite0",)
@@ -143,30 +144,6 @@ def _prepare_out(out: Path) -> str:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"--out: cannot write in the folder {str(folder)!r} (permission denied); choose another --out"
     return ""
-
-
-def _atomic(write, target: Path) -> None:
-    """Run ``write(tmp)`` on a temporary file beside ``target``, then rename it into place (no partial results)."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".fdgpu-", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        if write(tmp) is False:  # nothing to write (e.g. a plot without points)
-            os.unlink(tmp)
-            return
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _machine() -> str:
@@ -367,11 +344,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"({x.shape[0]} images, {world_size} process(es), {elapsed:.1f} s)")
         if args.out:
             out = Path(args.out)
-            _atomic(lambda tmp: write_json(tmp, rows, meta), out)
-            _atomic(lambda tmp: Path(tmp).write_text(table), out.with_suffix(".md"))
+            write_atomically(out, lambda tmp: write_json(tmp, rows, meta))
+            write_atomically(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(table))
             if not args.no_plot:
-                _atomic(lambda tmp: plot(rows, tmp, title=meta["command"]) is not None,
-                        out.with_suffix(".png"))
+                write_atomically(out.with_suffix(".png"),
+                                 lambda tmp: plot(rows, tmp, title=meta["command"]) is not None)
         elif not args.quiet:
             print("(no --out given: nothing written; --out results.json keeps the JSON, a .md table and a plot)",
                   file=sys.stderr)
