@@ -11,7 +11,6 @@ code on one thread; and Pillow's save + load (libjpeg-turbo, one image at a time
 ratios the issue's targets are stated in (this / Pillow, this / one thread).
 """
 import contextlib
-import io
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ Image = pytest.importorskip("PIL.Image")
 
 import fdgpu  # noqa: E402
 from fdgpu.reference import jpeg as ref_jpeg  # noqa: E402
+from _common import pillow_roundtrip, print_past_capture  # noqa: E402
 
 QUALITY = 75
 WORKLOADS = {"32x224^2": (32, 224), "1x32^2": (1, 32)}
@@ -85,15 +85,8 @@ def test_fdgpu_forward(benchmark, busy, workload, policy, monkeypatch, summary):
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 def test_pillow_roundtrip(benchmark, busy, workload, summary):
     batch, size = WORKLOADS[workload]
-    arrays = [np.ascontiguousarray((im.permute(1, 2, 0) * 255).round().byte().numpy()) for im in _images(batch, size)]
-
-    def roundtrip():
-        for a in arrays:
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, "JPEG", quality=QUALITY)
-            buf.seek(0)
-            np.asarray(Image.open(buf).convert("RGB"))
-    _record(benchmark, busy, workload, "Pillow save+load", batch, roundtrip, rounds=5 if batch > 1 else 50)
+    _record(benchmark, busy, workload, "Pillow save+load", batch, pillow_roundtrip(_images(batch, size), QUALITY),
+            rounds=5 if batch > 1 else 50)
 
 
 @pytest.fixture(scope="session")
@@ -113,8 +106,4 @@ def summary(request):
             vs_pil = f"{ms / pil:6.2f}x Pillow" if pil else ""
             vs_one = f"{ms / one:6.2f}x one thread" if one and provider.startswith("fdgpu") else ""
             lines.append(f"    {provider:34s} {ms:9.3f} ms  {vs_pil}  {vs_one}")
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is not None and capman is not None:
-        with capman.global_and_fixture_disabled():  # print past output capture
-            tr.write_line("\n".join(lines))
+    print_past_capture(request, lines)

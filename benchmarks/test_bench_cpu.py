@@ -13,7 +13,6 @@ commit 72a837f, loaded from git (``git show``) into a temporary package, never v
 git or that commit is not available (e.g. a shallow clone).
 """
 import importlib
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ pytest.importorskip("pytest_benchmark")
 np = pytest.importorskip("numpy")
 
 import fdgpu  # noqa: E402
+from _common import pillow_roundtrip, print_past_capture  # noqa: E402
 
 BATCH, SIZE, QUALITY = 32, 224, 75
 _results = {}
@@ -44,11 +44,7 @@ def images(request):
         for name, ms in _results.items():
             ratio = f"{ms / base:6.2f}x" if base else ""
             lines.append(f"  {name:32s} {ms:8.3f} ms   {ratio}")
-        tr = request.config.pluginmanager.get_plugin("terminalreporter")
-        capman = request.config.pluginmanager.get_plugin("capturemanager")
-        if tr is not None and capman is not None:
-            with capman.global_and_fixture_disabled():  # print past output capture
-                tr.write_line("\n".join(lines))
+        print_past_capture(request, lines)
 
 
 def _run(benchmark, name, fn):
@@ -115,16 +111,8 @@ def test_fdgpu_forward_backward(benchmark, images, mode):
 
 
 def test_pillow_roundtrip(benchmark, images):
-    Image = pytest.importorskip("PIL.Image")
-    arrays = [np.ascontiguousarray((x.permute(1, 2, 0) * 255).round().byte().numpy()) for x in images]
-
-    def roundtrip():
-        for a in arrays:
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, "JPEG", quality=QUALITY)
-            buf.seek(0)
-            np.asarray(Image.open(buf).convert("RGB"))
-    _run(benchmark, "Pillow save+load", roundtrip)
+    pytest.importorskip("PIL.Image")
+    _run(benchmark, "Pillow save+load", pillow_roundtrip(images, QUALITY))
 
 
 def test_kornia_forward(benchmark, images):
