@@ -19,13 +19,12 @@ import torch
 from PIL import Image
 
 import fdgpu
-
-PIL_SUB = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+from fdgpu.choices import PIL_SUBSAMPLING, SUBSAMPLINGS
 
 
 def pillow(a: np.ndarray, q: int, sub: str) -> np.ndarray:
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG", quality=q, subsampling=PIL_SUB[sub])
+    Image.fromarray(a).save(buf, "JPEG", quality=q, subsampling=PIL_SUBSAMPLING[sub])
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB")).astype(np.float64)
 
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
     print("| subsampling | quality | fdgpu identical values | fdgpu max diff (levels) | fdgpu PSNR (dB) "
           "| kornia PSNR (dB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for sub in ("4:2:0", "4:2:2", "4:4:4"):
+    for sub in reversed(tuple(SUBSAMPLINGS)):  # 4:2:0 (Pillow's default) first
         for q in [int(v) for v in args.qualities.split(",")]:
             ours = (fdgpu.jpeg(x, q, subsampling=sub) * 255).round().permute(0, 2, 3, 1).numpy()
             refs = [pillow(a, q, sub) for a in imgs]

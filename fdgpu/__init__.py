@@ -36,7 +36,9 @@ def _install_source_kernels_finder() -> None:
 _install_source_kernels_finder()
 
 from . import tables
+from .choices import BACKWARDS, SUBSAMPLINGS
 from .functional import feature_distillation, jpeg, requantize
 from .modules import JPEG, FDJpeg, Requantize
 
-__all__ = ["__version__", "tables", "jpeg", "feature_distillation", "requantize", "JPEG", "FDJpeg", "Requantize"]
+__all__ = ["__version__", "tables", "BACKWARDS", "SUBSAMPLINGS", "jpeg", "feature_distillation", "requantize",
+           "JPEG", "FDJpeg", "Requantize"]

@@ -249,12 +249,15 @@ def _make_call(method: str, x, args, data: _Data, size: int):
 
         from PIL import Image
 
+        from .choices import PIL_SUBSAMPLING
+
         def pillow():
             a = (x.permute(0, 2, 3, 1) * 255).round_().clamp_(0, 255).to(torch.uint8).numpy()
             out = np.empty_like(a)
             for i, im in enumerate(a):
                 buf = io.BytesIO()
-                Image.fromarray(im).save(buf, format="JPEG", quality=int(round(q)), subsampling=2)
+                Image.fromarray(im).save(buf, format="JPEG", quality=int(round(q)),
+                                          subsampling=PIL_SUBSAMPLING["4:2:0"])
                 buf.seek(0)
                 with Image.open(buf) as dec:
                     out[i] = np.asarray(dec.convert("RGB"))

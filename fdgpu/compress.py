@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .choices import PIL_SUBSAMPLING
 from .files import write_atomically
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
-PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

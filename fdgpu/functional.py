@@ -17,11 +17,7 @@ from typing import Union
 import torch
 
 from . import ops, tables
-
-SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
-BACKWARDS = ("exact", "ste", "soft", "bpda")
-BACKENDS = ("auto", "torch", "triton")
-COLORS = ("ycbcr", "rgb")
+from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
 RANGE_SLACK = 1e-6
 
 Number = Union[int, float]
@@ -204,9 +200,10 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
         x: ``(..., 3, H, W)`` or ``(..., 1, H, W)`` float in [0, 1]; any H, W >= 1.
         luma_table: ``(8, 8)`` steps >= 1 (natural order), or ``(B, 8, 8)`` with B = the flattened batch size.
         chroma_table: same for Cb and Cr; defaults to ``luma_table``. Unused for grayscale input.
-        subsampling: "4:4:4", "4:2:2" or "4:2:0" (Pillow's default).
-        backward: "exact", "ste", "soft" or "bpda" (see :mod:`fdgpu.autograd`).
-        backend: "auto" (Triton on CUDA tensors when available, else torch), "torch" or "triton".
+        subsampling: one of ``fdgpu.SUBSAMPLINGS``: "4:4:4", "4:2:2" or "4:2:0" (Pillow's default).
+        backward: one of ``fdgpu.BACKWARDS``: "exact", "ste", "soft" or "bpda" (see :mod:`fdgpu.autograd`).
+        backend: one of ``fdgpu.choices.BACKENDS``: "auto" (Triton on CUDA tensors when available, else torch),
+            "torch" or "triton".
         validate: check values (finite, within [0, 1], tables >= 1). This costs one device-to-host sync per call;
             pass ``False`` in training loops once inputs are known good. Shape and type checks always run.
             Unchecked values are read as a JPEG encoder reads samples, identically in both backends: NaN becomes

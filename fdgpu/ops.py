@@ -29,10 +29,11 @@ import torch
 from torch import Tensor
 
 from . import autograd, reference
+from .choices import BACKWARDS
 from .reference.jpeg import Geometry
 
 BACKENDS = ("torch", "triton")
-MODES = ("exact", "ste", "soft", "bpda")
+MODES = BACKWARDS  # the backward modes the ops take: fdgpu.choices.BACKWARDS
 
 _EMPTY_SHAPE = (0,)
 

@@ -23,10 +23,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from ..choices import FACTORS
 from . import jpeg as K
 from .launch import CONFIGS, FP_FUSION, NUM_STAGES
 
-SUBS = {"4:2:2": (2, 1), "4:2:0": (2, 2)}
+SUBS = {name: f for name, f in FACTORS.items() if f != (1, 1)}  # the subsampled ones (the _sub / _up kernels)
 
 
 def variants(classes=("large", "small")) -> List[tuple]:
@@ -72,8 +73,7 @@ def _variants(cls: str) -> List[tuple]:
                    NBWC=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", TBH="constexpr", TBW="constexpr")
         out.append((f"bwd_chroma_soft {name}", K._jpeg_bwd_chroma_soft_kernel, sig,
                     dict(HS=hs, VS=vs, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
-    for c, (hs, vs), name in ((1, (1, 1), "gray"), (3, (1, 1), "4:4:4"), (3, SUBS["4:2:2"], "4:2:2"),
-                              (3, SUBS["4:2:0"], "4:2:0")):
+    for c, (hs, vs), name in [(1, (1, 1), "gray")] + [(3, f, name) for name, f in FACTORS.items()]:
         for soft in (False, True):
             if c == 1 and not soft:
                 continue  # grayscale ste is grad.clone(): no kernel

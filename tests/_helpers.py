@@ -6,7 +6,7 @@ import io
 import numpy as np
 import torch
 
-PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+from fdgpu.choices import PIL_SUBSAMPLING
 
 
 def pillow_roundtrip(img: np.ndarray, quality=None, subsampling="4:2:0", qtables=None) -> np.ndarray:

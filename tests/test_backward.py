@@ -10,8 +10,8 @@ from fdgpu.reference.dct import block_dct, block_idct, blocks_to_plane, fdct_isl
 from fdgpu.reference.jpeg import Geometry
 from fdgpu.reference.quantize import round_half_away
 
-SUBS = ["4:4:4", "4:2:2", "4:2:0"]
-MODES = ["exact", "ste", "soft", "bpda"]
+SUBS = list(fdgpu.SUBSAMPLINGS)
+MODES = list(fdgpu.BACKWARDS)
 
 
 # ---------------------------------------------------------------- an independent evaluation of L (numpy + scipy)
@@ -82,7 +82,8 @@ def test_ste_is_the_transpose_of_L_full_jacobian(subsampling, shape):
 
 
 @pytest.mark.parametrize("subsampling", SUBS)
-@pytest.mark.parametrize("shape", [(3, 37, 53), (3, 17, 33), (3, 1, 1), (1, 13, 21)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", [(3, 37, 53), (3, 17, 33), (3, 1, 1), (1, 13, 21)],
+                         ids=lambda s: "x".join(map(str, s)))
 def test_ste_adjoint_identity(subsampling, shape):
     """<L^T v, u> = <v, L u> with L evaluated independently (numpy/scipy) on larger odd shapes."""
     g = torch.Generator().manual_seed(1)

@@ -13,7 +13,7 @@ from fdgpu.eval import build_defence, parse_defence
 
 from ._helpers import pillow_roundtrip, psnr, to_tensor, to_uint8
 
-BACKWARDS = ("exact", "ste", "soft", "bpda")
+BACKWARDS = fdgpu.BACKWARDS
 
 
 def test_official_table_entries_and_strength():

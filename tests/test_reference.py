@@ -1,5 +1,7 @@
 """Stage-by-stage checks of the torch reference against independent oracles: scipy's DCT, libjpeg's integer
 formulas written out in numpy, Pillow's libjpeg-turbo decoder, and dot-product tests of every adjoint."""
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -160,13 +162,11 @@ def test_ycbcr_to_rgb_exact_equals_pillow_decoder(tmp_path):
     """Decode real JPEGs with Pillow twice: to YCbCr (no colour conversion) and to RGB; our fixed-point conversion
     of the former must give the latter bit for bit (4:4:4 so that no upsampling is involved)."""
     Image = pytest.importorskip("PIL.Image")
-    import io
-
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     for q in (20, 75, 100):
         buf = io.BytesIO()
-        Image.fromarray(img).save(buf, "JPEG", quality=q, subsampling=0)
+        Image.fromarray(img).save(buf, "JPEG", quality=q, subsampling=PIL_SUBSAMPLING["4:4:4"])
         im = Image.open(io.BytesIO(buf.getvalue()))
         im.draft("YCbCr", im.size)
         ycc = torch.from_numpy(np.asarray(im).astype(np.float32)).permute(2, 0, 1)[None]
@@ -289,5 +289,14 @@ def test_colour_adjoints():
     _dot_test(fwd, adj, (2, 3, 4, 5), (2, 3, 4, 5))
 
 
-def test_pil_subsampling_names():
+def test_pil_subsampling_codes_give_the_factors():
+    """Each subsampling's Pillow code (fdgpu.choices) writes a file whose luma sampling factors are its chroma
+    factors (libjpeg: chroma 1x1, luma h x v), so the oracle tests compare like with like."""
+    Image = pytest.importorskip("PIL.Image")
     assert set(PIL_SUBSAMPLING) == set(sampling.FACTORS)
+    for name, code in PIL_SUBSAMPLING.items():
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, "JPEG", subsampling=code)
+        with Image.open(io.BytesIO(buf.getvalue())) as im:
+            (_, h, v, _), *chroma = im.layer
+        assert (h, v) == sampling.FACTORS[name] and all(c[1:3] == (1, 1) for c in chroma), (name, im.layer)

@@ -47,7 +47,7 @@ class _Chain(_XChain):
                       lambda a: color.ycbcr_to_rgb(a[:, 0], a[:, 1:], False), yc)
         return rgb / 255
 
-SUBS = ["4:4:4", "4:2:2", "4:2:0"]
+SUBS = list(fdgpu.SUBSAMPLINGS)
 BASE = {"luma": torch.tensor(tables.STD_LUMA, dtype=torch.float64),
         "chroma": torch.tensor(tables.STD_CHROMA, dtype=torch.float64)}
 

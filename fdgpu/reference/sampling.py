@@ -6,8 +6,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-# subsampling name -> (horizontal factor, vertical factor) of the chroma planes
-FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2)}
+from ..choices import FACTORS  # noqa: F401  (subsampling name -> chroma factors; re-exported for the pipeline)
 
 
 @functools.lru_cache(maxsize=256)
