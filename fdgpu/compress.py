@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .choices import PIL_SUBSAMPLING
-from .files import write_atomically
+from .files import prepare_out, write_atomically
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 
@@ -250,19 +250,6 @@ def _check_tables(args, luma, chroma) -> str:
         if args.format == "jpeg" and (not bool((t == t.round()).all()) or float(t.max()) > 255):
             return (f"{opt} --format jpeg: a baseline JPEG stores integer steps in [1, 255], got table entries up "
                     f"to {float(t.max()):g} (non-integer or too large); use --format png for this table")
-    return ""
-
-
-def prepare_out(out: Path) -> str:
-    """Create the output folder if needed; a usage error message if it is not a writable folder, else ''."""
-    if os.path.lexists(out) and not out.is_dir():
-        return f"--out: expected a folder, got {str(out)!r} which exists and is not a folder; choose another --out"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"--out: cannot create the folder {str(out)!r} ({exc.strerror or exc}); choose another --out"
-    if not os.access(out, os.W_OK | os.X_OK):
-        return f"--out: cannot write in the folder {str(out)!r} (permission denied); choose another --out"
     return ""
 
 

@@ -1,10 +1,11 @@
-"""Writing files the way every command of fdgpu does: whole or not at all, with the mode a plain ``open`` gives."""
+"""Writing files the way every command of fdgpu does: whole or not at all, with the mode a plain ``open`` gives, in
+an ``--out`` checked before any work (:func:`prepare_out`)."""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 
 def umask() -> int:
@@ -36,3 +37,30 @@ def write_atomically(target: Path, write: Callable[[str], object]) -> bool:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def prepare_out(out: Path, file: Optional[str] = None) -> str:
+    """Check (and create, if needed) the place a command writes to, before any work; a usage error or ''.
+
+    ``file=None``: ``out`` is the output folder (``fdgpu compress``, ``fdgpu bench``). Otherwise ``out`` is a file
+    and ``file`` says what it holds (``fdgpu eval``: "the results JSON"); its folder is checked and created. The
+    messages name ``--out``: the option every command that writes takes.
+    """
+    out = Path(out)
+    if file is None:
+        folder = out
+        if os.path.lexists(out) and not out.is_dir():
+            return f"--out: expected a folder, got {str(out)!r} which exists and is not a folder; choose another --out"
+    else:
+        folder = out.parent
+        if out.is_dir():
+            return f"--out: expected a file name for {file}, got the folder {str(out)!r}"
+        if os.path.lexists(folder) and not folder.is_dir():
+            return f"--out: expected a file in a folder, got {str(out)!r} whose parent is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out: cannot create the folder {str(folder)!r} ({exc.strerror or exc}); choose another --out"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--out: cannot write in the folder {str(folder)!r} (permission denied); choose another --out"
+    return ""

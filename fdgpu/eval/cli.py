@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..files import write_atomically
+from ..files import prepare_out, write_atomically
 from .specs import VIEWS
 
 IMAGENET_MODELS = ("efficientnet-lite0",)
@@ -127,22 +127,6 @@ def _usage_problem(args) -> str:
                 parse(spec)
             except ValueError as exc:
                 return f"{opt}: {exc}"
-    return ""
-
-
-def _prepare_out(out: Path) -> str:
-    """Create the folder of the results file if needed; a usage error if the results could not be written, or ''."""
-    if out.is_dir():
-        return f"--out: expected a file name for the results JSON, got the folder {str(out)!r}"
-    folder = out.parent
-    if os.path.lexists(folder) and not folder.is_dir():
-        return f"--out: expected a file in a folder, got {str(out)!r} whose parent is not a folder"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"--out: cannot create the folder {str(folder)!r} ({exc.strerror or exc}); choose another --out"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"--out: cannot write in the folder {str(folder)!r} (permission denied); choose another --out"
     return ""
 
 
@@ -268,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             return _fail(f"--device {args.device}: expected an index below {torch.cuda.device_count()} "
                          f"(the CUDA devices torch sees), got {device.index}")
-    problem = _usage_problem(args) or (_prepare_out(Path(args.out)) if args.out else "")
+    problem = _usage_problem(args) or (prepare_out(Path(args.out), file="the results JSON") if args.out else "")
     if problem:
         return _fail(problem)
     if args.defences == ["none"] and args.attacks == ["none"] and not args.quiet:
