@@ -13,11 +13,24 @@ import torch.nn as nn
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
+class _Through(torch.autograd.Function):
+    """Forward: ``value`` exactly; backward: the incoming gradient goes to ``through`` unchanged (none to ``value``)."""
+
+    @staticmethod
+    def forward(ctx, through: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
 class BPDA(nn.Module):
     """``forward(x) = f(x)`` (no graph through ``f``), ``d/dx = d g(x)/dx``.
 
-    Implemented as ``g(x) + (f(x) - g(x)).detach()``: the value is ``f(x)`` up to one rounding of the add, the
-    gradient is exactly ``g``'s, and it runs on any device without a custom ``autograd.Function``.
+    The value is exactly ``f(x)`` (cast to the dtype of ``g(x)``) and the gradient exactly ``g``'s: a small
+    ``autograd.Function`` hands the incoming gradient to ``g(x)``'s graph. It runs on any device. The baselines of
+    :mod:`fdgpu.defences` (quilting, TVM) are put in front of a classifier with it.
 
     Args:
         forward_fn: the preprocessing ``f``: ``(B, C, H, W) -> (B, C, H, W)`` (same shape as ``g(x)``); it is
@@ -52,4 +65,4 @@ class BPDA(nn.Module):
                              f"and {tuple(g.shape)}")
         if not torch.is_grad_enabled() or not g.requires_grad:
             return out.to(x.dtype)
-        return g + (out.to(g.dtype) - g).detach()
+        return _Through.apply(g, out.to(g.dtype))

@@ -38,7 +38,7 @@ def _batch_seed(seed: int, batch: int, salt: int = 0) -> int:
 
 
 def _reseed_random(module: nn.Module, seed: int) -> None:
-    # Randomised defences (eval's own and fdgpu.baselines) restart their stream per batch through ``reseed(seed)``,
+    # Randomised defences (eval's own and fdgpu.defences) restart their stream per batch through ``reseed(seed)``,
     # so that a sharded run draws exactly what a single process draws.
     for m in module.modules():
         if callable(getattr(m, "reseed", None)):

@@ -365,7 +365,7 @@ def build_defence(spec, backward: str = "ste", calib: Optional[Callable[[], torc
         return JPGNoise(s.args[0], seed=seed, subsampling=subsampling)
     if s.kind in ("quilting", "tvm"):
         try:
-            from fdgpu.baselines import make_defence
+            from fdgpu.defences import make_defence
         except ImportError:
             raise RuntimeError(f"{s.text!r}: expected fdgpu.baselines.make_defence (quilting/TVM baselines), "
                                f"got none in this installation; update fdgpu or evaluate jpeg/fd only") from None

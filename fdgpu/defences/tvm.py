@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import BPDAFunction, check_images, from_numpy_hwc, make_rng, to_numpy_hwc
+from ..attacks.bpda import BPDA
+from ._common import check_images, from_numpy_hwc, make_rng, to_numpy_hwc
 
 KEEP_PROB = 0.5
 WEIGHT = 0.03
@@ -123,7 +124,7 @@ class TVM(nn.Module):
             a = tvm(to_numpy_hwc(t), keep_prob=self.keep_prob, weight=self.weight, n_iter=self.n_iter, rng=rng)
             return from_numpy_hwc(a, t)
 
-        return BPDAFunction.apply(x, fn)
+        return BPDA(fn)(x)
 
     def extra_repr(self) -> str:
         return f"keep_prob={self.keep_prob}, weight={self.weight}, n_iter={self.n_iter}"

@@ -27,7 +27,7 @@ cached 1,000,000-patch database ~0.9 s. Quilting is dominated by the faiss searc
 image with 1,000,000 (extrapolated: ~70 s per 299 x 299 image at Guo et al.'s size on this CPU).
 
 >>> import numpy as np, torch
->>> from fdgpu.baselines.data import synthetic_images
+>>> from fdgpu.defences.data import synthetic_images
 >>> db = build_database(synthetic_images(20, 32), n_patches=2000, seed=0)
 >>> q = Quilting(db, seed=0)
 >>> q(torch.rand(2, 3, 32, 32)).shape
@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import BPDAFunction, check_images, from_numpy_hwc, make_rng, to_numpy_hwc
+from ..attacks.bpda import BPDA
+from ._common import check_images, from_numpy_hwc, make_rng, to_numpy_hwc
 
 PATCH = 5
 OVERLAP = 2
@@ -287,7 +288,7 @@ class Quilting(nn.Module):
     two modules with the same seed produce the same sequence of outputs; successive calls differ. ``forward(x,
     seed=s)`` uses a fresh generator seeded with ``s`` for that call only.
 
-    >>> from fdgpu.baselines.data import synthetic_images
+    >>> from fdgpu.defences.data import synthetic_images
     >>> q = Quilting(build_database(synthetic_images(8, 32), n_patches=1000), seed=0)
     >>> x = torch.rand(1, 3, 32, 32, requires_grad=True)
     >>> q(x).sum().backward(); bool((x.grad == 1).all())
@@ -314,7 +315,7 @@ class Quilting(nn.Module):
         def fn(t: torch.Tensor) -> torch.Tensor:
             return from_numpy_hwc(quilt(to_numpy_hwc(t), self.database, k=self.k, overlap=self.overlap, rng=rng), t)
 
-        return BPDAFunction.apply(x, fn)
+        return BPDA(fn)(x)
 
     def extra_repr(self) -> str:
         return f"database={len(self.database)} patches, k={self.k}, overlap={self.overlap}"

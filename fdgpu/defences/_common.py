@@ -1,13 +1,11 @@
-"""Shared pieces of the non-differentiable baselines: input checks, the numpy round trip and BPDA.
+"""Shared pieces of the non-differentiable baselines: input checks, the numpy round trip and their random streams.
 
 The baselines compute in numpy (faiss, scikit-image) on CPU. To put them in front of a classifier that an attacker
-differentiates, :class:`BPDAFunction` makes the backward pass the identity (Athalye et al., 2018, "Backward Pass
-Differentiable Approximation"): ``grad_x = grad_y``. Randomised baselines are then attacked with BPDA + EOT by
-calling them repeatedly.
+differentiates, they wrap their numpy round trip in :class:`fdgpu.attacks.BPDA` (Athalye et al., 2018, "Backward Pass
+Differentiable Approximation"), whose backward pass is the identity: ``grad_x = grad_y``. Randomised baselines are
+then attacked with BPDA + EOT by calling them repeatedly.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import torch
@@ -54,18 +52,6 @@ def from_numpy_hwc(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """float array (N, H, W, C) -> tensor (N, C, H, W) with the dtype and device of ``like``."""
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(0, 3, 1, 2)
     return t.to(device=like.device, dtype=like.dtype).contiguous()
-
-
-class BPDAFunction(torch.autograd.Function):
-    """``y = fn(x)`` in forward (any non-differentiable map), ``grad_x = grad_y`` in backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return fn(x)
-
-    @staticmethod
-    def backward(ctx, grad_y: torch.Tensor):
-        return grad_y, None
 
 
 def make_rng(seed) -> np.random.Generator:
