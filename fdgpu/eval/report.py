@@ -76,10 +76,6 @@ def write_json(path: str, rows: Sequence[Dict], meta: Optional[Dict] = None) -> 
         fh.write("\n")
 
 
-_VIEW_ORDER = ("-", "transfer", "exact", "ste", "soft", "bpda")
-# Line style and marker per attack kind; unknown kinds cycle through the spare styles.
-_ATTACK_STYLES = {"fgsm": ("--", "s"), "pgd": ("-", "o"), "eot": (":", "^"), "apgd": ("-.", "D"),
-                  "apgd-dlr": ((0, (5, 1, 1, 1)), "v"), "apgd-t": ((0, (1, 1)), "P")}
 _SPARE_MARKERS = ("X", "*", "h", "p", "<", ">", "d", "8")
 
 
@@ -98,9 +94,15 @@ def plot_styles(rows: Sequence[Dict]) -> Tuple[Dict[str, str], Dict[str, Tuple]]
     colours = {d: palette[i % len(palette)] for i, d in enumerate(others)}
     if "none" in defences:
         colours["none"] = "black"
+    from ..registry import ATTACKS
+
     kinds = [k for k in dict.fromkeys(r["attack_kind"] for r in rows) if k != "none"]
+    # Line style and marker per attack kind as registered; kinds registered without one cycle through spare styles.
     spare = ((((0, (2 + i, 1 + i % 3)), _SPARE_MARKERS[i % len(_SPARE_MARKERS)]) for i in range(len(kinds))))
-    styles = {k: _ATTACK_STYLES[k] if k in _ATTACK_STYLES else next(spare) for k in kinds}
+    styles = {}
+    for k in kinds:
+        entry = ATTACKS.get(k)
+        styles[k] = entry.style if entry is not None and entry.style is not None else next(spare)
     return colours, styles
 
 
@@ -123,8 +125,11 @@ def plot(rows: Sequence[Dict], path: str, title: str = "") -> Optional[str]:
     if not pts:
         return None
     colours, styles = plot_styles(pts)
+    from .specs import VIEWS
+
+    order = ("-",) + VIEWS
     views = sorted({r["view"] for r in pts} - ({"-"} if any(r["view"] != "-" for r in pts) else set()),
-                   key=lambda v: _VIEW_ORDER.index(v) if v in _VIEW_ORDER else 99)
+                   key=lambda v: order.index(v) if v in order else 99)
     clean = {r["defence"]: r["clean_acc"] for r in rows}
     width = max(4.0 * len(views), 6.0)
     fig, axes = plt.subplots(1, len(views), figsize=(width, 3.4), squeeze=False, sharey=True, layout="constrained")
