@@ -26,26 +26,52 @@ GET_CIFAR10 = "fdgpu data cifar10"  # the command that downloads CIFAR-10 into t
 BATCHES = {"test": "test_batch", "train10k": "data_batch_1"}  # npz name -> file of cifar-10-batches-py
 
 
-def data_root(root: Optional[PathLike] = None) -> Path:
+def data_root(root: Optional[PathLike] = None, required: bool = True) -> Optional[Path]:
     """The data folder: ``root`` if given, else ``$FDGPU_DATA``, else ``~/.cache/fdgpu/data`` when it exists.
 
+    The one place that decides where fdgpu's data is (``fdgpu eval --data-root``, quilting's patch database,
+    ``fdgpu bench``). ``required=False``: return ``None`` instead of raising when there is no such folder (for
+    callers with a fallback, such as the benchmark's synthetic images).
+
     Raises:
-        FileNotFoundError: when none of them is a folder; the message says how to get the data.
+        FileNotFoundError: when none of them is a folder (and ``required``); the message says how to get the data.
     """
     from .download import data_dir
 
     if root is None and not os.environ.get(ENV_VAR):
         path = data_dir()
         if not path.is_dir():
+            if not required:
+                return None
             raise FileNotFoundError(f"expected a data folder, got none: download CIFAR-10 with `{GET_CIFAR10}` "
                                     f"(into {path}), or pass --data-root DIR (Python: root=DIR) or set {ENV_VAR} "
                                     f"to a folder holding cifar10/test.npz")
         return path
     path = data_dir(root)
     if not path.is_dir():
+        if not required:
+            return None
         raise FileNotFoundError(f"expected a data folder, got {str(path)!r} which is not a directory; "
                                 f"`{GET_CIFAR10} --root {path}` downloads CIFAR-10 into it")
     return path
+
+
+def image_files(folder: PathLike) -> List[Path]:
+    """The image files (suffix in :data:`IMAGE_SUFFIXES`, any case) of ``folder``, sorted by name; ``[]`` when it
+    is not a folder. Every loader of a folder of photos lists it with this."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
+
+
+def resize(im, size: Tuple[int, int]):
+    """A Pillow image resized to ``size`` = (H, W), bicubic (Pillow's antialiased filter): the one resampling of
+    every loader that resizes (``--data natural`` for an ImageNet model, quilting's photos, image folders)."""
+    from PIL import Image
+
+    h, w = size
+    return im if im.size == (w, h) else im.resize((w, h), Image.BICUBIC)
 
 
 def is_cifar10_batches(path: PathLike) -> bool:
@@ -218,7 +244,7 @@ def load_image_folder(path: PathLike, size: Optional[Tuple[int, int]] = None, la
 
     Args:
         path: the folder.
-        size: ``(H, W)`` to resize to (bilinear, Pillow); needed when the images differ in size.
+        size: ``(H, W)`` to resize to (bicubic, Pillow: :func:`resize`); needed when the images differ in size.
         labels_csv: optional CSV with columns ``ImageId`` (file stem) and ``TrueLabel`` (or a second column) for
             the labels, as in ``natural/images.csv``; without it labels are -1.
         limit: keep the first ``limit`` images.
@@ -237,7 +263,7 @@ def load_image_folder(path: PathLike, size: Optional[Tuple[int, int]] = None, la
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"expected a folder of images, got {str(folder)!r} which is not a directory")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())[:limit]
+    files = image_files(folder)[:limit]
     if not files:
         raise FileNotFoundError(f"expected image files ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}, got none")
     labels = {}
@@ -264,7 +290,7 @@ def load_image_folder(path: PathLike, size: Optional[Tuple[int, int]] = None, la
             raise ValueError(f"{f}: expected a readable 8-bit image, got {type(exc).__name__}: {exc}") from None
         im = Image.fromarray(a).convert("RGB")
         if size is not None:
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
+            im = resize(im, size)
         arrays.append(np.asarray(im))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:

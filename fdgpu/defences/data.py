@@ -1,8 +1,8 @@
 """Loading the clean images the baselines need (quilting's patch database), and a synthetic stand-in.
 
-Paths always come from arguments or from the environment variable ``FDGPU_DATA`` (a folder laid out as
-``cifar10/train10k.npz``, ``cifar10/test.npz`` and ``natural/*.png``); nothing here knows where a checkout keeps
-its data. Images are returned as uint8 arrays (M, H, W, 3), HWC RGB.
+Paths always come from arguments or from the data folder of :func:`fdgpu.data.data_root` (``$FDGPU_DATA``, else
+``~/.cache/fdgpu/data``: a folder laid out as ``cifar10/train10k.npz``, ``cifar10/test.npz`` and ``natural/*.png``);
+nothing here knows where a checkout keeps its data. Images are returned as uint8 arrays (M, H, W, 3), HWC RGB.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ PathLike = Union[str, os.PathLike]
 
 
 def data_root(path: Optional[PathLike] = None) -> Optional[Path]:
-    """``path`` if given, else ``$FDGPU_DATA`` if set, else ``None``."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("FDGPU_DATA")
-    return Path(env) if env else None
+    """The data folder, or ``None`` when there is none: :func:`fdgpu.data.data_root` with ``required=False`` (this
+    name is kept for the callers of ``fdgpu.baselines.data.data_root``)."""
+    from ..data import data_root as find
+
+    return find(path, required=False)
 
 
 def load_cifar(npz_path: PathLike, limit: Optional[int] = None) -> np.ndarray:
@@ -38,26 +38,26 @@ def load_cifar(npz_path: PathLike, limit: Optional[int] = None) -> np.ndarray:
 
 def load_natural(folder: PathLike, start: int = 0, stop: Optional[int] = 100,
                  size: Optional[int] = None) -> np.ndarray:
-    """PNG/JPEG photos ``start:stop`` of ``folder`` sorted by file name: uint8 (M, H, W, 3).
+    """Photos ``start:stop`` of ``folder`` (:func:`fdgpu.data.image_files`: sorted by file name): uint8 (M, H, W, 3).
 
     Images 0-99 of the shared natural set are the ones meant for building databases; keep the rest for evaluation.
     ``size``: resize (bicubic) to size x size; otherwise all images must share one size.
     """
     from PIL import Image
 
+    from ..data import image_files, resize
+
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) \
-        if folder.is_dir() else []
-    files = files[start:stop]
+    files = image_files(folder)[start:stop]
     if not files:
-        raise FileNotFoundError(f"expected image files (png/jpg) in {folder}[{start}:{stop}], got none. "
+        raise FileNotFoundError(f"expected image files (png/jpg/...) in {folder}[{start}:{stop}], got none. "
                                 f"Pass a folder of photos, or set FDGPU_DATA to the folder holding natural/.")
     out = []
     for f in files:
         with Image.open(f) as im:
             im = im.convert("RGB")
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
+            if size is not None:
+                im = resize(im, (size, size))
             out.append(np.asarray(im, dtype=np.uint8))
     shapes = {a.shape for a in out}
     if len(shapes) != 1:

@@ -113,11 +113,12 @@ def load_natural(folder, start: int = 0, limit: int | None = None, size: int = L
     import numpy as np
     from PIL import Image
 
+    from ..data import image_files, resize
+
     folder = Path(folder)
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg")) \
-        if folder.is_dir() else []
+    files = image_files(folder)
     if not files:
-        raise FileNotFoundError(f"expected png/jpg images in {str(folder)!r}, got none")
+        raise FileNotFoundError(f"expected png/jpg/... images in {str(folder)!r}, got none")
     if not (isinstance(start, int) and start >= 0) or (limit is not None and not (isinstance(limit, int)
                                                                                    and limit >= 1)):
         raise ValueError(f"expected start >= 0 and limit >= 1 (or None), got start={start!r}, limit={limit!r}")
@@ -137,9 +138,7 @@ def load_natural(folder, start: int = 0, limit: int | None = None, size: int = L
             raise ValueError(f"expected an ImageNet label 1..1000 for {f.name} in {str(csv_path)!r}, got "
                              f"{labels.get(f.stem)}")
         with Image.open(f) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
+            im = resize(im.convert("RGB"), (size, size))
             arrays.append(np.asarray(im, dtype=np.uint8))
         ys.append(labels[f.stem] - 1)
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
