@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..choices import BACKWARDS, SUBSAMPLINGS
 from ..files import prepare_out, write_atomically
 from ..registry import ATTACKS, DEFENCES
 from .specs import VIEWS
@@ -76,9 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"{ATTACKS.forms()}, each with optional :restarts=N, :eot=N (and :targets=N for "
                         f"{takes_targets}) (EPS in pixel levels of 255, or a fraction like 8/255)")
     g.add_argument("--views", nargs="+", default=["transfer"], choices=list(VIEWS),
-                   help="attacker's view: transfer (attack the undefended model) and/or adaptive through the "
-                        "layer with exact/ste/soft/bpda gradients (default: transfer)")
-    g.add_argument("--subsampling", default="4:2:0", choices=["4:2:0", "4:2:2", "4:4:4"],
+                   help=f"attacker's views: transfer (attack the undefended model) and/or the layer's backward "
+                        f"modes ({'/'.join(BACKWARDS)}: adaptive attacks through the defence built with that "
+                        f"backward=) (default: transfer)")
+    g.add_argument("--subsampling", default="4:2:0", choices=list(SUBSAMPLINGS),
                    help="chroma subsampling of the JPEG/FD defences (default 4:2:0, as Pillow)")
     g.add_argument("--batch-size", type=int, default=100, help="images per batch and per shard unit (default 100)")
     g.add_argument("--seed", type=int, default=0, help="seed of random starts and randomised defences (default 0)")

@@ -13,17 +13,20 @@ numbers in [0, 1] units). Every attack but ``none`` also takes trailing ``key=va
 ``pgd:8:10:eot=20``.
 
 Views (what the attacker differentiates): ``transfer`` (the undefended model; the defence is applied to the result),
-or adaptive through the defended model with the layer's ``exact`` / ``ste`` / ``soft`` / ``bpda`` backward.
+or adaptive through the defended model with one of the layer's backward modes (:data:`fdgpu.BACKWARDS`: ``exact`` /
+``ste`` / ``soft`` / ``bpda``): the view of an adaptive attack is the ``backward=`` its defence is built with.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
+from ..choices import BACKWARDS
 from ..registry import ATTACK_OPTIONS, ATTACKS, DEFENCES, integer
 
-VIEWS = ("transfer", "exact", "ste", "soft", "bpda")
-ADAPTIVE_VIEWS = VIEWS[1:]
+#: the attacker's views: "transfer", then one adaptive view per backward mode of the layer
+VIEWS = ("transfer",) + BACKWARDS
+ADAPTIVE_VIEWS = BACKWARDS
 
 
 @dataclass(frozen=True)

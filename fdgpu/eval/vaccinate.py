@@ -15,11 +15,15 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..choices import SUBSAMPLINGS
+from ..files import prepare_out, write_atomically
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -48,6 +52,7 @@ def vaccinate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, quality: Optiona
         mean, std: normalisation applied after compression (default CIFAR-10's).
     """
     import fdgpu
+
     from ..models import CIFAR10_MEAN, CIFAR10_STD, Normalize
 
     if x.dim() != 4 or y.shape != x.shape[:1]:
@@ -98,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model", default="resnet20", choices=["resnet20", "resnet32", "resnet44", "resnet56"])
     p.add_argument("--weights", required=True, help="starting state_dict")
     p.add_argument("--quality", type=float, required=True, help="JPEG quality of the training inputs, in [1, 100]")
-    p.add_argument("--subsampling", default="4:2:0", choices=["4:2:0", "4:2:2", "4:4:4"])
+    p.add_argument("--subsampling", default="4:2:0", choices=list(SUBSAMPLINGS))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
@@ -108,14 +113,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not 1 <= args.quality <= 100:
         print(f"vaccinate: --quality: expected a JPEG quality in [1, 100], got {args.quality:g}", file=sys.stderr)
         return 2
+    out = Path(os.path.expanduser(args.out))
+    problem = prepare_out(out, file="the fine-tuned state_dict")  # before the training, not after it
+    if problem:
+        print(f"vaccinate: {problem}", file=sys.stderr)
+        return 2
     x, y = load_npz(args.data, root=args.data_root, limit=args.limit)
     net = cifar_resnet(int(args.model[len("resnet"):]), weights=args.weights)
     t0 = time.time()
     vaccinate(net, x, y, args.quality, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
               subsampling=args.subsampling, progress=True)
-    out = os.path.expanduser(args.out)
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    torch.save(net.state_dict(), out)
+    write_atomically(out, lambda tmp: torch.save(net.state_dict(), tmp))  # whole or not at all
     print(f"saved {out} ({time.time() - t0:.0f} s, {x.shape[0]} images x {args.epochs} epochs, q={args.quality:g})")
     return 0
 
