@@ -14,7 +14,9 @@ the CLI help, the docs table and the plot's legend. See docs/extending.md for a 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -170,6 +172,30 @@ def register_attack(kind: str, *, form: str, summary: str, run, parse=None, narg
                    dict(refuse or {}), norm, random_start, style, _module_of(run))
     ATTACKS.add(entry)
     return entry
+
+
+def load_plugin(name: str):
+    """Import a module that registers defences or attacks (``fdgpu eval --plugin``): a ``.py`` file (loaded once per
+    process as ``fdgpu_plugin_<stem>``) or the name of an importable module. Returns the module."""
+    if not name.endswith(".py"):
+        return importlib.import_module(name)
+    from pathlib import Path
+
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist")
+    module_name = f"fdgpu_plugin_{path.stem}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look a module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
 
 
 # --- field parsers shared by the spec forms ---------------------------------------------------------------------------

@@ -176,7 +176,7 @@ register_defence("fd-design", form="fd-design:EPS[:N]",
                  parse=_design, build=_fd_design, nargs=(1, 2), example="fd-design:2:10")
 register_defence("tables", form="tables:PATH",
                  summary="a `torch.save`-d (8, 8) table, or a dict with `luma` and optional `chroma`",
-                 parse=_path, build=_tables, nargs=(1, None), example="tables:{tables}")
+                 parse=_path, build=_tables, nargs=(1, None), example="tables:{tmp}/tables.pt")
 register_defence("jpgnoise", form="jpgnoise:Q",
                  summary="Dziugaite et al.'s control: `x + P(JPG_Q(x) - x)`, P a random permutation",
                  parse=_quality, build=_jpgnoise, nargs=(1, 1), example="jpgnoise:75", randomised=True)

@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default CIFAR-10's)")
     g.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default CIFAR-10's)")
     g = parser.add_argument_group("evaluation")
+    g.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="a .py file or an importable module to load first, which registers more defences or attacks "
+                        "(repeatable; docs/extending.md)")
     g.add_argument("--defences", nargs="+", default=["none"], help=DEFENCES.forms())
     takes_targets = ", ".join(k for k, a in ATTACKS.items() if "targets" in a.options)
     g.add_argument("--attacks", nargs="+", default=["none"],
@@ -248,6 +251,15 @@ def _label_problem(classifier, x, y) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
+
+    from ..registry import load_plugin
+
+    for name in args.plugin:  # before any spec is parsed: a plugin's kinds are then known like the built-in ones
+        try:
+            load_plugin(name)
+        except Exception as exc:  # the plugin is the user's code: whatever it raises is reported, not a traceback
+            return _fail(f"--plugin: expected a .py file or an importable module that registers defences or "
+                         f"attacks, got {name!r}: {type(exc).__name__}: {exc}")
 
     from ..data import is_cifar10_batches, load_image_folder, load_npz
     from .core import evaluate
