@@ -161,8 +161,9 @@ def test_registration_errors():
 
 
 def test_old_names_still_resolve():
-    import fdgpu.baselines as B
     import fdgpu.baselines.data as bdata
+
+    import fdgpu.baselines as B
     import fdgpu.defences as D
     import fdgpu.defences.data as ddata
     from fdgpu.eval import specs
