@@ -38,6 +38,7 @@ setup(
     packages=["fdgpu", "fdgpu.reference", "fdgpu.attacks", "fdgpu.eval", "fdgpu.models", "fdgpu.defences",
               "fdgpu.baselines", "fdgpu.kernels"],
     package_dir={"fdgpu.kernels": "kernels"},
+    package_data={"fdgpu.reference": ["fused.c"]},  # the compiled CPU path's source, built on first use
     install_requires=["torch>=2.1", "numpy", "tqdm"],
     extras_require=extras,
     entry_points={"console_scripts": ["fdgpu = fdgpu.cli:main"]},

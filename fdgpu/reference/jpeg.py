@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import fused as _fused
 from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
 from .dct import block_dct, block_idct, fdct_islow, idct_islow
 from .parallel import map_chunks, workers
@@ -77,7 +78,7 @@ def _cat(parts):
 
 
 def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor], subsampling: str,
-            need_weight: bool = False, linear: bool = False) -> Tuple[torch.Tensor, Tuple]:
+            need_weight: bool = False, linear: bool = False, fused: bool = True) -> Tuple[torch.Tensor, Tuple]:
     """JPEG-compress and decode ``x``.
 
     Args:
@@ -87,12 +88,18 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         need_weight: also return the saved state of the ``ste``/``soft`` backward: the quotient ``z = c / Q`` of
             every coefficient (the soft weight and the table gradients are functions of it).
         linear: evaluate ``L`` instead: every rounding and clamp removed (quantization becomes the identity).
+        fused: allow the compiled CPU path (:mod:`fdgpu.reference.fused`, equal bits) where it applies; False runs
+            these torch ops (the definition the Triton kernels mirror).
 
     Returns:
         ``(y, weights)``: ``y`` is ``(N, C, H, W)`` on the 1/255 grid (real-valued when ``linear``); ``weights`` is
         ``(luma, chroma)`` quotients ``(N, 1, 64, Hp / 8, Wp / 8)`` and
         ``(N, 2, 64, Hp / 8 / vs, Wp / 8 / hs)`` (or None).
     """
+    if not linear and fused:
+        done = _fused.forward(x, luma_table, chroma_table, subsampling, need_weight)
+        if done is not None:
+            return done
     chunks = _chunks(x.shape[0], x[0].numel())
     if len(chunks) == 1:
         return map_chunks(_forward, [(x, luma_table, chroma_table, subsampling, need_weight, linear)], x.device)[0]

@@ -1,0 +1,470 @@
+/* The forward of fdgpu/reference/jpeg.py in one pass per image, in integer arithmetic (the CPU fast path).
+
+   Every stage computes exactly what the torch reference computes (and so libjpeg-turbo / Pillow): input
+   quantization floor(x * 255 + 0.5) clamped to 0..255, edge padding to whole MCUs, jccolor.c's RGB -> YCbCr,
+   jcsample.c's box downsampling with its alternating bias, jfdctint.c's forward DCT, jcdctmgr.c's quantizer (as
+   the float32 reciprocal that fdgpu/reference/quantize.py proves exact), dequantization, jidctint.c's inverse DCT
+   with its range limit, jdsample.c's fancy (triangle) upsampling, jdcolor.c's YCbCr -> RGB, and the scaling
+   back to [0, 1]. tests/test_fused.py asserts torch.equal against the reference on odd shapes, every
+   subsampling, several qualities, FD tables and per-image tables.
+
+   Layout of the DCT work: one block row (8 rows x nb blocks) at a time, each 8x8 block spread over 64 arrays of
+   nb values (value k of row r of block j at [(8 k + r) nb + j]), so that every 1-D pass is a loop over j of
+   independent butterflies that the compiler vectorises.
+
+   Must be compiled without -ffast-math and with -ffp-contract=off (no fused multiply-add): the float steps
+   (x * 255 + 0.5, the quantizer's reciprocal, the output's * (1 / 255)) are the reference's, rounding included. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int32_t i32;
+typedef int64_t i64;
+typedef uint8_t u8;
+
+#define CONST_BITS 13
+#define PASS1_BITS 2
+#define FIX_0_298631336 2446
+#define FIX_0_390180644 3196
+#define FIX_0_541196100 4433
+#define FIX_0_765366865 6270
+#define FIX_0_899976223 7373
+#define FIX_1_175875602 9633
+#define FIX_1_501321110 12299
+#define FIX_1_847759065 15137
+#define FIX_1_961570560 16069
+#define FIX_2_053119869 16819
+#define FIX_2_562915447 20995
+#define FIX_3_072711026 25172
+
+/* Blocks per group: the DCT passes run over GROUP blocks at once (2 AVX-512 vectors of i32, no remainder), the
+   group's three work arrays (24 KiB) stay in L1. */
+#define GROUP 32
+
+#define SCALEBITS 16
+#define ONE_HALF (1 << (SCALEBITS - 1))
+#define FIXC(x) ((i32)((x) * (1 << SCALEBITS) + 0.5))
+
+/* ------------------------------------------------------------------------------------------ 1-D passes */
+/* 8 inputs in[k * is + j], 8 outputs out[k * os + j], for j < n. */
+static void fdct_pass(const i32 *in, long is, i32 *out, long os, int n, int shift)
+{
+    const i32 round = 1 << (shift - 1);
+    const i32 *restrict p0 = in, *restrict p1 = in + is, *restrict p2 = in + 2 * is, *restrict p3 = in + 3 * is;
+    const i32 *restrict p4 = in + 4 * is, *restrict p5 = in + 5 * is, *restrict p6 = in + 6 * is;
+    const i32 *restrict p7 = in + 7 * is;
+    i32 *restrict q0 = out, *restrict q1 = out + os, *restrict q2 = out + 2 * os, *restrict q3 = out + 3 * os;
+    i32 *restrict q4 = out + 4 * os, *restrict q5 = out + 5 * os, *restrict q6 = out + 6 * os;
+    i32 *restrict q7 = out + 7 * os;
+#pragma GCC ivdep
+    for (int j = 0; j < n; j++) {
+        i32 d0 = p0[j], d1 = p1[j], d2 = p2[j], d3 = p3[j], d4 = p4[j], d5 = p5[j], d6 = p6[j], d7 = p7[j];
+        i32 t0 = d0 + d7, t7 = d0 - d7, t1 = d1 + d6, t6 = d1 - d6;
+        i32 t2 = d2 + d5, t5 = d2 - d5, t3 = d3 + d4, t4 = d3 - d4;
+        i32 t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2;
+        i32 z1 = (t12 + t13) * FIX_0_541196100;
+        i32 y1 = t4 + t7, y2 = t5 + t6, y3 = t4 + t6, y4 = t5 + t7;
+        i32 y5 = (y3 + y4) * FIX_1_175875602;
+        y1 *= -FIX_0_899976223;
+        y2 *= -FIX_2_562915447;
+        y3 = y3 * -FIX_1_961570560 + y5;
+        y4 = y4 * -FIX_0_390180644 + y5;
+        q0[j] = ((t10 + t11) * (1 << CONST_BITS) + round) >> shift;
+        q1[j] = (t7 * FIX_1_501321110 + y1 + y4 + round) >> shift;
+        q2[j] = (z1 + t13 * FIX_0_765366865 + round) >> shift;
+        q3[j] = (t6 * FIX_3_072711026 + y2 + y3 + round) >> shift;
+        q4[j] = ((t10 - t11) * (1 << CONST_BITS) + round) >> shift;
+        q5[j] = (t5 * FIX_2_053119869 + y2 + y4 + round) >> shift;
+        q6[j] = (z1 + t12 * -FIX_1_847759065 + round) >> shift;
+        q7[j] = (t4 * FIX_0_298631336 + y1 + y3 + round) >> shift;
+    }
+}
+
+/* jidctint.c's butterfly on type T; pass 1 descales by 11, pass 2 (final) by 18, adds 128 and clamps. */
+#define IDCT_OUT(T, FINAL, q, v)                                                                                        \
+    do {                                                                                                        \
+        T o_ = ((v) + round) >> shift;                                                                          \
+        if (FINAL)                                                                                              \
+            o_ = o_ + 128 < 0 ? 0 : (o_ + 128 > 255 ? 255 : o_ + 128);                                          \
+        q[j] = (i32)o_;                                                                                         \
+    } while (0)
+#define IDCT_PASS(NAME, T, FINAL)                                                                               \
+    static void NAME(const i32 *in, long is, i32 *out, long os, int n)                                          \
+    {                                                                                                           \
+        const int shift = FINAL ? CONST_BITS + PASS1_BITS + 3 : CONST_BITS - PASS1_BITS;                        \
+        const T round = (T)1 << (shift - 1);                                                                    \
+        const i32 *restrict p0 = in, *restrict p1 = in + is, *restrict p2 = in + 2 * is;                        \
+        const i32 *restrict p3 = in + 3 * is, *restrict p4 = in + 4 * is, *restrict p5 = in + 5 * is;           \
+        const i32 *restrict p6 = in + 6 * is, *restrict p7 = in + 7 * is;                                      \
+        i32 *restrict q0 = out, *restrict q1 = out + os, *restrict q2 = out + 2 * os, *restrict q3 = out + 3 * os; \
+        i32 *restrict q4 = out + 4 * os, *restrict q5 = out + 5 * os, *restrict q6 = out + 6 * os;              \
+        i32 *restrict q7 = out + 7 * os;                                                                        \
+        _Pragma("GCC ivdep") for (int j = 0; j < n; j++) {                                                    \
+            T c0 = p0[j], c1 = p1[j], c2 = p2[j], c3 = p3[j], c4 = p4[j], c5 = p5[j], c6 = p6[j], c7 = p7[j];   \
+            T z1 = (c2 + c6) * FIX_0_541196100;                                                                 \
+            T t2 = z1 + c6 * -FIX_1_847759065, t3 = z1 + c2 * FIX_0_765366865;                                  \
+            T t0 = (c0 + c4) * (1 << CONST_BITS), t1 = (c0 - c4) * (1 << CONST_BITS);                           \
+            T t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2;                                       \
+            T y1 = c7 + c1, y2 = c5 + c3, y3 = c7 + c3, y4 = c5 + c1;                                           \
+            T y5 = (y3 + y4) * FIX_1_175875602;                                                                 \
+            y1 *= -FIX_0_899976223;                                                                             \
+            y2 *= -FIX_2_562915447;                                                                             \
+            y3 = y3 * -FIX_1_961570560 + y5;                                                                    \
+            y4 = y4 * -FIX_0_390180644 + y5;                                                                    \
+            T o0 = c7 * FIX_0_298631336 + y1 + y3, o1 = c5 * FIX_2_053119869 + y2 + y4;                         \
+            T o2 = c3 * FIX_3_072711026 + y2 + y3, o3 = c1 * FIX_1_501321110 + y1 + y4;                         \
+            IDCT_OUT(T, FINAL, q0, t10 + o3);                                                                             \
+            IDCT_OUT(T, FINAL, q1, t11 + o2);                                                                             \
+            IDCT_OUT(T, FINAL, q2, t12 + o1);                                                                             \
+            IDCT_OUT(T, FINAL, q3, t13 + o0);                                                                             \
+            IDCT_OUT(T, FINAL, q4, t13 - o0);                                                                             \
+            IDCT_OUT(T, FINAL, q5, t12 - o1);                                                                             \
+            IDCT_OUT(T, FINAL, q6, t11 - o2);                                                                             \
+            IDCT_OUT(T, FINAL, q7, t10 - o3);                                                                             \
+        }                                                                                                       \
+    }
+
+IDCT_PASS(idct_pass1, i32, 0)
+IDCT_PASS(idct_pass2, i32, 1)
+IDCT_PASS(idct_pass2_wide, i64, 1)
+
+/* ------------------------------------------------------------------------------------------ one plane */
+typedef struct {
+    const i32 *q;       /* 64 integer steps, natural order [vertical freq][horizontal freq] */
+    const float *half;  /* 4 q + 0.5 */
+    const float *recip; /* fl32(1 / 8q) */
+    int wide;           /* some step > 255: the inverse DCT's second pass needs 64-bit sums */
+} Table;
+
+/* Quantize + dequantize one block row's coefficients in place (cf[(8 u + v) nb + j]: u horizontal, v vertical
+   frequency), writing the quotients z = t / 8q to z (block layout, channel 8 v + u, plane stride zs) if given. */
+static void quantize(i32 *restrict cf, int nb, const Table *tb, void *z, int z_double, long zs)
+{
+    for (int u = 0; u < 8; u++)
+        for (int v = 0; v < 8; v++) {
+            const int e = 8 * v + u;
+            const i32 q = tb->q[e];
+            const float half = tb->half[e], recip = tb->recip[e];
+            i32 *restrict c = cf + (8 * u + v) * (long)GROUP;
+            if (z && z_double) {
+                double *restrict zp = (double *)z + e * zs;
+                const double q8 = (double)q * 8.0;
+                for (int j = 0; j < nb; j++) {
+                    i32 a = c[j] < 0 ? -c[j] : c[j];
+                    double d = (double)a / q8;
+                    zp[j] = c[j] < 0 ? -d : d;
+                }
+            } else if (z) {
+                float *restrict zp = (float *)z + e * zs;
+                const float q8 = (float)q * 8.0f;
+                for (int j = 0; j < nb; j++) {
+                    i32 a = c[j] < 0 ? -c[j] : c[j];
+                    float d = (float)a / q8;
+                    zp[j] = c[j] < 0 ? -d : d;
+                }
+            }
+            for (int j = 0; j < nb; j++) {
+                i32 t = c[j];
+                i32 a = t < 0 ? -t : t;
+                i32 r = (i32)(((float)a + half) * recip);
+                c[j] = t < 0 ? -r * q : r * q;
+            }
+        }
+}
+
+/* The codec on a u8 plane (rows x cols, multiples of 8), in place: level shift, forward DCT, quantize,
+   dequantize, inverse DCT, range limit; GROUP blocks (in raster order) at a time. scratch: 3 * 64 * GROUP i32.
+   z: the plane's quotients (64, rows / 8, cols / 8), or NULL. */
+static void codec_plane(u8 *plane, int rows, int cols, const Table *tb, i32 *scratch, void *z, int z_double)
+{
+    const int nbw = cols / 8;
+    const long nblocks = (long)(rows / 8) * nbw, bs = 8L * GROUP;
+    i32 *a = scratch, *b = scratch + 64L * GROUP, *c = scratch + 128L * GROUP;
+    for (long b0 = 0; b0 < nblocks; b0 += GROUP) {
+        const int nb = nblocks - b0 < GROUP ? (int)(nblocks - b0) : GROUP;
+        for (int j = 0; j < nb; j++) { /* gather: a[(8 k + r) GROUP + j] = sample (r, k) of block j, - 128 */
+            const long blk = b0 + j;
+            const u8 *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;
+            for (int r = 0; r < 8; r++)
+                for (int k = 0; k < 8; k++)
+                    a[(8 * k + r) * GROUP + j] = (i32)p[(long)r * cols + k] - 128;
+        }
+        for (int r = 0; r < 8; r++) /* rows: a[k][r] -> b[u][r] */
+            fdct_pass(a + r * GROUP, bs, b + r * GROUP, bs, nb, CONST_BITS - PASS1_BITS);
+        for (int u = 0; u < 8; u++) /* columns: b[u][r] -> c[u][v] */
+            fdct_pass(b + u * bs, GROUP, c + u * bs, GROUP, nb, CONST_BITS + PASS1_BITS);
+        void *zr = NULL;
+        if (z)
+            zr = z_double ? (void *)((double *)z + b0) : (void *)((float *)z + b0);
+        quantize(c, nb, tb, zr, z_double, nblocks);
+        for (int u = 0; u < 8; u++) /* columns: c[u][v] -> b[u][r] */
+            idct_pass1(c + u * bs, GROUP, b + u * bs, GROUP, nb);
+        for (int r = 0; r < 8; r++) /* rows: b[u][r] -> a[k][r], samples 0..255 */
+            (tb->wide ? idct_pass2_wide : idct_pass2)(b + r * GROUP, bs, a + r * GROUP, bs, nb);
+        for (int j = 0; j < nb; j++) { /* scatter back */
+            const long blk = b0 + j;
+            u8 *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;
+            for (int r = 0; r < 8; r++)
+                for (int k = 0; k < 8; k++)
+                    p[(long)r * cols + k] = (u8)a[(8 * k + r) * GROUP + j];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ tables */
+/* Integer steps 1..32768 (the reference's float32 quantizer); 0 when a step is anything else (the caller then
+   uses the torch reference, which handles fractional and huge steps in float64). */
+static int load_table(const void *src, int dbl, i32 *q, float *half, float *recip, int *wide)
+{
+    for (int e = 0; e < 64; e++) {
+        double s = dbl ? ((const double *)src)[e] : (double)((const float *)src)[e];
+        if (!(s >= 1.0 && s <= 32768.0 && s == floor(s)))
+            return 0;
+        q[e] = (i32)s;
+        half[e] = (float)q[e] * 4.0f + 0.5f;
+        recip[e] = 1.0f / ((float)q[e] * 8.0f);
+        if (q[e] > 255)
+            *wide = 1;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ one image */
+static inline i32 clamp255(i32 v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+
+typedef struct {
+    int h, w, ch, hs, vs, hp, wp, hc, wc;
+} Geo;
+
+/* Row buffers (i32) of one image: R, G, B; two rows of Cb and Cr before downsampling; column sums and the
+   upsampled Cb, Cr of one output row. */
+#define ROWS 13
+
+static size_t scratch_bytes(const Geo *g)
+{
+    size_t luma = (size_t)g->hp * g->wp, chroma = (size_t)(g->hp / g->vs) * (g->wp / g->hs);
+    size_t codec = 3 * 64 * sizeof(i32) * GROUP;
+    return luma + 2 * chroma + codec + ROWS * sizeof(i32) * ((size_t)g->wp + 8) + 128;
+}
+
+/* jccolor.c on one row of samples */
+static void rgb_to_ycc(const i32 *restrict R, const i32 *restrict G, const i32 *restrict B, u8 *restrict y,
+                       i32 *restrict cb, i32 *restrict cr, int n)
+{
+    const i32 bias_c = (128 << SCALEBITS) + ONE_HALF - 1;
+    for (int c = 0; c < n; c++) {
+        y[c] = (u8)((FIXC(0.29900) * R[c] + FIXC(0.58700) * G[c] + FIXC(0.11400) * B[c] + ONE_HALF) >> SCALEBITS);
+        cb[c] = (-FIXC(0.16874) * R[c] - FIXC(0.33126) * G[c] + FIXC(0.50000) * B[c] + bias_c) >> SCALEBITS;
+        cr[c] = (FIXC(0.50000) * R[c] - FIXC(0.41869) * G[c] - FIXC(0.08131) * B[c] + bias_c) >> SCALEBITS;
+    }
+}
+
+/* jcsample.c: one output row from one (vs = 1) or two (vs = 2) rows, hs in {1, 2}; rows[0], rows[1] */
+static void downsample_row(const i32 *restrict r0, const i32 *restrict r1, u8 *restrict out, int n, int hs,
+                           int vs)
+{
+    if (hs == 1 && vs == 1)
+        for (int c = 0; c < n; c++)
+            out[c] = (u8)r0[c];
+    else if (vs == 1) /* 2x1: bias 0, 1, 0, 1, ... */
+        for (int c = 0; c < n; c++)
+            out[c] = (u8)((r0[2 * c] + r0[2 * c + 1] + (c & 1)) >> 1);
+    else /* 2x2: bias 1, 2, 1, 2, ... */
+        for (int c = 0; c < n; c++)
+            out[c] = (u8)((r0[2 * c] + r0[2 * c + 1] + r1[2 * c] + r1[2 * c + 1] + 1 + (c & 1)) >> 2);
+}
+
+/* jdsample.c for one output row: s holds wc values at s[1..wc] (column sums 3 near + far when vs = 2, else the
+   chroma row), s[0] and s[wc + 1] are set here to the edge values; out gets at least w values. */
+static void upsample_row(i32 *restrict s, i32 *restrict out, int wc, int w, int hs, int vs, int fancy)
+{
+    s[0] = s[1], s[wc + 1] = s[wc];
+    if (!fancy) {
+        if (hs == 1)
+            for (int c = 0; c < w; c++)
+                out[c] = s[c + 1];
+        else
+            for (int k = 0; k < wc; k++)
+                out[2 * k] = out[2 * k + 1] = s[k + 1];
+        return;
+    }
+    const int sh = vs == 2 ? 4 : 2;
+    const i32 be = vs == 2 ? 8 : 1, bo = vs == 2 ? 7 : 2;
+    for (int k = 0; k < wc; k++) {
+        out[2 * k] = (3 * s[k + 1] + s[k] + be) >> sh;
+        out[2 * k + 1] = (3 * s[k + 1] + s[k + 2] + bo) >> sh;
+    }
+}
+
+/* Input samples floor(v * 255 + 0.5), NaN -> 0, clamped to 0..255, edge-replicated from w to wp; YCbCr -> RGB
+   (jdcolor.c) with the range limit and the scaling to [0, 1]. */
+#define CONVERT(T, FLOOR)                                                                                       \
+    static void samples_##T(const T *restrict src, i32 *restrict dst, int w, int wp)                            \
+    {                                                                                                           \
+        for (int c = 0; c < w; c++) {                                                                           \
+            T u = src[c] * (T)255.0;                                                                            \
+            u = FLOOR(u + (T)0.5);                                                                              \
+            u = u >= 0 ? u : 0; /* NaN too */                                                                   \
+            u = u <= 255 ? u : 255;                                                                             \
+            dst[c] = (i32)u;                                                                                    \
+        }                                                                                                       \
+        for (int c = w; c < wp; c++)                                                                            \
+            dst[c] = dst[w - 1];                                                                                \
+    }                                                                                                           \
+    static void ycc_to_rgb_##T(const u8 *restrict y, const i32 *restrict cb, const i32 *restrict cr,            \
+                               T *restrict r, T *restrict g, T *restrict b, int w)                              \
+    {                                                                                                           \
+        const T scale = (T)(1.0 / 255);                                                                         \
+        for (int c = 0; c < w; c++) {                                                                           \
+            const i32 yv = y[c], cbs = cb[c] - 128, crs = cr[c] - 128;                                          \
+            const i32 R = yv + ((FIXC(1.40200) * crs + ONE_HALF) >> SCALEBITS);                                 \
+            const i32 G = yv + ((-FIXC(0.34414) * cbs - FIXC(0.71414) * crs + ONE_HALF) >> SCALEBITS);           \
+            const i32 B = yv + ((FIXC(1.77200) * cbs + ONE_HALF) >> SCALEBITS);                                 \
+            r[c] = (T)clamp255(R) * scale;                                                                      \
+            g[c] = (T)clamp255(G) * scale;                                                                      \
+            b[c] = (T)clamp255(B) * scale;                                                                      \
+        }                                                                                                       \
+    }
+CONVERT(float, floorf)
+CONVERT(double, floor)
+
+/* One image: x (ch, h, w) -> out (ch, h, w). T is the input/output float type. */
+#define IMAGE(T)                                                                                                \
+    static void image_##T(const T *x, T *out, const Geo *g, const Table *lt, const Table *ct, void *zy,         \
+                          void *zc, int z_double, u8 *buf)                                                      \
+    {                                                                                                           \
+        const int h = g->h, w = g->w, hp = g->hp, wp = g->wp, hs = g->hs, vs = g->vs;                           \
+        const int hcp = hp / vs, wcp = wp / hs, hc = g->hc, wc = g->wc;                                         \
+        const long plane = (long)h * w, rs = wp + 8;                                                            \
+        u8 *Y = buf, *Cb = Y + (long)hp * wp, *Cr = Cb + (long)hcp * wcp;                                      \
+        i32 *codec = (i32 *)(((uintptr_t)(Cr + (long)hcp * wcp) + 63) & ~(uintptr_t)63);                        \
+        i32 *row = codec + 3 * 64L * GROUP;                                                                  \
+        i32 *R = row, *G = R + rs, *B = G + rs, *cb = B + rs, *cr = cb + 2 * rs, *sb = cr + 2 * rs;             \
+        i32 *sr = sb + rs, *ub = sr + rs, *ur = ub + rs;                                                        \
+        const T scale = (T)(1.0 / 255);                                                                         \
+        if (g->ch == 1) {                                                                                       \
+            for (int r = 0; r < h; r++) {                                                                       \
+                samples_##T(x + (long)r * w, R, w, wp);                                                         \
+                for (int c = 0; c < wp; c++)                                                                    \
+                    Y[(long)r * wp + c] = (u8)R[c];                                                             \
+            }                                                                                                   \
+            for (int r = h; r < hp; r++)                                                                        \
+                memcpy(Y + (long)r * wp, Y + (long)(h - 1) * wp, wp);                                           \
+            codec_plane(Y, hp, wp, lt, codec, zy, z_double);                                                    \
+            for (int r = 0; r < h; r++)                                                                         \
+                for (int c = 0; c < w; c++)                                                                     \
+                    out[(long)r * w + c] = (T)Y[(long)r * wp + c] * scale;                                      \
+            return;                                                                                             \
+        }                                                                                                       \
+        /* RGB -> YCbCr on the padded image, chroma downsampled row group by row group */                       \
+        for (int ro = 0; ro < hc; ro++) {                                                                       \
+            for (int dv = 0; dv < vs; dv++) {                                                                   \
+                const int r = ro * vs + dv;                                                                     \
+                const long sr0 = (long)(r < h ? r : h - 1) * w;                                                 \
+                samples_##T(x + sr0, R, w, wp);                                                                 \
+                samples_##T(x + plane + sr0, G, w, wp);                                                         \
+                samples_##T(x + 2 * plane + sr0, B, w, wp);                                                     \
+                rgb_to_ycc(R, G, B, Y + (long)r * wp, cb + dv * rs, cr + dv * rs, wp);                          \
+            }                                                                                                   \
+            downsample_row(cb, cb + rs, Cb + (long)ro * wcp, wcp, hs, vs);                                      \
+            downsample_row(cr, cr + rs, Cr + (long)ro * wcp, wcp, hs, vs);                                      \
+        }                                                                                                       \
+        for (int r = hc * vs; r < hp; r++) /* rows past the image repeat its last row */                        \
+            memcpy(Y + (long)r * wp, Y + (long)(h - 1) * wp, wp);                                               \
+        for (int ro = hc; ro < hcp; ro++) { /* libjpeg repeats the last downsampled row */                      \
+            memcpy(Cb + (long)ro * wcp, Cb + (long)(hc - 1) * wcp, wcp);                                        \
+            memcpy(Cr + (long)ro * wcp, Cr + (long)(hc - 1) * wcp, wcp);                                        \
+        }                                                                                                       \
+        codec_plane(Y, hp, wp, lt, codec, zy, z_double);                                                        \
+        const long zcs = 64L * (hcp / 8) * (wcp / 8);                                                           \
+        codec_plane(Cb, hcp, wcp, ct, codec, zc, z_double);                                                     \
+        codec_plane(Cr, hcp, wcp, ct, codec,                                                                    \
+                    zc ? (z_double ? (void *)((double *)zc + zcs) : (void *)((float *)zc + zcs)) : NULL, z_double); \
+        /* upsample (fancy when the chroma is wider than 2 samples) and YCbCr -> RGB, row by row */             \
+        const int fancy = wc > 2 && (hs > 1 || vs > 1);                                                         \
+        for (int r = 0; r < h; r++) {                                                                           \
+            const int i = r / vs;                                                                               \
+            const u8 *bi = Cb + (long)i * wcp, *ri = Cr + (long)i * wcp;                                        \
+            if (vs == 2 && fancy) {                                                                             \
+                const int nbr = (r & 1) ? (i + 1 < hc ? i + 1 : hc - 1) : (i > 0 ? i - 1 : 0);                  \
+                const u8 *bn = Cb + (long)nbr * wcp, *rn = Cr + (long)nbr * wcp;                                \
+                for (int c = 0; c < wc; c++) {                                                                  \
+                    sb[c + 1] = 3 * bi[c] + bn[c];                                                              \
+                    sr[c + 1] = 3 * ri[c] + rn[c];                                                              \
+                }                                                                                               \
+            } else {                                                                                            \
+                for (int c = 0; c < wc; c++) {                                                                  \
+                    sb[c + 1] = bi[c];                                                                          \
+                    sr[c + 1] = ri[c];                                                                          \
+                }                                                                                               \
+            }                                                                                                   \
+            upsample_row(sb, ub, wc, w, hs, vs, fancy);                                                         \
+            upsample_row(sr, ur, wc, w, hs, vs, fancy);                                                         \
+            T *o = out + (long)r * w;                                                                           \
+            ycc_to_rgb_##T(Y + (long)r * wp, ub, ur, o, o + plane, o + 2 * plane, w);                           \
+        }                                                                                                       \
+    }
+IMAGE(float)
+IMAGE(double)
+
+static __thread u8 *tls_buf;
+static __thread size_t tls_size;
+
+/* The forward of images [i0, i1) of a batch x (n, ch, h, w), contiguous, into out (same layout).
+   Tables: 64 steps each (float32, or float64 when tables_double), table_stride 64 for per-image tables or 0 for
+   shared ones; ct is ignored for ch = 1. zy, zc: the quotients ((n, 1, 64, hp/8, wp/8) and (n, 2, 64, hp/8/vs,
+   wp/8/hs), float32 or float64 by z_double) or NULL. Returns 0, or 1 when a table holds a step that is not an
+   integer in 1..32768 (nothing is written then), 2 when out of memory. */
+int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, int w, int hs, int vs, int i0,
+                  int i1, const void *lt, const void *ct, int tables_double, int table_stride, void *zy, void *zc,
+                  int z_double)
+{
+    Geo g;
+    g.h = h, g.w = w, g.ch = ch;
+    g.hs = ch == 3 ? hs : 1, g.vs = ch == 3 ? vs : 1;
+    g.hp = (h + 8 * g.vs - 1) / (8 * g.vs) * (8 * g.vs);
+    g.wp = (w + 8 * g.hs - 1) / (8 * g.hs) * (8 * g.hs);
+    g.hc = (h + g.vs - 1) / g.vs, g.wc = (w + g.hs - 1) / g.hs;
+    (void)n;
+    const int tsize = table_stride ? 64 : 0;
+    const long tstep = tables_double ? 8L * table_stride : 4L * table_stride;
+    i32 q[2][64];
+    float half[2][64], recip[2][64];
+    Table tabs[2];
+    for (int t = 0; t < 2; t++) /* check every table first, so that nothing is written on failure */
+        for (int i = i0; i < (tsize ? i1 : i0 + 1); i++) {
+            const void *src = (const char *)(t == 0 ? lt : ct) + (long)i * tstep;
+            int wide = 0;
+            if ((t == 0 || ch == 3) && !load_table(src, tables_double, q[t], half[t], recip[t], &wide))
+                return 1;
+        }
+    size_t need = scratch_bytes(&g);
+    if (need > tls_size) {
+        free(tls_buf);
+        tls_buf = (u8 *)malloc(need);
+        tls_size = tls_buf ? need : 0;
+        if (!tls_buf)
+            return 2;
+    }
+    const long xs = (long)ch * h * w;
+    const long zys = 64L * (g.hp / 8) * (g.wp / 8), zcs = 2 * 64L * (g.hp / 8 / g.vs) * (g.wp / 8 / g.hs);
+    const int zb = z_double ? 8 : 4;
+    for (int i = i0; i < i1; i++) {
+        for (int t = 0; t < (ch == 3 ? 2 : 1); t++) {
+            const void *src = (const char *)(t == 0 ? lt : ct) + (tsize ? (long)i * tstep : 0);
+            tabs[t].wide = 0;
+            load_table(src, tables_double, q[t], half[t], recip[t], &tabs[t].wide);
+            tabs[t].q = q[t], tabs[t].half = half[t], tabs[t].recip = recip[t];
+        }
+        void *zyi = zy ? (char *)zy + (long)i * zys * zb : NULL;
+        void *zci = zc ? (char *)zc + (long)i * zcs * zb : NULL;
+        if (x_double)
+            image_double((const double *)x + i * xs, (double *)out + i * xs, &g, &tabs[0], &tabs[1], zyi, zci,
+                         z_double, tls_buf);
+        else
+            image_float((const float *)x + i * xs, (float *)out + i * xs, &g, &tabs[0], &tabs[1], zyi, zci,
+                        z_double, tls_buf);
+    }
+    return 0;
+}

@@ -1,0 +1,131 @@
+"""The compiled CPU forward (fdgpu/reference/fused.c) against the torch reference it must equal bit for bit, and the
+fallback to the reference where it does not apply (no compiler, fractional or huge steps, autograd recording)."""
+import pytest
+import torch
+
+import fdgpu
+from fdgpu.reference import fused
+from fdgpu.reference import jpeg as ref_jpeg
+
+pytestmark = pytest.mark.skipif(fused.library() is None, reason=f"compiled CPU path: {fused.status()}")
+
+
+def _images(n, ch, h, w, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # half smooth (realistic coefficient statistics), half noise (large high-frequency coefficients)
+    small = torch.rand(n, ch, max(1, h // 6), max(1, w // 6), generator=g, dtype=torch.float64)
+    smooth = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    noise = torch.rand(n, ch, h, w, generator=g, dtype=torch.float64)
+    return torch.where(torch.arange(n).view(n, 1, 1, 1) % 2 == 0, smooth, noise).to(dtype)
+
+
+def _both(x, lt, ct, sub, need_weight=True):
+    got = fused.forward(x, lt, ct, sub, need_weight=need_weight)
+    assert got is not None, "the fused path declined a case it handles"
+    want = ref_jpeg.forward(x, lt, ct, sub, need_weight=need_weight, fused=False)
+    return got, want
+
+
+def _assert_equal(got, want):
+    (y, (zy, zc)), (yr, (zry, zrc)) = got, want
+    assert y.dtype == yr.dtype and torch.equal(y, yr)
+    if zry is not None:
+        assert zy.dtype == zry.dtype and torch.equal(zy, zry)
+    if zrc is not None:
+        assert torch.equal(zc, zrc)
+
+
+@pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])
+@pytest.mark.parametrize("shape", [(3, 3, 37, 45), (2, 3, 17, 8), (1, 3, 1, 1), (2, 3, 2, 5), (1, 3, 9, 3),
+                                   (2, 1, 21, 30)])
+def test_equals_reference_odd_shapes_and_qualities(sub, shape):
+    x = _images(*shape)
+    for q in (1, 10, 50, 75, 95, 100):
+        lt, ct = fdgpu.tables.ijg(q)
+        _assert_equal(*_both(x, lt, ct, sub))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equals_reference_dtypes_and_out_of_range_inputs(dtype):
+    x = _images(2, 3, 19, 26, dtype) * 1.4 - 0.2  # values outside [0, 1] are clamped as 8-bit samples
+    x[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.5 / 255])  # validate=False inputs
+    lt, ct = fdgpu.tables.ijg(60)
+    _assert_equal(*_both(x, lt.to(dtype), ct.to(dtype), "4:2:0"))
+
+
+@pytest.mark.parametrize("strength", [1, 3, 10, 800])  # 10: steps 400 and 800 (64-bit inverse DCT sums)
+def test_equals_reference_fd_tables(strength):
+    x = _images(2, 3, 24, 40)
+    t = fdgpu.tables.fd(strength)
+    for sub in ("4:2:0", "4:4:4"):
+        _assert_equal(*_both(x, t, t, sub))
+
+
+def test_equals_reference_per_image_tables_and_shared_float64_table():
+    x = _images(3, 3, 16, 24)
+    lt = torch.stack([fdgpu.tables.ijg(q)[0] for q in (20, 70, 99)])
+    ct = torch.stack([fdgpu.tables.fd(s) for s in (1, 2, 3)])
+    _assert_equal(*_both(x, lt, ct, "4:2:0"))
+    lt64, ct64 = (t.double() for t in fdgpu.tables.ijg(30))
+    _assert_equal(*_both(x, lt64, ct64, "4:2:2"))
+
+
+def test_equals_reference_batch_over_several_workers(monkeypatch):
+    # more values than INLINE_VALUES: the batch is split over the pool's workers
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(fused, "INLINE_VALUES", 1)
+        x = _images(9, 3, 24, 37)
+        lt, ct = fdgpu.tables.ijg(75)
+        _assert_equal(*_both(x, lt, ct, "4:2:0"))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_layer_uses_it_and_equals_reference_through_the_layer():
+    x = _images(2, 3, 20, 28).requires_grad_()
+    y = fdgpu.jpeg(x, 75, backward="soft")
+    assert fused.status() == "loaded"
+    lt, ct = fdgpu.tables.ijg(75)
+    assert torch.equal(y.detach(), ref_jpeg.forward(x.detach(), lt, ct, "4:2:0", fused=False)[0])
+
+
+def test_declines_what_only_the_reference_handles():
+    x = _images(1, 3, 16, 16)
+    lt, ct = fdgpu.tables.ijg(50)
+    assert fused.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0") is None      # fractional steps
+    assert fused.forward(x, lt, fdgpu.tables.fd(1000.0), "4:2:0") is None   # steps over 32768
+    assert fused.forward(x.half(), lt, ct, "4:2:0") is None                  # dtype
+    with torch.enable_grad():                                                # autograd records the ops
+        assert fused.forward(x.clone().requires_grad_(), lt, ct, "4:2:0") is None
+    # and the reference forward still gives its answer for them
+    y = ref_jpeg.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0")[0]
+    assert torch.equal(y, ref_jpeg.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0", fused=False)[0])
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    monkeypatch.setenv("FDGPU_CACHE", str(tmp_path))
+    fused._reset()
+    yield tmp_path
+    monkeypatch.undo()
+    fused._reset()
+
+
+def test_no_compiler_falls_back_to_the_reference(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", "fdgpu-no-such-compiler")
+    x = _images(2, 3, 20, 28)
+    lt, ct = fdgpu.tables.ijg(75)
+    assert fused.forward(x, lt, ct, "4:2:0") is None
+    assert fused.status().startswith("unavailable: no C compiler")
+    assert torch.equal(fdgpu.jpeg(x, 75), ref_jpeg.forward(x, lt, ct, "4:2:0", fused=False)[0])
+    assert not list(fresh_library.iterdir())  # nothing half-written in the cache
+
+
+def test_disabled_by_environment(fresh_library, monkeypatch):
+    monkeypatch.setenv("FDGPU_FUSED", "0")
+    x = _images(1, 3, 8, 8)
+    lt, ct = fdgpu.tables.ijg(75)
+    assert fused.forward(x, lt, ct, "4:2:0") is None
+    assert fused.status() == "unavailable: FDGPU_FUSED=0"
