@@ -129,3 +129,44 @@ def test_disabled_by_environment(fresh_library, monkeypatch):
     lt, ct = fdgpu.tables.ijg(75)
     assert fused.forward(x, lt, ct, "4:2:0") is None
     assert fused.status() == "unavailable: FDGPU_FUSED=0"
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])
+@pytest.mark.parametrize("shape", [(3, 3, 37, 45), (2, 3, 2, 5), (1, 3, 9, 3), (2, 1, 21, 30)])
+@pytest.mark.parametrize("mode", ["ste", "soft"])
+def test_backward_equals_reference_to_rounding(sub, shape, mode):
+    # The compiled backward sums in another order than the torch reference: both are compared with the float64
+    # reference, and the compiled one must be as close to it as float rounding allows (float64: to 1e-13; float32:
+    # within 4x the torch float32 path's own error, and 1e-6).
+    x = _images(*shape)
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    lt, ct = fdgpu.tables.ijg(50)
+    for dtype in (torch.float32, torch.float64):
+        xd, gd = x.to(dtype), g.to(dtype)
+        state = ref_jpeg.forward(xd, lt.to(dtype), ct.to(dtype), sub, need_weight=True)[1] if mode == "soft" else None
+        got = fused.backward(gd, state, sub, mode)
+        assert got is not None and got.dtype == dtype and got.shape == gd.shape
+        s64 = tuple(None if t is None else t.double() for t in state) if state is not None else None
+        exact = ref_jpeg.backward(g.double(), s64, sub, mode, fused=False)
+        if dtype == torch.float64:
+            assert _rel(got, exact) < 1e-13
+        else:
+            torch_err = _rel(ref_jpeg.backward(gd, state, sub, mode, fused=False), exact)
+            assert _rel(got, exact) < max(4 * torch_err, 1e-6)
+
+
+def test_backward_through_the_layer_and_declines():
+    x = _images(2, 3, 20, 28)
+    g = torch.randn(2, 3, 20, 28, generator=torch.Generator().manual_seed(4))
+    for mode in ("ste", "soft"):
+        xr = x.clone().requires_grad_()
+        (fdgpu.jpeg(xr, 75, backward=mode) * g).sum().backward()
+        lt, ct = fdgpu.tables.ijg(75)
+        state = ref_jpeg.forward(x, lt, ct, "4:2:0", need_weight=True)[1] if mode == "soft" else None
+        assert torch.equal(xr.grad, fused.backward(g, state, "4:2:0", mode))
+    assert fused.backward(g, None, "4:2:0", "soft") is None        # soft needs the saved quotients
+    assert fused.backward(g, None, "4:2:0", "exact") is None       # autograd of the forward: the reference's

@@ -468,3 +468,228 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
     }
     return 0;
 }
+
+/* ========================================================================================== the backward
+   The vector-Jacobian product of fdgpu/reference/jpeg.py's backward for the ste and soft modes (no table
+   gradients): every rounding and clamp straight-through, the coefficient rounding's derivative 1 (ste: the DCT
+   and its inverse cancel) or the soft weight 3 (z - round z)**2. Real-valued arithmetic in the gradient's float
+   type: equal to the torch reference up to the order of float operations (tests/test_fused.py bounds the
+   difference against a float64 reference). */
+
+/* The orthonormal 8x8 DCT-II matrix D[k][n] (as fdgpu/reference/dct.py's dct_matrix), in double */
+static double dct_d[8][8];
+static int dct_ready;
+
+static void dct_init(void)
+{
+    if (dct_ready)
+        return;
+    for (int k = 0; k < 8; k++)
+        for (int i = 0; i < 8; i++)
+            dct_d[k][i] = cos((2 * i + 1) * k * 3.14159265358979323846 / 16) * sqrt(2.0 / 8) * (k ? 1.0 : sqrt(0.5));
+    dct_ready = 1;
+}
+
+#define BACKWARD(T)                                                                                             \
+    static inline T round_away_##T(T v) { return v < 0 ? -(T)floor((double)(-v) + 0.5) : (T)floor((double)v + 0.5); } \
+    /* In place on a plane (rows x cols): P_b <- D^T (w(z) * (D P_b D^T)) D for every 8x8 block b. */           \
+    static void soft_plane_##T(T *p, int rows, int cols, const T *z)                                           \
+    {                                                                                                           \
+        T d[8][8];                                                                                              \
+        for (int k = 0; k < 8; k++)                                                                             \
+            for (int i = 0; i < 8; i++)                                                                         \
+                d[k][i] = (T)dct_d[k][i];                                                                       \
+        const int nbw = cols / 8;                                                                               \
+        const long zs = (long)(rows / 8) * nbw;                                                                 \
+        for (int br = 0; br < rows / 8; br++)                                                                   \
+            for (int bc = 0; bc < nbw; bc++) {                                                                  \
+                T a[8][8], t[8][8];                                                                             \
+                T *blk = p + (long)br * 8 * cols + bc * 8;                                                      \
+                for (int i = 0; i < 8; i++) /* t = P D^T: t[i][v] = sum_j P[i][j] D[v][j] */                    \
+                    for (int v = 0; v < 8; v++) {                                                               \
+                        T s = 0;                                                                                \
+                        for (int j = 0; j < 8; j++)                                                             \
+                            s += blk[(long)i * cols + j] * d[v][j];                                             \
+                        t[i][v] = s;                                                                            \
+                    }                                                                                           \
+                for (int u = 0; u < 8; u++) /* a = D t, weighted */                                             \
+                    for (int v = 0; v < 8; v++) {                                                               \
+                        T s = 0;                                                                                \
+                        for (int i = 0; i < 8; i++)                                                             \
+                            s += d[u][i] * t[i][v];                                                             \
+                        const T zz = z[(8 * u + v) * zs + (long)br * nbw + bc];                                 \
+                        const T e = zz - round_away_##T(zz);                                                    \
+                        a[u][v] = s * (e * e * (T)3.0);                                                         \
+                    }                                                                                           \
+                for (int u = 0; u < 8; u++) /* t = a D: t[u][j] = sum_v a[u][v] D[v][j] */                      \
+                    for (int j = 0; j < 8; j++) {                                                               \
+                        T s = 0;                                                                                \
+                        for (int v = 0; v < 8; v++)                                                             \
+                            s += a[u][v] * d[v][j];                                                             \
+                        t[u][j] = s;                                                                            \
+                    }                                                                                           \
+                for (int i = 0; i < 8; i++) /* P = D^T t */                                                     \
+                    for (int j = 0; j < 8; j++) {                                                               \
+                        T s = 0;                                                                                \
+                        for (int u = 0; u < 8; u++)                                                             \
+                            s += d[u][i] * t[u][j];                                                             \
+                        blk[(long)i * cols + j] = s;                                                            \
+                    }                                                                                           \
+            }                                                                                                   \
+    }                                                                                                           \
+    /* Adjoint of the unscaled 1-D triangle filter: len values g (stride gs, zero past len, len <= 2 n) -> n. */ \
+    static void fancy_adj_##T(const T *g, long gs, int len, T *out, long os, int n)                            \
+    {                                                                                                           \
+        for (int k = 0; k < n; k++) {                                                                           \
+            const T ge = 2 * k < len ? g[2 * k * gs] : 0, go = 2 * k + 1 < len ? g[(2 * k + 1) * gs] : 0;       \
+            T s = (ge + go) * 3;                                                                                \
+            if (k + 1 < n && 2 * k + 2 < len)                                                                   \
+                s += g[(2 * k + 2) * gs];                                                                       \
+            if (k == 0)                                                                                         \
+                s += ge;                                                                                        \
+            if (k >= 1)                                                                                         \
+                s += g[(2 * k - 1) * gs];                                                                       \
+            if (k == n - 1)                                                                                     \
+                s += go;                                                                                        \
+            out[k * os] = s * (T)0.25;                                                                          \
+        }                                                                                                       \
+    }                                                                                                           \
+    static void image_backward_##T(const T *g, T *gx, const Geo *geo, const T *zy, const T *zc, u8 *buf)        \
+    {                                                                                                           \
+        const int h = geo->h, w = geo->w, hp = geo->hp, wp = geo->wp, hs = geo->hs, vs = geo->vs;               \
+        const int hcp = hp / vs, wcp = wp / hs, hc = geo->hc, wc = geo->wc;                                     \
+        const long plane = (long)h * w;                                                                         \
+        T *GY = (T *)buf, *UB = GY + (long)hp * wp, *UR = UB + plane, *CB = UR + plane, *CR = CB + (long)hcp * wcp; \
+        T *tmp = CR + (long)hcp * wcp, *row = tmp + (long)2 * wc * hp + 16;                                     \
+        memset(GY, 0, sizeof(T) * (size_t)hp * wp);                                                             \
+        if (geo->ch == 1) {                                                                                     \
+            for (int r = 0; r < h; r++)                                                                         \
+                memcpy(GY + (long)r * wp, g + (long)r * w, sizeof(T) * w);                                      \
+        } else {                                                                                                \
+            for (int r = 0; r < h; r++) {                                                                       \
+                const T *gr = g + (long)r * w, *gg = gr + plane, *gb = gg + plane;                              \
+                T *y = GY + (long)r * wp, *ub = UB + (long)r * w, *ur = UR + (long)r * w;                       \
+                for (int c = 0; c < w; c++) {                                                                   \
+                    y[c] = gr[c] + gg[c] + gb[c];                                                               \
+                    ub[c] = gg[c] * (T)-0.34414 + gb[c] * (T)1.772;                                             \
+                    ur[c] = gr[c] * (T)1.402 + gg[c] * (T)-0.71414;                                             \
+                }                                                                                               \
+            }                                                                                                   \
+            /* upsample adjoint: (h, w) -> (hc, wc) into CB/CR (row stride wcp, zero elsewhere) */              \
+            memset(CB, 0, sizeof(T) * (size_t)hcp * wcp);                                                       \
+            memset(CR, 0, sizeof(T) * (size_t)hcp * wcp);                                                       \
+            const int fancy = wc > 2 && (hs > 1 || vs > 1);                                                     \
+            for (int t = 0; t < 2; t++) {                                                                       \
+                const T *U = t ? UR : UB;                                                                       \
+                T *C = t ? CR : CB;                                                                             \
+                if (hs == 1 && vs == 1) {                                                                       \
+                    for (int r = 0; r < h; r++)                                                                 \
+                        memcpy(C + (long)r * wcp, U + (long)r * w, sizeof(T) * w);                              \
+                } else if (!fancy) {                                                                            \
+                    for (int r = 0; r < h; r++)                                                                 \
+                        for (int c = 0; c < w; c++)                                                             \
+                            C[(long)(r / vs) * wcp + c / hs] += U[(long)r * w + c];                             \
+                } else {                                                                                        \
+                    /* along the width, every row: tmp (h, wc) */                                               \
+                    for (int r = 0; r < h; r++)                                                                 \
+                        fancy_adj_##T(U + (long)r * w, 1, w, tmp + (long)r * wc, 1, wc);                        \
+                    if (vs == 2)                                                                                \
+                        for (int c = 0; c < wc; c++)                                                            \
+                            fancy_adj_##T(tmp + c, wc, h, C + c, wcp, hc);                                      \
+                    else                                                                                        \
+                        for (int r = 0; r < h; r++)                                                             \
+                            memcpy(C + (long)r * wcp, tmp + (long)r * wc, sizeof(T) * wc);                      \
+                }                                                                                               \
+            }                                                                                                   \
+            if (zc) { /* soft: on the padded chroma planes, then fold rows hc.. onto row hc - 1 */              \
+                const long zcs = 64L * (hcp / 8) * (wcp / 8);                                                   \
+                soft_plane_##T(CB, hcp, wcp, zc);                                                               \
+                soft_plane_##T(CR, hcp, wcp, zc + zcs);                                                         \
+                for (int t = 0; t < 2; t++) {                                                                   \
+                    T *C = t ? CR : CB;                                                                         \
+                    for (int r = hc; r < hcp; r++)                                                              \
+                        for (int c = 0; c < wcp; c++)                                                           \
+                            C[(long)(hc - 1) * wcp + c] += C[(long)r * wcp + c];                                \
+                }                                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+        if (zy)                                                                                                 \
+            soft_plane_##T(GY, hp, wp, zy);                                                                     \
+        /* YCbCr -> RGB adjoint over the padded plane, folding padded columns and rows back (edge padding) */   \
+        const T inv = (T)1.0 / (T)(hs * vs);                                                                    \
+        for (int r = 0; r < hp; r++) {                                                                          \
+            const T *y = GY + (long)r * wp;                                                                     \
+            T *orow = r < h ? gx + (long)r * w : row; /* rows past h are summed into row h - 1 */               \
+            const int nc = geo->ch == 1 ? 1 : 3;                                                                \
+            for (int k = 0; k < nc; k++) {                                                                      \
+                T *o = orow + (r < h ? k * plane : (long)k * wp);                                               \
+                if (geo->ch == 1) {                                                                             \
+                    for (int c = 0; c < wp; c++)                                                                \
+                        o[c < w ? c : w - 1] = c < w ? y[c] : o[w - 1] + y[c];                                  \
+                    continue;                                                                                   \
+                }                                                                                               \
+                const T my = k == 0 ? (T)0.29900 : (k == 1 ? (T)0.58700 : (T)0.11400);                          \
+                const T mb = k == 0 ? (T)-0.16874 : (k == 1 ? (T)-0.33126 : (T)0.50000);                        \
+                const T mr = k == 0 ? (T)0.50000 : (k == 1 ? (T)-0.41869 : (T)-0.08131);                        \
+                const int chroma = r < hc * vs;                                                                 \
+                const T *cb = CB + (long)(r / vs) * wcp, *cr = CR + (long)(r / vs) * wcp;                       \
+                for (int c = 0; c < wp; c++) {                                                                  \
+                    T v = my * y[c];                                                                            \
+                    if (chroma)                                                                                 \
+                        v += (mb * cb[c / hs] + mr * cr[c / hs]) * inv;                                         \
+                    if (c < w)                                                                                  \
+                        o[c] = v;                                                                               \
+                    else                                                                                        \
+                        o[w - 1] += v;                                                                          \
+                }                                                                                               \
+            }                                                                                                   \
+            if (r >= h) {                                                                                       \
+                T *last = gx + (long)(h - 1) * w;                                                               \
+                for (int k = 0; k < nc; k++)                                                                    \
+                    for (int c = 0; c < w; c++)                                                                 \
+                        last[k * plane + c] += row[(long)k * wp + c];                                           \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+BACKWARD(float)
+BACKWARD(double)
+
+/* The ste (zy = zc = NULL) or soft backward of images [i0, i1) of a batch: g and gx (n, ch, h, w) contiguous, in
+   float32 or float64 (dbl); zy, zc the saved quotients of fdgpu_forward in the same type. Returns 0, or 2 when
+   out of memory. */
+int fdgpu_backward(const void *g, void *gx, int dbl, int n, int ch, int h, int w, int hs, int vs, int i0, int i1,
+                   const void *zy, const void *zc)
+{
+    Geo geo;
+    geo.h = h, geo.w = w, geo.ch = ch;
+    geo.hs = ch == 3 ? hs : 1, geo.vs = ch == 3 ? vs : 1;
+    geo.hp = (h + 8 * geo.vs - 1) / (8 * geo.vs) * (8 * geo.vs);
+    geo.wp = (w + 8 * geo.hs - 1) / (8 * geo.hs) * (8 * geo.hs);
+    geo.hc = (h + geo.vs - 1) / geo.vs, geo.wc = (w + geo.hs - 1) / geo.hs;
+    (void)n;
+    dct_init();
+    const size_t tb = dbl ? 8 : 4;
+    const size_t hcp = geo.hp / geo.vs, wcp = geo.wp / geo.hs;
+    size_t need = tb * ((size_t)geo.hp * geo.wp + 2 * (size_t)h * w + 2 * hcp * wcp + 2 * (size_t)geo.wc * geo.hp
+                        + 16 + 3 * (size_t)geo.wp) + 64;
+    if (need > tls_size) {
+        free(tls_buf);
+        tls_buf = (u8 *)malloc(need);
+        tls_size = tls_buf ? need : 0;
+        if (!tls_buf)
+            return 2;
+    }
+    const long xs = (long)ch * h * w;
+    const long zys = 64L * (geo.hp / 8) * (geo.wp / 8), zcs = 2 * 64L * (hcp / 8) * (wcp / 8);
+    for (int i = i0; i < i1; i++) {
+        if (dbl)
+            image_backward_double((const double *)g + i * xs, (double *)gx + i * xs, &geo,
+                                  zy ? (const double *)zy + i * zys : NULL, zc ? (const double *)zc + i * zcs : NULL,
+                                  tls_buf);
+        else
+            image_backward_float((const float *)g + i * xs, (float *)gx + i * xs, &geo,
+                                 zy ? (const float *)zy + i * zys : NULL, zc ? (const float *)zc + i * zcs : NULL,
+                                 tls_buf);
+    }
+    return 0;
+}

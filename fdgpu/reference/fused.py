@@ -121,7 +121,10 @@ def library():
             fn.restype = ctypes.c_int
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + \
                 [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
-            _lib, _state = fn, "loaded"
+            bwd = lib.fdgpu_backward
+            bwd.restype = ctypes.c_int
+            bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2
+            _lib, _state = (fn, bwd), "loaded"
         except (OSError, subprocess.SubprocessError) as e:
             detail = getattr(e, "stderr", None) or ""
             _state = f"unavailable: {e} {detail}".strip()
@@ -160,9 +163,10 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tenso
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x,) + tables):
         return None  # autograd records the reference's ops ("exact" backward)
-    fn = library()
-    if fn is None:
+    lib = library()
+    if lib is None:
         return None
+    fn = lib[0]
     tdtype = torch.float64 if any(t.dtype == torch.float64 for t in tables) else torch.float32
     tables = tuple(t.detach().to(tdtype).contiguous() for t in tables)
     x = x.detach().contiguous()
@@ -181,13 +185,54 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tenso
     def run(i: int, j: int) -> int:
         return fn(*args, i, j, *tail)
 
-    if x.numel() < INLINE_VALUES or workers() <= 1:
-        codes = [run(0, n)]
-    else:
-        step = max(1, -(-n // (CHUNKS_PER_WORKER * workers())))
-        codes = map_chunks(run, [(i, min(n, i + step)) for i in range(0, n, step)], x.device)
+    codes = _spread(run, n, x)
     if any(codes):
         if any(c == 2 for c in codes):
             raise MemoryError("fdgpu fused CPU forward: out of memory for its scratch buffer")
         return None  # a step that only the reference's float64 quantizer handles
     return out, (zy, zc)
+
+
+def _spread(run, n: int, x: torch.Tensor):
+    """``run(i, j)`` over image ranges covering ``range(n)``: on the calling thread for a small call, else on the
+    single-threaded workers."""
+    if x.numel() < INLINE_VALUES or workers() <= 1:
+        return [run(0, n)]
+    step = max(1, -(-n // (CHUNKS_PER_WORKER * workers())))
+    return map_chunks(run, [(i, min(n, i + step)) for i in range(0, n, step)], x.device)
+
+
+def backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
+    """:func:`fdgpu.reference.jpeg.backward` without table gradients (``ste``, or ``soft`` with the saved quotients
+    ``(zy, zc)``) on the compiled path, or None where it does not apply. Float arithmetic: equal to the torch
+    reference up to the order of the float operations, not bit for bit."""
+    if grad.device.type != "cpu" or grad.dtype not in _FLOATS or grad.dim() != 4 or grad.shape[0] == 0:
+        return None
+    if mode not in ("ste", "soft") or torch.is_grad_enabled() and grad.requires_grad:
+        return None
+    n, ch, h, w = grad.shape
+    zy = zc = None
+    if mode == "soft":
+        if saved is None or saved[0] is None or (ch == 3 and saved[1] is None):
+            return None
+        zy, zc = saved
+        if zy.dtype != grad.dtype or (zc is not None and zc.dtype != grad.dtype) or zy.device.type != "cpu":
+            return None
+        zy = zy.detach().contiguous()
+        zc = zc.detach().contiguous() if ch == 3 else None
+    lib = library()
+    if lib is None:
+        return None
+    fn = lib[1]
+    grad = grad.detach().contiguous()
+    hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
+    gx = torch.empty_like(grad)
+    args = (grad.data_ptr(), gx.data_ptr(), int(grad.dtype == torch.float64), n, ch, h, w, hs, vs)
+    tail = (zy.data_ptr() if zy is not None else None, zc.data_ptr() if zc is not None else None)
+
+    def run(i: int, j: int) -> int:
+        return fn(*args, i, j, *tail)
+
+    if any(_spread(run, n, grad)):
+        raise MemoryError("fdgpu fused CPU backward: out of memory for its scratch buffer")
+    return gx

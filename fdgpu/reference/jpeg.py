@@ -161,7 +161,7 @@ def _coef_adjoint(g: torch.Tensor, z: Optional[torch.Tensor], soft: bool, want_t
 
 
 def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode: Optional[str] = None,
-             tables: Optional[Tuple] = None):
+             tables: Optional[Tuple] = None, fused: bool = True):
     """Vector-Jacobian product of the pipeline for the ``ste`` and ``soft`` modes.
 
     Every rounding and clamp is straight-through; coefficient rounding contributes ``3 (z - round z)**2`` (soft) or 1
@@ -173,12 +173,19 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
     chroma_table)`` is given (``saved`` required), ``(grad_x, grad_luma, grad_chroma)``: each table's gradient
     ``sum dloss/dc' * dc'/dQ`` over its blocks (:func:`fdgpu.reference.quantize.table_factor`), shaped like the
     table (``(8, 8)`` summed over the batch, ``(N, 8, 8)`` per image); zero for a table the input does not use.
+
+    ``fused``: without table gradients, allow the compiled CPU path (:func:`fdgpu.reference.fused.backward`: the
+    same sums in another order, so equal up to float rounding); False runs these torch ops.
     """
     zy, zc = saved if saved is not None else (None, None)
     mode = mode if mode is not None else ("soft" if saved is not None else "ste")
     soft, want = mode == "soft", tables is not None
     if want and saved is None:
         raise ValueError("backward: table gradients need the saved quotients: forward(..., need_weight=True)")
+    if not want and fused:
+        gx = _fused.backward(grad, saved if soft else None, subsampling, mode)
+        if gx is not None:
+            return gx
     chunks = _chunks(grad.shape[0], grad[0].numel())
     if len(chunks) == 1:
         gx, ty, tc = map_chunks(_backward, [(grad, zy, zc, subsampling, soft, want)], grad.device)[0]
