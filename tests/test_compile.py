@@ -67,8 +67,8 @@ def test_no_graph_breaks_with_validate_false():
 class _SyncCounter:
     """Counts the host reads of tensor values (item, tolist, bool, numpy, cpu) made through torch.Tensor by the
     layer's Python code (validation, table construction, dispatch), not inside the ops' implementations: the torch
-    reference's quantizer reads the table on the host to choose its integer or real path (a device sync for CUDA
-    tables on the torch backend; listed as open in the issue report)."""
+    reference's quantizer reads a *CPU* table to choose its integer or real path (no sync: the table is on the
+    host); tables on other devices are never read (test_reference_reads_no_device_tensor below)."""
     NAMES = ("item", "tolist", "__bool__", "numpy", "cpu", "__float__", "__int__")
 
     def __init__(self, monkeypatch):
@@ -108,6 +108,56 @@ def test_host_syncs_per_call(monkeypatch, validate, most):
         y.sum().backward()
         assert counter.n == most, (counter.n, call)  # == : also shows that the counter sees the one sync
         monkeypatch.undo()
+
+
+class _NoHostRead(torch.utils._python_dispatch.TorchDispatchMode):
+    """Fails on any read of a tensor's value by the host (item, bool, tolist, ... all reach this aten op)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("host read of a tensor value")
+        return func(*args, **(kwargs or {}))
+
+
+def _reference_round_trip(x, lt, ct, mode):
+    y, state = fdgpu.reference.forward(x, lt, ct, "4:2:0", need_weight=True)
+    return (y,) + tuple(fdgpu.reference.backward(torch.ones_like(y), state, "4:2:0", mode, (lt, ct)))
+
+
+@pytest.mark.parametrize("mode", ["ste", "soft"])
+def test_reference_reads_no_device_tensor(monkeypatch, mode):
+    """The torch backend on a device (CUDA) never reads a table (a host sync): the quantizer then takes its
+    real-valued path, which gives the same bits for integer tables. Emulated on the CPU by removing it from the
+    host devices; the dispatch mode sees every aten op (one thread: the chunk workers would run outside it)."""
+    from fdgpu.reference import parallel, quantize
+    monkeypatch.setattr(parallel, "workers", lambda: 1)
+    x = torch.rand(2, 3, 21, 19, generator=torch.Generator().manual_seed(3))
+    lt, ct = fdgpu.tables.ijg(75)[0], fdgpu.tables.fd(1.0)
+    host = _reference_round_trip(x, lt, ct, mode)
+    with pytest.raises(AssertionError, match="host read"), _NoHostRead():  # the check can fail: CPU tables are read
+        _reference_round_trip(x, lt, ct, mode)
+    monkeypatch.setattr(quantize, "HOST_DEVICES", ())
+    with _NoHostRead():
+        device = _reference_round_trip(x, lt, ct, mode)
+    for a, b in zip(host, device):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.float64])
+def test_real_path_equals_integer_path_for_integer_steps(monkeypatch, weight_dtype):
+    """Every step 1..255 and every coefficient the FDCT can produce (|t| <= 8192): the real-valued path that tables
+    off the host take gives the integer path's dequantized coefficients and quotients z, bit for bit."""
+    from fdgpu.reference import quantize
+    steps = torch.arange(1, 256, dtype=torch.float32).view(255, 1, 1).expand(255, 8, 8)
+    t = torch.cat([torch.arange(-8192, 8193, dtype=torch.float32), -torch.zeros(63)])  # and -0.0
+    t = t.view(1, 1, 8, 2056).expand(255, 1, 8, 2056)
+    assert not quantize.real_path(steps)
+    c_int, z_int = quantize.quantize_dequantize(t.clone(), steps, True, weight_dtype)
+    monkeypatch.setattr(quantize, "HOST_DEVICES", ())
+    assert quantize.real_path(steps)
+    c_real, z_real = quantize.quantize_dequantize(t.clone(), steps, True, weight_dtype)
+    assert torch.equal(c_int, c_real) and torch.equal(z_int, z_real)
+    assert torch.equal(torch.signbit(z_int), torch.signbit(z_real))
 
 
 def test_torch_export_sees_one_op():

@@ -34,6 +34,23 @@ def table_plane(table: torch.Tensor, hp: int, wp: int, dtype=torch.float32) -> t
     return q.repeat(1, 1, hp // 8, wp // 8)
 
 
+# Devices whose tables may be read on the host to choose the path: reading a CPU tensor is not a synchronisation.
+HOST_DEVICES = ("cpu",)
+
+
+def real_path(table: torch.Tensor) -> bool:
+    """Whether :func:`quantize_dequantize` takes its real-valued (float64) path for ``table``.
+
+    A table on the host is read: the float32 integer path when every step is an integer up to
+    :data:`MAX_FLOAT32_STEP` (every JPEG table), else the real path. A table on any other device (CUDA) always
+    takes the real path, so that nothing reads the device (a host sync, which also rules out CUDA-graph capture):
+    for integer steps the real path computes the same bits, the quotient, its rounding, the dequantized
+    coefficient and ``z`` alike (see :func:`quantize_dequantize`; tests/test_reference.py checks every step)."""
+    if table.device.type not in HOST_DEVICES:
+        return True
+    return bool(((table != table.round()) | (table > MAX_FLOAT32_STEP)).any())
+
+
 def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool = False,
                         weight_dtype=torch.float32):
     """``c = deq(round(t / 8Q))`` for every block: libjpeg-turbo's quantizer followed by its dequantization.
@@ -56,12 +73,16 @@ def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool 
     even divisor) and lies at least ``1 / 16Q`` from an integer; float32's error there is below
     ``(1024 / Q + 1) * 2**-23``, smaller for every Q < 2**15. Other steps: ``t / 8Q`` in float64 (correctly rounded;
     the exact quotient is a tie, representable, or at least ``1 / 8m`` from one, ``m < 2**24`` the significand of
-    a float32 ``8Q``), rounded half away, and ``r * Q`` (exact in float64) rounded half away.
+    a float32 ``8Q``), rounded half away, and ``r * Q`` (exact in float64) rounded half away. For an integer
+    step both paths agree bit for bit: the float64 quotient of two integers decides ties and roundings exactly,
+    ``r Q`` is an integer, and ``z`` rounded from float64 to float32 is the correctly rounded float32 quotient
+    (the exact quotient ``|t| / 8Q``, with ``8Q < 2**18``, is never within float64's error of a float32 midpoint
+    unless it is one). Which path runs is :func:`real_path`'s choice; CUDA tables never read the device.
     """
     from .dct import plane_to_blocks
 
     hp, wp = t.shape[-2:]
-    if bool(((table != table.round()) | (table > MAX_FLOAT32_STEP)).any()):
+    if real_path(table):
         q = table_plane(table, hp, wp, torch.float64)
         z = t.to(torch.float64) / (q * 8.0)
         r = round_half_away(z)
