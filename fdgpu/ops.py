@@ -12,14 +12,16 @@ Both ops take checked, contiguous, same-device tensors (validation happens once,
   ``x`` ``(N, C, H, W)``, tables ``(8, 8)`` or ``(N, 8, 8)``. ``save`` asks the torch backend to return the
   quotients ``z = c / Q`` that the ``ste``/``soft`` backward needs (``(N, 1, 64, ...)`` and ``(N, 2, 64, ...)``);
   otherwise, and on the Triton backend (whose kernels recompute from ``x``), the states are empty ``(0,)``.
+  ``mode`` is carried for the backward (the forward is the same in every mode).
 * ``jpeg_backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsampling, backend, mode,
   table_grads) -> (grad_x, grad_luma, grad_chroma)``, each shaped like its input; the table gradients are zeros
   unless ``table_grads``.
 
 Backward modes (:mod:`fdgpu.autograd` documents them): ``exact`` is autograd of the torch reference forward,
 run inside ``jpeg_backward``; ``bpda`` passes ``grad`` through and gives tables no gradient (they are constants of
-an identity backward); ``ste`` and ``soft`` are the reference's (or the kernels') explicit adjoints. Table
-gradients on the Triton backend are computed by the torch reference from ``x`` (the kernels compute ``grad_x``).
+an identity backward); ``ste`` and ``soft`` are the reference's (or the kernels') explicit adjoints, table
+gradients included (the kernels reduce them per image without atomics: deterministic). The mode reaches the
+backends as its name: a further surrogate gradient is a new mode string, not a new flag.
 """
 from __future__ import annotations
 
@@ -61,8 +63,7 @@ def _empty(x: Tensor) -> Tensor:
 def jpeg(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
          save: bool) -> Tuple[Tensor, Tensor, Tensor]:
     if backend == "triton":
-        y, _ = _kernels().forward(x, luma_table, chroma_table, subsampling, need_weight=False)
-        return y, _empty(x), _empty(x)
+        return _kernels().forward(x, luma_table, chroma_table, subsampling), _empty(x), _empty(x)
     y, state = reference.forward(x, luma_table, chroma_table, subsampling, need_weight=save)
     if not save:
         return y, _empty(x), _empty(x)
@@ -87,14 +88,9 @@ def jpeg_backward(grad: Tensor, x: Tensor, luma_table: Tensor, chroma_table: Ten
     if mode == "exact":
         return _exact_backward(grad, x, luma_table, chroma_table, subsampling, table_grads)
     if backend == "triton":
-        k = _kernels()
-        saved = (x, luma_table, chroma_table) if mode == "soft" else None
-        gx = k.backward(grad, saved, subsampling)
+        gx, gl, gc = _kernels().backward(grad, x, luma_table, chroma_table, subsampling, mode, table_grads)
         if not table_grads:
             return gx, torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
-        # the kernels do not compute table gradients: the reference recomputes the quotients from x
-        _, state = reference.forward(x, luma_table, chroma_table, subsampling, need_weight=True)
-        _, gl, gc = reference.backward(grad, state, subsampling, mode, (luma_table, chroma_table))
         return gx, gl, gc
     state = (state_luma if state_luma.numel() else None, state_chroma if state_chroma.numel() else None)
     if state[0] is None and (mode == "soft" or table_grads):  # not saved by the forward (x only) : recompute

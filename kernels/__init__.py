@@ -1,12 +1,12 @@
 """Triton kernels for fdgpu, installed as ``fdgpu.kernels`` (source folder ``kernels/`` at the repository root).
 
 This package imports without Triton: ``AVAILABLE`` is then False and ``fdgpu.functional`` falls back to the torch
-reference. The launchers mirror :mod:`fdgpu.reference.jpeg`::
+reference. The launchers (in ``launch.py``)::
 
-    y, saved = forward(x, luma_table, chroma_table, subsampling, need_weight=False)
-    grad_x = backward(grad, saved, subsampling)          # saved None: "ste", else "soft"
+    y = forward(x, luma_table, chroma_table, subsampling)
+    grad_x, grad_luma, grad_chroma = backward(grad, x, luma_table, chroma_table, subsampling, mode, table_grads)
 
-They take checked, contiguous float32 tensors (validation happens once, in :mod:`fdgpu.functional`). Run the
+take the backward mode by name (``"ste"`` or ``"soft"``; table gradients None unless ``table_grads``). They take checked, contiguous float32 tensors (validation happens once, in :mod:`fdgpu.functional`). Run the
 kernels on CPU with ``TRITON_INTERPRET=1`` set before Triton is imported.
 """
 from __future__ import annotations

@@ -79,9 +79,17 @@ def _variants(cls: str) -> List[tuple]:
                 continue  # grayscale ste is grad.clone(): no kernel
             sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k="*i32", p_o=f32, s_lq=i32, s_cq=i32,
                        H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr",
-                       VS="constexpr", SOFT="constexpr", TBH="constexpr", TBW="constexpr")
-            out.append((f"bwd {name} {'soft' if soft else 'ste'}", K._jpeg_bwd_kernel, sig,
-                        dict(C=c, HS=hs, VS=vs, SOFT=soft, TBH=BWD_TILE[0], TBW=BWD_TILE[1])))
+                       VS="constexpr", MODE="constexpr", TBH="constexpr", TBW="constexpr")
+            mode = "soft" if soft else "ste"
+            out.append((f"bwd {name} {mode}", K._jpeg_bwd_kernel, sig,
+                        dict(C=c, HS=hs, VS=vs, MODE=mode, TBH=BWD_TILE[0], TBW=BWD_TILE[1])))
+        for mode in ("ste", "soft"):
+            tbh, tbw = cfg["_jpeg_bwd_table_kernel"]
+            sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k="*i32", p_t=f32, s_lq=i32, s_cq=i32,
+                       H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr",
+                       VS="constexpr", MODE="constexpr", TBH="constexpr", TBW="constexpr")
+            out.append((f"bwd_table {name} {mode}", K._jpeg_bwd_table_kernel, sig,
+                        dict(C=c, HS=hs, VS=vs, MODE=mode, TBH=tbh, TBW=tbw)))
     return out
 
 
@@ -231,7 +239,8 @@ def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
     out = []
     for name, (ch, sub, ks) in PASSES_224.items():
         fwd = name.startswith("forward")
-        plan = forward_plan(1, ch, size, size, sub) if fwd else backward_plan(1, ch, size, size, sub, "soft" in name)
+        plan = (forward_plan(1, ch, size, size, sub) if fwd else
+                backward_plan(1, ch, size, size, sub, "soft" if "soft" in name else "ste", False))
         for gpu, (sms, ghz, tbs) in GPUS.items():
             cc = 80 if gpu.startswith("A100") else 90
             if any((k, cc) not in by for k, _ in ks):

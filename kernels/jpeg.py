@@ -6,7 +6,8 @@ Kronecker matrix ``K = D (x) D`` (``coef = p @ K^T``, ``p = coef @ K``), in IEEE
 follows. A tile is ``TBH x TBW`` blocks, always a whole number of MCUs, so that the edge-replication padding of an
 image (which never leaves its last MCU) can be folded back inside one program in the backward pass.
 
-Kernels (the launchers are :func:`forward` and :func:`backward` in ``kernels/__init__.py``):
+Kernels (the launchers are :func:`forward` and :func:`backward` in ``kernels/launch.py``, re-exported by
+``kernels/__init__.py``):
 
 * ``_jpeg_fwd_kernel``: grayscale and 4:4:4, fully fused: load RGB once, 8-bit rounding, fixed-point RGB->YCbCr,
   level shift, DCT, divide, round half away from zero, multiply back, IDCT, round/clamp, fixed-point YCbCr->RGB,
@@ -22,6 +23,12 @@ Kernels (the launchers are :func:`forward` and :func:`backward` in ``kernels/__i
   replicated chroma rows.
 * ``_jpeg_bwd_kernel``: luma (and 4:4:4 chroma) gradient, soft weights recomputed from ``x``, the chroma gradient
   of the previous kernel spread back over its box, transposed RGB->YCbCr, fold of the padding, store once.
+* ``_jpeg_bwd_table_kernel`` (only when a table requires grad): per tile and plane, the partial table gradient
+  ``sum over blocks of DCT(plane gradient) * dc'/dQ`` with ``dc'/dQ`` (ste: LSQ's ``round z - z``; soft: the
+  surrogate's ``r + d^3 - 3 d^2 z``) recomputed from ``x``; the launcher sums the partials in a fixed order (no
+  atomics: the result is deterministic) per image, and over the batch for a shared table.
+
+The backward kernels take the mode as the string constexpr ``MODE`` (``"ste"`` or ``"soft"``), as the launchers do.
 """
 from __future__ import annotations
 
@@ -244,7 +251,7 @@ def _block_coords(i_th, i_tw, TBH: tl.constexpr, TBW: tl.constexpr):
 @triton.jit
 def _load_table(p_q, i_n, s_q):
     o_k = tl.arange(0, 64)
-    return tl.load(p_q + i_n * s_q + o_k, mask=o_k < 64, other=1.0)[None, :]  # [1, 64]; s_q = 0: shared table
+    return tl.load(p_q + i_n * s_q + o_k)[None, :]                       # [1, 64]; s_q = 0: shared table
 
 
 @triton.jit
@@ -293,7 +300,7 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW, NT_W
     p_xn = p_x + i_n * C * HW
     p_yn = p_y + i_n * C * HW
     o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH, TBW)
-    m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)     # [BLOCKS, 64] block inside the plane
+    m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]                    # [BLOCKS, 1] block inside the plane
     m_o = (o_r < H) & (o_c < W)                                            # [BLOCKS, 64] real pixel
     o_o = o_r * W + o_c
     b_lq = _load_table(p_lq, i_n, s_lq)                                    # [1, 64]
@@ -344,7 +351,7 @@ def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC,
     # instantiation (one per branch doubled the code: 5,464 SASS instructions and a spill for 4:2:2 on sm_90).
     if i_p < NL:
         o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
-        m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
+        m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]
         b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
         b_s = _rgb_to_y(b_r, b_g, b_b)
         b_q = _load_table(p_lq, i_n, s_lq)
@@ -353,7 +360,7 @@ def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC,
     else:
         i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
         o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
-        m_b = ((o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]) & (o_j >= 0)
+        m_b = (o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]
         b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
         b_s = tl.where(i_pl == 0, b_cb, b_cr)
         b_q = _load_table(p_cq, i_n, s_cq)
@@ -467,7 +474,7 @@ def _jpeg_bwd_chroma_kernel(p_g, p_gc, H, W, HC, WC, WCP, NBHC, NBWC, NT_W, NT,
     HW = H.to(tl.int64) * W
     p_gn = p_g + i_n * 3 * HW
     o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)           # [BLOCKS, 64] chroma sample coords
-    m_b = ((o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]) & (o_j >= 0)
+    m_b = (o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]
     m_s = m_b & (o_j < HC) & (o_i < WC)                                    # real chroma samples
     b_gc = tl.zeros((TBH * TBW, 64), dtype=tl.float32)
     NT_X: tl.constexpr = 4 if FANCY else HS
@@ -496,7 +503,7 @@ def _jpeg_bwd_chroma_soft_kernel(p_x, p_cq, p_k, p_gc, s_cq, H, W, HC, WCP, NBHC
     i_pl = i_q % 2
     i_tw = i_q // 2
     o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
-    m_b = ((o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]) & (o_j >= 0)
+    m_b = (o_bh < NBHC)[:, None] & (o_bw < NBWC)[:, None]
     HWC = HC.to(tl.int64) * WCP
     o_g = i_n * 2 * HWC + i_pl * HWC + o_j * WCP + o_i
     m_g = m_b & (o_j < HC) & (o_i < WCP)
@@ -525,21 +532,22 @@ def _fold_store(p_o, b_v, o_r, o_c, H, W, TBH: tl.constexpr, TBW: tl.constexpr, 
 
 @triton.jit
 def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC, WCP, NBH, NBW, NT_W, NT,
-                     C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, SOFT: tl.constexpr,
+                     C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, MODE: tl.constexpr,
                      TBH: tl.constexpr, TBW: tl.constexpr):
-    """grad_x of the ste (SOFT=False) and soft modes on a TBH x TBW tile of luma blocks (whole MCUs).
+    """grad_x of the ste and soft modes (``MODE``) on a TBH x TBW tile of luma blocks (whole MCUs).
 
     Luma (and, for 4:4:4, chroma) gradients in the block layout, soft weights recomputed from ``x``; for 4:2:x the
     chroma-plane gradient ``p_gc`` of ``_jpeg_bwd_chroma_kernel`` is spread over its box (downsample adjoint); then
     the transposed RGB -> YCbCr map and the fold of the padding. Grid (N * NT,), NT = cdiv(NBH, TBH) * NT_W,
     NT_W = cdiv(NBW, TBW)."""
+    SOFT: tl.constexpr = MODE == "soft"
     i_n, i_th, i_tw = _program(NT_W, NT)
     HW = H.to(tl.int64) * W
     p_gn = p_g + i_n * C * HW
     p_xn = p_x + i_n * C * HW
     p_on = p_o + i_n * C * HW
     o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH, TBW)
-    m_b = ((o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]) & (o_r >= 0)
+    m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]
     m_g = m_b & (o_r < H) & (o_c < W)                                      # real pixels: the output gradient
     o_g = o_r * W + o_c
     if C == 1:
@@ -595,3 +603,95 @@ def _jpeg_bwd_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_o, s_lq, s_cq, H, W, HC,
         _fold_store(p_on, b_gy * _LYR + b_gcb * _LBR + b_gcr * _LRR, o_r, o_c, H, W, TBH, TBW, FOLD)
         _fold_store(p_on + HW, b_gy * _LYG + b_gcb * _LBG + b_gcr * _LRG, o_r, o_c, H, W, TBH, TBW, FOLD)
         _fold_store(p_on + 2 * HW, b_gy * _LYB + b_gcb * _LBB + b_gcr * _LRB, o_r, o_c, H, W, TBH, TBW, FOLD)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Table gradients
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _quotient(b_t, b_q):
+    """``z = t / 8q`` in fp32, as the reference saves it: the correctly rounded fp32 quotient for integer steps, the
+    float64 quotient rounded to fp32 otherwise (the two agree for integer steps; the branch, per program on the
+    table as in ``_quantize``, keeps float64 off integer tables)."""
+    b_qi = b_q.to(tl.int32)
+    if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:
+        b_z = tl.math.div_rn(b_t.to(tl.float32), 8.0 * b_q)
+    else:
+        b_z = (b_t.to(tl.float64) / (8.0 * b_q.to(tl.float64))).to(tl.float32)
+    return b_z
+
+
+@triton.jit
+def _table_factor(b_z, MODE: tl.constexpr):
+    """``dc'/dQ`` at fixed ``c`` for ``c' = Q round(c / Q)``, ``z = c / Q``, ``r = round z``, ``d = z - r``; ste:
+    ``-d`` (LSQ); soft: ``r + d d (d - 3 z)``, the surrogate ``Q (r + d^3)``'s. The reference's operations in its
+    order (``fdgpu.reference.quantize.table_factor``), so that the factor has its bits."""
+    b_r = _round_half_away(b_z)
+    b_d = b_z - b_r
+    if MODE == "ste":
+        b_f = -b_d
+    else:
+        b_f = b_r + b_d * b_d * (b_d - 3.0 * b_z)
+    return b_f
+
+
+@triton.jit
+def _jpeg_bwd_table_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_t, s_lq, s_cq, H, W, HC, WCP, NBH, NBW, NT_W, NT,
+                           C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, MODE: tl.constexpr,
+                           TBH: tl.constexpr, TBW: tl.constexpr):
+    """Partial table gradients: for one plane of a tile of MCUs, ``sum over its blocks of DCT(g) * dc'/dQ`` ([64],
+    natural order), ``g`` the gradient reaching the plane's decoded samples (zero in the padding, as in the
+    reference) and ``dc'/dQ`` (:func:`_table_factor`) from the quotients recomputed from ``x``.
+
+    Programs per tile: the VS x HS luma tiles of TBH x TBW blocks, then Cb and Cr (C = 3); one program for
+    grayscale. For 4:2:x the chroma-plane gradient is ``p_gc`` of ``_jpeg_bwd_chroma_kernel`` before the soft
+    weighting (this kernel runs before ``_jpeg_bwd_chroma_soft_kernel``). Writes ``p_t[n, program, 64]``: the
+    launcher sums them in a fixed order. Grid (N * NT,), NT = cdiv(NBH / VS, TBH) * NT_W,
+    NT_W = NP * cdiv(NBW / HS, TBW), NP = VS * HS + 2 (C = 3) or 1."""
+    NL: tl.constexpr = VS * HS
+    NP: tl.constexpr = NL + 2 if C == 3 else 1
+    NB: tl.constexpr = TBH * TBW
+    i_n, i_th, i_q = _program(NT_W, NT)
+    i_p = i_q % NP
+    i_tw = i_q // NP
+    HW = H.to(tl.int64) * W
+    p_xn = p_x + i_n * C * HW
+    p_gn = p_g + i_n * C * HW
+    if C == 1:
+        o_bh, o_bw, o_r, o_c = _block_coords(i_th, i_tw, TBH, TBW)
+        m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]
+        o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
+        b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))
+        b_g = tl.load(p_gn + o_r * W + o_c, mask=m_b & (o_r < H) & (o_c < W), other=0.0)
+        b_q = _load_table(p_lq, i_n, s_lq)
+    elif i_p < NL:
+        o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
+        m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]
+        b_r, b_gr, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
+        b_s = _rgb_to_y(b_r, b_gr, b_b)
+        o_g = o_r * W + o_c
+        m_g = m_b & (o_r < H) & (o_c < W)
+        # the Y gradient of the real-valued YCbCr -> RGB map: R + G + B, summed as _jpeg_bwd_kernel does
+        b_g = (tl.load(p_gn + o_g, mask=m_g, other=0.0) + tl.load(p_gn + HW + o_g, mask=m_g, other=0.0)
+               + tl.load(p_gn + 2 * HW + o_g, mask=m_g, other=0.0))
+        b_q = _load_table(p_lq, i_n, s_lq)
+    else:
+        i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
+        o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
+        m_b = (o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]
+        if NL == 1:
+            b_r, b_gr, b_b = _load_rgb8(p_xn, o_j, o_i, m_b, H, W)
+            b_s = tl.where(i_pl == 0, _rgb_to_cb(b_r, b_gr, b_b), _rgb_to_cr(b_r, b_gr, b_b))
+            b_g = _grad_chroma(p_gn, o_j, o_i, m_b & (o_j < H) & (o_i < W), HW, W, i_pl)
+        else:
+            b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
+            b_s = tl.where(i_pl == 0, b_cb, b_cr)
+            HWC = HC.to(tl.int64) * WCP
+            b_g = tl.load(p_gc + i_n * 2 * HWC + i_pl * HWC + o_j * WCP + o_i, mask=m_b & (o_j < HC) & (o_i < WCP),
+                          other=0.0)                                       # 0 in the replicated rows, as reference
+        b_q = _load_table(p_cq, i_n, s_cq)
+    b_a, b_d = _consts(p_k)
+    b_f = _table_factor(_quotient(_fdct(b_s.to(tl.int32) - 128, b_a, NB), b_q), MODE)
+    b_c = tl.reshape(_cols_pass(_rows_pass(tl.reshape(b_g, (NB, 8, 8)), b_d), b_d), (NB, 64))  # DCT(g)
+    b_t = tl.sum(tl.where(m_b, b_c * b_f, 0.0), axis=0)                   # [64]
+    tl.store(p_t + ((i_n * NT + i_th * NT_W + i_q) * 64 + tl.arange(0, 64)), b_t)

@@ -15,8 +15,8 @@ import triton
 from fdgpu.reference import dct as _ref_dct
 from fdgpu.reference.jpeg import Geometry
 
-from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_bwd_kernel, _jpeg_fwd_kernel,
-                   _jpeg_fwd_sub_kernel, _jpeg_up_kernel)
+from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_bwd_kernel, _jpeg_bwd_table_kernel,
+                   _jpeg_fwd_kernel, _jpeg_fwd_sub_kernel, _jpeg_up_kernel)
 
 # Tiles and warps per kernel and size class: ``CONFIGS[size_class][kernel] = ((TBH, TBW), warps)``, tiles in 8x8
 # blocks (pixels for the upsampler), always whole MCUs (VS, HS in {1, 2}) so the padding folds inside a program.
@@ -29,9 +29,11 @@ SMALL_MAX = 32
 _LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
 CONFIGS = {
     "large": {"_jpeg_fwd_kernel": _LARGE, "_jpeg_fwd_sub_kernel": _LARGE, "_jpeg_up_kernel": ((8, 64), 8),
-              "_jpeg_bwd_chroma_kernel": _LARGE, "_jpeg_bwd_chroma_soft_kernel": _LARGE, "_jpeg_bwd_kernel": _LARGE},
+              "_jpeg_bwd_chroma_kernel": _LARGE, "_jpeg_bwd_chroma_soft_kernel": _LARGE, "_jpeg_bwd_kernel": _LARGE,
+              "_jpeg_bwd_table_kernel": _LARGE},
     "small": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": ((8, 32), 2),
-              "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL},
+              "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,
+              "_jpeg_bwd_table_kernel": _SMALL},
 }
 
 
@@ -161,25 +163,34 @@ def forward_plan(n: int, ch: int, h: int, w: int, subsampling: str) -> Dict[str,
             "_jpeg_up_kernel": _launch(n, "_jpeg_up_kernel", c, h, w)}
 
 
-def backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, soft: bool) -> Dict[str, Launch]:
+# The backward modes the kernels compute (``exact`` and ``bpda`` need no kernel): the string goes through to the
+# kernels' ``MODE`` constexpr unchanged, so a further surrogate is a new value there, not a new flag.
+MODES = ("ste", "soft")
+
+
+def backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, mode: str,
+                  table_grads: bool) -> Dict[str, Launch]:
     """The launches of :func:`backward`, in order, without launching anything."""
     g = Geometry.of(h, w, ch, subsampling)
     nbh, nbw, c = g.hp // 8, g.wp // 8, size_class(h, w)
     out = {}
-    if ch == 1 and not soft:
-        return out
     if ch == 3 and (g.hs, g.vs) != (1, 1):
-        for k in ("_jpeg_bwd_chroma_kernel",) + (("_jpeg_bwd_chroma_soft_kernel",) if soft else ()):
-            out[k] = _launch(n, k, c, nbh // g.vs, nbw // g.hs, 2)
-    out["_jpeg_bwd_kernel"] = _launch(n, "_jpeg_bwd_kernel", c, nbh, nbw)
+        out["_jpeg_bwd_chroma_kernel"] = _launch(n, "_jpeg_bwd_chroma_kernel", c, nbh // g.vs, nbw // g.hs, 2)
+    if table_grads:
+        planes = g.hs * g.vs + 2 if ch == 3 else 1
+        out["_jpeg_bwd_table_kernel"] = _launch(n, "_jpeg_bwd_table_kernel", c, nbh // g.vs, nbw // g.hs, planes)
+    if "_jpeg_bwd_chroma_kernel" in out and mode == "soft":
+        out["_jpeg_bwd_chroma_soft_kernel"] = _launch(n, "_jpeg_bwd_chroma_soft_kernel", c, nbh // g.vs,
+                                                      nbw // g.hs, 2)
+    if ch == 3 or mode == "soft":  # grayscale ste: grad_x = grad, no kernel
+        out["_jpeg_bwd_kernel"] = _launch(n, "_jpeg_bwd_kernel", c, nbh, nbw)
     return out
 
 
-def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor], subsampling: str,
-            need_weight: bool = False) -> Tuple[torch.Tensor, Optional[Tuple]]:
-    """JPEG round trip of ``x`` ``(N, C, H, W)`` float32 in [0, 1]; returns ``(y, saved)`` with ``saved`` =
-    ``(x, luma_table, chroma_table)`` when ``need_weight`` (the soft backward recomputes coefficients from x).
-    Tables may be ``(8, 8)`` or ``(N, 8, 8)`` of any strides, float dtype and device."""
+def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor],
+            subsampling: str) -> torch.Tensor:
+    """JPEG round trip of ``x`` ``(N, C, H, W)`` float32 in [0, 1]. Tables may be ``(8, 8)`` or ``(N, 8, 8)`` of
+    any strides, float dtype and device; ``chroma_table`` None (grayscale) reads the luma table."""
     n, ch, h, w = x.shape
     g = Geometry.of(h, w, ch, subsampling)
     if chroma_table is None:
@@ -211,50 +222,83 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
             for i, j, grid in chunks:
                 _jpeg_up_kernel[grid](yb[i:j], cb[i:j], y[i:j], h, w, g.hc, g.wc, nt_w, nt, HS=g.hs, VS=g.vs,
                                       FANCY=g.wc > 2, BH=bh, BW=bw, **_opts(pl))
-    return y, ((x, luma_table, chroma_table) if need_weight else None)
+    return y
 
 
-def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str) -> torch.Tensor:
-    """``grad_x`` for the ``ste`` (``saved`` None: ``L^T grad``) and ``soft`` modes; ``grad`` ``(N, C, H, W)``."""
+def backward(grad: torch.Tensor, x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor],
+             subsampling: str, mode: str, table_grads: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor],
+                                                                       Optional[torch.Tensor]]:
+    """The vector-Jacobian product of :func:`forward` in backward ``mode`` (``"ste"`` or ``"soft"``, see
+    :mod:`fdgpu.autograd`) for ``grad`` ``(N, C, H, W)`` at input ``x``: ``(grad_x, grad_luma, grad_chroma)``.
+
+    The table gradients (``table_grads``; else None) are shaped like the tables: per image for ``(N, 8, 8)``
+    tables, summed over the batch for an ``(8, 8)`` one (zeros for the chroma table of a grayscale image), in the
+    tables' dtype. They are reduced without atomics: per-program partials, summed by torch in a fixed order, per
+    image and then over the batch, so the result is deterministic."""
     n, ch, h, w = grad.shape
-    soft = saved is not None
-    if ch == 1 and not soft:
-        return grad.clone()  # L is the identity for grayscale once rounding is straight-through
+    if chroma_table is None:
+        chroma_table = luma_table
     g = Geometry.of(h, w, ch, subsampling)
-    if soft:
-        x, lt, ct = saved
-        lq, sl = _tables(lt, n, grad.device)
-        cq, sc = _tables(lt if ct is None else ct, n, grad.device)
-    else:
-        x = lq = cq = grad  # unused pointers when not SOFT
-        sl = sc = 0
-    plan = backward_plan(n, ch, h, w, subsampling, soft)
+    lq, sl = _tables(luma_table, n, grad.device)
+    cq, sc = _tables(chroma_table, n, grad.device)
+    plan = backward_plan(n, ch, h, w, subsampling, mode, table_grads)
     nbh, nbw = g.hp // 8, g.wp // 8
+    nbhc, nbwc = nbh // g.vs, nbw // g.hs
     wcp = g.wp // g.hs
-    out = torch.empty_like(grad)
+    out = torch.empty_like(grad) if "_jpeg_bwd_kernel" in plan else grad.clone()
+    gl = gc_t = None
     with _device_guard(grad):
         k = _consts(grad.device)
-        gc = grad
+        gc = grad  # unused pointer without the chroma-plane gradient
         if "_jpeg_bwd_chroma_kernel" in plan:
             gc = torch.empty((n, 2, g.hc, wcp), dtype=torch.float32, device=grad.device)
-            nbhc, nbwc = nbh // g.vs, nbw // g.hs
             pl = plan["_jpeg_bwd_chroma_kernel"]
             (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
                 _jpeg_bwd_chroma_kernel[grid](grad[i:j], gc[i:j], h, w, g.hc, g.wc, wcp, nbhc, nbwc, nt_w, nt,
                                               HS=g.hs, VS=g.vs, FANCY=g.wc > 2, TBH=tbh, TBW=tbw,
                                               **_opts(pl))
-            if "_jpeg_bwd_chroma_soft_kernel" in plan:
-                pl = plan["_jpeg_bwd_chroma_soft_kernel"]
-                (tbh, tbw), nt_w, nt, chunks, _ = pl
-                for i, j, grid in chunks:
-                    _jpeg_bwd_chroma_soft_kernel[grid](x[i:j], _rows(cq, sc, i, j), k, gc[i:j], sc, h, w, g.hc, wcp,
-                                                       nbhc, nbwc, nt_w, nt, HS=g.hs, VS=g.vs, TBH=tbh, TBW=tbw,
-                                                       **_opts(pl))
-        pl = plan["_jpeg_bwd_kernel"]
-        (tbh, tbw), nt_w, nt, chunks, _ = pl
-        for i, j, grid in chunks:
-            _jpeg_bwd_kernel[grid](grad[i:j], x[i:j], gc[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
-                                   out[i:j], sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch, HS=g.hs, VS=g.vs,
-                                   SOFT=soft, TBH=tbh, TBW=tbw, **_opts(pl))
-    return out
+        if "_jpeg_bwd_table_kernel" in plan:  # before the soft chroma kernel, which overwrites gc
+            pl = plan["_jpeg_bwd_table_kernel"]
+            (tbh, tbw), nt_w, nt, chunks, _ = pl
+            part = torch.empty((n, nt, 64), dtype=torch.float32, device=grad.device)
+            for i, j, grid in chunks:
+                _jpeg_bwd_table_kernel[grid](grad[i:j], x[i:j], gc[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j),
+                                             k, part[i:j], sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch,
+                                             HS=g.hs, VS=g.vs, MODE=mode, TBH=tbh, TBW=tbw, **_opts(pl))
+            gl, gc_t = _reduce_table_grads(part, nt // nt_w, ch, g.hs * g.vs, luma_table, chroma_table)
+        if "_jpeg_bwd_chroma_soft_kernel" in plan:
+            pl = plan["_jpeg_bwd_chroma_soft_kernel"]
+            (tbh, tbw), nt_w, nt, chunks, _ = pl
+            for i, j, grid in chunks:
+                _jpeg_bwd_chroma_soft_kernel[grid](x[i:j], _rows(cq, sc, i, j), k, gc[i:j], sc, h, w, g.hc, wcp,
+                                                   nbhc, nbwc, nt_w, nt, HS=g.hs, VS=g.vs, TBH=tbh, TBW=tbw,
+                                                   **_opts(pl))
+        if "_jpeg_bwd_kernel" in plan:
+            pl = plan["_jpeg_bwd_kernel"]
+            (tbh, tbw), nt_w, nt, chunks, _ = pl
+            for i, j, grid in chunks:
+                _jpeg_bwd_kernel[grid](grad[i:j], x[i:j], gc[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
+                                       out[i:j], sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch, HS=g.hs,
+                                       VS=g.vs, MODE=mode, TBH=tbh, TBW=tbw, **_opts(pl))
+    return out, gl, gc_t
+
+
+def _reduce_table_grads(part: torch.Tensor, rows: int, ch: int, nl: int, luma_table: torch.Tensor,
+                        chroma_table: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``part`` ``(N, rows * cols * planes, 64)`` partials of ``_jpeg_bwd_table_kernel`` -> the two table gradients
+    (see :func:`backward`): luma = the first ``nl`` planes of every tile, chroma = the other two. Fixed-order torch
+    sums (deterministic), then the output's 1/255 (the pipeline's gradient is carried at the 0..255 scale), then
+    the batch sum for a shared table, in the order of the reference (``fdgpu.reference.jpeg``)."""
+    n = part.shape[0]
+    part = part.view(n, rows, -1, nl + 2 if ch == 3 else 1, 64)
+    luma = part[:, :, :, :nl].sum(dim=(1, 2, 3)).mul_(1.0 / 255)
+    chroma = part[:, :, :, nl:].sum(dim=(1, 2, 3)).mul_(1.0 / 255) if ch == 3 else None
+    return _table_grad(luma, luma_table), _table_grad(chroma, chroma_table)
+
+
+def _table_grad(per_image: Optional[torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+    if per_image is None:
+        return torch.zeros_like(table)
+    per_image = per_image.view(-1, 8, 8).to(table.dtype)
+    return per_image if table.dim() == 3 else per_image.sum(0)

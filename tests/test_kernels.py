@@ -111,6 +111,28 @@ def _tables(n, kind):
     return lt.to(DEVICE).float().contiguous(), ct.to(DEVICE).float().contiguous()
 
 
+def _all_outputs(x, g, lt, ct, subsampling):
+    """The forward and both backward modes with table gradients, flat: (y, soft x/luma/chroma, ste x/luma/chroma)."""
+    return ((kernels.forward(x, lt, ct, subsampling),) + kernels.backward(g, x, lt, ct, subsampling, "soft", True)
+            + kernels.backward(g, x, lt, ct, subsampling, "ste", True))
+
+
+# Table gradients, kernels vs reference: the same factors dc'/dQ bit for bit (the same operations on the same
+# quotients), but the DCT of the gradient (Triton's separable fp32 passes vs the reference's 64x64 matmul) and the
+# sum over blocks (per tile, then over tiles, vs one torch sum) are fp32 sums in other orders. Measured differences
+# are below 5e-7 of the table's largest entry; the tolerance is 1e-5 of it (a wrong plane, factor, block or scale
+# is off by far more).
+TABLE_GRAD_ATOL = 1e-5
+
+
+def assert_table_grad_close(name, actual, expected):
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (name, actual.shape, expected.shape)
+    assert torch.isfinite(actual).all(), f"{name}: NaN/Inf"
+    scale = expected.abs().max().item()
+    err = (actual - expected).abs().max().item()
+    assert err <= TABLE_GRAD_ATOL * scale, f"{name}: max abs err {err:.3g} > {TABLE_GRAD_ATOL:g} x {scale:.3g}"
+
+
 def test_available_and_importable():
     assert kernels.AVAILABLE is True
     assert callable(kernels.forward) and callable(kernels.backward)
@@ -174,7 +196,7 @@ def test_forward_matches_pillow(nan_outputs, shape, subsampling):
     x = _image8(shape, seed=sum(shape))
     q = torch.tensor([2.0, 50.0, 97.0])[: shape[0]] if shape[0] > 1 else torch.tensor([75.0])
     lt, ct = (t.to(DEVICE).float() for t in tables.ijg(q))
-    y, _ = kernels.forward(x, lt, ct, subsampling)
+    y = kernels.forward(x, lt, ct, subsampling)
     _assert_equal(f"forward {_ids(shape)} {subsampling} vs Pillow", y, _pillow(x, lt, ct, subsampling))
 
 
@@ -192,7 +214,7 @@ def test_forward_tables_match_pillow(nan_outputs, kind):
         lt, ct = tables.ijg(int(kind[1:]))
     lt, ct = lt.to(DEVICE).float(), ct.to(DEVICE).float()
     for sub in ("4:4:4", "4:2:0"):
-        y, _ = kernels.forward(x, lt, ct, sub)
+        y = kernels.forward(x, lt, ct, sub)
         _assert_equal(f"forward {kind} {sub} vs Pillow", y, _pillow(x, lt, ct, sub))
 
 
@@ -212,7 +234,7 @@ def test_forward_matches_simplejpeg(nan_outputs, subsampling):
                                       colorsubsampling="Gray" if gray else subsampling.replace(":", ""))
         dec = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB", fastdct=False, fastupsample=False)
         lt, ct = (t.to(DEVICE) for t in tables.ijg(q))
-        y, _ = kernels.forward(x, lt, ct, "4:2:0" if gray else subsampling)
+        y = kernels.forward(x, lt, ct, "4:2:0" if gray else subsampling)
         want = _to_unit(dec[..., 0] if gray else dec).to(DEVICE)
         _assert_equal(f"forward q{q} {subsampling} vs simplejpeg", y[0], want)
 
@@ -224,8 +246,7 @@ def test_forward_matches_reference(nan_outputs, shape, subsampling):
         pytest.skip("grayscale ignores subsampling: covered once")
     x = _image(shape)
     lt, ct = _tables(shape[0], "ijg")
-    y, saved = kernels.forward(x, lt, ct, subsampling)
-    assert saved is None
+    y = kernels.forward(x, lt, ct, subsampling)
     _assert_equal(f"forward {_ids(shape)} {subsampling}", y, ref.forward(x, lt, ct, subsampling)[0])
 
 
@@ -240,7 +261,7 @@ def test_forward_tables(nan_outputs, kind, subsampling):
         ct = tables.fd(1.37).float().to(DEVICE)
     else:
         lt, ct = _tables(3, kind)
-    y, _ = kernels.forward(x, lt, ct, subsampling)
+    y = kernels.forward(x, lt, ct, subsampling)
     _assert_equal(f"forward {kind} {subsampling}", y, ref.forward(x, lt, ct, subsampling)[0])
 
 
@@ -254,9 +275,8 @@ def test_backward_matches_reference(nan_outputs, shape, subsampling, mode):
     grad = torch.randn(shape, generator=torch.Generator().manual_seed(4)).to(DEVICE)
     lt, ct = _tables(shape[0], "per-sample" if shape[0] > 1 else "ijg")
     soft = mode == "soft"
-    _, saved = kernels.forward(x, lt, ct, subsampling, need_weight=soft)
     _, weights = ref.forward(x, lt, ct, subsampling, need_weight=soft)
-    gx = kernels.backward(grad, saved if soft else None, subsampling)
+    gx = kernels.backward(grad, x, lt, ct, subsampling, mode, False)[0]
     gx_ref = ref.backward(grad, weights if soft else None, subsampling)
     tol = GRAD_RTOL[torch.float32]
     if soft:
@@ -273,11 +293,71 @@ def test_backward_large_image(nan_outputs, subsampling, mode):
     grad = torch.randn(LARGE, generator=torch.Generator().manual_seed(22)).to(DEVICE)
     lt, ct = _tables(1, "ijg")
     soft = mode == "soft"
-    _, saved = kernels.forward(x, lt, ct, subsampling, need_weight=soft)
     _, weights = ref.forward(x, lt, ct, subsampling, need_weight=soft)
-    gx = kernels.backward(grad, saved if soft else None, subsampling)
+    gx = kernels.backward(grad, x, lt, ct, subsampling, mode, False)[0]
     compare(f"{mode} backward {_ids(LARGE)} {subsampling}", gx,
             ref.backward(grad, weights if soft else None, subsampling), rel_rmse=GRAD_RTOL[torch.float32])
+
+
+# ------------------------------------------------------------------------------------------------ table gradients
+TABLE_CASES = [((2, 3, 21, 37), "4:2:0", "per-image"), ((2, 3, 21, 37), "4:2:2", "per-image"),
+               ((2, 3, 21, 37), "4:4:4", "shared"), ((1, 1, 21, 37), "4:2:0", "shared"),
+               ((3, 3, 13, 11), "4:2:0", "fractional")]
+
+
+def _grad_tables(n, kind):
+    if kind == "fractional":  # non-integer steps: the float64 quotient; a shared luma and per-image chroma table
+        return (tables.fd(1.37).float().to(DEVICE),
+                (1 + 39 * torch.rand(n, 8, 8, generator=torch.Generator().manual_seed(9))).to(DEVICE))
+    return _tables(n, "per-sample" if kind == "per-image" else "ijg")
+
+
+@pytest.mark.parametrize("mode", ["ste", "soft"])
+@pytest.mark.parametrize("shape,subsampling,kind", TABLE_CASES, ids=[f"{_ids(s)}-{sub}-{k}" for s, sub, k in TABLE_CASES])
+def test_table_grads_match_reference(nan_outputs, shape, subsampling, kind, mode):
+    """The kernels' table gradients, per image ``(N, 8, 8)`` and shared ``(8, 8)``, against the reference's, odd
+    sizes (padding in both directions), grayscale (no chroma gradient: exactly zero) and non-integer steps; asking
+    for them leaves grad_x bit for bit as it was."""
+    x = _image(shape, seed=41)
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(42)).to(DEVICE)
+    lt, ct = _grad_tables(shape[0], kind)
+    gx, gl, gc = kernels.backward(g, x, lt, ct, subsampling, mode, True)
+    assert torch.equal(gx, kernels.backward(g, x, lt, ct, subsampling, mode, False)[0])
+    _, state = ref.forward(x, lt, ct, subsampling, need_weight=True)
+    _, rl, rc = ref.backward(g, state, subsampling, mode, (lt, ct))
+    assert_table_grad_close(f"{mode} luma", gl, rl)
+    assert_table_grad_close(f"{mode} chroma", gc, rc)
+    assert rl.abs().max() > 0 and (shape[1] == 1) == (rc.abs().max() == 0)
+
+
+@pytest.mark.parametrize("mode", ["soft"])  # the ste factor is the other branch of the same kernel: covered above
+def test_table_grads_large_image(nan_outputs, mode):
+    """An image larger than every tile (203 x 205, 4:2:0): the partials of many tiles and of every plane summed."""
+    x = _image(LARGE, seed=43)
+    g = torch.randn(LARGE, generator=torch.Generator().manual_seed(44)).to(DEVICE)
+    lt, ct = _tables(1, "ijg")
+    _, gl, gc = kernels.backward(g, x, lt, ct, "4:2:0", mode, True)
+    _, state = ref.forward(x, lt, ct, "4:2:0", need_weight=True)
+    _, rl, rc = ref.backward(g, state, "4:2:0", mode, (lt, ct))
+    assert_table_grad_close(f"{mode} luma", gl, rl)
+    assert_table_grad_close(f"{mode} chroma", gc, rc)
+
+
+def test_table_grads_deterministic_and_shared_is_per_image_sum(nan_outputs):
+    """No atomics: two runs give the same bits; a shared table's gradient is exactly the batch sum of the per-image
+    gradients of the same steps (the same partials, summed in the same order)."""
+    x = _image((3, 3, 11, 13), seed=45)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(46)).to(DEVICE)
+    lt, ct = _tables(3, "ijg")
+    for mode in ("ste", "soft"):
+        shared = kernels.backward(g, x, lt, ct, "4:2:0", mode, True)
+        again = kernels.backward(g, x, lt, ct, "4:2:0", mode, True)
+        per = kernels.backward(g, x, lt.expand(3, 8, 8).contiguous(), ct.expand(3, 8, 8).contiguous(), "4:2:0",
+                               mode, True)
+        assert all(torch.equal(a, b) for a, b in zip(shared, again)), mode
+        assert torch.equal(shared[0], per[0]), mode
+        assert per[1].shape == (3, 8, 8) and torch.equal(shared[1], per[1].sum(0)), mode
+        assert torch.equal(shared[2], per[2].sum(0)), mode
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -348,15 +428,16 @@ def test_public_api_gradient_layouts(layout, mode):
 
 
 def test_soft_gradient_is_not_ste():
-    """Sanity: the soft backward really weights coefficients (it differs from ste), and has no NaN at q = 1, 100."""
+    """Sanity: the soft backward really weights coefficients (it differs from ste); no NaN or Inf at q = 1 and 100,
+    table gradients included."""
     x = _image((1, 3, 16, 24), seed=8)
     g = torch.randn_like(x)
     for q in (1, 100):
         lt, ct = (t.to(DEVICE) for t in tables.ijg(q))
-        _, saved = kernels.forward(x, lt, ct, "4:2:0", need_weight=True)
-        gs = kernels.backward(g, saved, "4:2:0")
-        assert torch.isfinite(gs).all()
-    ge = kernels.backward(g, None, "4:2:0")
+        gs, gl, gc = kernels.backward(g, x, lt, ct, "4:2:0", "soft", True)
+        assert all(torch.isfinite(t).all() for t in (gs, gl, gc)), q
+        ge, gl, gc = kernels.backward(g, x, lt, ct, "4:2:0", "ste", True)
+        assert all(torch.isfinite(t).all() for t in (ge, gl, gc)), q
     assert (gs - ge).abs().max() > 1e-3
 
 
@@ -402,11 +483,17 @@ def test_launcher_table_layouts(nan_outputs, label):
     _, odd, plain = next(c for c in _layouts(n) if c[0] == label)
     x = _image((n, 3, 11, 17), seed=13)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(14)).to(DEVICE)
+    plain, odd = plain.to(DEVICE).float(), odd.to(DEVICE)
     for sub in ("4:4:4", "4:2:2"):
-        y0, s0 = kernels.forward(x, plain.to(DEVICE).float(), None, sub, need_weight=True)
-        y1, s1 = kernels.forward(x, odd.to(DEVICE), None, sub, need_weight=True)
-        assert torch.equal(y0, y1), f"{label} {sub}: forward differs"
-        assert torch.equal(kernels.backward(g, s0, sub), kernels.backward(g, s1, sub)), f"{label} {sub}: backward"
+        assert torch.equal(kernels.forward(x, plain, None, sub), kernels.forward(x, odd, None, sub)), \
+            f"{label} {sub}: forward differs"
+        want = kernels.backward(g, x, plain, None, sub, "soft", True)
+        got = kernels.backward(g, x, odd, None, sub, "soft", True)
+        assert torch.equal(got[0], want[0]), f"{label} {sub}: backward"
+        for a, b in zip(got[1:], want[1:]):
+            # an expanded (n, 8, 8) view gets per-image gradients: their batch sum is the shared table's, exactly
+            a = a.sum(0) if a.shape != b.shape else a
+            assert a.dtype == odd.dtype and torch.equal(a.float(), b), f"{label} {sub}: table gradient"
 
 
 CUDA_GRID_X, CUDA_GRID_YZ = 2 ** 31 - 1, 65535
@@ -423,8 +510,8 @@ def test_grids_within_cuda_limits(shape, subsampling):
     from fdgpu.kernels import launch
     n, ch, h, w = shape
     plans = dict(launch.forward_plan(n, ch, h, w, subsampling))
-    for soft in (False, True):
-        plans.update({f"{k} soft={soft}": v for k, v in launch.backward_plan(n, ch, h, w, subsampling, soft).items()})
+    for mode in launch.MODES:
+        plans.update({f"{k} {mode}": v for k, v in launch.backward_plan(n, ch, h, w, subsampling, mode, True).items()})
     assert plans
     for name, p in plans.items():
         start = 0
@@ -451,10 +538,7 @@ def test_batch_chunking_runs(monkeypatch, nan_outputs):
     x = _image((3, 3, 16, 24), seed=15)
     lt, ct = _tables(3, "per-sample")
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(16)).to(DEVICE)
-    want = {}
-    for sub in ("4:4:4", "4:2:0"):
-        y, s = kernels.forward(x, lt, ct, sub, need_weight=True)
-        want[sub] = (y, kernels.backward(g, s, sub), kernels.backward(g, None, sub))
+    want = {sub: _all_outputs(x, g, lt, ct, sub) for sub in ("4:4:4", "4:2:0")}
     real = launch.launch_chunks
     calls = []
 
@@ -463,10 +547,8 @@ def test_batch_chunking_runs(monkeypatch, nan_outputs):
         return real(n, per_image, limit=per_image)  # one image per launch
     monkeypatch.setattr(launch, "launch_chunks", small)
     for sub in ("4:4:4", "4:2:0"):
-        y, s = kernels.forward(x, lt, ct, sub, need_weight=True)
-        assert torch.equal(y, want[sub][0]), sub
-        assert torch.equal(kernels.backward(g, s, sub), want[sub][1]), sub
-        assert torch.equal(kernels.backward(g, None, sub), want[sub][2]), sub
+        for i, (a, b) in enumerate(zip(_all_outputs(x, g, lt, ct, sub), want[sub])):
+            assert torch.equal(a, b), (sub, i)
     assert calls
 
 
@@ -514,9 +596,7 @@ def test_launch_under_the_tensors_device(monkeypatch):
     x = _image((1, 3, 9, 17), seed=17)
     lt, ct = _tables(1, "ijg")
     for sub in SUBSAMPLINGS:
-        _, s = kernels.forward(x, lt, ct, sub, need_weight=True)
-        kernels.backward(torch.ones_like(x), s, sub)
-        kernels.backward(torch.ones_like(x), None, sub)
+        _all_outputs(x, torch.ones_like(x), lt, ct, sub)
     assert not inside and set(launched) == {n for n in dir(launch) if n.startswith("_jpeg_")}
 
 
@@ -542,7 +622,11 @@ def test_size_classes_agree(monkeypatch, nan_outputs, subsampling):
     for small_max in (0, 64):
         monkeypatch.setattr(launch, "SMALL_MAX", small_max)
         assert launch.size_class(19, 27) == ("small" if small_max else "large")
-        y, s = kernels.forward(x, lt, ct, subsampling, need_weight=True)
-        outs.append((y, kernels.backward(g, s, subsampling), kernels.backward(g, None, subsampling)))
-    for a, b, what in zip(outs[0], outs[1], ("forward", "soft", "ste")):
-        assert torch.equal(a, b), f"{subsampling} {what}: small and large tiles differ"
+        outs.append(_all_outputs(x, g, lt, ct, subsampling))
+    whats = ("forward", "soft x", "soft luma", "soft chroma", "ste x", "ste luma", "ste chroma")
+    for a, b, what in zip(outs[0], outs[1], whats):
+        if what.endswith(("luma", "chroma")):
+            # the table gradient is a sum over blocks, partitioned by the tiles: another order of the same sum
+            assert_table_grad_close(f"{subsampling} {what}", a, b)
+        else:
+            assert torch.equal(a, b), f"{subsampling} {what}: small and large tiles differ"

@@ -197,7 +197,10 @@ def test_triton_table_grads_match_the_reference():
         lr, cr = lt.clone().requires_grad_(), ct.clone().requires_grad_()
         y = fdgpu.requantize(x, lr, cr, backward="soft", backend=backend)
         out[backend] = torch.autograd.grad(y, (x, lr, cr), v)
-    # the table gradients come from the reference on both backends (the kernels compute grad_x only); grad_x is
-    # compared kernel vs reference in tests/test_kernels.py
-    assert torch.equal(out["torch"][1], out["triton"][1]) and torch.equal(out["torch"][2], out["triton"][2])
+    # the kernels reduce the table gradients themselves: the same factors, fp32 sums in another order (the
+    # tolerance and its reason: tests/test_kernels.py, TABLE_GRAD_ATOL, where grad_x is compared too)
+    for i in (1, 2):
+        a, b = out["triton"][i], out["torch"][i]
+        assert a.shape == (2, 8, 8) and torch.isfinite(a).all()
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
     assert torch.isfinite(out["triton"][0]).all()
