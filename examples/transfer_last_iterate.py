@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
+from torch import nn
 import torch.nn.functional as F
 
 import fdgpu
