@@ -18,8 +18,8 @@ import sys
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import fdgpu
 from fdgpu.data import load_npz
