@@ -490,10 +490,12 @@ static void dct_init(void)
     dct_ready = 1;
 }
 
+#define FLOOR_float floorf
+#define FLOOR_double floor
 #define BACKWARD(T)                                                                                             \
-    static inline T round_away_##T(T v) { return v < 0 ? -(T)floor((double)(-v) + 0.5) : (T)floor((double)v + 0.5); } \
+    static inline T round_away_##T(T v) { return v < 0 ? -FLOOR_##T(-v + (T)0.5) : FLOOR_##T(v + (T)0.5); } \
     /* In place on a plane (rows x cols): P_b <- D^T (w(z) * (D P_b D^T)) D for every 8x8 block b. */           \
-    static void soft_plane_##T(T *p, int rows, int cols, const T *z)                                           \
+    static void soft_plane_##T(T *p, int rows, int cols, const T *z, T *wt)                                    \
     {                                                                                                           \
         T d[8][8];                                                                                              \
         for (int k = 0; k < 8; k++)                                                                             \
@@ -501,6 +503,10 @@ static void dct_init(void)
                 d[k][i] = (T)dct_d[k][i];                                                                       \
         const int nbw = cols / 8;                                                                               \
         const long zs = (long)(rows / 8) * nbw;                                                                 \
+        for (long m = 0; m < 64 * zs; m++) { /* the soft weights 3 (z - round z)**2, all at once */              \
+            const T zz = z[m], e = zz - round_away_##T(zz);                                                     \
+            wt[m] = e * e * (T)3.0;                                                                             \
+        }                                                                                                       \
         for (int br = 0; br < rows / 8; br++)                                                                   \
             for (int bc = 0; bc < nbw; bc++) {                                                                  \
                 T a[8][8], t[8][8];                                                                             \
@@ -517,9 +523,7 @@ static void dct_init(void)
                         T s = 0;                                                                                \
                         for (int i = 0; i < 8; i++)                                                             \
                             s += d[u][i] * t[i][v];                                                             \
-                        const T zz = z[(8 * u + v) * zs + (long)br * nbw + bc];                                 \
-                        const T e = zz - round_away_##T(zz);                                                    \
-                        a[u][v] = s * (e * e * (T)3.0);                                                         \
+                        a[u][v] = s * wt[(8 * u + v) * zs + (long)br * nbw + bc];                               \
                     }                                                                                           \
                 for (int u = 0; u < 8; u++) /* t = a D: t[u][j] = sum_v a[u][v] D[v][j] */                      \
                     for (int j = 0; j < 8; j++) {                                                               \
@@ -537,44 +541,85 @@ static void dct_init(void)
                     }                                                                                           \
             }                                                                                                   \
     }                                                                                                           \
-    /* Adjoint of the unscaled 1-D triangle filter: len values g (stride gs, zero past len, len <= 2 n) -> n. */ \
-    static void fancy_adj_##T(const T *g, long gs, int len, T *out, long os, int n)                            \
+    /* Adjoint of the unscaled 1-D triangle filter times 1/4, along a row: len values g (zero past len, len in    \
+       {2n - 1, 2n}) -> n values. q: 2n + 4 scratch. */                                                         \
+    static void fancy_adj_row_##T(const T *restrict g, int len, T *restrict out, int n, T *restrict q)          \
     {                                                                                                           \
-        for (int k = 0; k < n; k++) {                                                                           \
-            const T ge = 2 * k < len ? g[2 * k * gs] : 0, go = 2 * k + 1 < len ? g[(2 * k + 1) * gs] : 0;       \
-            T s = (ge + go) * 3;                                                                                \
-            if (k + 1 < n && 2 * k + 2 < len)                                                                   \
-                s += g[(2 * k + 2) * gs];                                                                       \
-            if (k == 0)                                                                                         \
-                s += ge;                                                                                        \
-            if (k >= 1)                                                                                         \
-                s += g[(2 * k - 1) * gs];                                                                       \
-            if (k == n - 1)                                                                                     \
-                s += go;                                                                                        \
-            out[k * os] = s * (T)0.25;                                                                          \
+        q[0] = 0;                                                                                               \
+        for (int m = 0; m < len; m++)                                                                           \
+            q[m + 1] = g[m];                                                                                    \
+        for (int m = len + 1; m < 2 * n + 4; m++)                                                               \
+            q[m] = 0;                                                                                           \
+        for (int k = 0; k < n; k++) /* q[2k + 1] = g[2k] (even), q[2k + 2] = g[2k + 1] (odd) */                 \
+            out[k] = ((q[2 * k + 1] + q[2 * k + 2]) * 3 + q[2 * k + 3] + q[2 * k]) * (T)0.25;                   \
+        out[0] += q[1] * (T)0.25;         /* out[0] used c[0] as its left neighbour */                          \
+        out[n - 1] += q[2 * n] * (T)0.25; /* out[2n - 1] used c[n - 1] as its right neighbour */                \
+    }                                                                                                           \
+    /* The same along the columns of rows A[r] (r < len, stride as, width values each) -> C[i] (i < n). */      \
+    static void fancy_adj_rows_##T(const T *A, long as, int len, T *C, long cs, int n, int width,               \
+                                   const T *zero)                                                               \
+    {                                                                                                           \
+        for (int i = 0; i < n; i++) {                                                                           \
+            const T *restrict e = 2 * i < len ? A + 2L * i * as : zero;                                         \
+            const T *restrict o = 2 * i + 1 < len ? A + (2L * i + 1) * as : zero;                               \
+            const T *restrict e1 = i + 1 < n && 2 * i + 2 < len ? A + (2L * i + 2) * as : zero;                  \
+            const T *restrict om = i >= 1 ? A + (2L * i - 1) * as : zero;                                       \
+            const T ce = i == 0 ? 4 : 3, co = i == n - 1 ? 4 : 3;                                               \
+            T *restrict c = C + i * cs;                                                                         \
+            for (int j = 0; j < width; j++)                                                                     \
+                c[j] = (e[j] * ce + o[j] * co + e1[j] + om[j]) * (T)0.25;                                       \
         }                                                                                                       \
+    }                                                                                                           \
+    static void rgb_grad_##T(const T *restrict gr, const T *restrict gg, const T *restrict gb, T *restrict y,   \
+                             T *restrict ub, T *restrict ur, int w)                                             \
+    {                                                                                                           \
+        for (int c = 0; c < w; c++) {                                                                           \
+            y[c] = gr[c] + gg[c] + gb[c];                                                                       \
+            ub[c] = gg[c] * (T)-0.34414 + gb[c] * (T)1.772;                                                     \
+            ur[c] = gr[c] * (T)1.402 + gg[c] * (T)-0.71414;                                                     \
+        }                                                                                                       \
+    }                                                                                                           \
+    /* one padded row of the RGB gradient from Y, and Cb, Cr spread back to full resolution (cbx, crx) */       \
+    static void ycc_grad_##T(const T *restrict y, const T *restrict cbx, const T *restrict crx, T *restrict v,   \
+                             int wp, T my, T mb, T mr)                                                          \
+    {                                                                                                           \
+        for (int c = 0; c < wp; c++)                                                                            \
+            v[c] = my * y[c] + mb * cbx[c] + mr * crx[c];                                                       \
+    }                                                                                                           \
+    /* v (wp values) -> o (w values): the padded columns fold onto column w - 1; accumulate or store */         \
+    static void fold_row_##T(const T *restrict v, T *restrict o, int w, int wp, int add)                        \
+    {                                                                                                           \
+        T tail = 0;                                                                                             \
+        for (int c = w; c < wp; c++)                                                                            \
+            tail += v[c];                                                                                       \
+        if (add)                                                                                                \
+            for (int c = 0; c < w; c++)                                                                         \
+                o[c] += v[c];                                                                                   \
+        else                                                                                                    \
+            for (int c = 0; c < w; c++)                                                                         \
+                o[c] = v[c];                                                                                    \
+        o[w - 1] += tail;                                                                                       \
     }                                                                                                           \
     static void image_backward_##T(const T *g, T *gx, const Geo *geo, const T *zy, const T *zc, u8 *buf)        \
     {                                                                                                           \
         const int h = geo->h, w = geo->w, hp = geo->hp, wp = geo->wp, hs = geo->hs, vs = geo->vs;               \
         const int hcp = hp / vs, wcp = wp / hs, hc = geo->hc, wc = geo->wc;                                     \
-        const long plane = (long)h * w;                                                                         \
+        const long plane = (long)h * w, rs = wp + 8;                                                            \
         T *GY = (T *)buf, *UB = GY + (long)hp * wp, *UR = UB + plane, *CB = UR + plane, *CR = CB + (long)hcp * wcp; \
-        T *tmp = CR + (long)hcp * wcp, *row = tmp + (long)2 * wc * hp + 16;                                     \
-        memset(GY, 0, sizeof(T) * (size_t)hp * wp);                                                             \
+        T *tmp = CR + (long)hcp * wcp, *row = tmp + (long)wc * hp + 16; /* row: 5 rows of rs */                 \
+        T *zero = row, *v = row + rs, *cbx = v + rs, *crx = cbx + rs, *q = crx + rs, *wt = q + rs;              \
+        memset(zero, 0, sizeof(T) * rs);                                                                        \
+        for (int r = h; r < hp; r++)                                                                            \
+            memset(GY + (long)r * wp, 0, sizeof(T) * wp);                                                       \
+        for (int r = 0; r < h; r++)                                                                             \
+            memset(GY + (long)r * wp + w, 0, sizeof(T) * (wp - w));                                             \
         if (geo->ch == 1) {                                                                                     \
             for (int r = 0; r < h; r++)                                                                         \
                 memcpy(GY + (long)r * wp, g + (long)r * w, sizeof(T) * w);                                      \
         } else {                                                                                                \
-            for (int r = 0; r < h; r++) {                                                                       \
-                const T *gr = g + (long)r * w, *gg = gr + plane, *gb = gg + plane;                              \
-                T *y = GY + (long)r * wp, *ub = UB + (long)r * w, *ur = UR + (long)r * w;                       \
-                for (int c = 0; c < w; c++) {                                                                   \
-                    y[c] = gr[c] + gg[c] + gb[c];                                                               \
-                    ub[c] = gg[c] * (T)-0.34414 + gb[c] * (T)1.772;                                             \
-                    ur[c] = gr[c] * (T)1.402 + gg[c] * (T)-0.71414;                                             \
-                }                                                                                               \
-            }                                                                                                   \
+            for (int r = 0; r < h; r++)                                                                         \
+                rgb_grad_##T(g + (long)r * w, g + plane + (long)r * w, g + 2 * plane + (long)r * w,             \
+                             GY + (long)r * wp, UB + (long)r * w, UR + (long)r * w, w);                         \
             /* upsample adjoint: (h, w) -> (hc, wc) into CB/CR (row stride wcp, zero elsewhere) */              \
             memset(CB, 0, sizeof(T) * (size_t)hcp * wcp);                                                       \
             memset(CR, 0, sizeof(T) * (size_t)hcp * wcp);                                                       \
@@ -589,22 +634,19 @@ static void dct_init(void)
                     for (int r = 0; r < h; r++)                                                                 \
                         for (int c = 0; c < w; c++)                                                             \
                             C[(long)(r / vs) * wcp + c / hs] += U[(long)r * w + c];                             \
-                } else {                                                                                        \
-                    /* along the width, every row: tmp (h, wc) */                                               \
+                } else if (vs == 2) { /* along the width into tmp (h, wc), then along the height */            \
                     for (int r = 0; r < h; r++)                                                                 \
-                        fancy_adj_##T(U + (long)r * w, 1, w, tmp + (long)r * wc, 1, wc);                        \
-                    if (vs == 2)                                                                                \
-                        for (int c = 0; c < wc; c++)                                                            \
-                            fancy_adj_##T(tmp + c, wc, h, C + c, wcp, hc);                                      \
-                    else                                                                                        \
-                        for (int r = 0; r < h; r++)                                                             \
-                            memcpy(C + (long)r * wcp, tmp + (long)r * wc, sizeof(T) * wc);                      \
+                        fancy_adj_row_##T(U + (long)r * w, w, tmp + (long)r * wc, wc, q);                       \
+                    fancy_adj_rows_##T(tmp, wc, h, C, wcp, hc, wc, zero);                                       \
+                } else {                                                                                        \
+                    for (int r = 0; r < h; r++)                                                                 \
+                        fancy_adj_row_##T(U + (long)r * w, w, C + (long)r * wcp, wc, q);                        \
                 }                                                                                               \
             }                                                                                                   \
             if (zc) { /* soft: on the padded chroma planes, then fold rows hc.. onto row hc - 1 */              \
                 const long zcs = 64L * (hcp / 8) * (wcp / 8);                                                   \
-                soft_plane_##T(CB, hcp, wcp, zc);                                                               \
-                soft_plane_##T(CR, hcp, wcp, zc + zcs);                                                         \
+                soft_plane_##T(CB, hcp, wcp, zc, wt);                                                               \
+                soft_plane_##T(CR, hcp, wcp, zc + zcs, wt);                                                         \
                 for (int t = 0; t < 2; t++) {                                                                   \
                     T *C = t ? CR : CB;                                                                         \
                     for (int r = hc; r < hcp; r++)                                                              \
@@ -614,40 +656,38 @@ static void dct_init(void)
             }                                                                                                   \
         }                                                                                                       \
         if (zy)                                                                                                 \
-            soft_plane_##T(GY, hp, wp, zy);                                                                     \
+            soft_plane_##T(GY, hp, wp, zy, wt);                                                                     \
         /* YCbCr -> RGB adjoint over the padded plane, folding padded columns and rows back (edge padding) */   \
         const T inv = (T)1.0 / (T)(hs * vs);                                                                    \
+        static const double M[3][3] = {{0.29900, -0.16874, 0.50000}, {0.58700, -0.33126, -0.41869},             \
+                                       {0.11400, 0.50000, -0.08131}};                                           \
         for (int r = 0; r < hp; r++) {                                                                          \
             const T *y = GY + (long)r * wp;                                                                     \
-            T *orow = r < h ? gx + (long)r * w : row; /* rows past h are summed into row h - 1 */               \
-            const int nc = geo->ch == 1 ? 1 : 3;                                                                \
-            for (int k = 0; k < nc; k++) {                                                                      \
-                T *o = orow + (r < h ? k * plane : (long)k * wp);                                               \
-                if (geo->ch == 1) {                                                                             \
-                    for (int c = 0; c < wp; c++)                                                                \
-                        o[c < w ? c : w - 1] = c < w ? y[c] : o[w - 1] + y[c];                                  \
-                    continue;                                                                                   \
-                }                                                                                               \
-                const T my = k == 0 ? (T)0.29900 : (k == 1 ? (T)0.58700 : (T)0.11400);                          \
-                const T mb = k == 0 ? (T)-0.16874 : (k == 1 ? (T)-0.33126 : (T)0.50000);                        \
-                const T mr = k == 0 ? (T)0.50000 : (k == 1 ? (T)-0.41869 : (T)-0.08131);                        \
-                const int chroma = r < hc * vs;                                                                 \
-                const T *cb = CB + (long)(r / vs) * wcp, *cr = CR + (long)(r / vs) * wcp;                       \
-                for (int c = 0; c < wp; c++) {                                                                  \
-                    T v = my * y[c];                                                                            \
-                    if (chroma)                                                                                 \
-                        v += (mb * cb[c / hs] + mr * cr[c / hs]) * inv;                                         \
-                    if (c < w)                                                                                  \
-                        o[c] = v;                                                                               \
-                    else                                                                                        \
-                        o[w - 1] += v;                                                                          \
-                }                                                                                               \
+            const int last = r >= h; /* rows past h are summed into row h - 1 */                                \
+            T *orow = gx + (long)(last ? h - 1 : r) * w;                                                        \
+            if (geo->ch == 1) {                                                                                 \
+                fold_row_##T(y, orow, w, wp, last);                                                             \
+                continue;                                                                                       \
             }                                                                                                   \
-            if (r >= h) {                                                                                       \
-                T *last = gx + (long)(h - 1) * w;                                                               \
-                for (int k = 0; k < nc; k++)                                                                    \
-                    for (int c = 0; c < w; c++)                                                                 \
-                        last[k * plane + c] += row[(long)k * wp + c];                                           \
+            if (r < hc * vs) {                                                                                  \
+                const T *cb = CB + (long)(r / vs) * wcp, *cr = CR + (long)(r / vs) * wcp;                       \
+                if (hs == 2)                                                                                    \
+                    for (int k = 0; k < wcp; k++) {                                                             \
+                        cbx[2 * k] = cbx[2 * k + 1] = cb[k] * inv;                                              \
+                        crx[2 * k] = crx[2 * k + 1] = cr[k] * inv;                                              \
+                    }                                                                                           \
+                else                                                                                            \
+                    for (int k = 0; k < wcp; k++) {                                                             \
+                        cbx[k] = cb[k] * inv;                                                                   \
+                        crx[k] = cr[k] * inv;                                                                   \
+                    }                                                                                           \
+            } else {                                                                                            \
+                memset(cbx, 0, sizeof(T) * wp);                                                                 \
+                memset(crx, 0, sizeof(T) * wp);                                                                 \
+            }                                                                                                   \
+            for (int k = 0; k < 3; k++) {                                                                       \
+                ycc_grad_##T(y, cbx, crx, v, wp, (T)M[k][0], (T)M[k][1], (T)M[k][2]);                           \
+                fold_row_##T(v, orow + k * plane, w, wp, last);                                                 \
             }                                                                                                   \
         }                                                                                                       \
     }
@@ -670,8 +710,8 @@ int fdgpu_backward(const void *g, void *gx, int dbl, int n, int ch, int h, int w
     dct_init();
     const size_t tb = dbl ? 8 : 4;
     const size_t hcp = geo.hp / geo.vs, wcp = geo.wp / geo.hs;
-    size_t need = tb * ((size_t)geo.hp * geo.wp + 2 * (size_t)h * w + 2 * hcp * wcp + 2 * (size_t)geo.wc * geo.hp
-                        + 16 + 3 * (size_t)geo.wp) + 64;
+    size_t need = tb * ((size_t)geo.hp * geo.wp + 2 * (size_t)h * w + 2 * hcp * wcp + (size_t)geo.wc * geo.hp
+                        + 16 + 5 * ((size_t)geo.wp + 8) + (size_t)geo.hp * geo.wp) + 64;
     if (need > tls_size) {
         free(tls_buf);
         tls_buf = (u8 *)malloc(need);

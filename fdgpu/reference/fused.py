@@ -45,7 +45,7 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-t
 # Calls with fewer values than this run on the calling thread: a hand-off to a worker costs ~0.2-0.7 ms, about
 # the time of 2**18 values (one 3x224x224 image is 150,528).
 INLINE_VALUES = 1 << 18
-CHUNKS_PER_WORKER = 4  # a batch is cut into this many image ranges per worker (a stalled worker's share is small)
+CHUNKS_PER_WORKER = 8  # a batch is cut into this many image ranges per worker (a stalled worker holds little)
 
 _lock = threading.Lock()
 _lib = None          # the loaded library, once built
