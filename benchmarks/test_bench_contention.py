@@ -2,11 +2,14 @@
 
     python -m pytest benchmarks/test_bench_contention.py --benchmark-only
 
+(or together with benchmarks/test_bench_cpu.py: the table of issue 12's targets at the end includes these.)
+
 Each case runs with 0, 1 and 2 background processes that loop small torch ops at torch's default thread count
 (what a second experiment or data-loader workers doing tensor work look like to the layer). Providers, in the
-same conditions: the layer as shipped (batch chunks on single-threaded workers, ``fdgpu/reference/parallel.py``);
-the policy before it (the same chunks run one after another, every op an OpenMP region on all threads); the same
-code on one thread; and Pillow's save + load (libjpeg-turbo, one image at a time). Workloads: a batch of 32 RGB
+same conditions: the layer as shipped (the compiled forward, ``fdgpu/reference/fused.py``: a batch's images split
+over single-threaded workers, a small call on the calling thread); the same code on one thread; the torch
+reference forward (``fused=False``: its chunks on the single-threaded workers, ``fdgpu/reference/parallel.py``);
+and Pillow's save + load (libjpeg-turbo, one image at a time). Workloads: a batch of 32 RGB
 224x224 images and a single 32x32 image, q75 4:2:0. The summary printed at the end gives ms per image and the
 ratios the issue's targets are stated in (this / Pillow, this / one thread).
 """
@@ -25,6 +28,7 @@ Image = pytest.importorskip("PIL.Image")
 import fdgpu  # noqa: E402
 from fdgpu.reference import jpeg as ref_jpeg  # noqa: E402
 from _common import pillow_roundtrip, print_past_capture  # noqa: E402
+from _targets import record  # noqa: E402
 
 QUALITY = 75
 WORKLOADS = {"32x224^2": (32, 224), "1x32^2": (1, 32)}
@@ -52,8 +56,8 @@ def _images(batch, size):
 @contextlib.contextmanager
 def _policy(name, monkeypatch):
     threads = torch.get_num_threads()
-    if name == "openmp per op (before)":
-        monkeypatch.setattr(ref_jpeg, "map_chunks", lambda fn, args, device: [fn(*a) for a in args])
+    if name == "torch reference":
+        monkeypatch.setattr(ref_jpeg._fused, "forward", lambda *args, **kwargs: None)
     if name == "one thread":
         torch.set_num_threads(1)
     try:
@@ -70,23 +74,25 @@ def _record(benchmark, busy, workload, provider, batch, fn, rounds):
     if benchmark.stats is None:  # --benchmark-disable: a smoke run, nothing timed
         return
     _results[(busy, workload, provider)] = benchmark.stats.stats.median * 1e3 / batch
+    record(f"contention {workload} busy={busy}", provider, _results[(busy, workload, provider)])
 
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
-@pytest.mark.parametrize("policy", ["thread pool (shipped)", "openmp per op (before)", "one thread"])
+@pytest.mark.parametrize("policy", ["shipped", "one thread", "torch reference"])
 def test_fdgpu_forward(benchmark, busy, workload, policy, monkeypatch, summary):
     batch, size = WORKLOADS[workload]
     x = _images(batch, size)
     with _policy(policy, monkeypatch):
-        _record(benchmark, busy, workload, f"fdgpu {policy}", batch, lambda: fdgpu.jpeg(x, QUALITY, validate=False),
-                rounds=5 if batch > 1 else 50)
+        _record(benchmark, busy, workload, f"fdgpu ({policy})" if policy == "shipped" else f"fdgpu {policy}", batch,
+                lambda: fdgpu.jpeg(x, QUALITY, validate=False), rounds=(3 if policy == "torch reference" else 7)
+                if batch > 1 else 200)
 
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 def test_pillow_roundtrip(benchmark, busy, workload, summary):
     batch, size = WORKLOADS[workload]
     _record(benchmark, busy, workload, "Pillow save+load", batch, pillow_roundtrip(_images(batch, size), QUALITY),
-            rounds=5 if batch > 1 else 50)
+            rounds=7 if batch > 1 else 200)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,23 @@
-"""CPU speed of the core layer next to what users would pick instead, in one run (issue 2, section 8).
+"""CPU speed of the core layer next to what users would pick instead, and issue 12's targets, in one run.
 
-    python -m pytest benchmarks/test_bench_cpu.py --benchmark-only
+    python -m pytest benchmarks/test_bench_cpu.py benchmarks/test_bench_contention.py --benchmark-only
 
-A batch of 32 RGB 224x224 images (smooth random images: speed does not depend on content here), JPEG q75 4:2:0:
-fdgpu forward and forward+backward (ste), Pillow's save+load round trip (libjpeg-turbo, one image at a time), and
-kornia's ``jpeg_codec_differentiable`` forward and forward+backward. pytest-benchmark's table gives the time per
-call (a batch of 32); the summary printed at the end gives ms per image and the ratio of each provider to fdgpu.
+At the end, a table of issue 12's targets (benchmarks/_targets.py): every figure as the ratio the target is stated
+in, measured side by side in this run.
+
+* Batch of 32 RGB 224x224 images (smooth random images: speed does not depend on content here), JPEG q75 4:2:0:
+  fdgpu forward, forward+backward (ste, soft), the torch reference forward (``fused=False``: the path the Triton
+  kernels mirror, and the CPU path before the compiled one), Pillow's save+load round trip (libjpeg-turbo, one
+  image at a time), kornia's ``jpeg_codec_differentiable`` forward and forward+backward.
+* One 32x32 image per call: ``fdgpu.jpeg`` with and without ``validate``, Pillow's round trip of that image.
+* ms per megapixel from 32x32 to 1024x1024: forward on 1 MP per call (1024 images of 32x32 ... 1 of 1024x1024).
+* Peak memory of the forward as a multiple of the input: in a fresh process, the peak resident set is reset to the
+  current one (``/proc/self/clear_refs``, Linux), and its growth during one forward of the batch (``VmHWM`` minus
+  ``VmRSS`` before the call) is divided by the input's bytes. The output (1x) is included; skipped where /proc
+  does not offer this.
+
+pytest-benchmark's table gives the time per call; the summary printed at the end gives ms per image and each
+provider's ratio to the fdgpu forward.
 
 Issue 8 (the bit-exact integer forward) is measured against the forward it replaced: the float-DCT reference of
 commit 72a837f, loaded from git (``git show``) into a temporary package, never vendored. Both are called as
@@ -25,6 +37,7 @@ np = pytest.importorskip("numpy")
 
 import fdgpu  # noqa: E402
 from _common import pillow_roundtrip, print_past_capture  # noqa: E402
+from _targets import record  # noqa: E402
 
 BATCH, SIZE, QUALITY = 32, 224, 75
 _results = {}
@@ -47,15 +60,16 @@ def images(request):
         print_past_capture(request, lines)
 
 
-def _run(benchmark, name, fn):
+def _run(benchmark, name, fn, rounds=10):
     benchmark.group = f"cpu-{SIZE}px-batch{BATCH}"
     benchmark.name = name
-    benchmark.pedantic(fn, rounds=10, warmup_rounds=2, iterations=1)
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=2, iterations=1)
     if benchmark.stats is None:  # --benchmark-disable: ran once as a smoke test, nothing timed
         return
     ms = benchmark.stats.stats.median * 1e3 / BATCH
     benchmark.extra_info["ms_per_image"] = ms
     _results[name] = ms
+    record(f"batch {BATCH}x{SIZE}^2", name, ms)
 
 
 def test_fdgpu_forward(benchmark, images):
@@ -90,7 +104,8 @@ def test_reference_forward_integer(benchmark, images):
     from fdgpu import reference
 
     lt, ct = fdgpu.tables.ijg(QUALITY)
-    _run(benchmark, "reference forward (integer DCT)", lambda: reference.forward(images, lt, ct, "4:2:0"))
+    _run(benchmark, "torch reference forward", lambda: reference.forward(images, lt, ct, "4:2:0", fused=False),
+         rounds=5)
 
 
 def test_reference_forward_float_dct(benchmark, images, float_dct_reference):
@@ -130,3 +145,84 @@ def test_kornia_forward_backward(benchmark, images):
         x.grad = None
         kornia.enhance.jpeg_codec_differentiable(x, q).sum().backward()
     _run(benchmark, "kornia forward+backward", step)
+
+
+# ---------------------------------------------------------------- one 32x32 image per call
+@pytest.mark.parametrize("validate", [True, False])
+def test_one_small_call(benchmark, validate):
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    _small(benchmark, f"fdgpu.jpeg (validate={validate})", lambda: fdgpu.jpeg(x, QUALITY, validate=validate))
+
+
+def test_one_small_call_pillow(benchmark):
+    pytest.importorskip("PIL.Image")
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    _small(benchmark, "Pillow save+load", pillow_roundtrip(x, QUALITY))
+
+
+def _small(benchmark, name, fn):
+    benchmark.group = "one 32x32 call"
+    benchmark.name = name
+    benchmark.pedantic(fn, rounds=2000, warmup_rounds=50, iterations=1)
+    if benchmark.stats is not None:
+        record("one 32x32 call", name, benchmark.stats.stats.median * 1e3)
+
+
+# ---------------------------------------------------------------- cost per pixel across sizes
+@pytest.mark.parametrize("size", [32, 64, 128, 256, 512, 1024])
+def test_ms_per_megapixel(benchmark, size):
+    n = max(1, (1 << 20) // (size * size))  # 1 MP per call
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(n, 3, max(2, size // 8), max(2, size // 8), generator=g),
+                                        size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    benchmark.group = "ms per megapixel (1 MP per call)"
+    benchmark.name = f"{size}^2 x {n}"
+    benchmark.pedantic(lambda: fdgpu.jpeg(x, QUALITY, validate=False), rounds=10, warmup_rounds=2, iterations=1)
+    if benchmark.stats is not None:
+        record("ms per megapixel", f"{size}^2", benchmark.stats.stats.median * 1e3 * (1 << 20) / (n * size * size))
+
+
+# ---------------------------------------------------------------- peak memory of the forward
+_MEMORY = r"""
+import sys, torch, fdgpu
+from fdgpu.reference import jpeg, fused
+mode = sys.argv[1]
+if mode == "torch":
+    fused.forward = lambda *a, **k: None
+x = torch.rand(%d, 3, %d, %d)
+lt, ct = fdgpu.tables.ijg(%d)
+jpeg.forward(x[:2], lt, ct, "4:2:0", need_weight=mode == "soft")  # load the library, start the pool, scratch
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak resident set (VmHWM) := the current one (Linux >= 4.0)
+before = status("VmRSS:")
+y = jpeg.forward(x, lt, ct, "4:2:0", need_weight=mode == "soft")
+print((status("VmHWM:") - before) / (x.numel() * x.element_size()))
+"""
+
+
+@pytest.mark.parametrize("mode", ["fused", "soft", "torch"])
+def test_peak_memory(benchmark, mode):
+    import subprocess
+    import sys
+
+    script = _MEMORY % (BATCH, SIZE, SIZE, QUALITY)
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    out = {}
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, cwd=root,
+                           env={**__import__("os").environ, "PYTHONPATH": root})
+        out["ratio"] = float(r.stdout) if r.returncode == 0 else None
+        out["error"] = r.stderr[-300:]
+    name = {"fused": "fdgpu forward", "soft": "fdgpu forward, saving the soft state",
+            "torch": "torch reference forward"}[mode]
+    benchmark.group = "peak memory (x input)"
+    benchmark.name = name
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    if out["ratio"] is None:
+        pytest.skip(f"peak resident set not measurable here (/proc/self/clear_refs, VmHWM): {out['error']}")
+    benchmark.extra_info["peak_over_input"] = out["ratio"]
+    record("peak memory", name, out["ratio"])
