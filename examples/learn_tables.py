@@ -45,6 +45,20 @@ def coarseness_penalty(table: torch.Tensor, floor: float) -> torch.Tensor:
     return (F.relu(floor - table) / floor * m).sum() / m.sum()
 
 
+def pgd_last_iterate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """L-inf PGD on ``net`` returning every image's last iterate (``fdgpu.attacks.pgd`` returns the first iterate
+    that fooled ``net``: against an undefended source model, a weak transfer attack). Uniform random start, signed
+    steps of 2.5 eps / steps, projection to the box and to [0, 1]."""
+    alpha = 2.5 * eps / steps
+    xa = (x + (torch.rand(x.shape, generator=generator) * 2 - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        xa = xa.detach().requires_grad_()
+        g, = torch.autograd.grad(F.cross_entropy(net(xa), y, reduction="sum"), xa)
+        xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+    return xa.detach()
+
+
 def learn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *, epochs: int, batch: int,
           lr: float, lam: float, floor: float, backward: str, seed: int, log=print) -> fdgpu.Requantize:
     layer = fdgpu.Requantize(fdgpu.tables.fd(1.0), fdgpu.tables.fd(1.0), backward=backward, validate=False,
@@ -90,6 +104,8 @@ def main(argv=None) -> int:
     p.add_argument("--floor", type=float, default=40.0, help="high-frequency steps below this are penalised")
     p.add_argument("--eps", type=float, default=4.0, help="transfer PGD budget for training, pixel levels")
     p.add_argument("--steps", type=int, default=10, help="transfer PGD steps")
+    p.add_argument("--iterate", default="best", choices=["best", "last"],
+                   help="training's transfer PGD: fdgpu.attacks.pgd's best (first fooling) iterate, or the last")
     p.add_argument("--backward", default="ste", choices=["ste", "soft"])
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -111,8 +127,11 @@ def main(argv=None) -> int:
         prm.requires_grad_(False)
     # transfer-adversarial training images: PGD on the undefended classifier, computed once
     adv = []
+    gen = torch.Generator().manual_seed(args.seed)
     for s in range(0, x.shape[0], args.batch):
-        adv.append(pgd(net, x[s:s + args.batch], y[s:s + args.batch], args.eps / 255, steps=args.steps))
+        xb, yb = x[s:s + args.batch], y[s:s + args.batch]
+        adv.append(pgd(net, xb, yb, args.eps / 255, steps=args.steps) if args.iterate == "best" else
+                   pgd_last_iterate(net, xb, yb, args.eps / 255, args.steps, gen))
     x_adv = torch.cat(adv)
     print(f"transfer PGD-{args.steps} eps={args.eps:g} on {x.shape[0]} images: {time.time() - t0:.0f} s", flush=True)
     layer = learn(net, x, y, x_adv, epochs=args.epochs, batch=args.batch, lr=args.lr, lam=args.lam,

@@ -18,24 +18,14 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
+from learn_tables import (
+    pgd_last_iterate,  # examples/learn_tables.py (this script's folder is on sys.path)
+)
 from torch import nn
 
 import fdgpu
 from fdgpu.data import load_npz
 from fdgpu.models import CIFAR10_MEAN, CIFAR10_STD, Normalize, cifar_resnet
-
-
-def pgd_last_iterate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-                     generator: torch.Generator) -> torch.Tensor:
-    """L-inf PGD on ``net`` returning the last iterate (no best-iterate selection)."""
-    alpha = 2.5 * eps / steps
-    xa = (x + (torch.rand(x.shape, generator=generator) * 2 - 1) * eps).clamp(0, 1)
-    for _ in range(steps):
-        xa = xa.detach().requires_grad_()
-        g, = torch.autograd.grad(F.cross_entropy(net(xa), y, reduction="sum"), xa)
-        xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
-    return xa.detach()
 
 
 def main(argv=None) -> int:
