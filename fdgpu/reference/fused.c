@@ -241,11 +241,14 @@ typedef struct {
    upsampled Cb, Cr of one output row. */
 #define ROWS 13
 
-static size_t scratch_bytes(const Geo *g)
+/* Images stacked per codec call when they are small (at most this many blocks of luma in a stack) */
+#define STACK_BLOCKS 256
+
+static size_t scratch_bytes(const Geo *g, int stack)
 {
     size_t luma = (size_t)g->hp * g->wp, chroma = (size_t)(g->hp / g->vs) * (g->wp / g->hs);
     size_t codec = 3 * 64 * sizeof(i32) * GROUP;
-    return luma + 2 * chroma + codec + ROWS * sizeof(i32) * ((size_t)g->wp + 8) + 128;
+    return stack * (luma + 2 * chroma) + codec + ROWS * sizeof(i32) * ((size_t)g->wp + 8) + 128;
 }
 
 /* jccolor.c on one row of samples */
@@ -332,33 +335,32 @@ CONVERT(double, floor)
 /* One image: x (ch, h, w) -> out (ch, h, w). T is the input/output float type. */
 #define IMAGE(T)                                                                                                \
     static void image_##T(const T *x, T *out, const Geo *g, const Table *lt, const Table *ct, void *zy,         \
-                          void *zc, int z_double, u8 *buf)                                                      \
+                          void *zc, int z_double, u8 *Y, u8 *Cb, u8 *Cr, i32 *codec, int stages)                \
     {                                                                                                           \
         const int h = g->h, w = g->w, hp = g->hp, wp = g->wp, hs = g->hs, vs = g->vs;                           \
         const int hcp = hp / vs, wcp = wp / hs, hc = g->hc, wc = g->wc;                                         \
         const long plane = (long)h * w, rs = wp + 8;                                                            \
-        u8 *Y = buf, *Cb = Y + (long)hp * wp, *Cr = Cb + (long)hcp * wcp;                                      \
-        i32 *codec = (i32 *)(((uintptr_t)(Cr + (long)hcp * wcp) + 63) & ~(uintptr_t)63);                        \
         i32 *row = codec + 3 * 64L * GROUP;                                                                  \
         i32 *R = row, *G = R + rs, *B = G + rs, *cb = B + rs, *cr = cb + 2 * rs, *sb = cr + 2 * rs;             \
         i32 *sr = sb + rs, *ub = sr + rs, *ur = ub + rs;                                                        \
         const T scale = (T)(1.0 / 255);                                                                         \
         if (g->ch == 1) {                                                                                       \
-            for (int r = 0; r < h; r++) {                                                                       \
+            for (int r = 0; r < h && (stages & 1); r++) {                                                       \
                 samples_##T(x + (long)r * w, R, w, wp);                                                         \
                 for (int c = 0; c < wp; c++)                                                                    \
                     Y[(long)r * wp + c] = (u8)R[c];                                                             \
             }                                                                                                   \
-            for (int r = h; r < hp; r++)                                                                        \
+            for (int r = h; r < hp && (stages & 1); r++)                                                        \
                 memcpy(Y + (long)r * wp, Y + (long)(h - 1) * wp, wp);                                           \
-            codec_plane(Y, hp, wp, lt, codec, zy, z_double);                                                    \
-            for (int r = 0; r < h; r++)                                                                         \
+            if (stages & 2)                                                                                     \
+                codec_plane(Y, hp, wp, lt, codec, zy, z_double);                                                \
+            for (int r = 0; r < h && (stages & 4); r++)                                                         \
                 for (int c = 0; c < w; c++)                                                                     \
                     out[(long)r * w + c] = (T)Y[(long)r * wp + c] * scale;                                      \
             return;                                                                                             \
         }                                                                                                       \
         /* RGB -> YCbCr on the padded image, chroma downsampled row group by row group */                       \
-        for (int ro = 0; ro < hc; ro++) {                                                                       \
+        for (int ro = 0; ro < hc && (stages & 1); ro++) {                                                       \
             for (int dv = 0; dv < vs; dv++) {                                                                   \
                 const int r = ro * vs + dv;                                                                     \
                 const long sr0 = (long)(r < h ? r : h - 1) * w;                                                 \
@@ -370,17 +372,22 @@ CONVERT(double, floor)
             downsample_row(cb, cb + rs, Cb + (long)ro * wcp, wcp, hs, vs);                                      \
             downsample_row(cr, cr + rs, Cr + (long)ro * wcp, wcp, hs, vs);                                      \
         }                                                                                                       \
-        for (int r = hc * vs; r < hp; r++) /* rows past the image repeat its last row */                        \
+        for (int r = hc * vs; r < hp && (stages & 1); r++) /* rows past the image repeat its last row */        \
             memcpy(Y + (long)r * wp, Y + (long)(h - 1) * wp, wp);                                               \
-        for (int ro = hc; ro < hcp; ro++) { /* libjpeg repeats the last downsampled row */                      \
+        for (int ro = hc; ro < hcp && (stages & 1); ro++) { /* libjpeg repeats the last downsampled row */      \
             memcpy(Cb + (long)ro * wcp, Cb + (long)(hc - 1) * wcp, wcp);                                        \
             memcpy(Cr + (long)ro * wcp, Cr + (long)(hc - 1) * wcp, wcp);                                        \
         }                                                                                                       \
-        codec_plane(Y, hp, wp, lt, codec, zy, z_double);                                                        \
-        const long zcs = 64L * (hcp / 8) * (wcp / 8);                                                           \
-        codec_plane(Cb, hcp, wcp, ct, codec, zc, z_double);                                                     \
-        codec_plane(Cr, hcp, wcp, ct, codec,                                                                    \
-                    zc ? (z_double ? (void *)((double *)zc + zcs) : (void *)((float *)zc + zcs)) : NULL, z_double); \
+        if (stages & 2) {                                                                                       \
+            const long zcs = 64L * (hcp / 8) * (wcp / 8);                                                       \
+            codec_plane(Y, hp, wp, lt, codec, zy, z_double);                                                    \
+            codec_plane(Cb, hcp, wcp, ct, codec, zc, z_double);                                                 \
+            codec_plane(Cr, hcp, wcp, ct, codec,                                                                \
+                        zc ? (z_double ? (void *)((double *)zc + zcs) : (void *)((float *)zc + zcs)) : NULL,    \
+                        z_double);                                                                              \
+        }                                                                                                       \
+        if (!(stages & 4))                                                                                      \
+            return;                                                                                             \
         /* upsample (fancy when the chroma is wider than 2 samples) and YCbCr -> RGB, row by row */             \
         const int fancy = wc > 2 && (hs > 1 || vs > 1);                                                         \
         for (int r = 0; r < h; r++) {                                                                           \
@@ -439,7 +446,9 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
             if ((t == 0 || ch == 3) && !load_table(src, tables_double, q[t], half[t], recip[t], &wide))
                 return 1;
         }
-    size_t need = scratch_bytes(&g);
+    const long ly0 = (long)g.hp * g.wp;
+    const int stack0 = (!zy && !zc && !tsize && ly0 <= 4096) ? (int)(STACK_BLOCKS / (ly0 / 64)) : 1;
+    size_t need = scratch_bytes(&g, stack0);
     if (need > tls_size) {
         free(tls_buf);
         tls_buf = (u8 *)malloc(need);
@@ -450,7 +459,14 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
     const long xs = (long)ch * h * w;
     const long zys = 64L * (g.hp / 8) * (g.wp / 8), zcs = 2 * 64L * (g.hp / 8 / g.vs) * (g.wp / 8 / g.hs);
     const int zb = z_double ? 8 : 4;
-    for (int i = i0; i < i1; i++) {
+    const long ly = (long)g.hp * g.wp, lc = (long)(g.hp / g.vs) * (g.wp / g.hs);
+    /* Small images with shared tables and no quotients: STACK images' planes one above the other, so that the
+       DCT passes run over full groups of blocks instead of a few blocks per plane. */
+    const int stack = (!zy && !zc && !tsize && ly <= 4096) ? (int)(STACK_BLOCKS / (ly / 64)) : 1;
+    i32 *codec = (i32 *)(((uintptr_t)tls_buf + 63) & ~(uintptr_t)63);
+    u8 *Y = (u8 *)(codec + 3 * 64L * GROUP + ROWS * ((long)g.wp + 8)), *Cb = Y + stack * ly, *Cr = Cb + stack * lc;
+    for (int i = i0; i < i1; i += stack) {
+        const int k = i1 - i < stack ? i1 - i : stack;
         for (int t = 0; t < (ch == 3 ? 2 : 1); t++) {
             const void *src = (const char *)(t == 0 ? lt : ct) + (tsize ? (long)i * tstep : 0);
             tabs[t].wide = 0;
@@ -459,12 +475,28 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
         }
         void *zyi = zy ? (char *)zy + (long)i * zys * zb : NULL;
         void *zci = zc ? (char *)zc + (long)i * zcs * zb : NULL;
-        if (x_double)
-            image_double((const double *)x + i * xs, (double *)out + i * xs, &g, &tabs[0], &tabs[1], zyi, zci,
-                         z_double, tls_buf);
-        else
-            image_float((const float *)x + i * xs, (float *)out + i * xs, &g, &tabs[0], &tabs[1], zyi, zci,
-                        z_double, tls_buf);
+        int stages = k == 1 && stack == 1 ? 7 : 1;
+        for (int s = 0; s < k; s++)
+            if (x_double)
+                image_double((const double *)x + (i + s) * xs, (double *)out + (i + s) * xs, &g, &tabs[0], &tabs[1],
+                             zyi, zci, z_double, Y + s * ly, Cb + s * lc, Cr + s * lc, codec, stages);
+            else
+                image_float((const float *)x + (i + s) * xs, (float *)out + (i + s) * xs, &g, &tabs[0], &tabs[1],
+                            zyi, zci, z_double, Y + s * ly, Cb + s * lc, Cr + s * lc, codec, stages);
+        if (stages == 7)
+            continue;
+        codec_plane(Y, k * g.hp, g.wp, &tabs[0], codec, NULL, 0);
+        if (ch == 3) {
+            codec_plane(Cb, k * (g.hp / g.vs), g.wp / g.hs, &tabs[1], codec, NULL, 0);
+            codec_plane(Cr, k * (g.hp / g.vs), g.wp / g.hs, &tabs[1], codec, NULL, 0);
+        }
+        for (int s = 0; s < k; s++)
+            if (x_double)
+                image_double((const double *)x + (i + s) * xs, (double *)out + (i + s) * xs, &g, &tabs[0], &tabs[1],
+                             NULL, NULL, z_double, Y + s * ly, Cb + s * lc, Cr + s * lc, codec, 4);
+            else
+                image_float((const float *)x + (i + s) * xs, (float *)out + (i + s) * xs, &g, &tabs[0], &tabs[1],
+                            NULL, NULL, z_double, Y + s * ly, Cb + s * lc, Cr + s * lc, codec, 4);
     }
     return 0;
 }
