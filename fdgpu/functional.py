@@ -10,15 +10,15 @@ where the exact grid matters. A channels_last input gives a channels_last output
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from typing import Union
 
 import torch
 
 from . import ops, tables
+from ._checks import (as_number, check_choice, check_input, check_quality, check_strength, check_table, check_values,
+                      minmax, quality_error, quality_stats, table_error, x_error)
 from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
-RANGE_SLACK = 1e-6
 
 Number = Union[int, float]
 
@@ -53,117 +53,6 @@ def _fd_cached(strength: float, variant: str, device, dtype):
                    lambda: tables.fd(strength, variant=variant).to(device=device, dtype=dtype))
 
 
-def _check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}: expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
-
-
-def _as_number(value):
-    """A numpy scalar, 0-d array or 0-d tensor (without grad) as a Python float; anything else unchanged."""
-    if isinstance(value, bool) or isinstance(value, (int, float)):
-        return value
-    if isinstance(value, numbers.Real):  # numpy integer and floating scalars
-        return float(value)
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad \
-            and not value.is_complex() and value.dtype != torch.bool:
-        return float(value)
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and value.dtype.kind in "iuf":
-        return float(value)
-    return value
-
-
-def _check_input(x) -> None:
-    """Type and shape checks of ``x`` (no host sync); the value check is in :func:`_check_values`."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x: expected a torch.Tensor of shape (..., 3 or 1, H, W), got {type(x).__name__}")
-    if x.is_complex():
-        raise TypeError(f"x: expected a real floating tensor with values in [0, 1], got complex dtype {x.dtype}; "
-                        f"pass the image itself (e.g. x.real, or x.abs() for a magnitude), not its spectrum")
-    if not x.is_floating_point():
-        hint = ("convert uint8 images with x.float() / 255" if x.dtype == torch.uint8 else
-                "convert with x.float() (bool masks: x.float() gives 0 and 1)" if x.dtype == torch.bool else
-                "convert with x.float(), divided by the largest sample value (255 for 8-bit, 65535 for 16-bit)")
-        raise TypeError(f"x: expected a floating tensor with values in [0, 1], got dtype {x.dtype}; {hint}")
-    if x.dim() < 3:
-        raise ValueError(f"x: expected at least 3 dims (..., C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[-3] not in (1, 3):
-        raise ValueError(f"x: expected 3 (RGB) or 1 (grayscale) channels at dim -3, got {x.shape[-3]} "
-                         f"(shape {tuple(x.shape)}); pass images as (..., C, H, W)")
-    if x.numel() == 0 and x.shape[-1] * x.shape[-2] == 0 and math.prod(x.shape[:-3]) != 0:
-        raise ValueError(f"x: expected H, W >= 1, got {tuple(x.shape[-2:])}")
-
-
-def _x_error(lo: float, hi: float):
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return ValueError("x: expected finite values in [0, 1], got NaN or Inf")
-    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
-        if hi > 1.5:
-            hint = ("values this large look like 0..255 samples: divide by 255" if hi <= 255 + RANGE_SLACK else
-                    "scale the images to [0, 1] (divide by the largest sample value)")
-        elif lo < -0.5:
-            hint = ("negative values like these look normalised (mean/std): pass images in [0, 1] and "
-                    "normalise after the layer")
-        else:
-            hint = ("a small overshoot, e.g. from an attack step or resampling: clamp first with "
-                    "x.clamp(0, 1) if that is intended")
-        return ValueError(f"x: expected values in [0, 1], got min {lo:.6g}, max {hi:.6g}; {hint}")
-    return None
-
-
-def _table_error(name: str):
-    def error(lo: float, hi: float):
-        if lo >= 1 and math.isfinite(hi):  # False for NaN
-            return None
-        return ValueError(f"{name}: expected finite entries >= 1 (a JPEG quantization step), got "
-                          f"{lo if not lo >= 1 else hi:g}")
-    return error
-
-
-def _minmax(t: torch.Tensor) -> torch.Tensor:
-    # (2,) float64: min and max, both NaN when any entry is NaN (aminmax alone may skip a NaN on some devices)
-    t = t.detach().reshape(-1)
-    lo, hi = torch.aminmax(t)
-    nan = torch.isnan(t).any()
-    return torch.where(nan, torch.nan, torch.stack([lo, hi]).to(torch.float64))
-
-
-def _check_values(checks) -> None:
-    """Value checks of several tensors with ONE host sync: ``checks`` is a list of ``(tensor, stats, error)``;
-    ``stats(t)`` gives a small float64 vector on ``t``'s device and ``error(*values)`` an exception or None. Empty
-    and meta tensors are skipped (there is nothing to read)."""
-    checks = [(t, stats, error) for t, stats, error in checks if t.numel() and t.device.type != "meta"]
-    if not checks:
-        return
-    device = checks[0][0].device
-    values = torch.cat([stats(t).to(device) for t, stats, _ in checks]).tolist()  # the one sync
-    i = 0
-    for t, _, error in checks:
-        k = 2
-        err = error(*values[i:i + k])
-        i += k
-        if err is not None:
-            raise err
-
-
-def _check_table(name: str, t, batch: int) -> torch.Tensor:
-    """Type and shape checks of a table (no host sync); returns a floating tensor."""
-    if not isinstance(t, torch.Tensor):
-        try:
-            t = torch.as_tensor(t, dtype=torch.float32)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"{name}: expected an (8, 8) or (B, 8, 8) tensor, got {type(t).__name__}") from None
-    if t.shape[-2:] != (8, 8) or t.dim() not in (2, 3):
-        raise ValueError(f"{name}: expected shape (8, 8) or (B, 8, 8), got {tuple(t.shape)}")
-    if t.dim() == 3 and t.shape[0] != batch:
-        raise ValueError(f"{name}: expected {batch} per-image tables (one per image of the flattened batch), "
-                         f"got {t.shape[0]}")
-    if t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name}: expected real quantization steps, got dtype {t.dtype}")
-    if not t.is_floating_point():
-        t = t.float()
-    return t
-
-
 def _kernels_available() -> bool:
     try:
         from . import kernels as _k  # (installed from the repository's kernels/ folder)
@@ -174,7 +63,7 @@ def _kernels_available() -> bool:
 
 def _resolve_backend(backend: str, x: torch.Tensor) -> str:
     """"torch" or "triton" (the names :mod:`fdgpu.ops` takes)."""
-    _check_choice("backend", backend, BACKENDS)
+    check_choice("backend", backend, BACKENDS)
     if backend == "torch" or (backend == "auto" and not x.is_cuda):
         return "torch"
     if backend == "auto":
@@ -227,14 +116,14 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
 
 def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, validate, extra_checks=(),
                 table_checks=True, color="ycbcr"):
-    _check_input(x)
-    _check_choice("subsampling", subsampling, SUBSAMPLINGS)
-    _check_choice("backward", backward, BACKWARDS)
-    _check_choice("color", color, COLORS)
+    check_input(x)
+    check_choice("subsampling", subsampling, SUBSAMPLINGS)
+    check_choice("backward", backward, BACKWARDS)
+    check_choice("color", color, COLORS)
     *lead, c, h, w = x.shape
     n = math.prod(lead)
-    lt = _check_table("luma_table", luma_table, n)
-    ct = lt if chroma_table is None else _check_table("chroma_table", chroma_table, n)
+    lt = check_table("luma_table", luma_table, n)
+    ct = lt if chroma_table is None else check_table("chroma_table", chroma_table, n)
     if color == "rgb" and c == 3:
         # R, G, B as three grayscale images with the luma table: (n, 3, h, w) -> (3n, 1, h, w) and back.
         if chroma_table is not None and chroma_table is not luma_table and not torch.equal(ct.cpu(), lt.cpu()):
@@ -254,12 +143,12 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     lt = lt.to(device=x.device, dtype=compute).contiguous()
     ct = lt if chroma_table is None else ct.to(device=x.device, dtype=compute).contiguous()
     if validate:  # one host sync for every value check of the call
-        checks = [(x, _minmax, _x_error)]
+        checks = [(x, minmax, x_error)]
         if table_checks:
-            checks.append((lt, _minmax, _table_error("luma_table")))
+            checks.append((lt, minmax, table_error("luma_table")))
             if chroma_table is not None:
-                checks.append((ct, _minmax, _table_error("chroma_table")))
-        _check_values(checks + list(extra_checks))
+                checks.append((ct, minmax, table_error("chroma_table")))
+        check_values(checks + list(extra_checks))
     if x.numel() == 0:
         return x.clone()
     xf = x.reshape(n, c, h, w).to(compute).contiguous()
@@ -294,21 +183,21 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         torch.Size([2, 3, 32, 32])
     """
     if not isinstance(quality, torch.Tensor):  # a tensor stays one: reading it would be a host sync
-        quality = _as_number(quality)
-    _check_input(x)
+        quality = as_number(quality)
+    check_input(x)
     n = math.prod(x.shape[:-3])
     if isinstance(quality, (int, float)) and not isinstance(quality, bool):
-        tables._check_quality(quality)  # a Python number: checked on the host, no sync
+        check_quality(quality)  # a Python number: checked on the host, no sync
         x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         luma, chroma = _ijg_cached(float(quality), x.device, x_dtype)
         extra = ()
     else:
-        q = tables._check_quality(quality, validate=False)
+        q = check_quality(quality, validate=False)
         if q.dim() == 1 and q.shape[0] != n:
             raise ValueError(f"quality: expected one quality per image of the flattened batch ({n}), "
                              f"got {q.shape[0]}")
         luma, chroma = tables._ijg(q.to(x.device), torch.float64 if x.dtype == torch.float64 else torch.float32)
-        extra = [(q, tables.quality_stats, tables.quality_error)] if validate else ()
+        extra = [(q, quality_stats, quality_error)] if validate else ()
     return _requantize(x, luma, chroma, subsampling, backward, backend, validate, extra)
 
 
@@ -334,9 +223,9 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
         >>> fdgpu.feature_distillation(torch.rand(3, 16, 16), 2.0).shape
         torch.Size([3, 16, 16])
     """
-    _check_input(x)
+    check_input(x)
     strength = check_strength(strength)
-    _check_choice("variant", variant, tables.FD_VARIANTS)
+    check_choice("variant", variant, tables.FD_VARIANTS)
     x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     table = _fd_cached(strength, variant, x.device, x_dtype)
     if variant == "official":
@@ -344,16 +233,3 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
     return _requantize(x, table, None, subsampling, backward, backend, validate)
 
 
-def check_strength(strength) -> float:
-    """``strength`` of Feature Distillation as a float >= 1, or a ValueError naming ``strength``."""
-    value = _as_number(strength)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"strength: expected a finite number >= 1 (1, 2, 3 are the paper's FD 1x/2x/3x), "
-                         f"got {strength!r}")
-    if value <= 0:
-        raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {value:g}")
-    if value < 1:
-        raise ValueError(f"strength: expected a number >= 1, got {value:g}: the table's low-frequency steps are "
-                         f"1 x strength, and a JPEG quantization step below 1 does not exist; use 1 for the "
-                         f"mildest FD (or fdgpu.requantize with your own tables)")
-    return float(value)

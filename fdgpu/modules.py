@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from . import functional, tables
+from ._checks import (check_choice, check_learnable, check_quality, check_strength, check_table, check_values, minmax,
+                      table_error)
+from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
 
 STEP_RANGE = (1.0, 255.0)      # baseline JPEG's 8-bit quantization steps
 QUALITY_RANGE = (1.0, 100.0)   # libjpeg's quality range
@@ -26,17 +29,11 @@ def _clamp_st(v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 
 def _module_table(name: str, t) -> torch.Tensor:
-    t = functional._check_table(name, t, 1)
+    t = check_table(name, t, 1)
     t = t.detach().to(torch.float32)
     if t.device.type != "meta":
-        functional._check_values([(t, functional._minmax, functional._table_error(name))])
+        check_values([(t, minmax, table_error(name))])
     return t.clone()
-
-
-def _check_learnable(learnable) -> bool:
-    if not isinstance(learnable, bool):
-        raise TypeError(f"learnable: expected True or False, got {type(learnable).__name__}")
-    return learnable
 
 
 class Requantize(nn.Module):
@@ -61,14 +58,14 @@ class Requantize(nn.Module):
     def __init__(self, luma_table, chroma_table=None, subsampling: str = "4:2:0", backward: str = "ste",
                  backend: str = "auto", validate: bool = True, color: str = "ycbcr", learnable: bool = False):
         super().__init__()
-        functional._check_choice("color", color, functional.COLORS)
+        check_choice("color", color, COLORS)
         if color == "rgb" and chroma_table is not None:
             raise ValueError("chroma_table: expected None with color='rgb' (every RGB channel uses luma_table), "
                              "got a table")
-        functional._check_choice("subsampling", subsampling, functional.SUBSAMPLINGS)
-        functional._check_choice("backward", backward, functional.BACKWARDS)
-        functional._check_choice("backend", backend, functional.BACKENDS)
-        self.learnable = _check_learnable(learnable)
+        check_choice("subsampling", subsampling, SUBSAMPLINGS)
+        check_choice("backward", backward, BACKWARDS)
+        check_choice("backend", backend, BACKENDS)
+        self.learnable = check_learnable(learnable)
         lt = _module_table("luma_table", luma_table)
         ct = lt.clone() if chroma_table is None else _module_table("chroma_table", chroma_table)
         self._set_tables(lt, ct)
@@ -128,8 +125,8 @@ class JPEG(Requantize):
         if isinstance(quality, torch.Tensor) and quality.dim() > 0:
             raise ValueError(f"quality: expected one number for the module, got shape {tuple(quality.shape)}; "
                              f"use fdgpu.jpeg(x, quality_tensor) for per-image qualities")
-        q = tables._check_quality(quality).detach().to(torch.float32).clone()
-        _check_learnable(learnable)
+        q = check_quality(quality).detach().to(torch.float32).clone()
+        check_learnable(learnable)
         luma, chroma = tables.ijg(quality)
         super().__init__(luma, chroma, subsampling, backward, backend, validate)
         if learnable:  # the tables are derived from the quality: they are no longer state
@@ -162,7 +159,7 @@ class FDJpeg(Requantize):
 
     def __init__(self, strength: float = 1.0, subsampling: str = "4:2:0", backward: str = "ste",
                  backend: str = "auto", validate: bool = True, variant: str = "paper", learnable: bool = False):
-        strength = functional.check_strength(strength)
+        strength = check_strength(strength)
         table = tables.fd(strength, variant=variant)
         official = variant == "official"
         super().__init__(table, None if official else table, subsampling, backward, backend, validate,

@@ -11,6 +11,8 @@ from typing import Tuple, Union
 
 import torch
 
+from ._checks import check_quality, check_quality_values, quality_error, quality_stats  # noqa: F401 (public here too)
+
 # ITU-T T.81 Annex K.1 / libjpeg jcparam.c base tables (natural order), "quality 50".
 STD_LUMA = (
     (16, 11, 10, 16, 24, 40, 51, 61),
@@ -107,46 +109,7 @@ def ijg(quality: Union[float, int, torch.Tensor]) -> Tuple[torch.Tensor, torch.T
         >>> int(luma[0, 0]), int(chroma[7, 7])
         (16, 99)
     """
-    return _ijg(_check_quality(quality))
-
-
-def _check_quality(quality, validate: bool = True) -> torch.Tensor:
-    """Type and shape checks, then (``validate``) the value check with one host sync; returns a real tensor."""
-    if isinstance(quality, bool) or not isinstance(quality, (int, float, torch.Tensor)):
-        raise TypeError(f"quality: expected a number or a (B,) tensor in [1, 100], got {type(quality).__name__}")
-    if not isinstance(quality, torch.Tensor):  # a number: checked on the host
-        if validate and not 1 <= quality <= 100:  # False for NaN
-            raise ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {quality:g}")
-        return torch.tensor(float(quality), dtype=torch.float64)
-    q = quality
-    if q.dim() > 1:
-        raise ValueError(f"quality: expected a number or a 1-D (B,) tensor, got shape {tuple(q.shape)}")
-    if q.is_complex() or q.dtype == torch.bool:
-        raise TypeError(f"quality: expected a real number in [1, 100], got dtype {q.dtype}")
-    if validate and q.numel() and q.device.type != "meta":
-        check_quality_values(q)
-    return q
-
-
-def quality_stats(q: torch.Tensor) -> torch.Tensor:
-    """``(2,)`` float64 on ``q``'s device: min and max of ``q`` (NaN if any is NaN), for a batched value check."""
-    lo, hi = torch.aminmax(q.detach().to(torch.float64).reshape(-1))
-    nan = torch.isnan(q.detach()).any()
-    return torch.stack([torch.where(nan, torch.nan, lo), torch.where(nan, torch.nan, hi)])
-
-
-def quality_error(lo: float, hi: float):
-    """The error for quality stats ``(lo, hi)`` from :func:`quality_stats`, or None when they are in range."""
-    if lo >= 1 and hi <= 100:  # False for NaN
-        return None
-    bad = lo if not (lo >= 1) else hi
-    return ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {bad:g}")
-
-
-def check_quality_values(q: torch.Tensor) -> None:
-    err = quality_error(*quality_stats(q).tolist())  # one host sync
-    if err is not None:
-        raise err
+    return _ijg(check_quality(quality))
 
 
 def fd(strength: float = 1.0, variant: str = "paper") -> torch.Tensor:

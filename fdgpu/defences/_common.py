@@ -10,36 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-#: values this far outside [0, 1] are accepted (float rounding from upstream arithmetic) and clamped
-RANGE_SLACK = 1e-6
-
-
-def check_images(x: torch.Tensor, name: str, channels: int | None = 3) -> None:
-    """Raise a clear error unless ``x`` is a float tensor (N, C, H, W) with values in [0, 1].
-
-    ``channels``: the required C, or ``None`` to accept any C >= 1.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}. "
-                        f"Convert arrays with torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating tensor with values in [0, 1], got dtype {x.dtype}. "
-                        f"Convert uint8 images with x.float() / 255.")
-    if x.dim() != 4:
-        raise ValueError(f"{name}: expected a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}. "
-                         f"Add a batch dimension with x.unsqueeze(0) for a single image.")
-    if channels is not None and x.shape[1] != channels:
-        raise ValueError(f"{name}: expected {channels} channels (N, {channels}, H, W), got shape {tuple(x.shape)}. "
-                         f"Pass RGB images channels-first.")
-    if x.numel() == 0:
-        return
-    finite = torch.isfinite(x).all()
-    lo, hi = x.min(), x.max()
-    if not bool(finite):
-        raise ValueError(f"{name}: expected finite values in [0, 1], got NaN or Inf.")
-    if bool(lo < -RANGE_SLACK) or bool(hi > 1 + RANGE_SLACK):
-        raise ValueError(f"{name}: expected values in [0, 1], got min {float(lo):.4g}, max {float(hi):.4g}. "
-                         f"Scale images to [0, 1] (x / 255 for 8-bit data) before the defence.")
+from .._checks import RANGE_SLACK, check_images  # noqa: F401 (the baselines' input check lives with the others)
 
 
 def to_numpy_hwc(x: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,216 @@
+"""Input checks of the public API, in one place: each raises at the boundary with an error that names the argument
+("<name>: expected ..., got ...") and says what to do.
+
+Type and shape checks never read a tensor's values (no host sync). Value checks of one call are batched:
+:func:`check_values` reads the small statistics of every checked tensor with ONE device-to-host copy. Used by
+:mod:`fdgpu.functional`, :mod:`fdgpu.modules`, :mod:`fdgpu.tables` and the non-differentiable defences; internal
+(the names may change), but not private to one module.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+#: values this far outside [0, 1] are accepted as [0, 1] (float rounding from upstream arithmetic)
+RANGE_SLACK = 1e-6
+
+
+def check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+
+
+def as_number(value):
+    """A numpy scalar, 0-d array or 0-d tensor (without grad) as a Python float; anything else unchanged."""
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, numbers.Real):  # numpy integer and floating scalars
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad \
+            and not value.is_complex() and value.dtype != torch.bool:
+        return float(value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    return value
+
+
+def check_input(x) -> None:
+    """Type and shape checks of ``x`` (no host sync); the value check is in :func:`check_values`."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a torch.Tensor of shape (..., 3 or 1, H, W), got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"x: expected a real floating tensor with values in [0, 1], got complex dtype {x.dtype}; "
+                        f"pass the image itself (e.g. x.real, or x.abs() for a magnitude), not its spectrum")
+    if not x.is_floating_point():
+        hint = ("convert uint8 images with x.float() / 255" if x.dtype == torch.uint8 else
+                "convert with x.float() (bool masks: x.float() gives 0 and 1)" if x.dtype == torch.bool else
+                "convert with x.float(), divided by the largest sample value (255 for 8-bit, 65535 for 16-bit)")
+        raise TypeError(f"x: expected a floating tensor with values in [0, 1], got dtype {x.dtype}; {hint}")
+    if x.dim() < 3:
+        raise ValueError(f"x: expected at least 3 dims (..., C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[-3] not in (1, 3):
+        raise ValueError(f"x: expected 3 (RGB) or 1 (grayscale) channels at dim -3, got {x.shape[-3]} "
+                         f"(shape {tuple(x.shape)}); pass images as (..., C, H, W)")
+    if x.numel() == 0 and x.shape[-1] * x.shape[-2] == 0 and math.prod(x.shape[:-3]) != 0:
+        raise ValueError(f"x: expected H, W >= 1, got {tuple(x.shape[-2:])}")
+
+
+def x_error(lo: float, hi: float):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return ValueError("x: expected finite values in [0, 1], got NaN or Inf")
+    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+        if hi > 1.5:
+            hint = ("values this large look like 0..255 samples: divide by 255" if hi <= 255 + RANGE_SLACK else
+                    "scale the images to [0, 1] (divide by the largest sample value)")
+        elif lo < -0.5:
+            hint = ("negative values like these look normalised (mean/std): pass images in [0, 1] and "
+                    "normalise after the layer")
+        else:
+            hint = ("a small overshoot, e.g. from an attack step or resampling: clamp first with "
+                    "x.clamp(0, 1) if that is intended")
+        return ValueError(f"x: expected values in [0, 1], got min {lo:.6g}, max {hi:.6g}; {hint}")
+    return None
+
+
+def check_values(checks) -> None:
+    """Value checks of several tensors with ONE host sync: ``checks`` is a list of ``(tensor, stats, error)``;
+    ``stats(t)`` gives a small float64 vector on ``t``'s device and ``error(*values)`` an exception or None. Empty
+    and meta tensors are skipped (there is nothing to read)."""
+    checks = [(t, stats, error) for t, stats, error in checks if t.numel() and t.device.type != "meta"]
+    if not checks:
+        return
+    device = checks[0][0].device
+    values = torch.cat([stats(t).to(device) for t, stats, _ in checks]).tolist()  # the one sync
+    i = 0
+    for t, _, error in checks:
+        k = 2
+        err = error(*values[i:i + k])
+        i += k
+        if err is not None:
+            raise err
+
+
+def minmax(t: torch.Tensor) -> torch.Tensor:
+    # (2,) float64: min and max, both NaN when any entry is NaN (aminmax alone may skip a NaN on some devices)
+    t = t.detach().reshape(-1)
+    lo, hi = torch.aminmax(t)
+    nan = torch.isnan(t).any()
+    return torch.where(nan, torch.nan, torch.stack([lo, hi]).to(torch.float64))
+
+
+def table_error(name: str):
+    def error(lo: float, hi: float):
+        if lo >= 1 and math.isfinite(hi):  # False for NaN
+            return None
+        return ValueError(f"{name}: expected finite entries >= 1 (a JPEG quantization step), got "
+                          f"{lo if not lo >= 1 else hi:g}")
+    return error
+
+
+def check_table(name: str, t, batch: int) -> torch.Tensor:
+    """Type and shape checks of a table (no host sync); returns a floating tensor."""
+    if not isinstance(t, torch.Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name}: expected an (8, 8) or (B, 8, 8) tensor, got {type(t).__name__}") from None
+    if t.shape[-2:] != (8, 8) or t.dim() not in (2, 3):
+        raise ValueError(f"{name}: expected shape (8, 8) or (B, 8, 8), got {tuple(t.shape)}")
+    if t.dim() == 3 and t.shape[0] != batch:
+        raise ValueError(f"{name}: expected {batch} per-image tables (one per image of the flattened batch), "
+                         f"got {t.shape[0]}")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name}: expected real quantization steps, got dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.float()
+    return t
+
+
+def check_quality(quality, validate: bool = True) -> torch.Tensor:
+    """Type and shape checks, then (``validate``) the value check with one host sync; returns a real tensor."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, float, torch.Tensor)):
+        raise TypeError(f"quality: expected a number or a (B,) tensor in [1, 100], got {type(quality).__name__}")
+    if not isinstance(quality, torch.Tensor):  # a number: checked on the host
+        if validate and not 1 <= quality <= 100:  # False for NaN
+            raise ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {quality:g}")
+        return torch.tensor(float(quality), dtype=torch.float64)
+    q = quality
+    if q.dim() > 1:
+        raise ValueError(f"quality: expected a number or a 1-D (B,) tensor, got shape {tuple(q.shape)}")
+    if q.is_complex() or q.dtype == torch.bool:
+        raise TypeError(f"quality: expected a real number in [1, 100], got dtype {q.dtype}")
+    if validate and q.numel() and q.device.type != "meta":
+        check_quality_values(q)
+    return q
+
+
+def quality_stats(q: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` float64 on ``q``'s device: min and max of ``q`` (NaN if any is NaN), for a batched value check."""
+    lo, hi = torch.aminmax(q.detach().to(torch.float64).reshape(-1))
+    nan = torch.isnan(q.detach()).any()
+    return torch.stack([torch.where(nan, torch.nan, lo), torch.where(nan, torch.nan, hi)])
+
+
+def quality_error(lo: float, hi: float):
+    """The error for quality stats ``(lo, hi)`` from :func:`quality_stats`, or None when they are in range."""
+    if lo >= 1 and hi <= 100:  # False for NaN
+        return None
+    bad = lo if not (lo >= 1) else hi
+    return ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {bad:g}")
+
+
+def check_quality_values(q: torch.Tensor) -> None:
+    err = quality_error(*quality_stats(q).tolist())  # one host sync
+    if err is not None:
+        raise err
+
+
+def check_strength(strength) -> float:
+    """``strength`` of Feature Distillation as a float >= 1, or a ValueError naming ``strength``."""
+    value = as_number(strength)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"strength: expected a finite number >= 1 (1, 2, 3 are the paper's FD 1x/2x/3x), "
+                         f"got {strength!r}")
+    if value <= 0:
+        raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {value:g}")
+    if value < 1:
+        raise ValueError(f"strength: expected a number >= 1, got {value:g}: the table's low-frequency steps are "
+                         f"1 x strength, and a JPEG quantization step below 1 does not exist; use 1 for the "
+                         f"mildest FD (or fdgpu.requantize with your own tables)")
+    return float(value)
+
+
+def check_learnable(learnable) -> bool:
+    if not isinstance(learnable, bool):
+        raise TypeError(f"learnable: expected True or False, got {type(learnable).__name__}")
+    return learnable
+
+
+def check_images(x: torch.Tensor, name: str, channels: int | None = 3) -> None:
+    """Raise a clear error unless ``x`` is a float tensor (N, C, H, W) with values in [0, 1].
+
+    ``channels``: the required C, or ``None`` to accept any C >= 1.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}. "
+                        f"Convert arrays with torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating tensor with values in [0, 1], got dtype {x.dtype}. "
+                        f"Convert uint8 images with x.float() / 255.")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}. "
+                         f"Add a batch dimension with x.unsqueeze(0) for a single image.")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels (N, {channels}, H, W), got shape {tuple(x.shape)}. "
+                         f"Pass RGB images channels-first.")
+    if x.numel() == 0:
+        return
+    finite = torch.isfinite(x).all()
+    lo, hi = x.min(), x.max()
+    if not bool(finite):
+        raise ValueError(f"{name}: expected finite values in [0, 1], got NaN or Inf.")
+    if bool(lo < -RANGE_SLACK) or bool(hi > 1 + RANGE_SLACK):
+        raise ValueError(f"{name}: expected values in [0, 1], got min {float(lo):.4g}, max {float(hi):.4g}. "
+                         f"Scale images to [0, 1] (x / 255 for 8-bit data) before the defence.")
