@@ -10,7 +10,6 @@ Pillow's, the largest difference in levels, the mean PSNR (dB; "inf" when identi
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from pathlib import Path
 
@@ -19,14 +18,12 @@ import torch
 from PIL import Image
 
 import fdgpu
-from fdgpu.choices import PIL_SUBSAMPLING, SUBSAMPLINGS
+from fdgpu.choices import SUBSAMPLINGS
+from fdgpu.pillow import roundtrip
 
 
 def pillow(a: np.ndarray, q: int, sub: str) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG", quality=q, subsampling=PIL_SUBSAMPLING[sub])
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB")).astype(np.float64)
+    return roundtrip(a, q, sub).astype(np.float64)
 
 
 def psnr(a, b) -> float:

@@ -1,27 +1,13 @@
-"""Test helpers: Pillow oracles and a labelled comparison that reports max abs error and relative RMSE."""
+"""Test helpers: the Pillow oracle (fdgpu.pillow), uint8 <-> tensor conversions, PSNR and a labelled comparison
+that reports max abs error, relative RMSE and the identical fraction."""
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import torch
 
-from fdgpu.choices import PIL_SUBSAMPLING
-
-
-def pillow_roundtrip(img: np.ndarray, quality=None, subsampling="4:2:0", qtables=None) -> np.ndarray:
-    """Save ``img`` (uint8 HWC RGB or HW gray) as JPEG with Pillow/libjpeg-turbo and decode it again."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    kw = {"subsampling": PIL_SUBSAMPLING[subsampling]} if img.ndim == 3 else {}
-    if qtables is not None:
-        kw["qtables"] = qtables
-    else:
-        kw["quality"] = quality
-    Image.fromarray(img).save(buf, "JPEG", **kw)
-    buf.seek(0)
-    return np.asarray(Image.open(buf))
+from fdgpu.choices import PIL_SUBSAMPLING  # noqa: F401 (the tests' name for Pillow's subsampling codes)
+from fdgpu.pillow import encode as pillow_encode  # noqa: F401
+from fdgpu.pillow import roundtrip as pillow_roundtrip  # noqa: F401
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -41,17 +27,23 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rel_rmse: float, max_abs: float = None):
-    """Fail with a labelled report when the relative RMSE (or the max abs error) is above the tolerance, or on NaN."""
-    actual, expected = actual.detach().double(), expected.detach().double()
+def compare(name, actual, expected, rel_rmse=None, min_identical=None, max_abs=None):
+    """Labelled comparison: reports max abs error, relative RMSE and the identical fraction; fails on NaN (and on
+    each tolerance given). Returns the report."""
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
     assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    assert not torch.isnan(actual).any(), f"{name}: NaN in result"
-    err = (actual - expected)
-    rmse = err.square().mean().sqrt().item()
-    ref = expected.square().mean().sqrt().item()
-    rel = rmse / ref if ref > 0 else rmse
-    mx = err.abs().max().item() if err.numel() else 0.0
-    msg = f"{name}: max abs err {mx:.3g}, rel RMSE {rel:.3g} (tol {rel_rmse:g})"
-    assert rel <= rel_rmse, msg
+    assert not torch.isnan(actual).any(), f"{name}: NaN in result ({int(torch.isnan(actual).sum())} values: " \
+                                          f"an output the kernel never wrote?)"
+    err = (actual - expected).abs()
+    mx = err.max().item() if err.numel() else 0.0
+    ref_rms = expected.square().mean().sqrt().item()
+    rel = err.square().mean().sqrt().item() / ref_rms if ref_rms > 0 else err.square().mean().sqrt().item()
+    same = (err == 0).double().mean().item() if err.numel() else 1.0
+    msg = f"{name}: max abs err {mx:.3g}, rel RMSE {rel:.3g}, identical {100 * same:.4f} %"
+    if rel_rmse is not None:
+        assert rel <= rel_rmse, msg + f" (rel RMSE tol {rel_rmse:g})"
+    if min_identical is not None:
+        assert same >= min_identical, msg + f" (identical tol {100 * min_identical:g} %)"
     if max_abs is not None:
-        assert mx <= max_abs, msg + f", max abs tol {max_abs:g}"
+        assert mx <= max_abs, msg + f" (max abs tol {max_abs:.3g})"
+    return msg
