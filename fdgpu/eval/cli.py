@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 from ..choices import BACKWARDS, SUBSAMPLINGS
+from ..environment import machine
 from ..files import prepare_out, write_atomically
 from ..registry import ATTACKS, DEFENCES
 from .specs import VIEWS
@@ -147,19 +147,6 @@ def _usage_problem(args) -> str:
     return ""
 
 
-def _machine() -> str:
-    """CPU model and core count (plus the GPU name when CUDA is available), for the results' metadata."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores"
-    import torch
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name()}"
-    return text
 
 
 def _weights_for(model: str, given):
@@ -347,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
                 "weights": args.weights, "members": args.member, "seed": args.seed, "batch_size": args.batch_size,
                 "subsampling": args.subsampling, "eot": args.eot, "restarts": args.restarts,
                 "world_size": world_size, "seconds": round(elapsed, 1),
-                "machine": _machine(), "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
+                "machine": machine(), "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
                 "torch": torch.__version__}
         table = markdown_report(rows)
         print(table, end="")
