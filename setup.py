@@ -36,7 +36,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=["fdgpu", "fdgpu.reference", "fdgpu.attacks", "fdgpu.eval", "fdgpu.models", "fdgpu.defences",
-              "fdgpu.baselines", "fdgpu.kernels"],
+              "fdgpu.baselines", "fdgpu.bench", "fdgpu.kernels"],
     package_dir={"fdgpu.kernels": "kernels"},
     package_data={"fdgpu.reference": ["fused.c"]},  # the compiled CPU path's source, built on first use
     install_requires=["torch>=2.1", "numpy", "tqdm"],

@@ -1,23 +1,19 @@
-"""Pieces the CPU benchmark suites share: Pillow's round trip as a provider, and a summary printed past capture."""
-import io
+"""Pieces the benchmark suites share: providers from fdgpu's one table (``fdgpu.bench.PROVIDERS``, also what
+``fdgpu bench`` times), and a summary printed past capture."""
+from fdgpu.bench import Settings, make
 
-import numpy as np
+
+def provider(name: str, images, **settings):
+    """The zero-argument call of ``fdgpu.bench.PROVIDERS[name]`` on the batch ``images`` ``(N, 3, H, W)`` in [0, 1],
+    with :class:`fdgpu.bench.Settings` ``settings`` (quality, strength, backward, validate, seed)."""
+    return make(name, images, Settings(**settings))
 
 
 def pillow_roundtrip(images, quality: int):
     """A callable that saves and loads every image of ``images`` ``(N, 3, H, W)`` in [0, 1] through Pillow's JPEG
-    (libjpeg-turbo, one image at a time, 4:2:0 by default), as a user without a differentiable layer would."""
-    from PIL import Image
-
-    arrays = [np.ascontiguousarray((x.permute(1, 2, 0) * 255).round().byte().numpy()) for x in images]
-
-    def roundtrip():
-        for a in arrays:
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, "JPEG", quality=quality)
-            buf.seek(0)
-            np.asarray(Image.open(buf).convert("RGB"))
-    return roundtrip
+    (libjpeg-turbo, one image at a time, 4:2:0), as a user without a differentiable layer would: the table's
+    ``pillow_codec`` (the uint8 images are prepared before the clock starts)."""
+    return provider("pillow_codec", images, quality=quality)
 
 
 def print_past_capture(request, lines) -> None:

@@ -3,7 +3,8 @@
     pytest benchmarks/test_bench_baselines.py --benchmark-only [--benchmark-json out.json]
 
 Groups are ``{size}px-batch{batch}`` for sizes 32 (CIFAR-10 test images) and 299 (natural photos 100+), batches 1
-and 32. Methods and setup are those of ``fdgpu bench`` (:mod:`fdgpu.bench`): fdgpu FD forward (the reference),
+and 32. Methods, data and setup are those of ``fdgpu bench`` (``fdgpu.bench.PROVIDERS``, ``BenchData``): fdgpu FD
+forward (the reference),
 FD forward+backward, JPEG q75, Pillow round trip, kornia ``jpeg_codec_differentiable`` (forward, and
 forward+backward), image quilting (100,000-patch database, exact faiss search) and TV minimisation.
 pytest-benchmark's table gives time per *call*; ``extra_info`` holds time per image and the ratio to fdgpu FD of
@@ -16,7 +17,6 @@ Runtime: without the quilting-299-32 cell, 7 minutes on the project's 2-core mac
 Skip it with ``-k "not quilting-299-32"``. ``FDGPU_BENCH_DB_SIZE`` changes the database size. On a busy machine
 compare minima rather than medians (both are in the summary).
 """
-import argparse
 import os
 from pathlib import Path
 
@@ -25,7 +25,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("pytest_benchmark")
 
-from fdgpu import bench  # noqa: E402
+from _common import print_past_capture  # noqa: E402
+from fdgpu.bench import PROVIDERS, REFERENCE, BenchData, Settings, make  # noqa: E402
+from fdgpu.bench.report import table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FDGPU_DATA", ROOT.parent / "shared" / "data"))
@@ -42,39 +44,34 @@ _rows = []
 
 @pytest.fixture(scope="module")
 def data(request):
-    args = argparse.Namespace(data=str(DATA) if DATA.is_dir() else None, synthetic=not DATA.is_dir(), seed=0,
-                              quality=75.0, strength=1.0, db_size=int(os.environ.get("FDGPU_BENCH_DB_SIZE", 100_000)),
-                              db_cache=None, index="flat")
-    d = bench._Data(args)
+    d = BenchData(str(DATA) if DATA.is_dir() else None, synthetic=not DATA.is_dir(), seed=0,
+                  db_size=int(os.environ.get("FDGPU_BENCH_DB_SIZE", 100_000)))
     yield d
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is None or capman is None or not _rows:
+    if not _rows:
         return
-    with capman.global_and_fixture_disabled():  # print past output capture, next to pytest-benchmark's tables
-        tr.write_line("")
-        tr.write_line(("SYNTHETIC DATA - " if d.synthetic else "") +
-                      "time per image; x fd = median (or min) / fdgpu_fd's median (or min) of the same group")
-        tr.write_line(bench._table(_rows))
-        for key, val in d.sources.items():
-            tr.write_line(f"  {key}: {val}")
+    print_past_capture(request, ["", ("SYNTHETIC DATA - " if d.synthetic else "") +
+                                 "time per image; x fd = median (or min) / fdgpu_fd's median (or min) of the same "
+                                 "group", table(_rows)] + [f"  {key}: {val}" for key, val in d.sources.items()])
 
 
 @pytest.mark.parametrize("size, batch, method", CELLS, ids=[f"{m}-{s}-{b}" for s, b, m in CELLS])
 def test_per_image(benchmark, data, size, batch, method):
-    x = torch.from_numpy(data.images(size, batch)).permute(0, 3, 1, 2).float().div(255).contiguous()
-    call = bench._make_call(method, x, data.args, data, size)
-    if method in ROUNDS:
-        bench._make_call(method, x[:1], data.args, data, size)()  # one-time costs (index, imports) off the clock
+    x = data.batch(size, batch)
+    settings = Settings(quality=75.0, strength=1.0, seed=0, database=data.database)
+    call = make(method, x, settings)
+    if PROVIDERS[method].slow:
+        make(method, x[:1], settings)()  # one-time costs (index, imports) off the clock
         rounds, warmup = ROUNDS[method][size], 0
     else:
         rounds, warmup = FAST_ROUNDS, 2
     benchmark.group = f"{size}px-batch{batch}"
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup)
+    if benchmark.stats is None:  # --benchmark-disable: ran once as a smoke test, nothing timed
+        return
     per_image = benchmark.stats.stats.median / batch * 1e3
     st = benchmark.stats.stats
     min_per_image = st.min / batch * 1e3
-    if method == bench.REFERENCE:
+    if method == REFERENCE:
         _medians[(size, batch)] = (per_image, min_per_image)
     ref = _medians.get((size, batch))
     row = {"size": size, "batch": batch, "method": method, "median_ms": per_image,

@@ -36,7 +36,7 @@ pytest.importorskip("pytest_benchmark")
 np = pytest.importorskip("numpy")
 
 import fdgpu  # noqa: E402
-from _common import pillow_roundtrip, print_past_capture  # noqa: E402
+from _common import pillow_roundtrip, print_past_capture, provider  # noqa: E402
 from _targets import record  # noqa: E402
 
 BATCH, SIZE, QUALITY = 32, 224, 75
@@ -73,7 +73,7 @@ def _run(benchmark, name, fn, rounds=10):
 
 
 def test_fdgpu_forward(benchmark, images):
-    _run(benchmark, "fdgpu forward", lambda: fdgpu.jpeg(images, QUALITY, validate=False))
+    _run(benchmark, "fdgpu forward", provider("fdgpu_jpeg", images, quality=QUALITY, validate=False))
 
 
 FLOAT_DCT_COMMIT = "72a837f"  # the last commit with the float-DCT forward (before issue 8)
@@ -116,13 +116,8 @@ def test_reference_forward_float_dct(benchmark, images, float_dct_reference):
 
 @pytest.mark.parametrize("mode", ["ste", "soft"])
 def test_fdgpu_forward_backward(benchmark, images, mode):
-    x = images.clone().requires_grad_()
-    g = torch.ones_like(x)
-
-    def step():
-        x.grad = None
-        fdgpu.jpeg(x, QUALITY, backward=mode, validate=False).backward(g)
-    _run(benchmark, f"fdgpu forward+backward ({mode})", step)
+    _run(benchmark, f"fdgpu forward+backward ({mode})",
+         provider("fdgpu_jpeg_fwdbwd", images, quality=QUALITY, backward=mode, validate=False))
 
 
 def test_pillow_roundtrip(benchmark, images):
@@ -131,20 +126,13 @@ def test_pillow_roundtrip(benchmark, images):
 
 
 def test_kornia_forward(benchmark, images):
-    kornia = pytest.importorskip("kornia")
-    q = torch.full((BATCH,), float(QUALITY))
-    _run(benchmark, "kornia forward", lambda: kornia.enhance.jpeg_codec_differentiable(images, q))
+    pytest.importorskip("kornia")
+    _run(benchmark, "kornia forward", provider("kornia", images, quality=QUALITY))
 
 
 def test_kornia_forward_backward(benchmark, images):
-    kornia = pytest.importorskip("kornia")
-    q = torch.full((BATCH,), float(QUALITY))
-    x = images.clone().requires_grad_()
-
-    def step():
-        x.grad = None
-        kornia.enhance.jpeg_codec_differentiable(x, q).sum().backward()
-    _run(benchmark, "kornia forward+backward", step)
+    pytest.importorskip("kornia")
+    _run(benchmark, "kornia forward+backward", provider("kornia_fwdbwd", images, quality=QUALITY))
 
 
 # ---------------------------------------------------------------- one 32x32 image per call

@@ -27,6 +27,8 @@ if not torch.cuda.is_available():
                 "test_bench_baselines.py)", allow_module_level=True)
 
 import fdgpu  # noqa: E402
+from _common import print_past_capture  # noqa: E402
+from fdgpu import environment  # noqa: E402
 
 QUALITY = 75
 SIZES = (224, 512)
@@ -44,13 +46,8 @@ ESTIMATE_US = {"A100": {"fwd": 2.87, "fwdbwd": 2.87 + 1.29}, "H100": {"fwd": 1.7
 
 
 def _versions():
-    info = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda, "torch": torch.__version__}
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    return info
+    v = environment.versions(("torch", "triton"))
+    return {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda, "torch": v["torch"], "triton": v["triton"]}
 
 
 def _provider(name):
@@ -121,22 +118,19 @@ def test_gpu_throughput(benchmark, size, batch, provider, mode):
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
     yield
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is None or capman is None or not _rows:
+    if not _rows:
         return
-    with capman.global_and_fixture_disabled():
-        v = _versions()
-        tr.write_line("")
-        tr.write_line(f"{v['gpu']}, CUDA {v['cuda']}, torch {v['torch']}, triton {v['triton']}; quality {QUALITY}, "
-                      f"4:2:0; GB/s counts 24 (fwd) or 48 (fwd+bwd) bytes per pixel")
-        tr.write_line(f"{'size':>5} {'batch':>5} {'mode':>7} {'provider':>8} {'median ms':>10} {'IQR ms':>8} "
-                      f"{'images/s':>10} {'GB/s':>7}")
-        est = next((e for k, e in ESTIMATE_US.items() if k in v["gpu"]), None)
-        for r in sorted(_rows, key=lambda r: (r["size"], r["batch"], r["mode"], r["median_ms"])):
-            note = ""
-            if est is not None and r["provider"] == "triton" and r["size"] == 224 and r["batch"] > 1:
-                note = f"  (docs/kernels.md estimate {est[r['mode']]:.2f} us/image, measured " \
-                       f"{r['median_ms'] * 1e3 / r['batch']:.2f})"
-            tr.write_line(f"{r['size']:>5} {r['batch']:>5} {r['mode']:>7} {r['provider']:>8} {r['median_ms']:>10.3f} "
-                          f"{r['iqr_ms']:>8.3f} {r['images_per_s']:>10.1f} {r['GB_per_s']:>7.1f}{note}")
+    v = _versions()
+    lines = ["", f"{v['gpu']}, CUDA {v['cuda']}, torch {v['torch']}, triton {v['triton']}; quality {QUALITY}, "
+             f"4:2:0; GB/s counts 24 (fwd) or 48 (fwd+bwd) bytes per pixel",
+             f"{'size':>5} {'batch':>5} {'mode':>7} {'provider':>8} {'median ms':>10} {'IQR ms':>8} "
+             f"{'images/s':>10} {'GB/s':>7}"]
+    est = next((e for k, e in ESTIMATE_US.items() if k in v["gpu"]), None)
+    for r in sorted(_rows, key=lambda r: (r["size"], r["batch"], r["mode"], r["median_ms"])):
+        note = ""
+        if est is not None and r["provider"] == "triton" and r["size"] == 224 and r["batch"] > 1:
+            note = f"  (docs/kernels.md estimate {est[r['mode']]:.2f} us/image, measured " \
+                   f"{r['median_ms'] * 1e3 / r['batch']:.2f})"
+        lines.append(f"{r['size']:>5} {r['batch']:>5} {r['mode']:>7} {r['provider']:>8} {r['median_ms']:>10.3f} "
+                     f"{r['iqr_ms']:>8.3f} {r['images_per_s']:>10.1f} {r['GB_per_s']:>7.1f}{note}")
+    print_past_capture(request, lines)

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if REFERENCE not in methods:
         methods.insert(0, REFERENCE)  # every ratio is to it
     out = Path(args.out)
-    from ..compress import prepare_out
+    from ..files import prepare_out
 
     problem = prepare_out(out)  # before any timing: a run must not end without a place for its results
     if problem:
