@@ -117,29 +117,31 @@ class _Chain:
         r0 = self._next(lambda: round_half_away(z).detach())
         return r0 + (z - r0) ** 3
 
+    def codec(self, p, t):
+        """Blocks of one plane ``p`` through DCT, quantization with table ``t`` and IDCT. z is the integer DCT
+        output over 8Q (what the quantizer divides), differentiated as the orthonormal DCT over Q."""
+        q = t.reshape(-1, 1, 64, 1, 1)
+        z = self.st(lambda a: plane_to_blocks(fdct_islow(a)) / (8 * q), lambda a: block_dct(a - 128) / q, p)
+        return self.decode(self.soft(z) * q)
+
+    def decode(self, c):
+        # the integer IDCT with its range limit, straight-through around the orthonormal one
+        return self.st(lambda a: idct_islow(blocks_to_plane(round_half_away(a))), lambda a: block_idct(a) + 128, c)
+
     def run(self, x, lt, ct, subsampling):
         self.i = 0
         n, ch, h, w = x.shape
         g = Geometry.of(h, w, ch, subsampling)
         u = self.st(lambda a: (a * 255 + 0.5).floor().clamp(0, 255), lambda a: a * 255, x)
         u = sampling.pad_replicate(u, g.hp, g.wp)
-
-        def codec(p, t):
-            # z is the integer DCT output over 8Q (what the quantizer divides), differentiated as the orthonormal
-            # DCT over Q; the integer IDCT with its range limit is straight-through around the orthonormal one.
-            q = t.reshape(-1, 1, 64, 1, 1)
-            z = self.st(lambda a: plane_to_blocks(fdct_islow(a)) / (8 * q), lambda a: block_dct(a - 128) / q, p)
-            c = self.soft(z) * q
-            return self.st(lambda a: idct_islow(blocks_to_plane(round_half_away(a))), lambda a: block_idct(a) + 128, c)
-
         if ch == 1:
-            return codec(u, lt)[..., :h, :w] / 255
+            return self.codec(u, lt)[..., :h, :w] / 255
         ycc = self.st(color.rgb_to_ycbcr, color.rgb_to_ycbcr_linear, u)
         chroma = self.st(lambda a: sampling.downsample(a, g.hs, g.vs, True),
                          lambda a: sampling.downsample(a, g.hs, g.vs, False), ycc[:, 1:, : g.hc * g.vs])
         chroma = sampling.pad_replicate(chroma, g.hp // g.vs, g.wp // g.hs)
-        y = codec(ycc[:, :1], lt)[..., :h, :w]
-        c = codec(chroma, ct)[..., : g.hc, : g.wc]
+        y = self.codec(ycc[:, :1], lt)[..., :h, :w]
+        c = self.codec(chroma, ct)[..., : g.hc, : g.wc]
         c = self.st(lambda a: sampling.upsample(a, g.hs, g.vs, h, w, True),
                     lambda a: sampling.upsample(a, g.hs, g.vs, h, w, False), c)
         yc = torch.cat([y, c], dim=1)
