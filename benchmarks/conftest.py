@@ -1,4 +1,14 @@
-"""Prints the table of issue 12's CPU targets (benchmarks/_targets.py) at the end of a benchmark run."""
+"""Benchmark setup: fdgpu.kernels from a source checkout without ``pip install`` (resolved to kernels/ as in the
+tests, tests/_source_checkout.py; inert where fdgpu is installed), and the table of issue 12's CPU targets
+(benchmarks/_targets.py) printed at the end of a benchmark run."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if (ROOT / "tests" / "_source_checkout.py").is_file():
+    sys.path.insert(0, str(ROOT))
+    import tests._source_checkout  # noqa: E402,F401
+    sys.path.remove(str(ROOT))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -3,8 +3,13 @@
 Needs CIFAR-10 and the pretrained ResNet-20: `fdgpu data cifar10` and `fdgpu models fetch resnet20` put them in
 ~/.cache/fdgpu, where this finds them (or set FDGPU_DATA / FDGPU_MODELS to folders holding them).
 """
-import sys, torch, torch.nn as nn, fdgpu
-from fdgpu.models import cifar_resnet, Normalize, CIFAR10_MEAN, CIFAR10_STD
+import sys
+
+import torch
+import torch.nn as nn
+
+import fdgpu
+from fdgpu.models import cifar_resnet, Normalize, IMAGENET_MEAN, IMAGENET_STD
 from fdgpu.data import load_npz
 from fdgpu.download import pretrained
 from fdgpu.attacks import pgd
@@ -14,7 +19,7 @@ try:
     x, y = load_npz("test", limit=100)  # CIFAR-10 test images 0-99: (100, 3, 32, 32) in [0, 1]
 except FileNotFoundError as exc:
     sys.exit(f"attack_fdjpeg.py: {exc}")
-model = nn.Sequential(fdgpu.FDJpeg(strength=1.0, backward="bpda"), Normalize(CIFAR10_MEAN, CIFAR10_STD), net).eval()
+model = nn.Sequential(fdgpu.FDJpeg(strength=1.0, backward="bpda"), Normalize(IMAGENET_MEAN, IMAGENET_STD), net).eval()
 x_adv = pgd(model, x, y, eps=8 / 255, steps=10, generator=torch.Generator().manual_seed(0))
 with torch.no_grad():
     acc = lambda inp: (model(inp).argmax(1) == y).float().mean().item()  # noqa: E731

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import fdgpu
 from fdgpu.attacks import pgd
 from fdgpu.data import load_npz
-from fdgpu.models import CIFAR10_MEAN, CIFAR10_STD, Normalize, cifar_resnet
+from fdgpu.models import IMAGENET_MEAN, IMAGENET_STD, Normalize, cifar_resnet
 
 
 def high_frequency_mask() -> torch.Tensor:
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     torch.manual_seed(args.seed)
     x, y = load_npz(args.data, limit=args.train)
-    net = nn.Sequential(Normalize(CIFAR10_MEAN, CIFAR10_STD), cifar_resnet(20, weights=weights)).eval()
+    net = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), cifar_resnet(20, weights=weights)).eval()
     for prm in net.parameters():
         prm.requires_grad_(False)
     # transfer-adversarial training images: PGD on the undefended classifier, computed once

@@ -14,6 +14,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from . import _source_checkout  # noqa: E402,F401  (fdgpu.kernels from a checkout without pip install)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

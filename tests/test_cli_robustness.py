@@ -471,8 +471,6 @@ def test_load_image_folder_applies_orientation_and_refuses_what_it_would_change(
 
 
 def test_eval_on_an_image_folder_with_an_animated_gif_is_a_message(tiny, odd, tmp_path, capsys):
-    import shutil
-
     d = tmp_path / "imgs"
     d.mkdir()
     _multipage_tiff(d / "anim.tif")

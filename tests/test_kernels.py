@@ -21,12 +21,14 @@ import fdgpu  # noqa: E402
 from fdgpu import kernels, tables  # noqa: E402
 from fdgpu.reference import jpeg as ref  # noqa: E402
 
+from ._helpers import compare  # noqa: E402
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 if DEVICE == "cpu" and not INTERPRETED:  # pragma: no cover - triton imported earlier without the interpreter
     pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: the kernels cannot run", allow_module_level=True)
 
-SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
+SUBSAMPLINGS = tuple(fdgpu.SUBSAMPLINGS)
 # (N, C, H, W): odd sizes (not multiples of 8 or 16), B = 1, a batch, grayscale, a plane at most 2 chroma samples
 # wide (libjpeg then replicates instead of the triangle filter), a single MCU.
 SHAPES = [(1, 3, 37, 53), (2, 3, 64, 48), (1, 1, 37, 53), (1, 3, 5, 3), (1, 3, 16, 16)]
@@ -51,27 +53,6 @@ def soft_tolerance(g32, g64):
 
 def _ids(shape):
     return "x".join(map(str, shape))
-
-
-def compare(name, actual, expected, rel_rmse=None, min_identical=None, max_abs=None):
-    """Labelled comparison: reports max abs error, relative RMSE and the identical fraction; fails on NaN."""
-    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    assert not torch.isnan(actual).any(), f"{name}: NaN in result ({int(torch.isnan(actual).sum())} values: " \
-                                          f"an output the kernel never wrote?)"
-    err = (actual - expected).abs()
-    mx = err.max().item() if err.numel() else 0.0
-    ref_rms = expected.square().mean().sqrt().item()
-    rel = err.square().mean().sqrt().item() / ref_rms if ref_rms > 0 else err.square().mean().sqrt().item()
-    same = (err == 0).double().mean().item() if err.numel() else 1.0
-    msg = f"{name}: max abs err {mx:.3g}, rel RMSE {rel:.3g}, identical {100 * same:.4f} %"
-    if rel_rmse is not None:
-        assert rel <= rel_rmse, msg + f" (rel RMSE tol {rel_rmse:g})"
-    if min_identical is not None:
-        assert same >= min_identical, msg + f" (identical tol {100 * min_identical:g} %)"
-    if max_abs is not None:
-        assert mx <= max_abs, msg + f" (max abs tol {max_abs:.3g})"
-    return msg
 
 
 class _NaNTorch:
@@ -141,6 +122,7 @@ def test_available_and_importable():
 def test_imports_without_triton():
     """The package imports when triton is missing; AVAILABLE is then False and the torch path is used."""
     code = ("import sys; sys.modules['triton'] = None\n"
+            "import tests._source_checkout  # fdgpu.kernels without pip install\n"
             "import fdgpu, fdgpu.kernels as k, torch\n"
             "assert k.AVAILABLE is False\n"
             "print(fdgpu.jpeg(torch.rand(3, 8, 8), 50).shape)")

@@ -23,7 +23,10 @@ def report():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    res = subprocess.run([sys.executable, "-m", "fdgpu.kernels.aot", "--json", "--cc", *map(str, CCS)],
+    # python -m fdgpu.kernels.aot, with fdgpu.kernels found in a checkout without pip install too
+    main = ("import runpy, tests._source_checkout; "
+            "runpy.run_module('fdgpu.kernels.aot', run_name='__main__', alter_sys=True)")
+    res = subprocess.run([sys.executable, "-c", main, "--json", "--cc", *map(str, CCS)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     if res.returncode != 0 and ("ptxas" in res.stderr and "No such file" in res.stderr):
         pytest.skip("ptxas is not available in this triton install")

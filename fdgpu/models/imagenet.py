@@ -92,7 +92,7 @@ def imagenet_model(name: str, weights: str | None = None) -> nn.Module:
 
 
 def load_natural(folder, start: int = 0, limit: int | None = None, size: int = LITE0_SIZE, labels_csv=None):
-    """Photos of an ImageNet-compatible folder (``../shared/data/natural``), sorted by file name, for an ImageNet
+    """Photos of an ImageNet-compatible folder (e.g. a data root's ``natural/``), sorted by file name, for an ImageNet
     model: each resized once to ``size x size`` with Pillow's bicubic filter (antialiased) from its 8-bit RGB.
 
     Args:

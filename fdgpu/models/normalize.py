@@ -6,9 +6,13 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-# The statistics the pretrained CIFAR-10 ResNets in ../shared/models were trained with.
-CIFAR10_MEAN = (0.485, 0.456, 0.406)
-CIFAR10_STD = (0.229, 0.224, 0.225)
+# ImageNet's per-channel statistics (RGB), which the pretrained CIFAR-10 ResNets (``fdgpu models``) were trained
+# with: put Normalize(IMAGENET_MEAN, IMAGENET_STD) in front of them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The former names (they hold ImageNet's statistics, not CIFAR-10's), kept so existing code keeps working.
+CIFAR10_MEAN = IMAGENET_MEAN
+CIFAR10_STD = IMAGENET_STD
 
 
 class Normalize(nn.Module):
@@ -18,7 +22,7 @@ class Normalize(nn.Module):
         mean, std: C numbers each (std > 0); stored as buffers so they follow ``.to(device)``.
 
     Example:
-        >>> norm = Normalize(CIFAR10_MEAN, CIFAR10_STD)
+        >>> norm = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         >>> norm(torch.full((1, 3, 2, 2), 0.485))[0, 0, 0, 0].item()
         0.0
     """

@@ -1,8 +1,8 @@
 """CIFAR-10 ResNets of He et al. (2016), depth 20/32/44/56, with the parameter-free "option A" shortcut.
 
-Parameter names match the state_dicts in ``../shared/models`` (``conv1``, ``bn1``, ``layer{1,2,3}.{i}.conv1`` ...,
-``linear``). Input: ``(B, 3, 32, 32)`` normalised images (put :class:`~fdgpu.models.Normalize` in front); output:
-``(B, 10)`` logits.
+Parameter names match the pretrained state_dicts that ``fdgpu models`` downloads (``conv1``, ``bn1``,
+``layer{1,2,3}.{i}.conv1`` ..., ``linear``). Input: ``(B, 3, 32, 32)`` normalised images (put
+:class:`~fdgpu.models.Normalize` in front); output: ``(B, 10)`` logits.
 """
 from __future__ import annotations
 
@@ -90,11 +90,12 @@ def cifar_resnet(depth: int = 20, weights: Optional[Union[str, os.PathLike]] = N
 
     Args:
         depth: 20, 32, 44 or 56.
-        weights: path to a ``.pt`` state_dict (e.g. ``../shared/models/resnet20-cifar10.pt``); a leading
+        weights: path to a ``.pt`` state_dict (e.g. ``fdgpu.download.pretrained("resnet20")``); a leading
             ``module.`` prefix (DataParallel) is stripped. ``None`` keeps the random initialisation.
 
     Returns:
-        the network (expects normalised input: use ``nn.Sequential(Normalize(CIFAR10_MEAN, CIFAR10_STD), net)``).
+        the network (expects normalised input: use ``nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)``
+        for the pretrained weights, which were trained with ImageNet's statistics).
 
     Example:
         >>> net = cifar_resnet(20)

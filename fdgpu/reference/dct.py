@@ -234,7 +234,8 @@ def block_dct(p: torch.Tensor) -> torch.Tensor:
 
 
 def block_idct(c: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`block_dct` (and its adjoint, the DCT being orthonormal): ``(..., 64, h, w) -> (..., 8h, 8w)``."""
+    """Inverse of :func:`block_dct` (and its adjoint, the DCT being orthonormal):
+    ``(..., 64, h, w) -> (..., 8h, 8w)``."""
     *lead, _, h, w = c.shape
     blocks = torch.matmul(dct_basis(c.dtype, c.device).view(64, 64).t(), c.reshape(-1, 64, h * w))
     return F.pixel_shuffle(blocks.view(-1, 64, h, w), 8).view(*lead, 8 * h, 8 * w)
