@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import RANGE_SLACK, check_images  # noqa: F401 (the baselines' input check lives with the others)
+from .._checks import RANGE_SLACK, check_images  # noqa: F401 (the defences' input check lives with the others)
 
 
 def to_numpy_hwc(x: torch.Tensor) -> np.ndarray:
