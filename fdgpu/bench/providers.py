@@ -56,37 +56,18 @@ def _fwdbwd(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, seed: i
     return fwdbwd
 
 
-def _fd(backend: str):
+def _fdgpu(kind: str, backend: str, fwdbwd: bool = False):
+    """``fdgpu.feature_distillation`` (``kind="fd"``) or ``fdgpu.jpeg`` (``"jpeg"``) with ``backend``; forward, or
+    forward + backward (``Settings.backward``)."""
     def make(x, s: Settings) -> Call:
         import fdgpu
 
-        return lambda: fdgpu.feature_distillation(x, s.strength, backend=backend, validate=s.validate)
-    return make
-
-
-def _fd_fwdbwd(backend: str):
-    def make(x, s: Settings) -> Call:
-        import fdgpu
-
-        return _fwdbwd(lambda t: fdgpu.feature_distillation(t, s.strength, backward=s.backward, backend=backend,
-                                                            validate=s.validate), x, s.seed)
-    return make
-
-
-def _jpeg(backend: str):
-    def make(x, s: Settings) -> Call:
-        import fdgpu
-
-        return lambda: fdgpu.jpeg(x, s.quality, backend=backend, validate=s.validate)
-    return make
-
-
-def _jpeg_fwdbwd(backend: str):
-    def make(x, s: Settings) -> Call:
-        import fdgpu
-
-        return _fwdbwd(lambda t: fdgpu.jpeg(t, s.quality, backward=s.backward, backend=backend,
-                                            validate=s.validate), x, s.seed)
+        def op(t):
+            if kind == "fd":
+                return fdgpu.feature_distillation(t, s.strength, backward=s.backward, backend=backend,
+                                                  validate=s.validate)
+            return fdgpu.jpeg(t, s.quality, backward=s.backward, backend=backend, validate=s.validate)
+        return _fwdbwd(op, x, s.seed) if fwdbwd else (lambda: op(x))
     return make
 
 
@@ -146,13 +127,16 @@ _KORNIA = (("kornia", "kornia"),)
 #: name -> :class:`Provider`. ``fdgpu_fd`` (Feature Distillation's forward on the torch backend) is the reference
 #: of every ratio that ``fdgpu bench`` reports.
 PROVIDERS: Dict[str, Provider] = {
-    "fdgpu_fd": Provider("fdgpu.feature_distillation forward (torch backend)", _fd("torch")),
-    "fdgpu_fd_fwdbwd": Provider("the same, forward + backward (Settings.backward, default ste)", _fd_fwdbwd("torch")),
-    "fdgpu_jpeg": Provider("fdgpu.jpeg at Settings.quality, forward (torch backend)", _jpeg("torch")),
-    "fdgpu_jpeg_fwdbwd": Provider("the same, forward + backward (Settings.backward)", _jpeg_fwdbwd("torch")),
-    "fdgpu_fd_cuda": Provider("fdgpu_fd on a CUDA tensor (the Triton path, backend='auto')", _fd("auto"), cuda=True),
-    "fdgpu_fd_fwdbwd_cuda": Provider("fdgpu_fd_fwdbwd on a CUDA tensor", _fd_fwdbwd("auto"), cuda=True),
-    "fdgpu_jpeg_cuda": Provider("fdgpu_jpeg on a CUDA tensor", _jpeg("auto"), cuda=True),
+    "fdgpu_fd": Provider("fdgpu.feature_distillation forward (torch backend)", _fdgpu("fd", "torch")),
+    "fdgpu_fd_fwdbwd": Provider("the same, forward + backward (Settings.backward, default ste)",
+                                _fdgpu("fd", "torch", fwdbwd=True)),
+    "fdgpu_jpeg": Provider("fdgpu.jpeg at Settings.quality, forward (torch backend)", _fdgpu("jpeg", "torch")),
+    "fdgpu_jpeg_fwdbwd": Provider("the same, forward + backward (Settings.backward)",
+                                  _fdgpu("jpeg", "torch", fwdbwd=True)),
+    "fdgpu_fd_cuda": Provider("fdgpu_fd on a CUDA tensor (the Triton path, backend='auto')", _fdgpu("fd", "auto"),
+                              cuda=True),
+    "fdgpu_fd_fwdbwd_cuda": Provider("fdgpu_fd_fwdbwd on a CUDA tensor", _fdgpu("fd", "auto", fwdbwd=True), cuda=True),
+    "fdgpu_jpeg_cuda": Provider("fdgpu_jpeg on a CUDA tensor", _fdgpu("jpeg", "auto"), cuda=True),
     "pillow": Provider("Pillow (libjpeg-turbo) save + load at Settings.quality, 4:2:0, one image at a time, "
                        "including the tensor <-> uint8 conversions a tensor pipeline needs", _pillow, _PILLOW),
     "pillow_codec": Provider("Pillow's save + load alone: the uint8 images are prepared before the clock starts",
