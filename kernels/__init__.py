@@ -6,8 +6,9 @@ reference. The launchers (in ``launch.py``)::
     y = forward(x, luma_table, chroma_table, subsampling)
     grad_x, grad_luma, grad_chroma = backward(grad, x, luma_table, chroma_table, subsampling, mode, table_grads)
 
-take the backward mode by name (``"ste"`` or ``"soft"``; table gradients None unless ``table_grads``). They take checked, contiguous float32 tensors (validation happens once, in :mod:`fdgpu.functional`). Run the
-kernels on CPU with ``TRITON_INTERPRET=1`` set before Triton is imported.
+take the backward mode by name (``"ste"`` or ``"soft"``; table gradients None unless ``table_grads``). They take
+checked, contiguous float32 tensors (validation happens once, in :mod:`fdgpu.functional`). Run the kernels on CPU
+with ``TRITON_INTERPRET=1`` set before Triton is imported.
 """
 from __future__ import annotations
 

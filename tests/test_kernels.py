@@ -295,7 +295,8 @@ def _grad_tables(n, kind):
 
 
 @pytest.mark.parametrize("mode", ["ste", "soft"])
-@pytest.mark.parametrize("shape,subsampling,kind", TABLE_CASES, ids=[f"{_ids(s)}-{sub}-{k}" for s, sub, k in TABLE_CASES])
+@pytest.mark.parametrize("shape,subsampling,kind", TABLE_CASES,
+                         ids=[f"{_ids(s)}-{sub}-{k}" for s, sub, k in TABLE_CASES])
 def test_table_grads_match_reference(nan_outputs, shape, subsampling, kind, mode):
     """The kernels' table gradients, per image ``(N, 8, 8)`` and shared ``(8, 8)``, against the reference's, odd
     sizes (padding in both directions), grayscale (no chroma gradient: exactly zero) and non-integer steps; asking

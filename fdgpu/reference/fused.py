@@ -41,7 +41,8 @@ from .parallel import map_chunks, workers
 from .sampling import FACTORS
 
 SOURCE = Path(__file__).with_name("fused.c")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=gnu11")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
+         "-std=gnu11")
 # Calls with fewer values than this run on the calling thread: a hand-off to a worker costs ~0.2-0.7 ms, about
 # the time of 2**18 values (one 3x224x224 image is 150,528).
 INLINE_VALUES = 1 << 18
