@@ -7,7 +7,8 @@ Figures are medians (ms per image unless said otherwise) of pytest-benchmark rou
 run; a target whose providers did not run (skipped, deselected, --benchmark-disable) is listed as not measured.
 """
 import os
-import platform
+
+from fdgpu.environment import cpu_model
 
 RESULTS = {}  # (group, provider) -> median ms per image (or other figure, see the provider's name)
 
@@ -24,25 +25,15 @@ def _ratio_row(name, num, den, limit, unit="x Pillow"):
     if num is None or den is None:
         return f"  {name:58s} not measured"
     r = num / den
-    return f"  {name:58s} {num:8.3f} / {den:8.3f} ms = {r:5.2f}{unit:10s} target <= {limit:<4g} {'met' if r <= limit else 'NOT met'}"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return (f"  {name:58s} {num:8.3f} / {den:8.3f} ms = {r:5.2f}{unit:10s} target <= {limit:<4g} "
+            f"{'met' if r <= limit else 'NOT met'}")
 
 
 def lines(torch_version: str, threads: int):
     if not RESULTS:
         return []
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
-    out = [(f"\nissue 12 CPU targets ({_cpu_model()}, {os.cpu_count()} cores, torch {torch_version}, {threads} "
+    out = [(f"\nissue 12 CPU targets ({cpu_model()}, {os.cpu_count()} cores, torch {torch_version}, {threads} "
            f"threads, load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):")]
     b = "batch 32x224^2"
     pil = _get(b, "Pillow save+load")
