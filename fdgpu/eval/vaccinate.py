@@ -95,12 +95,13 @@ def vaccinate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, quality: Optiona
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..data import load_npz
     from ..models import cifar_resnet
+    from .cli import cifar_models
 
     p = argparse.ArgumentParser(prog="python -m fdgpu.eval.vaccinate", description=__doc__.split("\n")[0])
     p.add_argument("--data", default="train10k", help="training .npz or 'train10k' under --data-root/cifar10")
     p.add_argument("--data-root", default=None, help="folder like ../shared/data (default: $FDGPU_DATA)")
     p.add_argument("--limit", type=int, default=None, help="training images used (default: all)")
-    p.add_argument("--model", default="resnet20", choices=["resnet20", "resnet32", "resnet44", "resnet56"])
+    p.add_argument("--model", default="resnet20", choices=list(cifar_models()))
     p.add_argument("--weights", required=True, help="starting state_dict")
     p.add_argument("--quality", type=float, required=True, help="JPEG quality of the training inputs, in [1, 100]")
     p.add_argument("--subsampling", default="4:2:0", choices=list(SUBSAMPLINGS))
