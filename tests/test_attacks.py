@@ -197,6 +197,33 @@ def test_pgd_keeps_the_best_iterate():
     assert 3 < s < 5
 
 
+class Ramp(nn.Module):
+    """Two classes; class 1's logit grows with the mean shift ``s`` (pixel levels): fooled once s > 4, and the loss
+    keeps growing after that."""
+
+    def forward(self, x):
+        s = (x - 0.5).flatten(1).mean(1) * 255
+        return torch.stack([torch.zeros_like(s), 0.5 * s - 2], dim=1)
+
+
+def test_max_loss_selection_keeps_walking_past_the_first_fooling_iterate():
+    from fdgpu.attacks import selecting
+
+    x, y = torch.full((2, 3, 4, 4), 0.5), torch.zeros(2, dtype=torch.long)
+    net = Ramp()  # steps of 2 levels: s = 2, 4, 6 (first fooled), 8, 8, ...
+    first = pgd(net, x, y, 8 / 255, alpha=2 / 255, steps=6, random_start=False)
+    with selecting("max-loss"):
+        last = pgd(net, x, y, 8 / 255, alpha=2 / 255, steps=6, random_start=False)
+        again = fgsm(net, x, y, 8 / 255)
+    assert abs(float((first - 0.5).mean() * 255) - 6) < 1e-3
+    assert abs(float((last - 0.5).mean() * 255) - 8) < 1e-3
+    assert torch.equal(again, (x + 8 / 255).clamp(0, 1))
+    assert torch.equal(pgd(net, x, y, 8 / 255, alpha=2 / 255, steps=6, random_start=False), first)  # rule restored
+    with pytest.raises(ValueError, match="expected one of"):
+        with selecting("last"):
+            pass
+
+
 def test_fgsm_keeps_the_clean_point_when_it_already_fools():
     x, y = torch.full((2, 3, 4, 4), 0.5), torch.zeros(2, dtype=torch.long)
     net = Band(-1, 1)  # x itself (s = 0) is misclassified; the FGSM step (s = 8) is not

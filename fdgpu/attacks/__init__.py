@@ -15,7 +15,7 @@ True
 """
 from .apgd import LOSSES, apgd, checkpoints, dlr_loss, dlr_targeted_loss
 from .bpda import BPDA
-from .gradient import NORMS, BestIterate, eot, fgsm, pgd
+from .gradient import NORMS, SELECTIONS, BestIterate, eot, fgsm, pgd, selecting
 
 __all__ = ["fgsm", "pgd", "eot", "apgd", "dlr_loss", "dlr_targeted_loss", "checkpoints", "BestIterate", "BPDA",
-           "NORMS", "LOSSES"]
+           "NORMS", "LOSSES", "selecting", "SELECTIONS"]

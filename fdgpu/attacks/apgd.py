@@ -195,7 +195,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
         targets = [None]
     for target in targets:
         for _ in range(restarts):
-            idx = (~best.fooled).nonzero().flatten()
+            idx = best.pending
             if idx.numel() == 0:
                 return best.x
             if target is None:

@@ -17,8 +17,10 @@ Per-sample losses are summed, so one image's gradient does not depend on the oth
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -74,14 +76,41 @@ def _fooled(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tens
     return pred == y if targeted else pred != y
 
 
+SELECTIONS = ("first-fooled", "max-loss")
+_SELECTION = contextvars.ContextVar("fdgpu_attack_selection", default="first-fooled")
+
+
+@contextlib.contextmanager
+def selecting(rule: str) -> Iterator[None]:
+    """Within the block, attacks return per image the iterate chosen by ``rule``:
+
+    - ``"first-fooled"`` (default): the first iterate that fooled the attacked model, else the highest-loss one (as
+      AutoAttack counts a white-box or adaptive attack: fooled at any iterate means fooled).
+    - ``"max-loss"``: the highest-loss iterate, fooled or not. For **transfer** attacks: an iterate that only just
+      fools the source model is the weakest perturbation to carry over to another model or a defended one, so
+      ``fdgpu eval`` crafts its transfer view under this rule (with ``"first-fooled"`` a transfer PGD was weaker than
+      transfer FGSM: docs/results.md §9b).
+    """
+    if rule not in SELECTIONS:
+        raise ValueError(f"selecting: expected one of {SELECTIONS}, got {rule!r}")
+    token = _SELECTION.set(rule)
+    try:
+        yield
+    finally:
+        _SELECTION.reset(token)
+
+
 class BestIterate:
-    """Per-image best point of an attack: the first iterate that fooled the model, else the highest score.
+    """Per-image best point of an attack under the current :func:`selecting` rule: the first iterate that fooled the
+    model, else the highest score (``"first-fooled"``, the default), or the highest score (``"max-loss"``).
 
     ``score`` is the loss for untargeted attacks and minus the loss for targeted ones (higher = more adversarial).
+    ``fooled`` records whether any offered iterate fooled the model, under either rule.
     """
 
     def __init__(self, x: torch.Tensor):
         self.x = x.detach().clone()
+        self.first_fooled = _SELECTION.get() == "first-fooled"
         self.fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         self.score = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
 
@@ -89,12 +118,23 @@ class BestIterate:
                index: Optional[torch.Tensor] = None) -> None:
         """Offer ``xa`` (rows ``index`` of the batch, all rows when ``None``) with its score and fooled flags."""
         idx = torch.arange(self.x.shape[0], device=self.x.device) if index is None else index
-        newly = fooled & ~self.fooled[idx]
-        better = ~fooled & ~self.fooled[idx] & (score.double() > self.score[idx])
-        take = newly | better
+        if self.first_fooled:
+            newly = fooled & ~self.fooled[idx]
+            better = ~fooled & ~self.fooled[idx] & (score.double() > self.score[idx])
+            take = newly | better
+        else:
+            newly = fooled & ~self.fooled[idx]
+            better = take = score.double() > self.score[idx]
         self.x[idx[take]] = xa[take].detach().to(self.x.dtype)
         self.score[idx[better]] = score.double()[better]
         self.fooled[idx[newly]] = True
+
+    @property
+    def pending(self) -> torch.Tensor:
+        """Rows a further restart should attack: the unfooled ones (``"first-fooled"``), or all (``"max-loss"``)."""
+        if self.first_fooled:
+            return (~self.fooled).nonzero().flatten()
+        return torch.arange(self.x.shape[0], device=self.x.device)
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:
@@ -192,7 +232,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: O
     sign = -1.0 if targeted else 1.0
     best = BestIterate(x)
     for _ in range(restarts):
-        idx = (~best.fooled).nonzero().flatten()
+        idx = best.pending
         if idx.numel() == 0:
             break
         x0, yr = x.detach()[idx], y[idx]

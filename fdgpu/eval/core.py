@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ..attacks.gradient import selecting
 from ..registry import ATTACKS, DEFENCES, BuildContext
 from .specs import ADAPTIVE_VIEWS, VIEWS, AttackSpec, DefenceSpec, parse_attack, parse_defence
 
@@ -347,10 +348,14 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             if cfg.attack.kind == "none":
                 xa = xb
             elif cfg.view in ("transfer", "-"):
-                if cfg.attack.text not in transfer_adv:
-                    transfer_adv[cfg.attack.text] = run_attack(cfg.attack, base["transfer"], xb, yb, gen,
-                                                               eot_samples=samples, restarts=runs)
-                xa = transfer_adv[cfg.attack.text]
+                # white-box on the undefended model ("-"): an image fooled at any iterate counts; transfer: the
+                # highest-loss iterate on the source model, not the first that only just fools it (a weak transfer)
+                rule = "max-loss" if cfg.view == "transfer" else "first-fooled"
+                if (cfg.attack.text, rule) not in transfer_adv:
+                    with selecting(rule):
+                        transfer_adv[cfg.attack.text, rule] = run_attack(cfg.attack, base["transfer"], xb, yb, gen,
+                                                                         eot_samples=samples, restarts=runs)
+                xa = transfer_adv[cfg.attack.text, rule]
             else:
                 attacked = defended[cfg.defence.text, cfg.view]
                 _reseed_random(attacked, _batch_seed(seed, b, 3))
