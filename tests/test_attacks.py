@@ -13,7 +13,7 @@ from fdgpu.models import CIFAR10_MEAN, CIFAR10_STD, Normalize, cifar_resnet
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FDGPU_DATA", REPO.parent / "shared" / "data"))
 MODELS = Path(os.environ.get("FDGPU_MODELS", REPO.parent / "shared" / "models"))
-BACKWARDS = ("exact", "ste", "soft", "bpda")
+BACKWARDS = fdgpu.BACKWARDS
 
 
 def toy(seed=0):

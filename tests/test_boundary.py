@@ -60,7 +60,7 @@ def test_range_hint_fits_the_overshoot(value, hint):
         assert "255" not in str(info.value)
 
 
-@pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4", "gray"])
+@pytest.mark.parametrize("subsampling", [*fdgpu.SUBSAMPLINGS, "gray"])
 def test_validate_false_nan_reads_as_zero_in_both_backends(subsampling):
     gray = subsampling == "gray"
     x = torch.rand(2, 1 if gray else 3, 19, 21)

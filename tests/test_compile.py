@@ -9,7 +9,7 @@ from torch import nn
 import fdgpu
 import fdgpu.reference.jpeg
 
-MODES = ["exact", "ste", "soft", "bpda"]
+MODES = list(fdgpu.BACKWARDS)
 
 
 def _cnn():

@@ -35,7 +35,7 @@ def _assert_equal(got, want):
         assert torch.equal(zc, zrc)
 
 
-@pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])
+@pytest.mark.parametrize("sub", list(fdgpu.SUBSAMPLINGS))
 @pytest.mark.parametrize("shape", [(3, 3, 37, 45), (2, 3, 17, 8), (1, 3, 1, 1), (2, 3, 2, 5), (1, 3, 9, 3),
                                    (2, 1, 21, 30)])
 def test_equals_reference_odd_shapes_and_qualities(sub, shape):
@@ -50,7 +50,7 @@ def test_equals_reference_small_images_stacked(shape):
     # small images without saved quotients share codec passes (planes stacked, fused.c STACK_BLOCKS); an odd count
     # leaves a partial stack at the end
     x = _images(*shape)
-    for sub in ("4:2:0", "4:2:2", "4:4:4"):
+    for sub in fdgpu.SUBSAMPLINGS:
         lt, ct = fdgpu.tables.ijg(80)
         _assert_equal(*_both(x, lt, ct, sub, need_weight=False))
         _assert_equal(*_both(x.double(), lt, ct, sub, need_weight=False))
@@ -146,7 +146,7 @@ def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-@pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])
+@pytest.mark.parametrize("sub", list(fdgpu.SUBSAMPLINGS))
 @pytest.mark.parametrize("shape", [(3, 3, 37, 45), (2, 3, 2, 5), (1, 3, 9, 3), (2, 1, 21, 30)])
 @pytest.mark.parametrize("mode", ["ste", "soft"])
 def test_backward_equals_reference_to_rounding(sub, shape, mode):

@@ -364,7 +364,7 @@ def _api(x, backend, mode, subsampling, kind):
     return fdgpu.jpeg(x, q, subsampling=subsampling, backward=mode, backend=backend)
 
 
-@pytest.mark.parametrize("mode", ["ste", "soft", "bpda", "exact"])
+@pytest.mark.parametrize("mode", fdgpu.BACKWARDS)
 @pytest.mark.parametrize("label,shape,dtype,subsampling,kind", API_CASES, ids=[c[0] for c in API_CASES])
 def test_public_api_triton_backend(label, shape, dtype, subsampling, kind, mode):
     x0 = _image(shape, seed=5).to(dtype)

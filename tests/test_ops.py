@@ -5,7 +5,7 @@ import torch
 import fdgpu
 from fdgpu import ops, tables
 
-MODES = ["exact", "ste", "soft", "bpda"]
+MODES = list(fdgpu.BACKWARDS)
 
 
 def _args(backend, mode, table_grads, shape=(2, 3, 16, 16), subsampling="4:2:0"):

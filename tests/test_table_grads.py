@@ -142,7 +142,7 @@ def test_quality_grad_through_the_ijg_scaling(mode, q):
     assert (got != 0).all()
 
 
-@pytest.mark.parametrize("mode", ["exact", "ste", "soft", "bpda"])
+@pytest.mark.parametrize("mode", fdgpu.BACKWARDS)
 @pytest.mark.parametrize("quality", [1.0, 100.0])
 def test_no_nan_or_inf_in_quality_and_table_grads(mode, quality):
     for fill in (torch.rand, torch.zeros, torch.ones):
