@@ -418,6 +418,31 @@ IMAGE(double)
 static __thread u8 *tls_buf;
 static __thread size_t tls_size;
 
+/* The geometry of an (ch, h, w) image at chroma factors (hs, vs): planes padded to whole MCUs. */
+static Geo make_geo(int ch, int h, int w, int hs, int vs)
+{
+    Geo g;
+    g.h = h, g.w = w, g.ch = ch;
+    g.hs = ch == 3 ? hs : 1, g.vs = ch == 3 ? vs : 1;
+    g.hp = (h + 8 * g.vs - 1) / (8 * g.vs) * (8 * g.vs);
+    g.wp = (w + 8 * g.hs - 1) / (8 * g.hs) * (8 * g.hs);
+    g.hc = (h + g.vs - 1) / g.vs, g.wc = (w + g.hs - 1) / g.hs;
+    return g;
+}
+
+/* Grows this thread's scratch buffer to at least need bytes; 0, or 2 when out of memory. */
+static int ensure_scratch(size_t need)
+{
+    if (need > tls_size) {
+        free(tls_buf);
+        tls_buf = (u8 *)malloc(need);
+        tls_size = tls_buf ? need : 0;
+        if (!tls_buf)
+            return 2;
+    }
+    return 0;
+}
+
 /* The forward of images [i0, i1) of a batch x (n, ch, h, w), contiguous, into out (same layout).
    Tables: 64 steps each (float32, or float64 when tables_double), table_stride 64 for per-image tables or 0 for
    shared ones; ct is ignored for ch = 1. zy, zc: the quotients ((n, 1, 64, hp/8, wp/8) and (n, 2, 64, hp/8/vs,
@@ -427,12 +452,7 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
                   int i1, const void *lt, const void *ct, int tables_double, int table_stride, void *zy, void *zc,
                   int z_double)
 {
-    Geo g;
-    g.h = h, g.w = w, g.ch = ch;
-    g.hs = ch == 3 ? hs : 1, g.vs = ch == 3 ? vs : 1;
-    g.hp = (h + 8 * g.vs - 1) / (8 * g.vs) * (8 * g.vs);
-    g.wp = (w + 8 * g.hs - 1) / (8 * g.hs) * (8 * g.hs);
-    g.hc = (h + g.vs - 1) / g.vs, g.wc = (w + g.hs - 1) / g.hs;
+    Geo g = make_geo(ch, h, w, hs, vs);
     (void)n;
     const int tsize = table_stride ? 64 : 0;
     const long tstep = tables_double ? 8L * table_stride : 4L * table_stride;
@@ -446,23 +466,16 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
             if ((t == 0 || ch == 3) && !load_table(src, tables_double, q[t], half[t], recip[t], &wide))
                 return 1;
         }
-    const long ly0 = (long)g.hp * g.wp;
-    const int stack0 = (!zy && !zc && !tsize && ly0 <= 4096) ? (int)(STACK_BLOCKS / (ly0 / 64)) : 1;
-    size_t need = scratch_bytes(&g, stack0);
-    if (need > tls_size) {
-        free(tls_buf);
-        tls_buf = (u8 *)malloc(need);
-        tls_size = tls_buf ? need : 0;
-        if (!tls_buf)
-            return 2;
-    }
-    const long xs = (long)ch * h * w;
-    const long zys = 64L * (g.hp / 8) * (g.wp / 8), zcs = 2 * 64L * (g.hp / 8 / g.vs) * (g.wp / 8 / g.hs);
-    const int zb = z_double ? 8 : 4;
     const long ly = (long)g.hp * g.wp, lc = (long)(g.hp / g.vs) * (g.wp / g.hs);
     /* Small images with shared tables and no quotients: STACK images' planes one above the other, so that the
        DCT passes run over full groups of blocks instead of a few blocks per plane. */
     const int stack = (!zy && !zc && !tsize && ly <= 4096) ? (int)(STACK_BLOCKS / (ly / 64)) : 1;
+    size_t need = scratch_bytes(&g, stack);
+    if (ensure_scratch(need))
+        return 2;
+    const long xs = (long)ch * h * w;
+    const long zys = 64L * (g.hp / 8) * (g.wp / 8), zcs = 2 * 64L * (g.hp / 8 / g.vs) * (g.wp / 8 / g.hs);
+    const int zb = z_double ? 8 : 4;
     i32 *codec = (i32 *)(((uintptr_t)tls_buf + 63) & ~(uintptr_t)63);
     u8 *Y = (u8 *)(codec + 3 * 64L * GROUP + ROWS * ((long)g.wp + 8)), *Cb = Y + stack * ly, *Cr = Cb + stack * lc;
     for (int i = i0; i < i1; i += stack) {
@@ -732,25 +745,15 @@ BACKWARD(double)
 int fdgpu_backward(const void *g, void *gx, int dbl, int n, int ch, int h, int w, int hs, int vs, int i0, int i1,
                    const void *zy, const void *zc)
 {
-    Geo geo;
-    geo.h = h, geo.w = w, geo.ch = ch;
-    geo.hs = ch == 3 ? hs : 1, geo.vs = ch == 3 ? vs : 1;
-    geo.hp = (h + 8 * geo.vs - 1) / (8 * geo.vs) * (8 * geo.vs);
-    geo.wp = (w + 8 * geo.hs - 1) / (8 * geo.hs) * (8 * geo.hs);
-    geo.hc = (h + geo.vs - 1) / geo.vs, geo.wc = (w + geo.hs - 1) / geo.hs;
+    Geo geo = make_geo(ch, h, w, hs, vs);
     (void)n;
     dct_init();
     const size_t tb = dbl ? 8 : 4;
     const size_t hcp = geo.hp / geo.vs, wcp = geo.wp / geo.hs;
     size_t need = tb * ((size_t)geo.hp * geo.wp + 2 * (size_t)h * w + 2 * hcp * wcp + (size_t)geo.wc * geo.hp
                         + 16 + 5 * ((size_t)geo.wp + 8) + (size_t)geo.hp * geo.wp) + 64;
-    if (need > tls_size) {
-        free(tls_buf);
-        tls_buf = (u8 *)malloc(need);
-        tls_size = tls_buf ? need : 0;
-        if (!tls_buf)
-            return 2;
-    }
+    if (ensure_scratch(need))
+        return 2;
     const long xs = (long)ch * h * w;
     const long zys = 64L * (geo.hp / 8) * (geo.wp / 8), zcs = 2 * 64L * (hcp / 8) * (wcp / 8);
     for (int i = i0; i < i1; i++) {
