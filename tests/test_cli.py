@@ -1,6 +1,5 @@
 """``fdgpu demo`` and ``fdgpu compress``; what every command tells a new user (extras, help texts, progress)."""
 import argparse
-import ast
 import os
 import sys
 from pathlib import Path
@@ -129,17 +128,26 @@ def test_compress_needs_exactly_one_table_choice(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- a new user's path
-def _setup_extras():
-    tree = ast.parse((Path(__file__).resolve().parents[1] / "setup.py").read_text())
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "extras")
-    return ast.literal_eval(node.value)
+def _extras():
+    import tomllib
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)["project"]["optional-dependencies"]
 
 
 def test_demo_extra_is_small():
-    extras = _setup_extras()
+    extras = _extras()
     assert extras["demo"] == ["scikit-image>=0.22", "matplotlib"]
     for heavy in ("triton", "pytest", "faiss", "hypothesis", "kornia"):
         assert not any(dep.startswith(heavy) for dep in extras["demo"] + extras["compress"])
+
+
+def test_tools_and_all_extras_are_the_unions():
+    # written out in pyproject.toml (static metadata), so a new extra's packages must be added to them by hand
+    extras = _extras()
+    assert sorted(extras["tools"]) == sorted(set(extras["demo"] + extras["compress"] + extras["eval"]))
+    others = [dep for name, deps in extras.items() if name != "all" for dep in deps]
+    assert sorted(extras["all"]) == sorted(set(others))
 
 
 @pytest.mark.parametrize("argv, module, extra", [
