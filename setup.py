@@ -9,5 +9,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["fdgpu", "fdgpu.*"]) + ["fdgpu.kernels"],
     package_dir={"fdgpu.kernels": "kernels"},
-    package_data={"fdgpu.reference": ["fused.c"]},  # the compiled CPU path's source, built on first use
+    package_data={"fdgpu.backends": ["csrc/fused.c"]},  # the compiled CPU path's source, built on first use
 )

@@ -6,7 +6,7 @@
 
 Each case runs with 0, 1 and 2 background processes that loop small torch ops at torch's default thread count
 (what a second experiment or data-loader workers doing tensor work look like to the layer). Providers, in the
-same conditions: the layer as shipped (the compiled forward, ``fdgpu/reference/fused.py``: a batch's images split
+same conditions: the layer as shipped (the compiled forward, ``fdgpu/backends/cpu.py``: a batch's images split
 over single-threaded workers, a small call on the calling thread); the same code on one thread; the torch
 reference forward (``fused=False``: its chunks on the single-threaded workers, ``fdgpu/reference/parallel.py``);
 and Pillow's save + load (libjpeg-turbo, one image at a time). Workloads: a batch of 32 RGB
@@ -57,7 +57,7 @@ def _images(batch, size):
 def _policy(name, monkeypatch):
     threads = torch.get_num_threads()
     if name == "torch reference":
-        monkeypatch.setattr(ref_jpeg._fused, "forward", lambda *args, **kwargs: None)
+        monkeypatch.setattr(ref_jpeg._cpu, "forward", lambda *args, **kwargs: None)
     if name == "one thread":
         torch.set_num_threads(1)
     try:

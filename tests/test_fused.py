@@ -1,13 +1,13 @@
-"""The compiled CPU forward (fdgpu/reference/fused.c) against the torch reference it must equal bit for bit, and the
+"""The cpu backend (fdgpu/backends/csrc/fused.c) against the torch reference it must equal bit for bit, and the
 fallback to the reference where it does not apply (no compiler, fractional or huge steps, autograd recording)."""
 import pytest
 import torch
 
 import fdgpu
-from fdgpu.reference import fused
+from fdgpu.backends import _library, cpu
 from fdgpu.reference import jpeg as ref_jpeg
 
-pytestmark = pytest.mark.skipif(fused.library() is None, reason=f"compiled CPU path: {fused.status()}")
+pytestmark = pytest.mark.skipif(_library.library() is None, reason=f"compiled CPU path: {_library.status()}")
 
 
 def _images(n, ch, h, w, dtype=torch.float32, seed=0):
@@ -20,7 +20,7 @@ def _images(n, ch, h, w, dtype=torch.float32, seed=0):
 
 
 def _both(x, lt, ct, sub, need_weight=True):
-    got = fused.forward(x, lt, ct, sub, need_weight=need_weight)
+    got = cpu.forward(x, lt, ct, sub, need_weight=need_weight)
     assert got is not None, "the fused path declined a case it handles"
     want = ref_jpeg.forward(x, lt, ct, sub, need_weight=need_weight, fused=False)
     return got, want
@@ -86,7 +86,7 @@ def test_equals_reference_batch_over_several_workers(monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        monkeypatch.setattr(fused, "INLINE_VALUES", 1)
+        monkeypatch.setattr(cpu, "INLINE_VALUES", 1)
         x = _images(9, 3, 24, 37)
         lt, ct = fdgpu.tables.ijg(75)
         _assert_equal(*_both(x, lt, ct, "4:2:0"))
@@ -97,7 +97,7 @@ def test_equals_reference_batch_over_several_workers(monkeypatch):
 def test_layer_uses_it_and_equals_reference_through_the_layer():
     x = _images(2, 3, 20, 28).requires_grad_()
     y = fdgpu.jpeg(x, 75, backward="soft")
-    assert fused.status() == "loaded"
+    assert _library.status() == "loaded"
     lt, ct = fdgpu.tables.ijg(75)
     assert torch.equal(y.detach(), ref_jpeg.forward(x.detach(), lt, ct, "4:2:0", fused=False)[0])
 
@@ -105,11 +105,11 @@ def test_layer_uses_it_and_equals_reference_through_the_layer():
 def test_declines_what_only_the_reference_handles():
     x = _images(1, 3, 16, 16)
     lt, ct = fdgpu.tables.ijg(50)
-    assert fused.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0") is None      # fractional steps
-    assert fused.forward(x, lt, fdgpu.tables.fd(1000.0), "4:2:0") is None   # steps over 32768
-    assert fused.forward(x.half(), lt, ct, "4:2:0") is None                  # dtype
+    assert cpu.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0") is None      # fractional steps
+    assert cpu.forward(x, lt, fdgpu.tables.fd(1000.0), "4:2:0") is None   # steps over 32768
+    assert cpu.forward(x.half(), lt, ct, "4:2:0") is None                  # dtype
     with torch.enable_grad():                                                # autograd records the ops
-        assert fused.forward(x.clone().requires_grad_(), lt, ct, "4:2:0") is None
+        assert cpu.forward(x.clone().requires_grad_(), lt, ct, "4:2:0") is None
     # and the reference forward still gives its answer for them
     y = ref_jpeg.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0")[0]
     assert torch.equal(y, ref_jpeg.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0", fused=False)[0])
@@ -118,18 +118,18 @@ def test_declines_what_only_the_reference_handles():
 @pytest.fixture
 def fresh_library(monkeypatch, tmp_path):
     monkeypatch.setenv("FDGPU_CACHE", str(tmp_path))
-    fused._reset()
+    _library._reset()
     yield tmp_path
     monkeypatch.undo()
-    fused._reset()
+    _library._reset()
 
 
 def test_no_compiler_falls_back_to_the_reference(fresh_library, monkeypatch):
     monkeypatch.setenv("CC", "fdgpu-no-such-compiler")
     x = _images(2, 3, 20, 28)
     lt, ct = fdgpu.tables.ijg(75)
-    assert fused.forward(x, lt, ct, "4:2:0") is None
-    assert fused.status().startswith("unavailable: no C compiler")
+    assert cpu.forward(x, lt, ct, "4:2:0") is None
+    assert _library.status().startswith("unavailable: no C compiler")
     assert torch.equal(fdgpu.jpeg(x, 75), ref_jpeg.forward(x, lt, ct, "4:2:0", fused=False)[0])
     assert not list(fresh_library.iterdir())  # nothing half-written in the cache
 
@@ -138,8 +138,8 @@ def test_disabled_by_environment(fresh_library, monkeypatch):
     monkeypatch.setenv("FDGPU_FUSED", "0")
     x = _images(1, 3, 8, 8)
     lt, ct = fdgpu.tables.ijg(75)
-    assert fused.forward(x, lt, ct, "4:2:0") is None
-    assert fused.status() == "unavailable: FDGPU_FUSED=0"
+    assert cpu.forward(x, lt, ct, "4:2:0") is None
+    assert _library.status() == "unavailable: FDGPU_FUSED=0"
 
 
 def _rel(a, b):
@@ -159,7 +159,7 @@ def test_backward_equals_reference_to_rounding(sub, shape, mode):
     for dtype in (torch.float32, torch.float64):
         xd, gd = x.to(dtype), g.to(dtype)
         state = ref_jpeg.forward(xd, lt.to(dtype), ct.to(dtype), sub, need_weight=True)[1] if mode == "soft" else None
-        got = fused.backward(gd, state, sub, mode)
+        got = cpu.backward(gd, state, sub, mode)
         assert got is not None and got.dtype == dtype and got.shape == gd.shape
         s64 = tuple(None if t is None else t.double() for t in state) if state is not None else None
         exact = ref_jpeg.backward(g.double(), s64, sub, mode, fused=False)
@@ -178,6 +178,6 @@ def test_backward_through_the_layer_and_declines():
         (fdgpu.jpeg(xr, 75, backward=mode) * g).sum().backward()
         lt, ct = fdgpu.tables.ijg(75)
         state = ref_jpeg.forward(x, lt, ct, "4:2:0", need_weight=True)[1] if mode == "soft" else None
-        assert torch.equal(xr.grad, fused.backward(g, state, "4:2:0", mode))
-    assert fused.backward(g, None, "4:2:0", "soft") is None        # soft needs the saved quotients
-    assert fused.backward(g, None, "4:2:0", "exact") is None       # autograd of the forward: the reference's
+        assert torch.equal(xr.grad, cpu.backward(g, state, "4:2:0", mode))
+    assert cpu.backward(g, None, "4:2:0", "soft") is None        # soft needs the saved quotients
+    assert cpu.backward(g, None, "4:2:0", "exact") is None       # autograd of the forward: the reference's

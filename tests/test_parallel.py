@@ -79,12 +79,12 @@ def test_errors_propagate(two_threads):
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
 def test_chunked_pool_equals_one_thread(two_threads, monkeypatch, subsampling, path):
     # Small chunks so that a small batch is spread over several workers; forward and both backward modes; the
-    # torch forward's chunks, or the compiled forward's (fdgpu/reference/fused.py) image ranges.
+    # torch forward's chunks, or the compiled forward's (fdgpu/backends/cpu.py) image ranges.
     monkeypatch.setattr(ref_jpeg, "CHUNK_VALUES", 3 * 24 * 40)
     if path == "torch":
-        monkeypatch.setattr(ref_jpeg._fused, "forward", lambda *args, **kwargs: None)
+        monkeypatch.setattr(ref_jpeg._cpu, "forward", lambda *args, **kwargs: None)
     else:
-        monkeypatch.setattr(ref_jpeg._fused, "INLINE_VALUES", 1)
+        monkeypatch.setattr(ref_jpeg._cpu, "INLINE_VALUES", 1)
     x = torch.rand(9, 3, 24, 37, generator=torch.Generator().manual_seed(0))
     g = torch.rand(9, 3, 24, 37, generator=torch.Generator().manual_seed(1))
     assert len(ref_jpeg._chunks(9, x[0].numel())) > 2

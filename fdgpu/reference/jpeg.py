@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import fused as _fused
+from ..backends import cpu as _cpu
 from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
 from .dct import block_dct, block_idct, fdct_islow, idct_islow
 from .parallel import map_chunks, workers
@@ -88,7 +88,7 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         need_weight: also return the saved state of the ``ste``/``soft`` backward: the quotient ``z = c / Q`` of
             every coefficient (the soft weight and the table gradients are functions of it).
         linear: evaluate ``L`` instead: every rounding and clamp removed (quantization becomes the identity).
-        fused: allow the compiled CPU path (:mod:`fdgpu.reference.fused`, equal bits) where it applies; False runs
+        fused: allow the compiled CPU path (:mod:`fdgpu.backends.cpu`, equal bits) where it applies; False runs
             these torch ops (the definition the Triton kernels mirror).
 
     Returns:
@@ -97,7 +97,7 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         ``(N, 2, 64, Hp / 8 / vs, Wp / 8 / hs)`` (or None).
     """
     if not linear and fused:
-        done = _fused.forward(x, luma_table, chroma_table, subsampling, need_weight)
+        done = _cpu.forward(x, luma_table, chroma_table, subsampling, need_weight)
         if done is not None:
             return done
     chunks = _chunks(x.shape[0], x[0].numel())
@@ -174,7 +174,7 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
     ``sum dloss/dc' * dc'/dQ`` over its blocks (:func:`fdgpu.reference.quantize.table_factor`), shaped like the
     table (``(8, 8)`` summed over the batch, ``(N, 8, 8)`` per image); zero for a table the input does not use.
 
-    ``fused``: without table gradients, allow the compiled CPU path (:func:`fdgpu.reference.fused.backward`: the
+    ``fused``: without table gradients, allow the compiled CPU path (:func:`fdgpu.backends.cpu.backward`: the
     same sums in another order, so equal up to float rounding); False runs these torch ops.
     """
     zy, zc = saved if saved is not None else (None, None)
@@ -183,7 +183,7 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
     if want and saved is None:
         raise ValueError("backward: table gradients need the saved quotients: forward(..., need_weight=True)")
     if not want and fused:
-        gx = _fused.backward(grad, saved if soft else None, subsampling, mode)
+        gx = _cpu.backward(grad, saved if soft else None, subsampling, mode)
         if gx is not None:
             return gx
     chunks = _chunks(grad.shape[0], grad[0].numel())

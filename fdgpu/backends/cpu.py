@@ -1,5 +1,5 @@
-"""The CPU fast path of the forward: ``fused.c``, the whole round trip in one pass per image in integer arithmetic,
-compiled once with the system's C compiler and called through ctypes.
+"""The CPU backend: the whole JPEG round trip in one pass per image in integer arithmetic (``csrc/fused.c``, built
+and loaded by :mod:`fdgpu.backends._library`), called through ctypes.
 
 It computes exactly what :func:`fdgpu.reference.jpeg.forward` computes (tests/test_fused.py asserts
 ``torch.equal`` on odd shapes, every subsampling, several qualities, FD and per-image tables, float32 and float64,
@@ -7,16 +7,13 @@ batches larger than one chunk); the torch reference stays the definition that th
 fallback. It is used for the forward without autograd recording (the layer's custom op, the ``ste``/``soft``
 saved quotients) when:
 
-* a C compiler is found (``$CC``, else ``cc``/``gcc``/``clang``) or the library is already in the cache;
-* ``FDGPU_FUSED`` is not ``0`` (set it to ``0`` to run everything on the torch reference);
+* the library is available (:func:`fdgpu.backends._library.status`: a C compiler is found or the library is
+  already in the cache, and ``FDGPU_FUSED`` is not ``0``);
 * the input is a CPU float32/float64 tensor and every step is an integer in 1..32768 (fractional steps, e.g. a
   fractional FD strength or tables being learned, use the reference's float64 quantizer).
 
 Otherwise :func:`forward` returns None and the caller runs the torch reference: no compiler means slower, never
-different. Compiled with ``-O3 -march=native -ffp-contract=off`` (no fused multiply-adds, no fast-math: the
-float steps must round as the reference's); the library is cached in ``$FDGPU_CACHE`` (default
-``~/.cache/fdgpu``), named by a hash of the source, the flags, the compiler's version and the CPU, and written
-atomically (concurrent first calls, e.g. pytest-xdist workers, each compile and rename; one wins).
+different.
 
 Threads: the C code is single-threaded (no OpenMP region, so no barrier that a descheduled thread can stall);
 a batch's images are split over the single-threaded workers of :mod:`fdgpu.reference.parallel` (ctypes releases
@@ -24,125 +21,16 @@ the GIL during the call), a small call runs on the calling thread with no hand-o
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
-import time
-from pathlib import Path
-
 import torch
 
-from .parallel import map_chunks, workers
-from .sampling import FACTORS
+from ..reference.parallel import map_chunks, workers
+from ..reference.sampling import FACTORS
+from . import _library
 
-SOURCE = Path(__file__).with_name("fused.c")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
-         "-std=gnu11")
 # Calls with fewer values than this run on the calling thread: a hand-off to a worker costs ~0.2-0.7 ms, about
 # the time of 2**18 values (one 3x224x224 image is 150,528).
 INLINE_VALUES = 1 << 18
 CHUNKS_PER_WORKER = 8  # a batch is cut into this many image ranges per worker (a stalled worker holds little)
-
-_lock = threading.Lock()
-_lib = None          # the loaded library, once built
-_state = "unloaded"  # "unloaded", "loaded" or "unavailable: <why>"
-compile_seconds: float | None = None  # wall time of this process's compile (None: loaded from the cache)
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc:
-        return shutil.which(cc)
-    for name in ("cc", "gcc", "clang"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("FDGPU_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fdgpu")
-    return Path(root)
-
-
-def _build(cc: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, text=True,
-                       timeout=300)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def library():
-    """The compiled library (built on first use), or None when it cannot be built; :func:`status` says why."""
-    global _lib, _state, compile_seconds
-    if _lib is not None or _state != "unloaded":
-        return _lib
-    with _lock:
-        if _state != "unloaded":
-            return _lib
-        if os.environ.get("FDGPU_FUSED", "1") == "0":
-            _state = "unavailable: FDGPU_FUSED=0"
-            return None
-        try:
-            cc = _compiler()
-            if cc is None:
-                raise OSError("no C compiler found ($CC, cc, gcc, clang)")
-            version = subprocess.run([cc, "--version"], check=False, capture_output=True, text=True, timeout=60).stdout
-            key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu(),
-                                            platform.machine()]).encode()).hexdigest()[:20]
-            target = cache_dir() / f"fused-{key}.so"
-            if not target.exists():
-                t0 = time.perf_counter()
-                _build(cc, target)
-                compile_seconds = time.perf_counter() - t0
-            lib = ctypes.CDLL(str(target))  # CDLL: the GIL is released during calls
-            fn = lib.fdgpu_forward
-            fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + \
-                [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
-            bwd = lib.fdgpu_backward
-            bwd.restype = ctypes.c_int
-            bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2
-            _lib, _state = (fn, bwd), "loaded"
-        except (OSError, subprocess.SubprocessError) as e:
-            detail = getattr(e, "stderr", None) or ""
-            _state = f"unavailable: {e} {detail}".strip()
-        return _lib
-
-
-def status() -> str:
-    """``"loaded"``, ``"unloaded"`` (not tried yet) or ``"unavailable: <reason>"``."""
-    return _state
-
-
-def _reset() -> None:
-    """Forget the loaded library (tests: to exercise the build and the fallback)."""
-    global _lib, _state, compile_seconds
-    with _lock:
-        _lib, _state, compile_seconds = None, "unloaded", None
-
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -164,7 +52,7 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tenso
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x,) + tables):
         return None  # autograd records the reference's ops ("exact" backward)
-    lib = library()
+    lib = _library.library()
     if lib is None:
         return None
     fn = lib[0]
@@ -221,7 +109,7 @@ def backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
             return None
         zy = zy.detach().contiguous()
         zc = zc.detach().contiguous() if ch == 3 else None
-    lib = library()
+    lib = _library.library()
     if lib is None:
         return None
     fn = lib[1]
