@@ -15,26 +15,40 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from . import _source_checkout  # noqa: E402,F401  (fdgpu.kernels from a checkout without pip install)
+from ._paths import DATA_ROOTS, SESSION_ENV, data_root_with  # noqa: E402  (captured before any test's isolation)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Every test runs with an empty HOME and XDG folders of its own and without ``FDGPU_DATA`` / ``FDGPU_MODELS``:
+    what a user's ``fdgpu data`` or ``fdgpu models fetch`` put under ``~/.cache/fdgpu`` cannot change a result.
+    The caches that hold no data (the compiled C library, Triton's, matplotlib's) stay one per session
+    (:data:`tests._paths.SESSION_ENV`); tests that need real data find it through :mod:`tests._paths`."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+        monkeypatch.setenv(var, str(home / sub))
+    for var in ("FDGPU_DATA", "FDGPU_MODELS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in SESSION_ENV.items():
+        monkeypatch.setenv(var, value)
+    return home
+
+
 def shared_data_dir():
-    """The data folder: $FDGPU_DATA, else ../shared/data beside the repository (present on the project's machines,
-    absent on a user's fresh clone). Returns None when neither exists."""
-    env = os.environ.get("FDGPU_DATA")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
-        if cand.is_dir():
-            return cand
-    return None
+    """The first data root holding ``natural/`` (the photos only the project's shared data has): ``$FDGPU_DATA``,
+    ``../shared/data`` or ``~/.cache/fdgpu/data`` as they were when the session started. None when none has it."""
+    return data_root_with("natural")
 
 
 @pytest.fixture(scope="session")
 def data_dir():
     d = shared_data_dir()
     if d is None:
-        pytest.skip("shared data not found: set FDGPU_DATA to a folder with cifar10/ and natural/ "
-                    "(the project's ../shared/data; `fdgpu data cifar10 --root DIR` gets cifar10/)")
+        pytest.skip(f"natural photos not found under {', '.join(str(r) for r in DATA_ROOTS)}: set FDGPU_DATA to a "
+                    f"folder with natural/ (the project's ../shared/data)")
     return d
 
 

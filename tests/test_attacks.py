@@ -1,7 +1,4 @@
 """fdgpu.attacks: FGSM, PGD (L-inf/L2), EOT, BPDA; AutoAttack-style checks and torchattacks through the layer."""
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -10,9 +7,8 @@ import fdgpu
 from fdgpu.attacks import BPDA, apgd, checkpoints, dlr_loss, dlr_targeted_loss, eot, fgsm, pgd
 from fdgpu.models import CIFAR10_MEAN, CIFAR10_STD, Normalize, cifar_resnet
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FDGPU_DATA", REPO.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("FDGPU_MODELS", REPO.parent / "shared" / "models"))
+from ._paths import data_file, data_missing, model_file, model_missing
+
 BACKWARDS = fdgpu.BACKWARDS
 
 
@@ -23,19 +19,17 @@ def toy(seed=0):
 
 
 def pretrained(defence=None):
-    p = MODELS / "resnet20-cifar10.pt"
-    if not p.is_file():
-        pytest.skip(f"pretrained weights not found at {p} (set FDGPU_MODELS to the folder with resnet20-cifar10.pt; "
-                    f"`fdgpu models fetch resnet20 --root DIR` downloads it)")
+    p = model_file("resnet20-cifar10.pt")
+    if p is None:
+        pytest.skip(model_missing("resnet20-cifar10.pt"))
     layers = [Normalize(CIFAR10_MEAN, CIFAR10_STD), cifar_resnet(20, weights=p)]
     return nn.Sequential(*([defence] if defence is not None else []), *layers).eval()
 
 
 def cifar(n):
-    p = DATA / "cifar10" / "test.npz"
-    if not p.is_file():
-        pytest.skip(f"CIFAR-10 subset not found at {p} (set FDGPU_DATA to a folder holding cifar10/test.npz; "
-                    f"`fdgpu data cifar10 --root DIR` downloads it)")
+    p = data_file("cifar10/test.npz")
+    if p is None:
+        pytest.skip(data_missing("cifar10/test.npz"))
     from fdgpu.data import load_npz
     return load_npz(p, limit=n)
 

@@ -1,11 +1,9 @@
 """Tests of fdgpu.baselines: image quilting and TV minimisation as BPDA defences.
 
 Most tests build a small patch database from synthetic images, so they run anywhere; the ones on real data use
-``$FDGPU_DATA`` (or ../shared/data next to the checkout) and skip with a reason when it is absent.
+the data roots of tests/_paths.py (``$FDGPU_DATA``, ../shared/data, ~/.cache/fdgpu/data) and skip with a reason
+when none has CIFAR-10.
 """
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,11 +13,12 @@ from fdgpu.baselines.data import load_cifar, synthetic_images
 from fdgpu.baselines.quilting import _min_cut
 from fdgpu.baselines.tvm import total_variation
 
-DATA = Path(os.environ.get("FDGPU_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-CIFAR_TRAIN = DATA / "cifar10" / "train10k.npz"
-CIFAR_TEST = DATA / "cifar10" / "test.npz"
-needs_cifar = pytest.mark.skipif(not (CIFAR_TRAIN.is_file() and CIFAR_TEST.is_file()),
-                                 reason=f"CIFAR-10 npz files not found under {DATA} (set FDGPU_DATA)")
+from ._paths import data_missing, data_root_with
+
+DATA = data_root_with("cifar10/train10k.npz")
+CIFAR_TRAIN = DATA / "cifar10" / "train10k.npz" if DATA else None
+CIFAR_TEST = DATA / "cifar10" / "test.npz" if DATA else None
+needs_cifar = pytest.mark.skipif(not (DATA and CIFAR_TEST.is_file()), reason=data_missing("cifar10/train10k.npz"))
 
 
 def images(n, size, seed=1, dtype=torch.float32):

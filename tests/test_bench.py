@@ -1,13 +1,13 @@
 """Smoke tests of ``fdgpu bench`` on tiny settings: valid JSON, a PNG, labelled data sources. No timing asserts."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from fdgpu.cli import main
 
-DATA = Path(os.environ.get("FDGPU_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+from ._paths import data_missing, data_root_with
+
+DATA = data_root_with("cifar10/test.npz")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,7 +45,7 @@ def test_bench_smoke_synthetic(tmp_path, capsys):
     assert all(r["ratio_to_fdgpu"] == 1.0 for r in results if r["method"] == "fdgpu_fd")
 
 
-@pytest.mark.skipif(not (DATA / "cifar10" / "test.npz").is_file(), reason=f"no CIFAR-10 data under {DATA}")
+@pytest.mark.skipif(DATA is None, reason=data_missing("cifar10/test.npz"))
 def test_bench_real_data_labelled(tmp_path):
     rc, out = run_bench(tmp_path, "--data", str(DATA), "--methods", "fdgpu_fd", "quilting")
     assert rc == 0

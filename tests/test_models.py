@@ -1,7 +1,4 @@
 """fdgpu.models (CIFAR ResNets, Normalize, Ensemble) and fdgpu.data loaders."""
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -10,24 +7,21 @@ import torch.nn as nn
 from fdgpu.data import data_root, load_image_folder, load_npz
 from fdgpu.models import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, Ensemble, Normalize, cifar_resnet
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FDGPU_DATA", REPO.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("FDGPU_MODELS", REPO.parent / "shared" / "models"))
+from ._paths import data_file, data_missing, model_file, model_missing
+
 
 
 def weights(depth):
-    p = MODELS / f"resnet{depth}-cifar10.pt"
-    if not p.is_file():
-        pytest.skip(f"pretrained weights not found at {p} (set FDGPU_MODELS to the folder with resnet*-cifar10.pt; "
-                    f"`fdgpu models fetch --root DIR` downloads them)")
+    p = model_file(f"resnet{depth}-cifar10.pt")
+    if p is None:
+        pytest.skip(model_missing(f"resnet{depth}-cifar10.pt"))
     return p
 
 
 def cifar_test():
-    p = DATA / "cifar10" / "test.npz"
-    if not p.is_file():
-        pytest.skip(f"CIFAR-10 subset not found at {p} (set FDGPU_DATA to a folder holding cifar10/test.npz; "
-                    f"`fdgpu data cifar10 --root DIR` downloads it)")
+    p = data_file("cifar10/test.npz")
+    if p is None:
+        pytest.skip(data_missing("cifar10/test.npz"))
     return p
 
 
