@@ -150,6 +150,29 @@ def test_tools_and_all_extras_are_the_unions():
     assert sorted(extras["all"]) == sorted(set(others))
 
 
+def test_ci_installs_every_package_a_test_can_skip_without():
+    """A fresh clone's `bash .ci/run` (the [test] extra, then torchattacks) installs every optional package the
+    tests import or skip without, so that only absent data makes a test skip."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    pip_name = {"PIL": "pillow", "skimage": "scikit-image", "faiss": "faiss-cpu", "scipy": "scipy"}
+    core = {"numpy", "torch", "tqdm"}
+    test_extra = {re.split(r"[<>=\[]", dep)[0].lower() for dep in _extras()["test"]}
+    ci = (repo / ".ci" / "run").read_text()
+    installed = test_extra | set(re.findall(r"pip install -q --no-deps ([\w-]+)==", ci))
+    assert 'pip install -q -e ".[test]"' in ci
+    used = set()
+    for f in (repo / "tests").glob("*.py"):
+        text = f.read_text()
+        used |= {m.split(".")[0] for m in re.findall(r"importorskip\(\s*[\"']([\w.]+)[\"']", text)}
+        if "imagenet_available" in text:  # tests that skip without the imagenet extra
+            used |= set(_extras()["imagenet"])
+    needed = {pip_name.get(m, m).lower().split(">")[0] for m in used} - core
+    assert {"simplejpeg", "torchattacks", "efficientnet-lite-pytorch"} <= needed  # the scan finds them
+    assert sorted(needed - installed) == []
+
+
 @pytest.mark.parametrize("argv, module, extra", [
     (["demo", "--images", "chelsea"], "skimage", "demo"),
     (["demo", "--images", "chelsea"], "matplotlib", "demo"),
