@@ -5,13 +5,18 @@ folder laid out like the project's shared data (``cifar10/test.npz``, ``cifar10/
 then ``~/.cache/fdgpu/data``, where ``fdgpu data cifar10`` puts CIFAR-10. An extracted ``cifar-10-batches-py``
 folder (the official archive, as torchvision keeps it) is read directly too.
 
-All loaders return ``x`` as ``(N, 3, H, W)`` float32 in [0, 1] (exact ``uint8 / 255``) and ``y`` as ``(N,)`` int64.
+The one place fdgpu reads images from disk; ``fdgpu eval``, the defences, ``fdgpu bench`` and the models all call it.
+Two views of the same images: the ``read_*`` functions and :func:`load_images` give the uint8 ``(N, H, W, C)`` arrays
+as stored, the ``load_*`` functions the float32 ``(N, 3, H, W)`` tensors in [0, 1] (exact ``uint8 / 255``,
+:func:`to_float`) that models take; labels are ``(N,)`` int64. Image files are read as viewers show them (EXIF
+orientation applied), and what is not 8-bit RGB or grayscale (16-bit, transparent, animated, CMYK) is refused rather
+than reduced; labels files have one parser (:func:`read_labels`).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -140,14 +145,18 @@ def check_labels(ys: np.ndarray, n: int, where: str, num_classes: Optional[int] 
             raise ValueError(f"y in {where}: expected class indices {want}, got values from {lo} to {hi}")
 
 
-def load_cifar10_batch(path: PathLike, start: int = 0, limit: Optional[int] = None,
-                       num_classes: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images of one batch file of ``cifar-10-batches-py`` (or of the folder: its ``test_batch``); ``start``,
-    ``limit`` and ``num_classes`` as in :func:`load_npz`.
+def to_float(xs: np.ndarray) -> torch.Tensor:
+    """The float view of images: uint8 (or float in [0, 1]) ``(N, H, W, C)`` -> float32 ``(N, C, H, W)`` in [0, 1]
+    (exact ``uint8 / 255``), contiguous. Every float loader ends with it."""
+    x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2)
+    x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+    return x.contiguous()
 
-    Returns:
-        ``x`` ``(N, 3, 32, 32)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
-    """
+
+def read_batch_file(path: PathLike, start: int = 0, limit: Optional[int] = None,
+                    num_classes: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The uint8 view of one batch file of ``cifar-10-batches-py`` (or of the folder: its ``test_batch``): ``x``
+    uint8 ``(N, 32, 32, 3)``, ``y`` int64 ``(N,)``; arguments as in :func:`load_npz`."""
     from .download import read_batch
 
     p = Path(path).expanduser()
@@ -162,8 +171,76 @@ def load_cifar10_batch(path: PathLike, start: int = 0, limit: Optional[int] = No
     end = None if limit is None else start + int(limit)
     xs, ys = xs[start:end], ys[start:end]
     check_labels(ys, xs.shape[0], repr(str(p)), num_classes)
-    x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    return x.contiguous(), torch.from_numpy(ys.copy()).to(torch.int64)
+    return np.ascontiguousarray(xs), ys.astype(np.int64)
+
+
+def load_cifar10_batch(path: PathLike, start: int = 0, limit: Optional[int] = None,
+                       num_classes: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Images of one batch file of ``cifar-10-batches-py`` (or of the folder: its ``test_batch``); ``start``,
+    ``limit`` and ``num_classes`` as in :func:`load_npz`.
+
+    Returns:
+        ``x`` ``(N, 3, 32, 32)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
+    """
+    xs, ys = read_batch_file(path, start, limit, num_classes)
+    return to_float(xs), torch.from_numpy(ys)
+
+
+def read_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0, limit: Optional[int] = None,
+             num_classes: Optional[int] = None, labels: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The arrays of a CIFAR-style ``.npz`` as stored, checked: ``x`` ``(N, H, W, C)`` (C = 1 or 3) uint8 or float in
+    [0, 1], ``y`` int64 ``(N,)`` (``None`` with ``labels=False``, which neither needs nor reads ``y``).
+
+    Arguments and errors as in :func:`load_npz`, which is this with the float view (:func:`to_float`).
+    """
+    import zipfile
+    import zlib
+
+    _check_slice(start, limit)
+    p = resolve_cifar10(path, root)
+    if p.is_dir() and is_cifar10_batches(p) or p.parent.name == "cifar-10-batches-py" and p.suffix != ".npz":
+        xs, ys = read_batch_file(p, start, limit, num_classes)
+        return xs, ys if labels else None
+    want = "arrays x, y" if labels else "array x"
+    if not p.is_file():
+        hint = (f"; `{GET_CIFAR10}" + (f" --root {p.parent.parent}`" if root is not None else "`") +
+                " downloads it" if p.parent.name == "cifar10" and p.stem in BATCHES else "")
+        raise FileNotFoundError(f"expected an .npz file with {want}, got {str(p)!r} which does not exist{hint}")
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        what = "a single .npy array" if magic == b"\x93NUM" else "not a zip archive"
+        raise ValueError(f"expected an .npz archive with {want} (as np.savez writes), got {str(p)!r} which is {what}")
+    unreadable = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+    try:
+        f = np.load(p, allow_pickle=False)
+    except unreadable as exc:
+        raise ValueError(f"expected an .npz archive with {want}, got {str(p)!r} which cannot be read "
+                         f"({type(exc).__name__}: {exc}); is it truncated?") from None
+    with f:
+        names = ("x", "y") if labels else ("x",)
+        if any(name not in f for name in names):
+            raise ValueError(f"expected {' and '.join(repr(n) for n in names)} in {str(p)!r}, got "
+                             f"{sorted(f.keys())}")
+        try:
+            xs, ys = f["x"], (f["y"] if labels else None)
+        except unreadable as exc:
+            raise ValueError(f"expected an .npz archive with {want}, got {str(p)!r} whose arrays cannot be read "
+                             f"({type(exc).__name__}: {exc}); is it truncated?") from None
+    if xs.ndim != 4 or xs.shape[-1] not in (1, 3):
+        raise ValueError(f"expected x of shape (N, H, W, 3) in {str(p)!r}, got {xs.shape}")
+    if labels and ys.shape != xs.shape[:1]:
+        raise ValueError(f"y in {str(p)!r}: expected labels of shape ({xs.shape[0]},), one per image, got {ys.shape}")
+    if start >= xs.shape[0]:
+        raise ValueError(f"start: expected an index below the {xs.shape[0]} images of {str(p)!r}, got {start}")
+    end = None if limit is None else start + int(limit)
+    xs = xs[start:end]
+    check_images(xs, repr(str(p)))
+    if not labels:
+        return xs, None
+    ys = ys[start:end]
+    check_labels(ys, xs.shape[0], repr(str(p)), num_classes)
+    return xs, np.asarray(ys).astype(np.int64)
 
 
 def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
@@ -179,7 +256,7 @@ def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
         num_classes: when given, labels must lie in ``[0, num_classes)`` (else only ``>= 0`` is checked).
 
     Returns:
-        ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64.
+        ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64. :func:`read_npz` gives the arrays as stored.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -192,62 +269,153 @@ def load_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0,
         >>> x.shape, y.shape  # doctest: +SKIP
         (torch.Size([8, 3, 32, 32]), torch.Size([8]))
     """
-    import zipfile
-    import zlib
+    xs, ys = read_npz(path, root, start, limit, num_classes)
+    return to_float(xs), torch.from_numpy(ys)
 
-    _check_slice(start, limit)
-    p = resolve_cifar10(path, root)
-    if p.is_dir() and is_cifar10_batches(p) or p.parent.name == "cifar-10-batches-py" and p.suffix != ".npz":
-        return load_cifar10_batch(p, start, limit, num_classes)
+
+# ------------------------------------------------------------------------------------------------ folders of images
+LABEL_COLUMNS = ("ImageId", "TrueLabel")  # the columns of a labels file (the NIPS 2017 adversarial-competition CSV)
+
+
+def read_labels(path: PathLike) -> Dict[str, int]:
+    """The labels file of an image folder: a CSV whose header names the columns ``ImageId`` (a file's name without
+    its suffix) and ``TrueLabel`` (an integer; other columns are ignored) -> ``{ImageId: TrueLabel}``.
+
+    The one parser of labels files. Strict: a header without both columns (a file without a header would lose its
+    first row to it), an empty ``ImageId``, a label that is not an integer, or an ``ImageId`` given twice raises.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: as above; the message names the file and the line.
+    """
+    import csv
+
+    p = Path(path).expanduser()
     if not p.is_file():
-        hint = (f"; `{GET_CIFAR10}" + (f" --root {p.parent.parent}`" if root is not None else "`") +
-                " downloads it" if p.parent.name == "cifar10" and p.stem in BATCHES else "")
-        raise FileNotFoundError(f"expected an .npz file with arrays x, y, got {str(p)!r} which does not exist{hint}")
-    with open(p, "rb") as fh:
-        magic = fh.read(4)
-    if magic != b"PK\x03\x04":  # every .npz is a zip archive
-        what = "a single .npy array" if magic == b"\x93NUM" else "not a zip archive"
-        raise ValueError(f"expected an .npz archive with arrays x, y (as np.savez writes), got {str(p)!r} which is "
-                         f"{what}")
-    unreadable = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
-    try:
-        f = np.load(p, allow_pickle=False)
-    except unreadable as exc:
-        raise ValueError(f"expected an .npz archive with arrays x, y, got {str(p)!r} which cannot be read "
-                         f"({type(exc).__name__}: {exc}); is it truncated?") from None
-    with f:
-        if "x" not in f or "y" not in f:
-            raise ValueError(f"expected arrays 'x' and 'y' in {str(p)!r}, got {sorted(f.keys())}")
-        try:
-            xs, ys = f["x"], f["y"]
-        except unreadable as exc:
-            raise ValueError(f"expected an .npz archive with arrays x, y, got {str(p)!r} whose arrays cannot be read "
-                             f"({type(exc).__name__}: {exc}); is it truncated?") from None
-    if xs.ndim != 4 or xs.shape[-1] not in (1, 3):
-        raise ValueError(f"expected x of shape (N, H, W, 3) in {str(p)!r}, got {xs.shape}")
-    if ys.shape != xs.shape[:1]:
-        raise ValueError(f"y in {str(p)!r}: expected labels of shape ({xs.shape[0]},), one per image, got {ys.shape}")
-    if start >= xs.shape[0]:
-        raise ValueError(f"start: expected an index below the {xs.shape[0]} images of {str(p)!r}, got {start}")
-    end = None if limit is None else start + int(limit)
-    xs, ys = xs[start:end], ys[start:end]
-    check_images(xs, repr(str(p)))
-    check_labels(ys, xs.shape[0], repr(str(p)), num_classes)
-    x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2).contiguous()
-    x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
-    return x, torch.from_numpy(np.asarray(ys)).to(torch.int64)
+        raise FileNotFoundError(f"labels_csv: expected a CSV file with columns {','.join(LABEL_COLUMNS)}, got "
+                                f"{str(p)!r} which does not exist")
+    key, col = LABEL_COLUMNS
+    labels: Dict[str, int] = {}
+    with open(p, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or key not in reader.fieldnames or col not in reader.fieldnames:
+            raise ValueError(f"labels_csv: expected a header row naming the columns {key},{col}, got "
+                             f"{reader.fieldnames} in {str(p)!r}")
+        for line, row in enumerate(reader, start=2):
+            name, value = (row.get(key) or "").strip(), (row.get(col) or "").strip()
+            try:
+                label = int(value)
+            except ValueError:
+                label = None
+            if not name or label is None:
+                raise ValueError(f"labels_csv: expected columns {key},{col} with an integer label, got "
+                                 f"{dict(row)} on line {line} of {str(p)!r}")
+            if name in labels:
+                raise ValueError(f"labels_csv: expected each {key} once, got {name!r} again on line {line} of "
+                                 f"{str(p)!r}")
+            labels[name] = label
+    return labels
+
+
+def image_range(folder: PathLike, start: int = 0, limit: Optional[int] = None) -> List[Path]:
+    """The image files ``start .. start + limit - 1`` of :func:`image_files` (sorted by name).
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder, or holds no image files.
+        ValueError: a bad ``start`` (at or past the number of images) or ``limit``.
+    """
+    _check_slice(start, limit)
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"expected a folder of images, got {str(folder)!r} which is not a directory")
+    files = image_files(folder)
+    if not files:
+        raise FileNotFoundError(f"expected image files ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}, got none")
+    if start >= len(files):
+        raise ValueError(f"start: expected an index below the {len(files)} images of {str(folder)!r}, got {start}")
+    return files[start:None if limit is None else start + int(limit)]
+
+
+def read_images(files: Sequence[PathLike], size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """The uint8 view of image files: ``(N, H, W, 3)`` RGB, each as viewers show it (:func:`fdgpu.compress.read_image`:
+    the EXIF orientation applied; grayscale expanded to RGB), resized to ``size`` = (H, W) when given (:func:`resize`).
+
+    Raises:
+        ValueError: a file that cannot be read as 8-bit RGB or grayscale (corrupt, animated, 16-bit, transparent,
+            CMYK; the message names the file), or images of different sizes without ``size``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from .compress import read_image
+
+    arrays = []
+    for f in files:
+        try:  # 8-bit RGB or gray as viewers show it; animated, 16-bit or transparent images are refused
+            a = read_image(Path(f))
+        except (ValueError, OSError, UnidentifiedImageError) as exc:
+            raise ValueError(f"{f}: expected a readable 8-bit image, got {type(exc).__name__}: {exc}") from None
+        im = Image.fromarray(a).convert("RGB")
+        if size is not None:
+            im = resize(im, size)
+        arrays.append(np.asarray(im))
+    shapes = sorted({a.shape for a in arrays})
+    if len(shapes) > 1:
+        raise ValueError(f"expected images of one size, got {len(shapes)} sizes ({shapes[:3]}...); pass size=(H, W) "
+                         f"to resize them")
+    if not arrays:
+        raise ValueError("expected at least one image file, got none")
+    return np.stack(arrays)
+
+
+def resize_images(xs: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` images resized to ``size`` = (H, W) (:func:`resize`, each from its own 8 bits)."""
+    from PIL import Image
+
+    if xs.shape[1:3] == tuple(size):
+        return xs
+    return np.stack([np.asarray(resize(Image.fromarray(a), size)) for a in xs])
+
+
+def load_images(folder: PathLike, start: int = 0, limit: Optional[int] = None,
+                size: Optional[Tuple[int, int]] = None, labels_csv: Optional[PathLike] = None,
+                labels_required: bool = False) -> Tuple[np.ndarray, np.ndarray, List[Path]]:
+    """The uint8 view of a folder of images, with their labels: what every loader of photos reads.
+
+    Args:
+        folder, start, limit: the files of :func:`image_range`.
+        size: ``(H, W)`` to resize to (:func:`read_images`).
+        labels_csv: a labels file (:func:`read_labels`); every image kept must have a label in it.
+        labels_required: raise when ``labels_csv`` is None (else the labels are -1).
+
+    Returns:
+        ``x`` uint8 ``(N, H, W, 3)``, ``y`` int64 ``(N,)`` (the file's ``TrueLabel`` as written), the files.
+    """
+    files = image_range(folder, start, limit)
+    if labels_csv is None:
+        if labels_required:
+            raise FileNotFoundError(f"labels_csv: expected a labels file (columns {','.join(LABEL_COLUMNS)}) for "
+                                    f"the images of {str(folder)!r}, got none; pass --labels-csv")
+        y = np.full(len(files), -1, dtype=np.int64)
+    else:
+        labels = read_labels(labels_csv)
+        missing = [f.name for f in files if f.stem not in labels]
+        if missing:
+            raise ValueError(f"labels_csv: expected a label for every image, got none for {len(missing)} of them "
+                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}) in {str(labels_csv)!r}")
+        y = np.array([labels[f.stem] for f in files], dtype=np.int64)
+    return read_images(files, size), y, files
 
 
 def load_image_folder(path: PathLike, size: Optional[Tuple[int, int]] = None, labels_csv: Optional[PathLike] = None,
-                      limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
-    """Load every image in a folder (sorted by name) as RGB.
+                      limit: Optional[int] = None, start: int = 0) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """Load the images of a folder (sorted by name) as RGB: the float view of :func:`load_images`.
 
     Args:
         path: the folder.
         size: ``(H, W)`` to resize to (bicubic, Pillow: :func:`resize`); needed when the images differ in size.
-        labels_csv: optional CSV with columns ``ImageId`` (file stem) and ``TrueLabel`` (or a second column) for
-            the labels, as in ``natural/images.csv``; without it labels are -1.
-        limit: keep the first ``limit`` images.
+        labels_csv: optional CSV with columns ``ImageId`` (file stem) and ``TrueLabel`` (:func:`read_labels`), as in
+            ``natural/images.csv``; every image needs a label in it. Without it labels are -1.
+        limit, start: keep images ``start .. start + limit - 1``.
 
     Returns:
         ``x`` ``(N, 3, H, W)`` float32 in [0, 1], ``y`` ``(N,)`` int64, and the file names.
@@ -256,45 +424,7 @@ def load_image_folder(path: PathLike, size: Optional[Tuple[int, int]] = None, la
         FileNotFoundError: the folder does not exist or holds no image files.
         ValueError: an image that cannot be read as 8-bit RGB or grayscale as viewers show it (corrupt, animated,
             16-bit, transparent, CMYK: see :func:`fdgpu.compress.read_image`; the EXIF orientation is applied), a
-            malformed ``labels_csv``, images of different sizes without ``size``.
+            malformed ``labels_csv`` or an image without a label in it, images of different sizes without ``size``.
     """
-    from PIL import Image
-
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"expected a folder of images, got {str(folder)!r} which is not a directory")
-    files = image_files(folder)[:limit]
-    if not files:
-        raise FileNotFoundError(f"expected image files ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}, got none")
-    labels = {}
-    if labels_csv is not None:
-        import csv
-        with open(labels_csv, newline="") as fh:
-            for line, row in enumerate(csv.DictReader(fh), start=2):
-                try:
-                    key = row.get("ImageId") or next(iter(row.values()))
-                    val = row.get("TrueLabel") or list(row.values())[1]
-                    labels[key] = int(val)
-                except (IndexError, StopIteration, TypeError, ValueError):
-                    raise ValueError(f"labels_csv: expected columns ImageId,TrueLabel with an integer label, got "
-                                     f"{dict(row)} on line {line} of {str(labels_csv)!r}") from None
-    from PIL import UnidentifiedImageError
-
-    from .compress import read_image
-
-    arrays = []
-    for f in files:
-        try:  # 8-bit RGB or gray as viewers show it; animated, 16-bit or transparent images are refused
-            a = read_image(f)
-        except (ValueError, OSError, UnidentifiedImageError) as exc:
-            raise ValueError(f"{f}: expected a readable 8-bit image, got {type(exc).__name__}: {exc}") from None
-        im = Image.fromarray(a).convert("RGB")
-        if size is not None:
-            im = resize(im, size)
-        arrays.append(np.asarray(im))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"expected images of one size, got {sorted(shapes)[:3]}...; pass size=(H, W)")
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    y = torch.tensor([labels.get(f.stem, -1) for f in files], dtype=torch.int64)
-    return x.contiguous(), y, [f.name for f in files]
+    xs, y, files = load_images(path, start, limit, size, labels_csv)
+    return to_float(xs), torch.from_numpy(y), [f.name for f in files]

@@ -13,15 +13,6 @@ def family(size: int) -> str:
     return "cifar" if size <= 64 else "natural"
 
 
-def _resize(a, size: int):
-    import numpy as np
-    from PIL import Image
-
-    if a.shape[1] == size and a.shape[2] == size:
-        return a
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in a])
-
-
 class BenchData:
     """Timed images and quilting databases per family; synthetic when no data is found (and labelled so).
 
@@ -51,6 +42,7 @@ class BenchData:
 
     def images(self, size: int, batch: int):
         """uint8 (batch, size, size, 3)."""
+        from ..data import resize_images
         from ..defences.data import load_cifar, load_natural, synthetic_images
 
         fam = family(size)
@@ -59,21 +51,21 @@ class BenchData:
             return synthetic_images(batch, size, seed=self.seed + 1)
         if fam == "cifar":
             path = self.root / "cifar10" / "test.npz"
-            a = load_cifar(path, batch)
+            a = resize_images(load_cifar(path, batch), (size, size))
             self.sources["timed_cifar"] = f"{path}[0:{batch}]"
         else:
             folder = self.root / "natural"
-            a = load_natural(folder, 100, 100 + batch)
+            a = load_natural(folder, 100, 100 + batch, size=size)
             self.sources["timed_natural"] = f"{folder} (sorted) [100:{100 + batch}]"
         if len(a) < batch:
             raise ValueError(f"expected at least {batch} images for size {size}, got {len(a)}; pass smaller --batches.")
-        return _resize(a, size)
+        return a
 
     def batch(self, size: int, batch: int):
         """:meth:`images` as the float ``(batch, 3, size, size)`` tensor in [0, 1] that providers take."""
-        import torch
+        from ..data import to_float
 
-        return torch.from_numpy(self.images(size, batch)).permute(0, 3, 1, 2).float().div(255).contiguous()
+        return to_float(self.images(size, batch))
 
     def database(self, size: int):
         """Quilting's patch database for images of ``size`` (built once per family, indexed)."""

@@ -24,45 +24,36 @@ def data_root(path: Optional[PathLike] = None) -> Optional[Path]:
 
 
 def load_cifar(npz_path: PathLike, limit: Optional[int] = None) -> np.ndarray:
-    """CIFAR-10 images from an ``.npz`` with key ``x``: uint8 (M, 32, 32, 3). ``limit``: keep the first M."""
+    """CIFAR-10 images from an ``.npz`` with key ``x`` (``y`` is not needed), or a ``cifar-10-batches-py`` batch:
+    uint8 (M, H, W, 3), the uint8 view of :func:`fdgpu.data.read_npz`. ``limit``: keep the first M."""
+    from ..data import read_npz
+
     path = Path(npz_path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"expected a CIFAR-10 .npz file with key 'x', got {path} (not found). "
                                 f"Pass its path, or set FDGPU_DATA to the folder holding cifar10/.")
-    with np.load(path) as d:
-        x = d["x"]
+    x, _ = read_npz(path, limit=limit, labels=False)
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
         raise ValueError(f"expected uint8 images (M, H, W, 3) under key 'x' in {path}, got {x.dtype} {x.shape}.")
-    return x[:limit] if limit is not None else x
+    return x
 
 
 def load_natural(folder: PathLike, start: int = 0, stop: Optional[int] = 100,
                  size: Optional[int] = None) -> np.ndarray:
-    """Photos ``start:stop`` of ``folder`` (:func:`fdgpu.data.image_files`: sorted by file name): uint8 (M, H, W, 3).
+    """Photos ``start:stop`` of ``folder`` (sorted by file name): uint8 (M, H, W, 3), the uint8 view of
+    :func:`fdgpu.data.load_images` (EXIF orientation applied, 8-bit only).
 
     Images 0-99 of the shared natural set are the ones meant for building databases; keep the rest for evaluation.
-    ``size``: resize (bicubic) to size x size; otherwise all images must share one size.
+    ``size``: resize (bicubic) to size x size; otherwise all images must share one size. Fewer than ``stop - start``
+    images are returned when the folder ends before ``stop``.
     """
-    from PIL import Image
+    from ..data import load_images
 
-    from ..data import image_files, resize
-
-    folder = Path(folder)
-    files = image_files(folder)[start:stop]
-    if not files:
-        raise FileNotFoundError(f"expected image files (png/jpg/...) in {folder}[{start}:{stop}], got none. "
-                                f"Pass a folder of photos, or set FDGPU_DATA to the folder holding natural/.")
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            if size is not None:
-                im = resize(im, (size, size))
-            out.append(np.asarray(im, dtype=np.uint8))
-    shapes = {a.shape for a in out}
-    if len(shapes) != 1:
-        raise ValueError(f"expected photos of one size in {folder}, got {sorted(shapes)}; pass size= to resize.")
-    return np.stack(out)
+    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, (int, np.integer)) or stop <= start):
+        raise ValueError(f"stop: expected an index above start={start!r} (or None for all), got {stop!r}")
+    x, _, _ = load_images(folder, start, None if stop is None else stop - start,
+                          None if size is None else (size, size))
+    return x
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:

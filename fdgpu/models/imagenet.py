@@ -93,7 +93,8 @@ def imagenet_model(name: str, weights: str | None = None) -> nn.Module:
 
 def load_natural(folder, start: int = 0, limit: int | None = None, size: int = LITE0_SIZE, labels_csv=None):
     """Photos of an ImageNet-compatible folder (e.g. a data root's ``natural/``), sorted by file name, for an ImageNet
-    model: each resized once to ``size x size`` with Pillow's bicubic filter (antialiased) from its 8-bit RGB.
+    model: each read as :func:`fdgpu.data.load_images` does (EXIF orientation applied, 8-bit only) and resized once
+    to ``size x size`` with Pillow's bicubic filter (antialiased).
 
     Args:
         folder: the folder of images; labels from ``labels_csv`` (default ``folder/images.csv``), columns
@@ -105,41 +106,17 @@ def load_natural(folder, start: int = 0, limit: int | None = None, size: int = L
 
     Raises:
         FileNotFoundError / ValueError: no images, no labels file, or an image without a label (or with label 0,
-        the background class a 1000-class model does not have).
+        the background class a 1000-class model does not have, or above 1000).
     """
-    import csv
     from pathlib import Path
 
-    import numpy as np
-    from PIL import Image
-
-    from ..data import image_files, resize
+    from ..data import load_images, to_float
 
     folder = Path(folder)
-    files = image_files(folder)
-    if not files:
-        raise FileNotFoundError(f"expected png/jpg/... images in {str(folder)!r}, got none")
-    if not (isinstance(start, int) and start >= 0) or (limit is not None and not (isinstance(limit, int)
-                                                                                   and limit >= 1)):
-        raise ValueError(f"expected start >= 0 and limit >= 1 (or None), got start={start!r}, limit={limit!r}")
-    total = len(files)
-    files = files[start:None if limit is None else start + limit]
-    if not files:
-        raise ValueError(f"start: expected an index below the {total} images of {str(folder)!r}, got {start}")
     csv_path = Path(labels_csv) if labels_csv is not None else folder / "images.csv"
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"expected a labels file (ImageId,TrueLabel columns), got {str(csv_path)!r} which "
-                                f"does not exist; pass --labels-csv")
-    with open(csv_path, newline="") as fh:
-        labels = {row["ImageId"]: int(row["TrueLabel"]) for row in csv.DictReader(fh)}
-    arrays, ys = [], []
-    for f in files:
-        if labels.get(f.stem, 0) < 1:
-            raise ValueError(f"expected an ImageNet label 1..1000 for {f.name} in {str(csv_path)!r}, got "
-                             f"{labels.get(f.stem)}")
-        with Image.open(f) as im:
-            im = resize(im.convert("RGB"), (size, size))
-            arrays.append(np.asarray(im, dtype=np.uint8))
-        ys.append(labels[f.stem] - 1)
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    return x.contiguous(), torch.tensor(ys, dtype=torch.int64)
+    xs, y, files = load_images(folder, start, limit, (size, size), csv_path, labels_required=True)
+    bad = [(f.name, int(v)) for f, v in zip(files, y) if not 1 <= v <= 1000]
+    if bad:
+        raise ValueError(f"labels_csv: expected ImageNet labels 1..1000 (TrueLabel, 1-based), got {bad[0][1]} for "
+                         f"{bad[0][0]} in {str(csv_path)!r}")
+    return to_float(xs), torch.from_numpy(y - 1)
