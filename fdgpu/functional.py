@@ -2,7 +2,8 @@
 
 Every function takes ``x`` of shape ``(..., C, H, W)`` (any number of leading dims, including none), C = 3 (RGB)
 or 1 (grayscale: luma only), floating point, values in [0, 1], and returns the JPEG round trip of ``x``: same shape,
-dtype and device, values on the 1/255 grid. Float16/bfloat16 inputs are computed in float32 and cast back;
+dtype and device, values on the 1/255 grid: exactly ``levels.to(dtype) / 255`` for the decoded 8-bit ``levels``, as
+users convert decoded images. Float16/bfloat16 inputs are computed in float32 and cast back;
 float16 holds every k/255 to within 0.07 of a level, but bfloat16 (8 significant bits) cannot hold the 1/255 grid:
 its outputs are up to 0.5/255 away from k/255 (``round(255 * y)`` still gives k, only just). Use float32 or float16
 where the exact grid matters. A channels_last input gives a channels_last output.
@@ -156,6 +157,11 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     save = backward == "soft" or (backward == "ste" and tables_grad)
     save = save and torch.is_grad_enabled() and (x.requires_grad or tables_grad)
     y = ops.jpeg(xf, lt, ct, subsampling, impl, backward, save)[0]
+    if x.dtype == torch.float64 and y.dtype != torch.float64:
+        # float32 k / 255 widened is not float64 k / 255: take the level back (255 * fl32(k / 255) rounds to k) and
+        # divide in float64, as users do; the gradient passes through (the difference is a constant)
+        y = y.to(torch.float64)
+        y = y + ((y.detach() * 255).round_().div_(255) - y.detach())
     y = y.to(x.dtype).reshape(x.shape)
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         y = y.contiguous(memory_format=torch.channels_last)

@@ -100,12 +100,13 @@ def _rgb_to_cr(b_r, b_g, b_b):
 def _rgb_store(p_o, o_o, m_o, HW, b_y, b_tr, b_tg, b_tb):
     """jdcolor.c from the fixed-point chroma terms ``t`` (integers): RGB = Y + ((t + 2^15) >> 16), range-limited to
     0..255, stored as /255 in three planes of HW samples."""
+    # div_rn: k / 255 correctly rounded, as users compute uint8 / 255 (k * (1 / 255) is one ulp off for 126 levels)
     b_r = b_y + tl.floor((b_tr + _HALF_FIX) * _INV_FIX)
     b_g = b_y + tl.floor((b_tg + _HALF_FIX) * _INV_FIX)
     b_b = b_y + tl.floor((b_tb + _HALF_FIX) * _INV_FIX)
-    tl.store(p_o + o_o, tl.minimum(tl.maximum(b_r, 0.0), 255.0) * (1.0 / 255), mask=m_o)
-    tl.store(p_o + HW + o_o, tl.minimum(tl.maximum(b_g, 0.0), 255.0) * (1.0 / 255), mask=m_o)
-    tl.store(p_o + 2 * HW + o_o, tl.minimum(tl.maximum(b_b, 0.0), 255.0) * (1.0 / 255), mask=m_o)
+    tl.store(p_o + o_o, tl.math.div_rn(tl.minimum(tl.maximum(b_r, 0.0), 255.0), 255.0), mask=m_o)
+    tl.store(p_o + HW + o_o, tl.math.div_rn(tl.minimum(tl.maximum(b_g, 0.0), 255.0), 255.0), mask=m_o)
+    tl.store(p_o + 2 * HW + o_o, tl.math.div_rn(tl.minimum(tl.maximum(b_b, 0.0), 255.0), 255.0), mask=m_o)
 
 
 @triton.jit
@@ -307,7 +308,7 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW, NT_W
     if C == 1:
         o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
         b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))          # [BLOCKS, 64]
-        tl.store(p_yn + o_o, _codec(b_s, b_lq, p_k, TBH * TBW) * (1.0 / 255), mask=m_o)
+        tl.store(p_yn + o_o, tl.math.div_rn(_codec(b_s, b_lq, p_k, TBH * TBW), 255.0), mask=m_o)
     else:
         b_cq = _load_table(p_cq, i_n, s_cq)
         b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)

@@ -1,5 +1,5 @@
-"""Bit-exact to libjpeg-turbo: the forward equals Pillow's decode of Pillow's encode, and simplejpeg's, value for
-value (``torch.equal``, no tolerance).
+"""Bit-exact to libjpeg-turbo: the forward equals Pillow's decode of Pillow's encode, and simplejpeg's, converted as a
+user converts decoded images (``uint8.to(dtype) / 255``), value for value (``torch.equal``, no tolerance).
 
 Design (every listed case covered, ~10-20 s on 2 quiet cores): natural images 0-99 (../shared/data/natural,
 299x299). For each subsampling (4:4:4, 4:2:2, 4:2:0, grayscale) and each quality q in {1, 2, 5, 10, 25, 50, 75,
@@ -19,7 +19,7 @@ import torch
 import fdgpu
 from fdgpu import reference, tables
 
-from ._helpers import pillow_encode, pillow_roundtrip, to_tensor, to_uint8
+from ._helpers import pillow_encode, pillow_roundtrip, to_tensor
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -53,8 +53,14 @@ def _views(img: np.ndarray, size, k: int, gray: bool) -> np.ndarray:
 
 def _ours(arrays, luma, chroma, sub):
     x = torch.stack([to_tensor(a) for a in arrays])
-    y = reference.forward(x, luma, chroma, "4:2:0" if sub == "gray" else sub)[0]
-    return torch.from_numpy(np.stack([to_uint8(v) for v in y]))
+    return reference.forward(x, luma, chroma, "4:2:0" if sub == "gray" else sub)[0]
+
+
+def _as_user(levels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """uint8 ``(N, H, W, C)`` or ``(N, H, W)`` -> ``(N, C, H, W)`` as a user converts decoded images:
+    ``.to(dtype) / 255`` (the values our outputs must equal, bit for bit)."""
+    t = levels.to(dtype) / 255
+    return t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)
 
 
 def _pillow(arrays, sub, quality=None, qtables=None):
@@ -65,9 +71,13 @@ def _pillow(arrays, sub, quality=None, qtables=None):
     return torch.from_numpy(np.stack(outs))
 
 
-def _mismatch(ours: torch.Tensor, ref: torch.Tensor) -> str:
-    d = (ours.int() - ref.int()).abs()
-    return f"{int((d > 0).sum())} of {d.numel()} values differ, max {int(d.max())} levels"
+def _assert_user_equal(ours: torch.Tensor, levels: torch.Tensor, what: str) -> None:
+    """``ours`` equals the decoded ``levels`` converted as a user would; else say how far off (in levels)."""
+    ref = _as_user(levels, ours.dtype)
+    if not torch.equal(ours, ref):
+        d = (ours.double() - ref.double()).abs()
+        raise AssertionError(f"{what}: {int((d > 0).sum())} of {d.numel()} values differ, max "
+                             f"{float(d.max()) * 255:.3g} levels")
 
 
 @pytest.mark.parametrize("sub", SUBS)
@@ -78,7 +88,7 @@ def test_natural_images_equal_pillow_at_every_quality_and_size(natural100, sub):
         for size in SIZES:
             arrays = [_views(natural100[j], size, j, sub == "gray") for j in idx]
             ours, ref = _ours(arrays, luma, chroma, sub), _pillow(arrays, sub, quality=q)
-            assert torch.equal(ours, ref), f"{sub} q{q} {size[0]}x{size[1]}: {_mismatch(ours, ref)}"
+            _assert_user_equal(ours, ref, f"{sub} q{q} {size[0]}x{size[1]}")
 
 
 @pytest.mark.parametrize("sub", SUBS)
@@ -101,7 +111,7 @@ def test_fd_and_random_tables_equal_pillow_qtables(natural100, sub):
         for size in [(300, 217), (37, 53)]:
             arrays = [_views(natural100[j], size, j + n, sub == "gray") for j in idx]
             ours, ref = _ours(arrays, lt, ct, sub), _pillow(arrays, sub, qtables=qt)
-            assert torch.equal(ours, ref), f"{sub} {name} {size[0]}x{size[1]}: {_mismatch(ours, ref)}"
+            _assert_user_equal(ours, ref, f"{sub} {name} {size[0]}x{size[1]}")
 
 
 @pytest.mark.parametrize("sub", SUBS)
@@ -114,7 +124,7 @@ def test_noise_equals_pillow(sub, quality):
         arrays = list(rng.integers(0, 256, shape, dtype=np.uint8))
         luma, chroma = tables.ijg(quality)
         ours, ref = _ours(arrays, luma, chroma, sub), _pillow(arrays, sub, quality=quality)
-        assert torch.equal(ours, ref), f"{sub} q{quality} {hw}: {_mismatch(ours, ref)}"
+        _assert_user_equal(ours, ref, f"{sub} q{quality} {hw}")
 
 
 @pytest.mark.parametrize("sub", SUBS)
@@ -135,7 +145,7 @@ def test_simplejpeg_decoder_gives_the_same_bits(natural100, sub):
                                              fastdct=False, fastupsample=False)
                 refs.append(out[..., 0] if sub == "gray" else out)
             ours, ref = _ours(arrays, luma, chroma, sub), torch.from_numpy(np.stack(refs))
-            assert torch.equal(ours, ref), f"simplejpeg {sub} q{q} {size[0]}x{size[1]}: {_mismatch(ours, ref)}"
+            _assert_user_equal(ours, ref, f"simplejpeg {sub} q{q} {size[0]}x{size[1]}")
 
 
 def test_public_api_equals_pillow_float64_and_batch_shapes(natural100):
@@ -145,11 +155,11 @@ def test_public_api_equals_pillow_float64_and_batch_shapes(natural100):
     ref = _pillow(arrays, "4:2:0", quality=60)
     for dtype in (torch.float32, torch.float64):
         y = fdgpu.jpeg(x.to(dtype), 60).view(6, 3, 53, 37)
-        assert torch.equal(torch.from_numpy(np.stack([to_uint8(v) for v in y])), ref), dtype
+        _assert_user_equal(y, ref, str(dtype))
     qt = [tables.fd(2).int().flatten().tolist()] * 2
     ref = _pillow(arrays, "4:2:2", qtables=qt)
     y = fdgpu.feature_distillation(x, 2, subsampling="4:2:2").view(6, 3, 53, 37)
-    assert torch.equal(torch.from_numpy(np.stack([to_uint8(v) for v in y])), ref)
+    _assert_user_equal(y, ref, "feature_distillation 4:2:2")
 
 
 def test_sample_photos_from_skimage_equal_pillow():
@@ -158,8 +168,42 @@ def test_sample_photos_from_skimage_equal_pillow():
     rgb = np.ascontiguousarray(data.astronaut()[::2, ::2][:197, :233])
     gray = np.ascontiguousarray(data.camera()[100:180, 50:163])
     for sub in ("4:4:4", "4:2:2", "4:2:0"):
-        assert np.array_equal(to_uint8(fdgpu.jpeg(to_tensor(rgb), 60, subsampling=sub)),
-                              pillow_roundtrip(rgb, 60, sub)), sub
+        ours = fdgpu.jpeg(to_tensor(rgb), 60, subsampling=sub)
+        assert torch.equal(ours, to_tensor(pillow_roundtrip(rgb, 60, sub))), sub
     for q in (20, 75):
-        assert np.array_equal(to_uint8(fdgpu.jpeg(to_tensor(gray), q)), pillow_roundtrip(gray, q)), q
+        assert torch.equal(fdgpu.jpeg(to_tensor(gray), q), to_tensor(pillow_roundtrip(gray, q))), q
 
+
+
+def _every_level(channels: int) -> np.ndarray:
+    """A 128x128 image of 256 flat 8x8 blocks, block k at level k (grey in colour): at quality 100 (every step 1)
+    libjpeg-turbo decodes each block to its level, so the output holds all 256 levels."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16).repeat(8, 0).repeat(8, 1)
+    return levels if channels == 1 else np.ascontiguousarray(np.repeat(levels[..., None], 3, -1))
+
+
+EVERY_LEVEL_CASES = [(dtype, backend, channels)
+                     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+                     for backend in ("auto", "torch-ops", "triton") for channels in (3, 1)
+                     if not (backend == "triton" and dtype == torch.bfloat16)]  # no bf16 in Triton's interpreter
+
+
+@pytest.mark.parametrize("dtype,backend,channels", EVERY_LEVEL_CASES,
+                         ids=[f"{str(d)[6:]}-{b}-c{c}" for d, b, c in EVERY_LEVEL_CASES])
+def test_every_level_equals_levels_over_255_in_every_dtype(dtype, backend, channels):
+    """All 256 output levels, per dtype and backend (the C library, the torch ops, the Triton kernels), equal
+    ``pillow_uint8.to(dtype) / 255`` exactly: the output is k / 255 correctly rounded, not k * (1 / 255) (one ulp
+    off for 126 of the 256 levels in float32)."""
+    img = _every_level(channels)
+    pil = pillow_roundtrip(img, 100, "4:2:0")
+    assert np.array_equal(pil, img)  # the oracle: Pillow keeps every level of this image
+    x = to_tensor(img).unsqueeze(0).to(dtype)
+    if backend == "torch-ops":
+        y = reference.forward(x.to(torch.float64 if dtype == torch.float64 else torch.float32),
+                              *tables.ijg(100), "4:2:0", fused=False)[0].to(dtype)
+    else:
+        if backend == "triton":
+            pytest.importorskip("triton")
+        y = fdgpu.jpeg(x, 100, backend=backend)
+    assert y.dtype == dtype
+    _assert_user_equal(y, torch.from_numpy(pil.copy()).unsqueeze(0), f"{dtype} {backend}")

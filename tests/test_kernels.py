@@ -149,8 +149,9 @@ def _image8(shape, seed=0):
 
 
 def _to_unit(img):
-    """uint8 HWC (or HW) -> (C, H, W) ``v * (1/255)`` in float32: the very float the pipeline stores for level v."""
-    t = torch.from_numpy(np.array(img)).float().mul(1.0 / 255)
+    """uint8 HWC (or HW) -> (C, H, W) ``v / 255`` in float32, as users convert decoded images: the very float the
+    pipeline stores for level v."""
+    t = torch.from_numpy(np.array(img)).float() / 255
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
 
 

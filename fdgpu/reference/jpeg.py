@@ -138,8 +138,9 @@ def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear, out=
 
 
 def _scale_out(v: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
-    # 0..255 samples -> [0, 1]; into the caller's buffer when given
-    return torch.mul(v, 1.0 / 255, out=out) if out is not None else v.mul(1.0 / 255)
+    # 0..255 samples -> [0, 1] as users compute it (uint8_levels.float() / 255): a true division, which differs from
+    # v * (1 / 255) by one ulp for 126 of the 256 levels; into the caller's buffer when given
+    return torch.div(v, 255, out=out) if out is not None else v.div(255)
 
 
 def linear_map(x: torch.Tensor, subsampling: str) -> torch.Tensor:

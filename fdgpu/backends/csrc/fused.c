@@ -13,7 +13,7 @@
    independent butterflies that the compiler vectorises.
 
    Must be compiled without -ffast-math and with -ffp-contract=off (no fused multiply-add): the float steps
-   (x * 255 + 0.5, the quantizer's reciprocal, the output's * (1 / 255)) are the reference's, rounding included. */
+   (x * 255 + 0.5, the quantizer's reciprocal, the output's / 255) are the reference's, rounding included. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -318,15 +318,14 @@ static void upsample_row(i32 *restrict s, i32 *restrict out, int wc, int w, int 
     static void ycc_to_rgb_##T(const u8 *restrict y, const i32 *restrict cb, const i32 *restrict cr,            \
                                T *restrict r, T *restrict g, T *restrict b, int w)                              \
     {                                                                                                           \
-        const T scale = (T)(1.0 / 255);                                                                         \
         for (int c = 0; c < w; c++) {                                                                           \
             const i32 yv = y[c], cbs = cb[c] - 128, crs = cr[c] - 128;                                          \
             const i32 R = yv + ((FIXC(1.40200) * crs + ONE_HALF) >> SCALEBITS);                                 \
             const i32 G = yv + ((-FIXC(0.34414) * cbs - FIXC(0.71414) * crs + ONE_HALF) >> SCALEBITS);           \
             const i32 B = yv + ((FIXC(1.77200) * cbs + ONE_HALF) >> SCALEBITS);                                 \
-            r[c] = (T)clamp255(R) * scale;                                                                      \
-            g[c] = (T)clamp255(G) * scale;                                                                      \
-            b[c] = (T)clamp255(B) * scale;                                                                      \
+            r[c] = (T)clamp255(R) / (T)255;                                                                     \
+            g[c] = (T)clamp255(G) / (T)255;                                                                     \
+            b[c] = (T)clamp255(B) / (T)255;                                                                     \
         }                                                                                                       \
     }
 CONVERT(float, floorf)
@@ -343,7 +342,6 @@ CONVERT(double, floor)
         i32 *row = codec + 3 * 64L * GROUP;                                                                  \
         i32 *R = row, *G = R + rs, *B = G + rs, *cb = B + rs, *cr = cb + 2 * rs, *sb = cr + 2 * rs;             \
         i32 *sr = sb + rs, *ub = sr + rs, *ur = ub + rs;                                                        \
-        const T scale = (T)(1.0 / 255);                                                                         \
         if (g->ch == 1) {                                                                                       \
             for (int r = 0; r < h && (stages & 1); r++) {                                                       \
                 samples_##T(x + (long)r * w, R, w, wp);                                                         \
@@ -356,7 +354,7 @@ CONVERT(double, floor)
                 codec_plane(Y, hp, wp, lt, codec, zy, z_double);                                                \
             for (int r = 0; r < h && (stages & 4); r++)                                                         \
                 for (int c = 0; c < w; c++)                                                                     \
-                    out[(long)r * w + c] = (T)Y[(long)r * wp + c] * scale;                                      \
+                    out[(long)r * w + c] = (T)Y[(long)r * wp + c] / (T)255;                                     \
             return;                                                                                             \
         }                                                                                                       \
         /* RGB -> YCbCr on the padded image, chroma downsampled row group by row group */                       \
