@@ -20,3 +20,19 @@ def pytest_terminal_summary(terminalreporter):
 
     for line in _targets.lines(torch.__version__, torch.get_num_threads()):
         terminalreporter.write_line(line)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """What the run ran on, in the JSON of ``--benchmark-json`` (benchmarks/render.py reads it): CPU, threads, the
+    load average at the start, package versions and the backends' status."""
+    from fdgpu.environment import PACKAGES, environment, versions
+
+    env = environment()
+    env["versions"] = versions(PACKAGES + ("simplejpeg",))
+    try:
+        from fdgpu import backends
+
+        env["backends"] = backends.status()
+    except (ImportError, AttributeError):
+        pass
+    machine_info["fdgpu"] = env

@@ -63,6 +63,7 @@ def images(request):
 def _run(benchmark, name, fn, rounds=10):
     benchmark.group = f"cpu-{SIZE}px-batch{BATCH}"
     benchmark.name = name
+    benchmark.extra_info["batch"] = BATCH
     benchmark.pedantic(fn, rounds=rounds, warmup_rounds=2, iterations=1)
     if benchmark.stats is None:  # --benchmark-disable: ran once as a smoke test, nothing timed
         return
@@ -74,6 +75,10 @@ def _run(benchmark, name, fn, rounds=10):
 
 def test_fdgpu_forward(benchmark, images):
     _run(benchmark, "fdgpu forward", provider("fdgpu_jpeg", images, quality=QUALITY, validate=False))
+
+
+def test_fdgpu_forward_validated(benchmark, images):
+    _run(benchmark, "fdgpu forward, validate=True", provider("fdgpu_jpeg", images, quality=QUALITY, validate=True))
 
 
 FLOAT_DCT_COMMIT = "72a837f"  # the last commit with the float-DCT forward (before issue 8)
@@ -123,6 +128,11 @@ def test_fdgpu_forward_backward(benchmark, images, mode):
 def test_pillow_roundtrip(benchmark, images):
     pytest.importorskip("PIL.Image")
     _run(benchmark, "Pillow save+load", pillow_roundtrip(images, QUALITY))
+
+
+def test_simplejpeg_roundtrip(benchmark, images):
+    pytest.importorskip("simplejpeg")
+    _run(benchmark, "simplejpeg encode+decode", provider("simplejpeg_codec", images, quality=QUALITY))
 
 
 def test_kornia_forward(benchmark, images):
