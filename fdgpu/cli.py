@@ -91,7 +91,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if lacking:
         print(_install_hint(args.command, lacking), file=sys.stderr)
         return 2
-    return int(run(args) or 0)
+    from .files import WriteError, exit_status, terminate_as_interrupt
+
+    try:  # SIGTERM stops a command as Ctrl-C does: one line, and every output is whole or absent (fdgpu.files)
+        with terminate_as_interrupt():
+            return int(run(args) or 0)
+    except KeyboardInterrupt as exc:
+        print(f"fdgpu {args.command}: interrupted; nothing partial was written", file=sys.stderr)
+        return exit_status(exc)
+    except WriteError as exc:  # a full disk, a quota, a read-only folder: the file it names was not written
+        print(f"fdgpu {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

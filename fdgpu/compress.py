@@ -2,8 +2,9 @@
 
 ``--format png`` writes fdgpu's simulated round trip losslessly; ``--format jpeg`` writes a real baseline JPEG
 through Pillow with the same quantization tables and subsampling, so FD can be applied at compression time and
-read by any decoder. Every output is written to a temporary file in the output folder and renamed into place, so an
-interrupted run never leaves a partial image.
+read by any decoder. Every output is encoded in memory, written to a temporary file in the output folder through a
+checked write, synced and renamed into place (:mod:`fdgpu.files`), so a full disk or an interrupted run (Ctrl-C or
+SIGTERM) never leaves a partial image; a full disk stops the run with one line naming the file.
 
 Inputs are never replaced or modified. All output names are planned before anything is written: an output that would
 land on an input file, or on another input's output (``a.jpg`` and ``a.png`` both give ``a.png``), gets a unique name
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .choices import PIL_SUBSAMPLING
-from .files import prepare_out, write_atomically
+from .files import WriteError, clean_stale, exit_status, prepare_out, terminate_as_interrupt, write_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 
@@ -226,7 +227,7 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
         y = functional.requantize(x, luma, chroma, subsampling=subsampling)
         a = (y * 255).round().to(dtype=torch.uint8)
         a = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
-        write_atomically(target, lambda p: Image.fromarray(a).save(p, format="PNG"))
+        write_file(target, lambda fh: Image.fromarray(a).save(fh, format="PNG"))
         return
     qt = []
     for t in (luma, chroma) if x.shape[0] == 3 else (luma,):
@@ -237,7 +238,7 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
     a = (x * 255).round().to(dtype=torch.uint8)
     a = a[0].numpy() if a.shape[0] == 1 else np.ascontiguousarray(a.permute(1, 2, 0).numpy())
     kw = {"subsampling": PIL_SUBSAMPLING[subsampling]} if x.shape[0] == 3 else {}
-    write_atomically(target, lambda p: Image.fromarray(a).save(p, format="JPEG", qtables=qt, **kw))
+    write_file(target, lambda fh: Image.fromarray(a).save(fh, format="JPEG", qtables=qt, **kw))
 
 
 def _check_tables(args, luma, chroma) -> str:
@@ -279,19 +280,36 @@ def run(args) -> int:
             errors.append(f"{src}: skipped ({type(exc).__name__}: {exc})")
     suffix = ".png" if args.format == "png" else ".jpg"
     targets, notes = plan(items, out, suffix)
-    written, renamed = 0, []
-    for i, ((src, _), target) in enumerate(tqdm(list(zip(items, targets)), desc="compress", unit="img",
-                                                disable=len(items) < 2, file=sys.stderr)):
-        try:
-            x = load_image(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write(x, target, args.format, luma, chroma, args.subsampling)
-            written += 1
-            if i in notes:
-                renamed.append(notes[i])
-        except Exception as exc:  # a corrupt or unsupported file is reported; the others go on
-            errors.append(f"{src}: skipped ({type(exc).__name__}: {exc})")
+    clean_stale(out, recursive=True)  # temporary files a killed earlier run left behind
+    written, renamed, stopped = 0, [], ""
+    bar = tqdm(total=len(items), desc="compress", unit="file", disable=len(items) < 2, file=sys.stderr)
+    try:
+        with terminate_as_interrupt():
+            for i, ((src, _), target) in enumerate(zip(items, targets)):
+                try:
+                    x = load_image(src)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    write(x, target, args.format, luma, chroma, args.subsampling)
+                except WriteError as exc:  # a full disk or a read-only folder: the next images would fail too
+                    stopped = f"{exc}; stopped after {written} of {len(once)} image(s)"
+                    break
+                except Exception as exc:  # a corrupt or unsupported file is reported; the others go on
+                    errors.append(f"{src}: skipped ({type(exc).__name__}: {exc})")
+                    continue
+                written += 1
+                bar.update(1)  # the bar counts the files written
+                if i in notes:
+                    renamed.append(notes[i])
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the image being written was not renamed into place
+        bar.close()
+        print(f"fdgpu compress: interrupted after {written} of {len(once)} image(s); nothing partial was written",
+              file=sys.stderr)
+        return exit_status(exc)
+    bar.close()
     for line in renamed + errors:
         print(f"fdgpu compress: {line}", file=sys.stderr)
+    if stopped:
+        print(f"fdgpu compress: {stopped}", file=sys.stderr)
+        return 1
     print(f"wrote {written} of {len(once)} image(s) to {out}" + (f"; {len(errors)} problem(s)" if errors else ""))
     return 1 if errors else 0

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from .files import write_file
+
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 METHODS = (("JPEG q75", "jpeg", 75), ("JPEG q50", "jpeg", 50), ("JPEG q20", "jpeg", 20),
            ("FD 1x", "fd", 1.0), ("FD 2x", "fd", 2.0), ("FD 3x", "fd", 3.0),
@@ -134,8 +136,10 @@ def figure(images, rows, path: Path, crop: int = 128) -> None:
     fig.suptitle(f"centre crops (up to {crop} x {crop} pixels, enlarged without smoothing) of each photo",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        write_file(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def run(args) -> int:
@@ -151,7 +155,7 @@ def run(args) -> int:
     rows = measure(images, args.repeats, progress=not args.quiet)
     text = table(rows, len(images))
     print(text)
-    (out / "table.md").write_text(text)
+    write_file(out / "table.md", lambda fh: fh.write(text.encode()))
     figure(images, rows, out / "demo.png", args.crop)
     print(f"wrote {out / 'demo.png'} (centre crops of {args.crop} px) and {out / 'table.md'}")
     return 0

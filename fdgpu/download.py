@@ -28,9 +28,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
-from .files import write_atomically
+from .files import write_file, write_stream
 
 PathLike = Union[str, os.PathLike]
 
@@ -116,59 +116,53 @@ def download(url: str, target: PathLike, *, md5: Optional[str] = None, sha256: O
     algo, expected = ("sha256", sha256) if sha256 else ("md5", md5) if md5 else (None, None)
     digest = hashlib.new(algo) if algo else None
 
-    def fetch(tmp: str) -> None:
-        with open(tmp, "wb") as out:
+    def fetch(out) -> None:
+        try:
+            resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (the user's own URL, http/https/file)
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; check --url") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if urllib.parse.urlsplit(url).scheme == "file":
+                raise DownloadError(f"{url}: {reason}; check --url") from None
+            raise DownloadError(f"could not reach {_host(url)} ({reason}): are you offline? Download {url} "
+                                f"on a connected machine and pass --url file:///path/to/it") from None
+        with resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            bar = _progress(total, target.name, progress)
+            got = 0
             try:
-                resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (the user's own URL, http/https/file)
-            except urllib.error.HTTPError as exc:
-                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; check --url") from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if urllib.parse.urlsplit(url).scheme == "file":
-                    raise DownloadError(f"{url}: {reason}; check --url") from None
-                raise DownloadError(f"could not reach {_host(url)} ({reason}): are you offline? Download {url} "
-                                    f"on a connected machine and pass --url file:///path/to/it") from None
-            with resp:
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                bar = _progress(total, target.name, progress)
-                got = 0
-                try:
-                    while True:
-                        try:
-                            chunk = resp.read(CHUNK)
-                        except http.client.IncompleteRead as exc:
-                            got += len(exc.partial)
-                            raise DownloadError(f"{url}: the transfer stopped after {got} of {total} bytes; run "
-                                                f"the command again") from None
-                        except OSError as exc:
-                            raise DownloadError(f"{url}: the transfer failed after {got} bytes ({exc}); run the "
-                                                f"command again") from None
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        got += len(chunk)
-                        if digest is not None:
-                            digest.update(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                finally:
+                while True:
+                    try:
+                        chunk = resp.read(CHUNK)
+                    except http.client.IncompleteRead as exc:
+                        got += len(exc.partial)
+                        raise DownloadError(f"{url}: the transfer stopped after {got} of {total} bytes; run "
+                                            f"the command again") from None
+                    except OSError as exc:
+                        raise DownloadError(f"{url}: the transfer failed after {got} bytes ({exc}); run the "
+                                            f"command again") from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    got += len(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                     if bar is not None:
-                        bar.close()
-                if total is not None and got != total:
-                    raise DownloadError(f"{url}: the transfer stopped after {got} of {total} bytes; run the "
-                                        f"command again")
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+            if total is not None and got != total:
+                raise DownloadError(f"{url}: the transfer stopped after {got} of {total} bytes; run the "
+                                    f"command again")
         if digest is not None and digest.hexdigest() != expected.lower():
             raise DownloadError(f"{url}: {algo} mismatch, expected {expected.lower()}, got {digest.hexdigest()} "
                                 f"({got} bytes); the file is corrupt or not the published one, and was deleted")
 
-    write_atomically(target, fetch)
+    write_stream(target, fetch)
     return target
-
-
-def _write_with(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
-    with open(path, "wb") as fh:
-        write(fh)
 
 
 def _file_hash(path: Path, algo: str) -> str:
@@ -223,7 +217,7 @@ def read_batch(data: bytes, where: str = "batch"):
 def _save_npz(target: Path, x, y) -> None:
     import numpy as np
 
-    write_atomically(target, lambda tmp: _write_with(tmp, lambda fh: np.savez_compressed(fh, x=x, y=y)))
+    write_file(target, lambda fh: np.savez_compressed(fh, x=x, y=y))
 
 
 def convert_cifar10(archive: PathLike, out: PathLike) -> list:
@@ -281,7 +275,7 @@ def convert_checkpoint(path: PathLike, target: PathLike) -> Path:
     state = {k[len("module."):] if k.startswith("module.") else k: v.detach().cpu().contiguous()
              for k, v in state.items()}
     target = Path(target)
-    write_atomically(target, lambda tmp: _write_with(tmp, lambda fh: torch.save(state, fh)))
+    write_file(target, lambda fh: torch.save(state, fh))
     return target
 
 

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -247,12 +249,10 @@ def test_compress_a_missing_input_or_broken_link_given_by_name(tmp_path, capsys)
     assert f"{tmp_path / 'missing.png'}: no such file or folder" in err
 
 
-def test_compress_interrupted_mid_write_leaves_nothing_partial(odd, tmp_path, monkeypatch):
-    """A save that dies half way (disk full, Ctrl-C) leaves neither a partial output nor a temporary file."""
-    real_save = Image.Image.save
-
+def test_compress_interrupted_mid_write_leaves_nothing_partial(odd, tmp_path, monkeypatch, capsys):
+    """A save that dies half way (Ctrl-C) leaves neither a partial output nor a temporary file, and says so."""
     def dying_save(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"\x89PNG half")
+        fp.write(b"\x89PNG half")
         raise KeyboardInterrupt
 
     out = tmp_path / "out"
@@ -260,10 +260,91 @@ def test_compress_interrupted_mid_write_leaves_nothing_partial(odd, tmp_path, mo
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out / "good.png")  # an earlier run's output
     earlier = (out / "good.png").read_bytes()
     monkeypatch.setattr(Image.Image, "save", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        main(["compress", str(odd / "good.png"), "--out", str(out), "--quality", "75"])
-    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert main(["compress", str(odd / "good.png"), str(odd / "gray.png"), "--out", str(out), "--quality", "75"]) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "fdgpu compress: interrupted after 0 of 2 image(s); nothing partial was written"
     assert sorted(p.name for p in out.iterdir()) == ["good.png"] and (out / "good.png").read_bytes() == earlier
+
+
+def _cli(*argv, limit=None, **kw):
+    """``fdgpu ARGV`` in a child process (optionally with its files limited to ``limit`` bytes: a write past it is
+    refused by the kernel, as on a full disk)."""
+    def apply():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fdgpu.cli", *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=apply if limit else None, **kw)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_compress_on_a_full_disk_is_one_line_naming_the_file_and_writes_nothing(tmp_path, fmt):
+    """The kernel refuses the write past 2 KiB (EFBIG, as ENOSPC on a full disk): Pillow's encoder used to ignore the
+    short write, and a truncated image was renamed into place with "wrote 1 of 1"."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_photo(96, 128, seed=3)).save(src / "big.png")
+    out = tmp_path / "out"
+    p = _cli("compress", src / "big.png", "--out", out, "--quality", "95", "--format", fmt, limit=2048)
+    stdout, stderr = p.communicate(timeout=300)
+    suffix = ".png" if fmt == "png" else ".jpg"
+    assert p.returncode == 1, stdout + stderr
+    assert stderr.strip().splitlines() == [f"fdgpu compress: cannot write {out / ('big' + suffix)}: File too large; "
+                                           f"nothing partial was written; stopped after 0 of 1 image(s)"]
+    assert "wrote" not in stdout and list(out.iterdir()) == []
+
+
+def test_compress_killed_by_sigterm_says_so_and_leaves_no_temporary(tmp_path):
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(40):
+        Image.fromarray(_photo(96, 96, seed=i)).save(src / f"{i:02d}.png")
+    out = tmp_path / "out"
+    p = _cli("compress", src, "--out", out, "--fd", "1")
+    def written():
+        return sorted(f for f in out.glob("*.png") if not f.name.startswith(".")) if out.is_dir() else []
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not written():
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.startswith("fdgpu")]  # not the progress bar's
+    written = written()
+    assert p.returncode == 128 + signal.SIGTERM, stderr
+    assert lines == [f"fdgpu compress: interrupted after {len(written)} of 40 image(s); nothing partial was written"]
+    assert 1 <= len(written) < 40
+    _no_temporaries(out)
+    for f in written:  # every output that exists is whole
+        with Image.open(f) as im:
+            im.load()
+
+
+def test_compress_removes_the_temporaries_a_killed_run_left(tmp_path, capsys):
+    import subprocess as sp
+
+    dead = sp.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_photo()).save(src / "a.png")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale = [out / f".fdgpu-{dead.pid}-k3j_x9a2.png", out / "sub" / f".fdgpu-{dead.pid}-00000000.png"]
+    live = out / f".fdgpu-{os.getpid()}-abcdefgh.png"  # a run still going: kept
+    for f in stale + [live]:
+        f.write_bytes(b"\x89PNG partial")
+    assert main(["compress", str(src), "--out", str(out), "--quality", "75"]) == 0
+    assert not any(f.exists() for f in stale) and live.exists()
+    assert sorted(p.name for p in out.iterdir()) == [live.name, "a.png", "sub"]
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -372,15 +453,67 @@ def test_eval_results_written_whole_when_the_plot_fails(tiny, tmp_path, monkeypa
     import fdgpu.eval.report as report
 
     def broken_plot(rows, path, title=""):
-        Path(path).write_bytes(b"partial")
+        path.write(b"partial")
         raise RuntimeError("plot failed")
 
     monkeypatch.setattr(report, "plot", broken_plot)
     out = tmp_path / "r.json"
-    with pytest.raises(RuntimeError, match="plot failed"):
-        _eval(tiny, "--limit", "1", "--out", str(out), plot=True)
+    assert _eval(tiny, "--limit", "1", "--out", str(out), plot=True) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"fdgpu eval: wrote {out} and {out.with_suffix('.md')}, but the plot could not be drawn (RuntimeError: plot "
+        f"failed); --no-plot skips it")
     assert json.loads(out.read_text())["meta"]["n"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]
+
+
+def test_eval_out_on_a_full_disk_is_one_line_and_writes_none_of_its_files(tiny, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import fdgpu.files
+
+    calls = []
+    real = fdgpu.files._write_all
+
+    def full_at_the_plot(fd, data):  # the JSON and the table fit, the plot does not
+        calls.append(len(data))
+        if len(calls) == 3:
+            os.write(fd, bytes(memoryview(data)[:100]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd, data)
+
+    monkeypatch.setattr(fdgpu.files, "_write_all", full_at_the_plot)
+    out = tmp_path / "r.json"
+    assert _eval(tiny, "--limit", "1", "--attacks", "fgsm:8", "--out", str(out), plot=True) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"fdgpu eval: --out: cannot write {out.with_suffix('.png')}: No space left on device; nothing partial was "
+        f"written (nor the other 2 file(s); the table is printed above); free some space or choose another --out"]
+    assert "| none |" in captured.out and len(calls) == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_interrupted_by_sigterm_says_how_far_it_got(tiny, tmp_path, monkeypatch, capsys):
+    """A real SIGTERM to this process in the middle of the evaluation: one line, exit 143, no file."""
+    import signal
+
+    import fdgpu.eval.core as core
+
+    real = core.evaluate
+
+    def evaluate(*args, on_step, **kwargs):
+        def step(done, total):
+            on_step(done, total)
+            if done == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, on_step=step, **kwargs)
+
+    monkeypatch.setattr(core, "evaluate", evaluate)
+    out = tmp_path / "r.json"
+    rc = _eval(tiny, "--limit", "4", "--batch-size", "2", "--defences", "none", "jpeg:50", "--out", str(out))
+    assert rc == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "fdgpu eval: interrupted after 2 of 4 steps (batch x defence/attack/view); nothing partial was written"]
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def _umask():

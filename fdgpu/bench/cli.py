@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from .. import environment
-from ..files import write_atomically
+from ..files import write_file
 from . import report
 from .data import BenchData
 from .providers import PROVIDERS, Settings, make
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     title = (f"fdgpu bench: time per image, {label}\n{meta['environment']['cpu']}, "
              f"torch {meta['versions']['torch']}, {meta['environment']['torch_threads']} threads")
     text = json.dumps({"meta": meta, "results": results}, indent=2)
-    write_atomically(out / "bench.json", lambda tmp: Path(tmp).write_text(text))  # never a partial bench.json
+    write_file(out / "bench.json", lambda fh: fh.write(text.encode()))  # never a partial bench.json
     report.plot(results, out / "bench.png", title, order=[m for m in PROVIDERS if m in methods])
     print()
     print(("SYNTHETIC DATA - " if data.synthetic else "") +

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..files import write_atomically
+from ..files import write_file
 from .providers import PROVIDERS
 
 
@@ -51,6 +51,6 @@ def plot(results: list, path: Path, title: str, order: Sequence[str] = tuple(PRO
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     try:  # drawn whole, then renamed: never a partial bench.png
-        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120))
+        write_file(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     finally:
         plt.close(fig)

@@ -12,6 +12,7 @@ GPU) and gives the same numbers.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..choices import BACKWARDS, SUBSAMPLINGS
 from ..environment import machine
-from ..files import prepare_out, write_atomically
+from ..files import WriteError, exit_status, prepare_out, terminate_as_interrupt, write_files
 from ..registry import ATTACKS, DEFENCES
 from .specs import VIEWS
 
@@ -324,13 +325,24 @@ def run(args: argparse.Namespace) -> int:
             return load_npz(args.calib, root=args.data_root, limit=args.calib_limit)[0]
 
         t0 = time.time()
+        steps = [0, 0]  # done, total: for the message of an interrupted run
+
+        def on_step(done, total):
+            steps[:] = [done, total]
+
         try:
-            rows = evaluate(classifier, x, y, args.defences, args.attacks, args.views, batch_size=args.batch_size,
-                            seed=args.seed, device=args.device, calib=calib, subsampling=args.subsampling,
-                            progress=not args.quiet, data_root=args.data_root,
-                            eot_samples=args.eot, restarts=args.restarts)
+            with terminate_as_interrupt():
+                rows = evaluate(classifier, x, y, args.defences, args.attacks, args.views,
+                                batch_size=args.batch_size, seed=args.seed, device=args.device, calib=calib,
+                                subsampling=args.subsampling, progress=not args.quiet, data_root=args.data_root,
+                                eot_samples=args.eot, restarts=args.restarts, on_step=on_step)
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             return _fail(str(exc))
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: nothing was written yet
+            total = f" of {steps[1]}" if steps[1] else ""
+            print(f"fdgpu eval: interrupted after {steps[0]}{total} steps (batch x defence/attack/view); nothing "
+                  f"partial was written", file=sys.stderr)
+            return exit_status(exc)
         elapsed = time.time() - t0
         if rank != 0:
             return 0
@@ -348,11 +360,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"({x.shape[0]} images, {world_size} process(es), {elapsed:.1f} s)")
         if args.out:
             out = Path(args.out)
-            write_atomically(out, lambda tmp: write_json(tmp, rows, meta))
-            write_atomically(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(table))
+            outputs = [(out, lambda fh: write_json(fh, rows, meta)),
+                       (out.with_suffix(".md"), lambda fh: fh.write(table.encode()))]
+            figure, plot_error = io.BytesIO(), ""
             if not args.no_plot:
-                write_atomically(out.with_suffix(".png"),
-                                 lambda tmp: plot(rows, tmp, title=meta["command"]) is not None)
+                try:  # drawn in memory first: a plot that fails costs the plot, not the results
+                    if plot(rows, figure, title=meta["command"]) is not None:
+                        outputs.append((out.with_suffix(".png"), lambda fh: fh.write(figure.getbuffer())))
+                except Exception as exc:
+                    plot_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+            try:  # the files appear together or not at all
+                with terminate_as_interrupt():
+                    write_files(outputs)
+            except WriteError as exc:
+                print(f"fdgpu eval: --out: {exc} (nor the other {len(outputs) - 1} file(s); the table is printed "
+                      f"above); free some space or choose another --out", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt as exc:
+                print(f"fdgpu eval: interrupted while writing {out}; nothing partial was written", file=sys.stderr)
+                return exit_status(exc)
+            if plot_error:
+                print(f"fdgpu eval: wrote {out} and {out.with_suffix('.md')}, but the plot could not be drawn "
+                      f"({plot_error}); --no-plot skips it", file=sys.stderr)
+                return 1
         elif not args.quiet:
             print("(no --out given: nothing written; --out results.json keeps the JSON, a .md table and a plot)",
                   file=sys.stderr)

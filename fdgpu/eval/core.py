@@ -213,7 +213,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
              seed: int = 0, device: Optional[Union[str, torch.device]] = None,
              calib: Optional[Callable[[], torch.Tensor]] = None, subsampling: str = "4:2:0",
              progress: bool = False, data_root: Optional[str] = None, eot_samples: int = 8,
-             restarts: int = 1) -> EvalResults:
+             restarts: int = 1, on_step: Optional[Callable[[int, int], None]] = None) -> EvalResults:
     """Evaluate every defence against every attack seen from every view.
 
     Args:
@@ -235,6 +235,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         eot_samples: gradient draws per step of adaptive attacks on randomised defences (EOT; an attack spec's
             ``eot=N`` overrides it); deterministic defences and the transfer view use 1.
         restarts: random restarts of pgd/apgd attacks (an attack spec's ``restarts=N`` overrides it).
+        on_step: called with ``(done, total)`` after each (batch, configuration) of this rank (``fdgpu eval`` says
+            how far an interrupted run got).
 
     Returns:
         an :class:`EvalResults` list: one dict per (defence, attack, view) with ``n``, ``clean_acc``, ``adv_acc``
@@ -373,6 +375,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             bits[c, 1, b * batch_size:b * batch_size + xb.shape[0]] = adv_bits
             if bar is not None:
                 bar.update(1)
+            if on_step is not None:
+                on_step(mine.index(b) * len(configs) + c + 1, len(mine) * len(configs))
     if bar is not None:
         bar.close()
     if dist is not None and world > 1:

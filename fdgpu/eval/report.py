@@ -65,15 +65,21 @@ def markdown_report(rows: Sequence[Dict], sanity: Optional[Sequence[Dict]] = Non
     return "\n".join(p for p in parts if p)
 
 
-def write_json(path: str, rows: Sequence[Dict], meta: Optional[Dict] = None) -> None:
-    """``{"meta", "results", "worst_case", "sanity"}`` (the last two computed from / carried by ``rows``)."""
+def write_json(path, rows: Sequence[Dict], meta: Optional[Dict] = None) -> None:
+    """``{"meta", "results", "worst_case", "sanity"}`` (the last two computed from / carried by ``rows``).
+
+    ``path``: a file name (written whole or not at all, :func:`fdgpu.files.write_file`) or a binary file object.
+    """
+    from ..files import write_file
     from .core import worst_case
 
     data = {"meta": meta or {}, "results": list(rows), "worst_case": worst_case(rows),
             "sanity": list(getattr(rows, "sanity", []))}
-    with open(path, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
+    text = (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
+    if hasattr(path, "write"):
+        path.write(text)
+    else:
+        write_file(path, lambda fh: fh.write(text))
 
 
 _SPARE_MARKERS = ("X", "*", "h", "p", "<", ">", "d", "8")
@@ -106,12 +112,13 @@ def plot_styles(rows: Sequence[Dict]) -> Tuple[Dict[str, str], Dict[str, Tuple]]
     return colours, styles
 
 
-def plot(rows: Sequence[Dict], path: str, title: str = "") -> Optional[str]:
+def plot(rows: Sequence[Dict], path, title: str = ""):
     """Adversarial top-1 vs L-inf eps (pixel levels), one panel per attacker view.
 
     One colour per defence and one line style + marker per attack kind, the same in every panel; the undefended
     model under a white-box attack (view ``-``) is drawn in black in every panel for reference. Clean accuracy is the
     point at eps = 0. Both legends sit below the panels (never over data) and a long title is wrapped, not cut.
+    ``path``: a file name (its suffix picks the format, as matplotlib's ``savefig``) or a binary file object (PNG).
     Returns ``path``, or ``None`` when no row has an eps to plot.
     """
     import textwrap
@@ -160,6 +167,8 @@ def plot(rows: Sequence[Dict], path: str, title: str = "") -> Optional[str]:
                fontsize=8, title_fontsize=8, frameon=False)
     if title:
         fig.suptitle("\n".join(textwrap.wrap(title, width=int(width * 15), break_on_hyphens=False)), fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120, format="png" if hasattr(path, "write") else None)
+    finally:
+        plt.close(fig)
     return path

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..choices import SUBSAMPLINGS
-from ..files import prepare_out, write_atomically
+from ..files import prepare_out, write_file
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.time()
     vaccinate(net, x, y, args.quality, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
               subsampling=args.subsampling, progress=True)
-    write_atomically(out, lambda tmp: torch.save(net.state_dict(), tmp))  # whole or not at all
+    write_file(out, lambda fh: torch.save(net.state_dict(), fh))  # whole or not at all
     print(f"saved {out} ({time.time() - t0:.0f} s, {x.shape[0]} images x {args.epochs} epochs, q={args.quality:g})")
     return 0
 
