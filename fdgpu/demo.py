@@ -62,13 +62,14 @@ def apply(method: str, arg, x):
 def measure(images, repeats: int = 3, progress: bool = False):
     """Rows of (label, mean PSNR dB, mean SSIM, ms per image, outputs by image name).
 
-    ms per image is a dict: ``median``, ``min``, ``max`` over ``repeats`` runs, each run the mean over the images.
+    ms per image is a dict: ``median``, ``min``, ``max`` over ``repeats`` runs, each run the mean over the images;
+    None with ``repeats=0`` (PSNR and SSIM only, nothing timed).
     """
     import numpy as np
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
     from tqdm import tqdm
 
-    repeats = max(1, repeats)
+    repeats = max(0, repeats)
     rows = []
     bar = tqdm(total=len(METHODS) * len(images) * (repeats + 1), desc="fdgpu demo", unit="call", disable=not progress,
                file=sys.stderr, leave=False)
@@ -92,7 +93,7 @@ def measure(images, repeats: int = 3, progress: bool = False):
                 bar.update()
             runs.append(1e3 * total / len(images))
         ms = {"median": float(np.median(runs)), "min": float(np.min(runs)), "max": float(np.max(runs)),
-              "runs": len(runs)}
+              "runs": len(runs)} if runs else None
         rows.append((label, float(np.mean(ps)), float(np.mean(ss)), ms, outs))
     bar.close()
     return rows
