@@ -1,9 +1,10 @@
 """fdgpu: a differentiable JPEG / Feature-Distillation layer for PyTorch.
 
->>> import torch, fdgpu
->>> x = torch.rand(2, 3, 32, 32)
->>> fdgpu.jpeg(x, quality=75).shape
-torch.Size([2, 3, 32, 32])
+Examples:
+    >>> import torch, fdgpu
+    >>> x = torch.rand(2, 3, 32, 32)
+    >>> fdgpu.jpeg(x, quality=75).shape
+    torch.Size([2, 3, 32, 32])
 """
 __version__ = "0.1.0"
 

@@ -72,7 +72,7 @@ def pretrained(name: str = "resnet20", root: Optional[PathLike] = None) -> Path:
     Raises:
         FileNotFoundError: naming the command that downloads them, when the file is not there.
 
-    Example:
+    Examples:
         >>> from fdgpu.models import cifar_resnet
         >>> net = cifar_resnet(20, weights=pretrained("resnet20"))  # doctest: +SKIP
     """

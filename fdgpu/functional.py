@@ -106,7 +106,7 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
     Returns:
         ``(..., C, H, W)``: same shape, dtype, device and memory format (contiguous or channels_last) as ``x``.
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> y = fdgpu.requantize(torch.rand(4, 3, 20, 30), fdgpu.tables.fd(1.0))
         >>> y.shape
@@ -181,7 +181,7 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
     Returns:
         same shape, dtype and device as ``x``.
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> x = torch.rand(2, 3, 32, 32, requires_grad=True)
         >>> fdgpu.jpeg(x, 50, backward="ste").sum().backward()
@@ -224,7 +224,7 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
         subsampling, backward, backend, validate: as in :func:`requantize`.
         variant: "paper" or "official" (see :func:`fdgpu.tables.fd`).
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> fdgpu.feature_distillation(torch.rand(3, 16, 16), 2.0).shape
         torch.Size([3, 16, 16])

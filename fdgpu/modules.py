@@ -47,7 +47,7 @@ class Requantize(nn.Module):
             [1, 255] with a straight-through gradient (see the module docstring). Their gradients follow the
             backward mode (:mod:`fdgpu.autograd`): ``ste`` and ``soft`` give one, ``bpda`` none.
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> m = fdgpu.Requantize(fdgpu.tables.fd(1.0), learnable=True)
         >>> m(torch.rand(2, 3, 16, 16)).mean().backward()
@@ -110,7 +110,7 @@ class JPEG(Requantize):
     gradient, and the tables are derived from it on every call (:func:`fdgpu.tables.ijg`, straight-through floors
     and clamps), so ``quality.grad`` is the gradient of the loss through the IJG scaling.
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> fdgpu.JPEG(quality=50)(torch.rand(1, 3, 8, 8)).shape
         torch.Size([1, 3, 8, 8])
@@ -151,7 +151,7 @@ class FDJpeg(Requantize):
     channel (``subsampling`` unused). ``learnable=True`` makes the tables parameters initialised at
     ``fdgpu.tables.fd(strength, variant)`` (as :class:`Requantize`). The strength is part of the state.
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> fdgpu.FDJpeg(strength=1.0)(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3, 32, 32])

@@ -7,9 +7,10 @@ them), a parser of the fields after the kind, and the function that builds the d
 ``fdgpu.eval`` parses, builds and runs only through these registries; the order of registration is the order of
 the CLI help, the docs table and the plot's legend. See docs/extending.md for a worked example.
 
->>> from fdgpu.registry import ATTACKS, DEFENCES
->>> DEFENCES["jpeg"].form, ATTACKS["pgd"].form
-('jpeg:Q', 'pgd:EPS:STEPS[:ALPHA]')
+Examples:
+    >>> from fdgpu.registry import ATTACKS, DEFENCES
+    >>> DEFENCES["jpeg"].form, ATTACKS["pgd"].form
+    ('jpeg:Q', 'pgd:EPS:STEPS[:ALPHA]')
 """
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def ijg(quality: Union[float, int, torch.Tensor]) -> Tuple[torch.Tensor, torch.T
         quality's device; entries are ``floor((base * scale + 50) / 100)`` clamped to [1, 255], byte-identical to
         what libjpeg (and Pillow) write.
 
-    Example:
+    Examples:
         >>> luma, chroma = ijg(50)
         >>> int(luma[0, 0]), int(chroma[7, 7])
         (16, 99)
@@ -127,7 +127,7 @@ def fd(strength: float = 1.0, variant: str = "paper") -> torch.Tensor:
     Returns:
         float32 ``(8, 8)``.
 
-    Example:
+    Examples:
         >>> t = fd(2.0)
         >>> float(t[0, 0]), float(t[7, 7]), int((t == 2.0).sum())
         (2.0, 80.0, 15)

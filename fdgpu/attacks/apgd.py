@@ -45,7 +45,7 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     Positive exactly when the sample is misclassified; invariant to shifting and (positively) scaling the logits.
 
-    Example:
+    Examples:
         >>> float(dlr_loss(torch.tensor([[3.0, 1.0, 0.0]]), torch.tensor([0])))
         -0.6666666...
     """
@@ -67,7 +67,7 @@ def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
 def checkpoints(steps: int) -> List[int]:
     """The iterations ``0 < w_1 < w_2 < ... < steps`` at which APGD may halve its step size (paper, Section 3.2).
 
-    Example:
+    Examples:
         >>> checkpoints(100)
         [22, 41, 57, 70, 80, 87, 93, 99]
     """
@@ -160,7 +160,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
         ``(B, C, H, W)`` in [0, 1] within the budget: per image the first iterate that was misclassified, else the
         one with the highest loss.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
         >>> x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 2, 3])
         >>> xa = apgd(net, x, y, 8 / 255, steps=5, loss="dlr")

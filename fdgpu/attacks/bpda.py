@@ -37,7 +37,7 @@ class BPDA(nn.Module):
             called under ``torch.no_grad()``, so it may be a numpy/PIL round trip wrapped in tensors.
         substitute: the differentiable ``g``; ``None`` means identity (``g(x) = x``, the usual BPDA).
 
-    Example:
+    Examples:
         >>> quantize = BPDA(lambda x: torch.round(x * 4) / 4)
         >>> x = torch.rand(2, 3, 8, 8, requires_grad=True)
         >>> quantize(x).sum().backward()

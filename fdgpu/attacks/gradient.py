@@ -178,7 +178,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targ
     Returns:
         ``(B, C, H, W)`` in [0, 1], ``|x_adv - x| <= eps``.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
         >>> x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
         >>> bool(((fgsm(net, x, y, 0.1) - x).abs() <= 0.1 + 1e-6).all())
@@ -255,7 +255,7 @@ def eot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: O
     """EOT-PGD (Athalye et al. 2018): PGD whose every step averages the gradient over ``samples`` draws of a
     randomised model (e.g. a JPEG defence with a random quality per call). Other arguments as in :func:`pgd`.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
         >>> x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
         >>> eot(net, x, y, 0.1, steps=2, samples=2).shape

@@ -8,10 +8,11 @@ their backward pass is the identity (:class:`fdgpu.attacks.BPDA`), so attackers 
 and output: (N, C, H, W) float in [0, 1], same shape, dtype and device. Randomised defences hold a seeded random
 stream (deterministic for a seed, a new draw per call) and offer ``reseed(seed)``.
 
->>> import torch, fdgpu.defences as D
->>> tvm = D.make_defence("tvm", seed=0)
->>> tvm(torch.rand(1, 3, 32, 32)).shape
-torch.Size([1, 3, 32, 32])
+Examples:
+    >>> import torch, fdgpu.defences as D
+    >>> tvm = D.make_defence("tvm", seed=0)
+    >>> tvm(torch.rand(1, 3, 32, 32)).shape
+    torch.Size([1, 3, 32, 32])
 
 ``make_defence("quilting", ...)`` needs clean images for its patch database: pass ``database=``, ``images=``, or
 ``data=`` (a CIFAR ``.npz`` or a folder of photos), or set ``FDGPU_DATA`` (then ``source="cifar"`` uses

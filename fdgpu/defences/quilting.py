@@ -26,12 +26,13 @@ cached 1,000,000-patch database ~0.9 s. Quilting is dominated by the faiss searc
 ~0.1 s per 32 x 32 image and ~8 s per 299 x 299 image (9,801 patches) with 100,000 patches; ~0.7 s per 32 x 32
 image with 1,000,000 (extrapolated: ~70 s per 299 x 299 image at Guo et al.'s size on this CPU).
 
->>> import numpy as np, torch
->>> from fdgpu.defences.data import synthetic_images
->>> db = build_database(synthetic_images(20, 32), n_patches=2000, seed=0)
->>> q = Quilting(db, seed=0)
->>> q(torch.rand(2, 3, 32, 32)).shape
-torch.Size([2, 3, 32, 32])
+Examples:
+    >>> import numpy as np, torch
+    >>> from fdgpu.defences.data import synthetic_images
+    >>> db = build_database(synthetic_images(20, 32), n_patches=2000, seed=0)
+    >>> q = Quilting(db, seed=0)
+    >>> q(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 3, 32, 32])
 """
 from __future__ import annotations
 

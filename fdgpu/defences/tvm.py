@@ -19,10 +19,11 @@ exactly that proximal map. ``z_0`` fills the dropped values with a normalised 3 
 image: the objective is within 0.3-0.4 % of its 40-step value after 10 steps, 1 % after 5). Chambolle runs per
 channel (``channel_axis``), with its default stopping rule (``eps`` 2e-4, at most 200 inner iterations).
 
->>> import torch
->>> t = TVM(seed=0)
->>> t(torch.rand(2, 3, 32, 32)).shape
-torch.Size([2, 3, 32, 32])
+Examples:
+    >>> import torch
+    >>> t = TVM(seed=0)
+    >>> t(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 3, 32, 32])
 """
 from __future__ import annotations
 

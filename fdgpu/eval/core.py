@@ -123,7 +123,7 @@ def worst_case(rows: Sequence[Dict]) -> List[Dict]:
     headline), ``per_view`` (worst over attacks, per view), ``per_attack`` (worst over views, per attack) and
     ``configs`` (the (attack, view) pairs that entered).
 
-    Example:
+    Examples:
         >>> r = dict(defence="d", attack_kind="pgd", eps=2/255, eps_levels=2.0, clean_bits="11", n=2)
         >>> rows = [dict(r, attack="a", view="v", adv_bits="10"), dict(r, attack="b", view="v", adv_bits="01")]
         >>> worst_case(rows)[0]["worst_acc"]

@@ -94,7 +94,7 @@ def _arity_ok(nargs, n: int) -> bool:
 def parse_attack(spec: str) -> AttackSpec:
     """Parse an attack spec (see the module docstring), e.g. ``pgd:8:10`` or ``apgd-dlr:2:100:restarts=2``.
 
-    Example:
+    Examples:
         >>> a = parse_attack("pgd:8:10"); a.kind, round(a.eps * 255), a.steps
         ('pgd', 8, 10)
         >>> a = parse_attack("apgd-t:8:100:targets=3:eot=20"); a.kind, a.targets, a.samples
@@ -123,7 +123,7 @@ def parse_attack(spec: str) -> AttackSpec:
 def parse_defence(spec: str) -> DefenceSpec:
     """Parse a defence spec (see the module docstring).
 
-    Example:
+    Examples:
         >>> parse_defence("fd:2").args
         (2.0,)
     """

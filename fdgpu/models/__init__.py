@@ -1,10 +1,11 @@
 """Classifiers to defend: the CIFAR-10 ResNet family, input normalisation and ensembles.
 
->>> import torch, torch.nn as nn
->>> from fdgpu.models import cifar_resnet, Normalize, IMAGENET_MEAN, IMAGENET_STD
->>> model = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), cifar_resnet(20))   # inputs in [0, 1]
->>> model(torch.rand(1, 3, 32, 32)).shape
-torch.Size([1, 10])
+Examples:
+    >>> import torch, torch.nn as nn
+    >>> from fdgpu.models import cifar_resnet, Normalize, IMAGENET_MEAN, IMAGENET_STD
+    >>> model = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), cifar_resnet(20))   # inputs in [0, 1]
+    >>> model(torch.rand(1, 3, 32, 32)).shape
+    torch.Size([1, 10])
 """
 from .ensemble import Ensemble
 from .normalize import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, Normalize

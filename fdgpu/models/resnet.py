@@ -97,7 +97,7 @@ def cifar_resnet(depth: int = 20, weights: Optional[Union[str, os.PathLike]] = N
         the network (expects normalised input: use ``nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)``
         for the pretrained weights, which were trained with ImageNet's statistics).
 
-    Example:
+    Examples:
         >>> net = cifar_resnet(20)
         >>> net(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
