@@ -10,8 +10,17 @@ __version__ = "0.1.0"
 
 from . import tables
 from .choices import BACKWARDS, SUBSAMPLINGS
+from .coefficients import Coefficients, decode, encode
 from .functional import feature_distillation, jpeg, requantize
 from .modules import JPEG, FDJpeg, Requantize
 
 __all__ = ["__version__", "tables", "BACKWARDS", "SUBSAMPLINGS", "jpeg", "feature_distillation", "requantize",
-           "JPEG", "FDJpeg", "Requantize"]
+           "JPEG", "FDJpeg", "Requantize", "Coefficients", "encode", "decode", "io"]
+
+
+def __getattr__(name):
+    # fdgpu.io (JPEG files through jpeglib, an optional extra) is imported on first use
+    if name == "io":
+        import importlib
+        return importlib.import_module(".io", __name__)
+    raise AttributeError(f"module 'fdgpu' has no attribute {name!r}")

@@ -124,3 +124,115 @@ def _jpeg_backward_fake(grad, x, luma_table, chroma_table, state_luma, state_chr
 
 
 jpeg.register_autograd(autograd.backward, setup_context=autograd.setup_context)
+
+
+# ---------------------------------------------------------------- the two halves: fdgpu.encode and fdgpu.decode
+# ``encode(x, luma_table, chroma_table, subsampling, mode, save) -> (qy, qc, zy, zc)``: the quantized coefficients
+# in the reference's plane layout, luma ``(N, 1, Hp, Wp)`` and chroma ``(N, 2, Hp / vs, Wp / hs)`` (``(0,)`` for
+# grayscale), in x's dtype, and (``save``) the quotients ``z`` the backward needs. ``decode(qy, qc, luma_table,
+# cb_table, cr_table, subsampling, h, w, mode) -> y`` ``(N, C, H, W)``. Tables are ``(N, 8, 8)``. Both run the torch
+# reference (:func:`fdgpu.reference.jpeg.encode` / ``decode``), the stage functions of the round trip.
+HALF_MODES = ("exact", "ste", "soft")
+
+
+def plane_shapes(n: int, ch: int, h: int, w: int, subsampling: str):
+    """The MCU-padded coefficient planes of an ``(N, C, H, W)`` image: luma and chroma shapes (chroma ``(0,)``)."""
+    g = Geometry.of(h, w, ch, subsampling)
+    return (n, 1, g.hp, g.wp), ((n, 2, g.hp // g.vs, g.wp // g.hs) if ch == 3 else _EMPTY_SHAPE)
+
+
+@torch.library.custom_op("fdgpu::encode", mutates_args=())
+def encode(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, mode: str,
+           save: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    (qy, qc), (zy, zc) = reference.jpeg.encode(x, luma_table, chroma_table, subsampling, need_weight=save)
+    qc = qc.to(x.dtype) if qc is not None else _empty(x)
+    zy = zy.to(x.dtype) if zy is not None else _empty(x)
+    zc = zc.to(x.dtype) if zc is not None else _empty(x)
+    return qy.to(x.dtype), qc, zy, zc
+
+
+@encode.register_fake
+def _encode_fake(x, luma_table, chroma_table, subsampling, mode, save):
+    sy, sc = plane_shapes(*x.shape, subsampling)
+    zy, zc = state_shapes(x.shape, subsampling) if save else (_EMPTY_SHAPE, _EMPTY_SHAPE)
+    return x.new_empty(sy), x.new_empty(sc), x.new_empty(zy), x.new_empty(zc)
+
+
+def _encode_setup(ctx, inputs, output):
+    x, luma_table, chroma_table, subsampling, mode, save = inputs
+    ctx.mark_non_differentiable(output[2], output[3])
+    ctx.subsampling, ctx.mode, ctx.shape = subsampling, mode, tuple(x.shape)
+    ctx.save_for_backward(x, luma_table, chroma_table, output[2], output[3])
+
+
+def _encode_backward(ctx, gqy, gqc, _gzy, _gzc):
+    from .reference import jpeg as ref
+    from .reference.dct import plane_to_blocks
+
+    x, lt, ct, zy, zc = ctx.saved_tensors
+    need_x, need_l, need_c = ctx.needs_input_grad[:3]
+    n, ch, h, w = ctx.shape
+    if ctx.mode == "exact":  # every output is a rounding: its derivative is zero
+        return (torch.zeros_like(x) if need_x else None, torch.zeros_like(lt) if need_l else None,
+                torch.zeros_like(ct) if need_c else None, None, None, None)
+    soft, want = ctx.mode == "soft", bool(need_l or need_c)
+    if (soft or want) and not zy.numel():  # not saved by the forward: recompute
+        zy, zc = ref.encode(x, lt, ct, ctx.subsampling, need_weight=True)[1]
+    sy, sc = plane_shapes(n, ch, h, w, ctx.subsampling)
+    gqy = gqy if gqy is not None else x.new_zeros(sy)
+    g_y, t_y = ref.quantize_adjoint(plane_to_blocks(gqy), zy, lt, soft, want)
+    g_c = t_c = None
+    if ch == 3:
+        gqc = gqc if gqc is not None else x.new_zeros(sc)
+        g_c, t_c = ref.quantize_adjoint(plane_to_blocks(gqc), zc, ct, soft, want)
+    gx = ref.encode_adjoint(g_y, g_c, ctx.subsampling, h, w) if need_x else None
+    gl = ref.table_grad(t_y, lt, n) if need_l else None
+    gc = ref.table_grad(t_c, ct, n) if need_c else None
+    return gx, gl, gc, None, None, None
+
+
+encode.register_autograd(_encode_backward, setup_context=_encode_setup)
+
+
+@torch.library.custom_op("fdgpu::decode", mutates_args=())
+def decode(qy: Tensor, qc: Tensor, luma_table: Tensor, cb_table: Tensor, cr_table: Tensor, subsampling: str, h: int,
+           w: int, mode: str) -> Tensor:
+    return reference.jpeg.decode(qy, qc if qc.numel() else None, (luma_table, cb_table, cr_table), subsampling, h, w,
+                                 qy.dtype)
+
+
+@decode.register_fake
+def _decode_fake(qy, qc, luma_table, cb_table, cr_table, subsampling, h, w, mode):
+    return qy.new_empty(qy.shape[0], 3 if qc.numel() else 1, h, w)
+
+
+def _decode_setup(ctx, inputs, output):
+    qy, qc, lt, cbt, crt, subsampling, h, w, mode = inputs
+    ctx.subsampling, ctx.mode, ctx.size = subsampling, mode, (h, w)
+    ctx.save_for_backward(qy, qc, lt, cbt, crt)
+
+
+def _decode_backward(ctx, grad):
+    from .reference import jpeg as ref
+    from .reference.dct import blocks_to_plane, plane_to_blocks
+
+    qy, qc, lt, cbt, crt = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:5]
+    if ctx.mode == "exact":  # the inverse DCT's descale and every later stage round: the derivative is zero
+        zeros = [torch.zeros_like(t) if need else None for t, need in zip((qy, qc, lt, cbt, crt), needs)]
+        return (*zeros, None, None, None, None)
+    n = qy.shape[0]
+    g_y, g_c = ref.decode_adjoint(grad.contiguous(), ctx.subsampling, qy.shape[-2], qy.shape[-1])
+    gqy, t_y = ref.dequantize_adjoint(g_y, plane_to_blocks(qy), lt, needs[2])
+    out = [blocks_to_plane(gqy), None, ref.table_grad(t_y, lt, n) if needs[2] else None, None, None]
+    if g_c is not None:
+        rc = plane_to_blocks(qc)
+        g_cb, t_cb = ref.dequantize_adjoint(g_c[:, :1], rc[:, :1], cbt, needs[3])
+        g_cr, t_cr = ref.dequantize_adjoint(g_c[:, 1:], rc[:, 1:], crt, needs[4])
+        out[1] = blocks_to_plane(torch.cat([g_cb, g_cr], dim=1))
+        out[3] = ref.table_grad(t_cb, cbt, n) if needs[3] else None
+        out[4] = ref.table_grad(t_cr, crt, n) if needs[4] else None
+    return (*out, None, None, None, None)
+
+
+decode.register_autograd(_decode_backward, setup_context=_decode_setup)

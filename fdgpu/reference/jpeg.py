@@ -19,7 +19,7 @@ from ..backends import cpu as _cpu
 from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
 from .dct import block_dct, block_idct, fdct_islow, idct_islow
 from .parallel import map_chunks, workers
-from .quantize import quantize_dequantize, soft_weight, table_factor
+from .quantize import dequantize, quantize, soft_weight, table_factor
 from .sampling import (FACTORS, downsample, downsample_adjoint, pad_replicate, pad_replicate_adjoint, upsample,
                        upsample_adjoint)
 
@@ -41,18 +41,6 @@ class Geometry:
         hs, vs = FACTORS[subsampling] if channels == 3 else (1, 1)
         mh, mw = 8 * vs, 8 * hs
         return Geometry(h, w, hs, vs, -(-h // mh) * mh, -(-w // mw) * mw, -(-h // vs), -(-w // hs))
-
-
-def _codec(p: torch.Tensor, table: torch.Tensor, need_weight: bool, linear: bool):
-    """Level shift, integer forward DCT, quantize + dequantize, integer inverse DCT with its range limit:
-    ``(N, K, Hp, Wp) -> (N, K, Hp, Wp)`` samples (and the quotients ``z = t / 8Q`` ``(N, K, 64, Hp / 8, Wp / 8)``,
-    the saved state of the ``ste``/``soft`` backward, when asked), exactly libjpeg-turbo's jfdctint.c, jcdctmgr.c
-    (quantize), jidctint.c."""
-    if linear:  # no quantization: the real-valued IDCT(DCT(p)) = p exactly (the DCT is orthonormal)
-        return p, None
-    t = fdct_islow(p)
-    c, weight = quantize_dequantize(t, table, need_weight, p.dtype)
-    return idct_islow(c).to(p.dtype), weight
 
 
 # Images per chunk: the batch is processed in chunks of about this many values so that the ~40 elementwise passes
@@ -114,27 +102,93 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
 
 
 def _forward(x, luma_table, chroma_table, subsampling, need_weight, linear, out=None):
+    if linear:
+        return _linear(x, subsampling, out), (None, None)
+    # the round trip is literally the decoder of the encoder's quantized coefficients
+    (qy, qc), weights = encode(x, luma_table, chroma_table, subsampling, need_weight)
+    h, w = x.shape[-2:]
+    return decode(qy, qc, (luma_table, chroma_table, chroma_table), subsampling, h, w, x.dtype, out), weights
+
+
+def encode(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor], subsampling: str,
+           need_weight: bool = False):
+    """The encoder: 8-bit samples, colour conversion, chroma downsampling, edge padding, integer forward DCT and
+    quantization, as libjpeg-turbo's jpeg_write_scanlines computes them.
+
+    Args:
+        x: ``(N, C, H, W)`` float32/float64 in [0, 1], C in {1, 3}.
+        luma_table, chroma_table: ``(8, 8)`` or ``(N, 8, 8)`` steps; chroma is unused for C = 1.
+        subsampling: "4:4:4", "4:2:2" or "4:2:0" (ignored for C = 1).
+        need_weight: also return the quotients ``z = t / 8Q`` (see :func:`forward`).
+
+    Returns:
+        ``((qy, qc), (zy, zc))``: the quantized integer coefficients (float32) in the plane layout of
+        :mod:`fdgpu.reference.dct`, luma ``(N, 1, Hp, Wp)`` and chroma ``(N, 2, Hp / vs, Wp / hs)`` (None for
+        C = 1), MCU-padded; and the quotients as in :func:`forward` (or None).
+    """
     n, ch, h, w = x.shape
     g = Geometry.of(h, w, ch, subsampling)
-    u = x * 255.0
-    if not linear:
-        # the 8-bit samples a real encoder receives; NaN (only with validate=False) reads as 0, as in the kernels,
-        # whose max(NaN, 0) is 0
-        u = u.add_(0.5).floor_().nan_to_num_(nan=0.0).clamp_(0, 255)
+    # the 8-bit samples a real encoder receives; NaN (only with validate=False) reads as 0, as in the kernels,
+    # whose max(NaN, 0) is 0
+    u = (x * 255.0).add_(0.5).floor_().nan_to_num_(nan=0.0).clamp_(0, 255)
     u = pad_replicate(u, g.hp, g.wp)
     if ch == 1:
-        y, wy = _codec(u, luma_table, need_weight, linear)
-        return _scale_out(y[..., :h, :w], out), (wy, None)
-    ycc = rgb_to_ycbcr(u, exact=not linear)
-    luma = ycc[:, :1]
+        qy, wy = quantize(fdct_islow(u), luma_table, need_weight, x.dtype)
+        return (qy, None), (wy, None)
+    ycc = rgb_to_ycbcr(u)
     # libjpeg pads the image to an even height before downsampling, then repeats the last *downsampled* row.
-    chroma = downsample(ycc[:, 1:, : g.hc * g.vs], g.hs, g.vs, exact=not linear)
+    chroma = downsample(ycc[:, 1:, : g.hc * g.vs], g.hs, g.vs)
     chroma = pad_replicate(chroma, g.hp // g.vs, g.wp // g.hs)
-    y_dec, wy = _codec(luma, luma_table, need_weight, linear)
-    c_dec, wcc = _codec(chroma, chroma_table, need_weight, linear)
-    c_up = upsample(c_dec[..., : g.hc, : g.wc], g.hs, g.vs, h, w, exact=not linear)
-    rgb = ycbcr_to_rgb(y_dec[:, 0, :h, :w], c_up, exact=not linear)
-    return _scale_out(rgb, out), (wy, wcc)
+    qy, wy = quantize(fdct_islow(ycc[:, :1]), luma_table, need_weight, x.dtype)
+    qc, wc = quantize(fdct_islow(chroma), chroma_table, need_weight, x.dtype)
+    return (qy, qc), (wy, wc)
+
+
+def decode(qy: torch.Tensor, qc: Optional[torch.Tensor], tables: Tuple, subsampling: str, h: int, w: int,
+           dtype=torch.float32, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The decoder: dequantization, integer inverse DCT with its range limit, chroma upsampling ("fancy", as
+    Pillow's libjpeg-turbo decodes) and colour conversion, as libjpeg-turbo's jpeg_read_scanlines computes them.
+
+    Args:
+        qy: ``(N, 1, Hp, Wp)`` quantized integer luma coefficients in the plane layout (any float dtype); the
+            planes may be larger than the image (MCU padding): only the blocks the image covers matter.
+        qc: ``(N, 2, Hp / vs, Wp / hs)`` chroma (Cb, Cr), or None for grayscale.
+        tables: ``(luma, cb, cr)`` steps, each ``(8, 8)`` or ``(N, 8, 8)`` (the chroma entries unused for
+            grayscale).
+        subsampling: the chroma factors' name ("4:4:4", "4:2:2" or "4:2:0"); ignored for grayscale.
+        h, w: the image size.
+        dtype: the dtype of the result (float32 or float64: the same values).
+        out: an ``(N, C, H, W)`` buffer for the result, or None.
+
+    Returns:
+        ``(N, C, H, W)`` ``dtype`` on the 1/255 grid (C = 1 without chroma, else 3), or ``out``.
+    """
+    ty, tcb, tcr = tables
+    y_dec = idct_islow(dequantize(qy, ty)).to(dtype)
+    if qc is None:
+        return _scale_out(y_dec[..., :h, :w], out)
+    g = Geometry.of(h, w, 3, subsampling)
+    if tcr is tcb:
+        cq = dequantize(qc, tcb)
+    else:  # a file may give Cb and Cr their own tables
+        cq = torch.cat([dequantize(qc[:, :1], tcb), dequantize(qc[:, 1:], tcr)], dim=1)
+    c_dec = idct_islow(cq).to(dtype)
+    c_up = upsample(c_dec[..., : g.hc, : g.wc], g.hs, g.vs, h, w)
+    return _scale_out(ycbcr_to_rgb(y_dec[:, 0, :h, :w], c_up), out)
+
+
+def _linear(x, subsampling, out):
+    """``L(x)``: the pipeline with every rounding and clamp removed (the DCT and quantization drop out: the
+    real-valued ``IDCT(DCT(p)) = p`` exactly, the DCT being orthonormal)."""
+    n, ch, h, w = x.shape
+    g = Geometry.of(h, w, ch, subsampling)
+    u = pad_replicate(x * 255.0, g.hp, g.wp)
+    if ch == 1:
+        return _scale_out(u[..., :h, :w], out)
+    ycc = rgb_to_ycbcr(u, exact=False)
+    chroma = downsample(ycc[:, 1:, : g.hc * g.vs], g.hs, g.vs, exact=False)
+    c_up = upsample(chroma[..., : g.hc, : g.wc], g.hs, g.vs, h, w, exact=False)
+    return _scale_out(ycbcr_to_rgb(ycc[:, 0, :h, :w], c_up, exact=False), out)
 
 
 def _scale_out(v: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
@@ -244,3 +298,66 @@ def _backward(grad, zy, zc, subsampling, soft, want):
             g_ycc[:, :1] = gl
     g_ycc[:, 1:, : g.hc * g.vs] = g_c
     return pad_replicate_adjoint(rgb_to_ycbcr_adjoint(g_ycc), h, w), ty, tc
+
+
+# ---------------------------------------------------------------- the two halves' adjoints (fdgpu.encode / decode)
+def decode_adjoint(grad: torch.Tensor, subsampling: str, hp: int, wp: int):
+    """Adjoint of :func:`decode`'s real-valued pipeline after the inverse DCT (crop, upsampling, colour, the 1/255
+    output scale), every rounding and clamp straight-through: ``(N, C, H, W)`` output gradient -> the gradients of
+    the decoded sample planes (0..255), luma ``(N, 1, Hp, Wp)`` and chroma ``(N, 2, Hp / vs, Wp / hs)`` (None for
+    C = 1), zero on the MCU padding the output does not see."""
+    n, ch, h, w = grad.shape
+    g = Geometry.of(h, w, ch, subsampling)
+    grad = grad * (1.0 / 255)
+    if ch == 1:
+        return F.pad(grad, (0, wp - w, 0, hp - h)), None
+    g_y, g_c = ycbcr_to_rgb_adjoint(grad)                         # (N, H, W), (N, 2, H, W)
+    g_c = upsample_adjoint(g_c, g.hs, g.vs, g.hc, g.wc)           # (N, 2, hc, wc)
+    g_c = F.pad(g_c, (0, wp // g.hs - g.wc, 0, hp // g.vs - g.hc))
+    return F.pad(g_y.unsqueeze(1), (0, wp - w, 0, hp - h)), g_c
+
+
+def encode_adjoint(g_y: torch.Tensor, g_c: Optional[torch.Tensor], subsampling: str, h: int, w: int) -> torch.Tensor:
+    """Adjoint of :func:`encode`'s real-valued pipeline before the forward DCT (the 255 input scale, edge padding,
+    colour, chroma downsampling and its padding), every rounding and clamp straight-through: the gradients of the
+    sample planes, luma ``(N, 1, Hp, Wp)`` and chroma ``(N, 2, Hp / vs, Wp / hs)`` (None for grayscale) -> the
+    gradient of ``x`` ``(N, C, H, W)``."""
+    if g_c is None:
+        return pad_replicate_adjoint(g_y, h, w) * 255.0
+    n, _, hp, wp = g_y.shape
+    g = Geometry.of(h, w, 3, subsampling)
+    g_c = pad_replicate_adjoint(g_c, g.hc, wp // g.hs)            # (N, 2, hc, Wp / hs)
+    g_c = downsample_adjoint(g_c, g.hs, g.vs)                     # (N, 2, hc * vs, Wp)
+    g_ycc = g_y.new_zeros(n, 3, hp, wp)
+    g_ycc[:, :1] = g_y
+    g_ycc[:, 1:, : g.hc * g.vs] = g_c
+    return pad_replicate_adjoint(rgb_to_ycbcr_adjoint(g_ycc), h, w) * 255.0
+
+
+def quantize_adjoint(grad_r: torch.Tensor, z: torch.Tensor, table: torch.Tensor, soft: bool, want_table: bool):
+    """Adjoint of the quantizer ``r = round(c / Q)`` (``c`` the orthonormal DCT of the level-shifted plane):
+    ``grad_r`` ``(N, K, 64, h, w)`` (block layout) and the saved quotients ``z = c / Q`` -> the gradient of the
+    sample plane ``(N, K, 8h, 8w)`` and the table's per-image gradient ``(N, 64)`` (or None). The rounding's
+    derivative is 1 (ste) or the soft surrogate's ``3 (z - round z)**2``: ``dr/dc = w / Q``, ``dr/dQ = -w z / Q``.
+    """
+    q = table.to(grad_r.dtype).reshape(-1, 1, 64, 1, 1)
+    g = grad_r / q
+    if soft:
+        g = g * soft_weight(z.to(grad_r.dtype))
+    tg = (g * z).sum(dim=(1, 3, 4)).neg_() if want_table else None
+    return block_idct(g), tg
+
+
+def dequantize_adjoint(g_plane: torch.Tensor, r: torch.Tensor, table: torch.Tensor, want_table: bool):
+    """Adjoint of ``p = IDCT(r Q) + 128``: the gradient of a decoded sample plane ``(N, K, Hp, Wp)`` -> the
+    gradient of the quantized coefficients ``r`` (block layout ``(N, K, 64, Hp / 8, Wp / 8)``) and the table's
+    per-image gradient ``(N, 64)`` (or None)."""
+    gc = block_dct(g_plane)
+    q = table.to(gc.dtype).reshape(-1, 1, 64, 1, 1)
+    tg = (gc * r.to(gc.dtype)).sum(dim=(1, 3, 4)) if want_table else None
+    return gc * q, tg
+
+
+def table_grad(per_image: Optional[torch.Tensor], table: torch.Tensor, n: int) -> torch.Tensor:
+    """``(N, 64)`` per-image table gradients -> the table's shape (summed over the batch for an (8, 8) table)."""
+    return _table_grad(per_image, table, n)

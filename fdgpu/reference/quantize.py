@@ -53,7 +53,8 @@ def real_path(table: torch.Tensor) -> bool:
 
 def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool = False,
                         weight_dtype=torch.float32):
-    """``c = deq(round(t / 8Q))`` for every block: libjpeg-turbo's quantizer followed by its dequantization.
+    """``c = deq(round(t / 8Q))`` for every block: libjpeg-turbo's quantizer followed by its dequantization,
+    :func:`dequantize` of :func:`quantize`.
 
     Args:
         t: ``(N, K, Hp, Wp)`` float32 integer coefficient planes of :func:`fdgpu.reference.dct.fdct_islow` (8x
@@ -67,17 +68,31 @@ def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool 
     Returns:
         ``(c, z or None)``: ``c`` ``(N, K, Hp, Wp)`` float32, the dequantized integer coefficients (orthonormal
         scale, |c| <= 2048) that the decoder's inverse DCT receives.
+    """
+    r, weight = quantize(t, table, need_weight, weight_dtype)
+    return dequantize(r, table), weight
 
-    Exactness. Integer steps: ``r = floor((|t| + 4Q + 1/2) * fl(1 / 8Q))`` in float32. The exact value
+
+def quantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool = False, weight_dtype=torch.float32):
+    """``r = round_half_away(t / 8Q)``: libjpeg-turbo's quantizer (jcdctmgr.c), the integers a JPEG file holds.
+
+    Args:
+        t, table, need_weight, weight_dtype: as in :func:`quantize_dequantize`.
+
+    Returns:
+        ``(r, z or None)``: ``r`` ``(N, K, Hp, Wp)`` float32 integers in the plane layout of ``t`` (|r| <= 1024),
+        signed as ``t`` (a zero keeps the sign of ``t``; the inverse DCT does not see the sign of zero).
+
+    Exactness. Integer steps: ``|r| = floor((|t| + 4Q + 1/2) * fl(1 / 8Q))`` in float32. The exact value
     ``(|t| + 4Q + 1/2) / 8Q`` has the floor of ``(|t| + 4Q) / 8Q`` (the half cannot reach the next multiple of the
     even divisor) and lies at least ``1 / 16Q`` from an integer; float32's error there is below
     ``(1024 / Q + 1) * 2**-23``, smaller for every Q < 2**15. Other steps: ``t / 8Q`` in float64 (correctly rounded;
     the exact quotient is a tie, representable, or at least ``1 / 8m`` from one, ``m < 2**24`` the significand of
-    a float32 ``8Q``), rounded half away, and ``r * Q`` (exact in float64) rounded half away. For an integer
-    step both paths agree bit for bit: the float64 quotient of two integers decides ties and roundings exactly,
-    ``r Q`` is an integer, and ``z`` rounded from float64 to float32 is the correctly rounded float32 quotient
-    (the exact quotient ``|t| / 8Q``, with ``8Q < 2**18``, is never within float64's error of a float32 midpoint
-    unless it is one). Which path runs is :func:`real_path`'s choice; CUDA tables never read the device.
+    a float32 ``8Q``), rounded half away. For an integer step both paths agree bit for bit: the float64 quotient of
+    two integers decides ties and roundings exactly, and ``z`` rounded from float64 to float32 is the correctly
+    rounded float32 quotient (the exact quotient ``|t| / 8Q``, with ``8Q < 2**18``, is never within float64's
+    error of a float32 midpoint unless it is one). Which path runs is :func:`real_path`'s choice; CUDA tables never
+    read the device.
     """
     from .dct import plane_to_blocks
 
@@ -85,9 +100,8 @@ def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool 
     if real_path(table):
         q = table_plane(table, hp, wp, torch.float64)
         z = t.to(torch.float64) / (q * 8.0)
-        r = round_half_away(z)
         weight = plane_to_blocks(z.to(weight_dtype)) if need_weight else None
-        return round_half_away(r * q).float(), weight
+        return round_half_away(z).float(), weight
     q = table_plane(table, hp, wp)
     recip = 1.0 / (q * 8.0)
     a = t.abs()
@@ -97,8 +111,29 @@ def quantize_dequantize(t: torch.Tensor, table: torch.Tensor, need_weight: bool 
     # z with its sign (round_half_away(z) is r: |z| is at least 1 / 16Q from a tie unless it is one, exactly)
     weight = plane_to_blocks(torch.copysign(d, t.to(weight_dtype))) if need_weight else None
     if r.requires_grad:  # (autograd: copysign needs its inputs unmodified)
-        return torch.copysign(r * q, t), weight
-    return r.mul_(q).copysign_(t), weight
+        return torch.copysign(r, t), weight
+    return r.copysign_(t), weight
+
+
+def dequantize(r: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``c = round_half_away(r Q)``: libjpeg-turbo's dequantization (jddctmgr.c), ``r Q`` itself for integer steps.
+
+    Args:
+        r: ``(N, K, Hp, Wp)`` quantized integer coefficients in the plane layout (any float dtype).
+        table: ``(8, 8)`` or ``(N, 8, 8)`` steps (>= 1), natural order.
+
+    Returns:
+        ``(N, K, Hp, Wp)`` float32 dequantized coefficients (orthonormal scale), integers: the rounding only acts on
+        non-integer steps (which no file holds), so that the inverse DCT stays an integer transform. Integer steps
+        take float32 (``|r Q| <= 2048 < 2**24``: exact), others float64 (``r Q`` exact, then rounded).
+    """
+    hp, wp = r.shape[-2:]
+    if real_path(table):
+        return round_half_away(r.to(torch.float64) * table_plane(table, hp, wp, torch.float64)).float()
+    q = table_plane(table, hp, wp)
+    if r.requires_grad or r.dtype != torch.float32:
+        return r.float() * q
+    return r.mul(q)
 
 
 def soft_weight(z: torch.Tensor) -> torch.Tensor:
