@@ -1,10 +1,14 @@
 """Benchmark setup: fdgpu.kernels from a source checkout without ``pip install`` (resolved to kernels/ as in the
 tests, tests/_source_checkout.py; inert where fdgpu is installed), and the table of issue 12's CPU targets
 (benchmarks/_targets.py) printed at the end of a benchmark run."""
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# a source checkout whose C library was not built in place (or is stale: fused.c edited since) compiles it on first
+# use, so the benchmarks time the library of the source they sit beside (its file and target: fdgpu.backends.status)
+os.environ.setdefault("FDGPU_BUILD", "1")
 if (ROOT / "tests" / "_source_checkout.py").is_file():
     sys.path.insert(0, str(ROOT))
     import tests._source_checkout  # noqa: E402,F401

@@ -39,6 +39,9 @@ MODEL_ROOTS = _roots("FDGPU_MODELS", "models", "models")
 # Triton's cache, matplotlib's font list. They hold no data a result depends on.
 SESSION_ENV: Dict[str, str] = {
     "FDGPU_CACHE": os.environ.get("FDGPU_CACHE") or str(_CACHE / "fdgpu"),
+    # a source checkout whose C library was not built in place (or is stale: fused.c edited since) compiles it on
+    # first use into FDGPU_CACHE, so the tests always run the library of the source they test
+    "FDGPU_BUILD": os.environ.get("FDGPU_BUILD", "1"),
     "TRITON_HOME": os.environ.get("TRITON_HOME") or str(_HOME),
     "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR") or str(_CACHE / "matplotlib"),
 }

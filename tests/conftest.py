@@ -17,6 +17,9 @@ import pytest  # noqa: E402
 from . import _source_checkout  # noqa: E402,F401  (fdgpu.kernels from a checkout without pip install)
 from ._paths import DATA_ROOTS, SESSION_ENV, data_root_with  # noqa: E402  (captured before any test's isolation)
 
+# from collection on (test modules may load the C library when they are imported), not only inside each test
+os.environ.setdefault("FDGPU_BUILD", SESSION_ENV["FDGPU_BUILD"])
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,36 +1,64 @@
-"""Finding a C compiler, building ``csrc/fused.c`` into a shared library, caching and loading it (ctypes).
+"""Loading the C library of the ``cpu`` backend (ctypes): the best instruction-set target this CPU runs.
 
-The library is compiled once with the system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``) with
-``-O3 -march=native -ffp-contract=off`` (no fused multiply-adds, no fast-math: the float steps must round as the
-torch reference's), cached in ``$FDGPU_CACHE`` (default ``~/.cache/fdgpu``) under a name made of a hash of the
-source, the flags, the compiler's version and the CPU, and written atomically (concurrent first calls, e.g.
-pytest-xdist workers, each compile and rename; one wins). ``FDGPU_FUSED=0`` turns it off.
+The package's build (``setup.py``) compiles ``csrc/fused.c`` once per target of :mod:`fdgpu.backends._isa` (x86-64:
+baseline, v2, v3, v4; other architectures: their baseline) into ``_fused_<target>.so`` beside this module, and
+records each library's SHA-256 and the source's in ``_fused.json``. :func:`library` loads the best target that the
+CPU supports (``$FDGPU_CPU_TARGET`` names one instead, e.g. to compare them); every target gives the same bits. A
+wheel carries the libraries, so no compiler is needed to use them.
 
-:func:`library` gives the two entry points ``(fdgpu_forward, fdgpu_backward)`` as ctypes functions, or None when
-the library cannot be built or loaded; :func:`status` says why. The wrappers that call them are
-:mod:`fdgpu.backends.cpu`.
+A library is loaded only when its SHA-256 equals the recorded one, and a packaged library only when the recorded
+source is the installed ``csrc/fused.c`` (in a source checkout edited since its build, it is stale).
+
+Compile on first use is an explicit opt-in: with ``FDGPU_BUILD=1``, a target that the package lacks (or has stale) is
+compiled with the system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into ``$FDGPU_CACHE`` (default
+``~/.cache/fdgpu``) under a name made of a hash of the source, the target, its flags and the machine (never of the
+building CPU: the target is named, not ``-march=native``), written atomically with a ``.sha256`` record beside it.
+A cached library is used without a compiler on PATH, and only when that record matches its bytes and the file and
+its folder belong to this user and are writable by nobody else (no loading what another user could have put there).
+
+``FDGPU_FUSED=0`` turns the library off. :func:`library` gives the two entry points ``(fdgpu_forward,
+fdgpu_backward)`` as ctypes functions, or None; :func:`status` says why not, :func:`info` which file and target run.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional, Tuple
 
-SOURCE = Path(__file__).parent / "csrc" / "fused.c"
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
-         "-std=gnu11")
+from . import _isa
+
+HERE = Path(__file__).parent
+SOURCE = HERE / "csrc" / "fused.c"
+MANIFEST = HERE / "_fused.json"
+FIX = ("install fdgpu from a wheel (it carries the compiled library), or reinstall it from source with a C compiler "
+       "on PATH, or set FDGPU_BUILD=1 to compile it on first use")
 
 _lock = threading.Lock()
-_lib = None          # the loaded library, once built
+_lib = None          # the loaded library's (forward, backward), once loaded
 _state = "unloaded"  # "unloaded", "loaded" or "unavailable: <why>"
-compile_seconds: float | None = None  # wall time of this process's compile (None: loaded from the cache)
+_info: dict = {}
+compile_seconds: float | None = None  # wall time of this process's compile (None: none compiled)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FDGPU_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fdgpu")
+    return Path(root)
 
 
 def _compiler() -> str | None:
@@ -44,38 +72,127 @@ def _compiler() -> str | None:
     return None
 
 
-def _cpu() -> str:
+# ------------------------------------------------------------------------------------------- the package's libraries
+def _packaged(target: str) -> Tuple[Optional[Path], str]:
+    """The package's library for ``target`` and its compiler flags when it is there and checks out, else (None, why
+    not)."""
+    if not MANIFEST.is_file():
+        return None, ("the package holds no compiled library (it was installed from source without a C compiler, "
+                      "or is a source checkout that was not built: pip install -e .)")
     try:
-        with open("/proc/cpuinfo") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
-        return "".join(sorted(set(lines)))
+        record = json.loads(MANIFEST.read_text())
+        entry = record["libraries"].get(target)
+        source_sha = record["source_sha256"]
+    except (ValueError, KeyError, AttributeError, OSError) as exc:
+        return None, f"the package's record {MANIFEST} cannot be read ({type(exc).__name__}: {exc})"
+    if entry is None and not record["libraries"]:
+        return None, "the package was installed without its C library (no working C compiler when it was built)"
+    if entry is None:
+        return None, f"the package holds no library for the target {target} (built: {', '.join(record['libraries'])})"
+    path = HERE / entry["file"]
+    if SOURCE.is_file() and _sha256(SOURCE) != source_sha:
+        return None, (f"the package's library was built from another {SOURCE.name} (edited since the build: rebuild "
+                      f"with pip install -e . or python setup.py build_ext --inplace)")
+    if not path.is_file() or _sha256(path) != entry["sha256"]:
+        return None, f"the package's library {path} does not match its recorded SHA-256 (damaged: reinstall fdgpu)"
+    return path, " ".join(entry.get("flags", ()))
+
+
+# ----------------------------------------------------------------------------- compiled on first use (FDGPU_BUILD=1)
+def _cache_paths(target: str) -> Tuple[Path, Path]:
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), target, " ".join(_isa.flags(target)), platform.machine(),
+                                    sys.platform]).encode()).hexdigest()[:20]
+    lib = cache_dir() / f"fused-{target}-{key}.so"
+    return lib, lib.with_suffix(".sha256")
+
+
+def _private(path: Path) -> bool:
+    """Whether ``path`` belongs to this user and nobody else can write it (POSIX; elsewhere: True)."""
+    if not hasattr(os, "geteuid"):
+        return True
+    st = path.stat()
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _cached(target: str) -> Optional[Path]:
+    """The cached library of ``target`` when its record matches and it is private to this user, else None."""
+    lib, record = _cache_paths(target)
+    try:
+        if not (lib.is_file() and record.is_file() and _private(lib) and _private(lib.parent)):
+            return None
+        return lib if record.read_text().strip() == _sha256(lib) else None
     except OSError:
-        return platform.processor()
+        return None
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("FDGPU_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fdgpu")
-    return Path(root)
-
-
-def _build(cc: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+def _write_atomically(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, text=True,
-                       timeout=300)
-        os.chmod(tmp, 0o755)
+        write(tmp)
+        os.chmod(tmp, 0o755 if target.suffix == ".so" else 0o644)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _build(target: str) -> Path:
+    """Compile ``target`` into the cache (atomically: concurrent first calls each compile and rename; one wins)."""
+    global compile_seconds
+    cc = _compiler()
+    if cc is None:
+        raise OSError("FDGPU_BUILD=1 but no C compiler found ($CC, cc, gcc, clang)")
+    lib, record = _cache_paths(target)
+    lib.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _private(lib.parent):
+        raise OSError(f"FDGPU_BUILD=1 but the cache folder {lib.parent} is writable by other users; use a private "
+                      f"one (FDGPU_CACHE)")
+    t0 = time.perf_counter()
+
+    def compile_to(tmp: str) -> None:
+        subprocess.run([cc, *_isa.flags(target), "-shared", str(SOURCE), "-o", tmp, "-lm"], check=True,
+                       capture_output=True, text=True, timeout=300)
+        digest = _sha256(Path(tmp))
+        _write_atomically(record, lambda t: Path(t).write_text(digest + "\n"))
+
+    _write_atomically(lib, compile_to)
+    compile_seconds = time.perf_counter() - t0
+    if _cached(target) is None:  # another process replaced it in between with different bytes: use neither
+        raise OSError(f"the library compiled into {lib} changed before it was loaded (concurrent builds?); retry")
+    return lib
+
+
+# ---------------------------------------------------------------------------------------------------------- loading
+def _target() -> str:
+    """The target to load: ``$FDGPU_CPU_TARGET`` when set (it must run on this CPU), else the best this CPU runs."""
+    runs = _isa.supported()
+    want = _isa.forced()
+    if want is None:
+        return runs[0]
+    if want not in _isa.targets():
+        raise OSError(f"FDGPU_CPU_TARGET: expected one of {', '.join(_isa.targets())}, got {want!r}")
+    if want not in runs:
+        raise OSError(f"FDGPU_CPU_TARGET={want}: this CPU does not run it (it runs {', '.join(runs)})")
+    return want
+
+
+def _bind(path: Path):
+    lib = ctypes.CDLL(str(path))  # CDLL: the GIL is released during calls
+    fn = lib.fdgpu_forward
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + \
+        [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
+    bwd = lib.fdgpu_backward
+    bwd.restype = ctypes.c_int
+    bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2
+    return fn, bwd
+
+
 def library():
-    """The compiled library (built on first use), or None when it cannot be built; :func:`status` says why."""
-    global _lib, _state, compile_seconds
+    """The library's ``(fdgpu_forward, fdgpu_backward)``, or None when there is none to load; :func:`status` says
+    why."""
+    global _lib, _state, _info
     if _lib is not None or _state != "unloaded":
         return _lib
     with _lock:
@@ -85,29 +202,21 @@ def library():
             _state = "unavailable: FDGPU_FUSED=0"
             return None
         try:
-            cc = _compiler()
-            if cc is None:
-                raise OSError("no C compiler found ($CC, cc, gcc, clang)")
-            version = subprocess.run([cc, "--version"], check=False, capture_output=True, text=True, timeout=60).stdout
-            key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu(),
-                                            platform.machine()]).encode()).hexdigest()[:20]
-            target = cache_dir() / f"fused-{key}.so"
-            if not target.exists():
-                t0 = time.perf_counter()
-                _build(cc, target)
-                compile_seconds = time.perf_counter() - t0
-            lib = ctypes.CDLL(str(target))  # CDLL: the GIL is released during calls
-            fn = lib.fdgpu_forward
-            fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + \
-                [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
-            bwd = lib.fdgpu_backward
-            bwd.restype = ctypes.c_int
-            bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2
-            _lib, _state = (fn, bwd), "loaded"
+            target = _target()
+            path, why = _packaged(target)
+            origin, flags = "package", why
+            if path is None and os.environ.get("FDGPU_BUILD") == "1":
+                path, origin, flags = _cached(target), "cache", " ".join(_isa.flags(target))
+                if path is None:
+                    path, origin = _build(target), "compiled now"
+            if path is None:
+                raise OSError(f"{why}; {FIX}")
+            _lib = _bind(path)
+            _state = "loaded"
+            _info = {"library": str(path), "isa": target, "origin": origin, "flags": flags}
         except (OSError, subprocess.SubprocessError) as e:
-            detail = getattr(e, "stderr", None) or ""
-            _state = f"unavailable: {e} {detail}".strip()
+            detail = (getattr(e, "stderr", None) or "").strip()
+            _state = f"unavailable: {e}{' ' + detail if detail else ''}"
         return _lib
 
 
@@ -116,8 +225,19 @@ def status() -> str:
     return _state
 
 
+def info() -> dict:
+    """What :func:`fdgpu.backends.status` reports about the library: its file (``library``), the instruction-set
+    target (``isa``) and its compiler ``flags``, where it came from (``origin``: "package", "cache" or "compiled
+    now" with FDGPU_BUILD=1), the targets this CPU runs (``isa_supported``) and this process's ``compile_seconds``
+    (None when it compiled nothing). ``library`` and ``isa`` are None until a library is loaded."""
+    out = {"library": None, "isa": None, "origin": None, "flags": None, **_info}
+    out["isa_supported"] = _isa.supported()
+    out["compile_seconds"] = None if compile_seconds is None else round(compile_seconds, 3)
+    return out
+
+
 def _reset() -> None:
-    """Forget the loaded library (tests: to exercise the build and the fallback)."""
-    global _lib, _state, compile_seconds
+    """Forget the loaded library (tests: to exercise the loading, the build and the fallback)."""
+    global _lib, _state, _info, compile_seconds
     with _lock:
-        _lib, _state, compile_seconds = None, "unloaded", None
+        _lib, _state, _info, compile_seconds = None, "unloaded", {}, None
