@@ -168,6 +168,12 @@ def _round_half_away(b_z):
     return tl.where(b_z < 0, -tl.floor(0.5 - b_z), tl.floor(b_z + 0.5))
 
 
+# Steps are clamped to this inside the quantizer (and the integer-step tests): |t| < 2^15 (jfdctint output of 8-bit
+# samples: 8 x an orthonormal coefficient of at most 2048), so every step from 2^16 quantizes every coefficient to
+# 0, and 2^16 keeps |t| + 4q, 8q and r q far inside int32.
+_Q_CLAMP = tl.constexpr(65536.0)
+
+
 @triton.jit
 def _quantize(b_t, b_q):
     """libjpeg-turbo's quantizer and dequantizer on jfdctint output ``t`` (int32, DCT x 8) with steps ``q`` (fp32
@@ -177,7 +183,12 @@ def _quantize(b_t, b_q):
     encoder's reciprocal multiply computes. Non-integer steps (fractional FD strengths), as the reference defines
     them: the quotient in float64 (correctly rounded: a tie is exact, any other quotient lies at least 1 / (8 m)
     from a rounding boundary, m < 2^24 the significand of 8q), and ``c = round_half_away(r q)``. The branch is per
-    program on the table, so integer tables never pay for float64."""
+    program on the table, so integer tables never pay for float64.
+
+    Steps above :data:`_Q_CLAMP` are clamped to it first: every quotient is then 0 either way (``|t| < 2^15``, so
+    ``|t| / 8q < 1/16``) and ``c = 0``, while ``8 q`` of a larger step would wrap int32 (steps from 2^28) and a step
+    from 2^31 would not convert to int32 at all. With the clamp every int32 product stays below 2^20."""
+    b_q = tl.minimum(b_q, _Q_CLAMP)
     b_qi = b_q.to(tl.int32)
     if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:
         b_m = (tl.abs(b_t) + 4 * b_qi) // (8 * b_qi)
@@ -212,7 +223,10 @@ def _soft_weight(b_s, b_q, p_k, NB: tl.constexpr):
     # z - round z = (t - 8 q r) / 8q: the numerator by one fused multiply-add (exact for integer steps: integers
     # below 2^24; one rounding otherwise), so that the small difference keeps fp32's relative precision, which
     # the difference of a rounded z (|z| up to ~1000 for steps of 1) and r would not.
-    b_e = tl.math.div_rn(tl.fma(-8.0 * b_q, b_r.to(tl.float32), b_t.to(tl.float32)), 8.0 * b_q)
+    # (divided as (numerator / 8) / q, exactly the same quotient: 8 q is inf for steps above 4.25e37, and r = 0
+    # there -- the clamped step in the product leaves it unchanged below the clamp, where r may be non-zero)
+    b_e = tl.math.div_rn(tl.fma(-8.0 * tl.minimum(b_q, _Q_CLAMP), b_r.to(tl.float32), b_t.to(tl.float32)) * 0.125,
+                         b_q)
     return 3.0 * b_e * b_e
 
 
@@ -614,9 +628,11 @@ def _quotient(b_t, b_q):
     """``z = t / 8q`` in fp32, as the reference saves it: the correctly rounded fp32 quotient for integer steps, the
     float64 quotient rounded to fp32 otherwise (the two agree for integer steps; the branch, per program on the
     table as in ``_quantize``, keeps float64 off integer tables)."""
-    b_qi = b_q.to(tl.int32)
-    if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:
-        b_z = tl.math.div_rn(b_t.to(tl.float32), 8.0 * b_q)
+    b_qc = tl.minimum(b_q, _Q_CLAMP)  # a step from 2^31 does not convert to int32 (see _quantize)
+    b_qi = b_qc.to(tl.int32)
+    if tl.min(tl.where(b_qi.to(tl.float32) == b_qc, 1, 0)) == 1:
+        # t / 8 is exact, and (t / 8) / q is t / 8q correctly rounded without 8q's overflow for steps above 4.25e37
+        b_z = tl.math.div_rn(b_t.to(tl.float32) * 0.125, b_q)
     else:
         b_z = (b_t.to(tl.float64) / (8.0 * b_q.to(tl.float64))).to(tl.float32)
     return b_z
