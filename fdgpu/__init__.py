@@ -13,9 +13,11 @@ from .choices import BACKWARDS, SUBSAMPLINGS
 from .coefficients import Coefficients, decode, encode
 from .functional import feature_distillation, jpeg, requantize
 from .modules import JPEG, FDJpeg, Requantize
+from .pixels import to_uint8
 
 __all__ = ["__version__", "tables", "BACKWARDS", "SUBSAMPLINGS", "jpeg", "feature_distillation", "requantize",
-           "JPEG", "FDJpeg", "Requantize", "Coefficients", "encode", "decode", "io"]
+           "JPEG", "FDJpeg", "Requantize", "Coefficients", "encode", "decode", "io",
+           "to_uint8"]
 
 
 def __getattr__(name):

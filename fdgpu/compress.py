@@ -218,14 +218,14 @@ def load_image(path: Path):
 def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
     """Write the result for one image: ``x`` is the float ``(C, H, W)`` input."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from . import functional
+    from .pixels import to_uint8
 
     if fmt == "png":
         y = functional.requantize(x, luma, chroma, subsampling=subsampling)
-        a = (y * 255).round().to(dtype=torch.uint8)
+        a = to_uint8(y)
         a = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
         write_file(target, lambda fh: Image.fromarray(a).save(fh, format="PNG"))
         return
@@ -235,7 +235,7 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
             raise ValueError(f"a baseline JPEG stores integer steps in [1, 255], got table entries up to "
                              f"{float(t.max()):g} (non-integer or too large); use --format png for this table")
         qt.append([int(v) for v in t.flatten().tolist()])
-    a = (x * 255).round().to(dtype=torch.uint8)
+    a = to_uint8(x)  # the samples the layer reads (halves up), not torch.round's halves to even
     a = a[0].numpy() if a.shape[0] == 1 else np.ascontiguousarray(a.permute(1, 2, 0).numpy())
     kw = {"subsampling": PIL_SUBSAMPLING[subsampling]} if x.shape[0] == 3 else {}
     write_file(target, lambda fh: Image.fromarray(a).save(fh, format="JPEG", qtables=qt, **kw))
