@@ -168,17 +168,15 @@ def check_quality_values(q: torch.Tensor) -> None:
 
 
 def check_strength(strength) -> float:
-    """``strength`` of Feature Distillation as a float >= 1, or a ValueError naming ``strength``."""
+    """``strength`` of Feature Distillation as a float >= 1, or a ValueError naming ``strength``: one rule and one
+    message for every value outside it (0, negative, fractional below 1, NaN, not a number)."""
     value = as_number(strength)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"strength: expected a finite number >= 1 (1, 2, 3 are the paper's FD 1x/2x/3x), "
-                         f"got {strength!r}")
-    if value <= 0:
-        raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {value:g}")
-    if value < 1:
-        raise ValueError(f"strength: expected a number >= 1, got {value:g}: the table's low-frequency steps are "
-                         f"1 x strength, and a JPEG quantization step below 1 does not exist; use 1 for the "
-                         f"mildest FD (or fdgpu.requantize with your own tables)")
+    finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not finite or value < 1:
+        got = f"{value:g}" if finite else repr(strength)
+        raise ValueError(f"strength: expected a finite number >= 1 (1, 2, 3 are the paper's FD 1x/2x/3x), got {got}: "
+                         f"the table's low-frequency steps are 1 x strength, and a JPEG quantization step below 1 "
+                         f"does not exist; use 1 for the mildest FD (or fdgpu.requantize with your own tables)")
     return float(value)
 
 

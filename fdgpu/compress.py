@@ -259,8 +259,12 @@ def run(args) -> int:
 
     try:
         luma, chroma = tables_for(args)
-    except ValueError as exc:
-        print(f"fdgpu compress: {exc}", file=sys.stderr)
+    except ValueError as exc:  # the tables' own message names quality / strength: the command line's options
+        msg = str(exc)
+        for arg, option in (("quality:", "--quality:"), ("strength:", "--fd:")):
+            if msg.startswith(arg):
+                msg = option + msg[len(arg):]
+        print(f"fdgpu compress: {msg}", file=sys.stderr)
         return 2
     out = Path(args.out)
     problem = _check_tables(args, luma, chroma) or prepare_out(out)

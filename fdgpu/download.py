@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
-from .files import write_file, write_stream
+from .files import load_error, write_file, write_stream
 
 PathLike = Union[str, os.PathLike]
 
@@ -266,9 +266,8 @@ def convert_checkpoint(path: PathLike, target: PathLike) -> Path:
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: expected a checkpoint that loads with weights_only=True, got "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    except Exception as exc:  # load_error: one line, without torch's advice to load it with weights_only=False
+        raise ValueError(f"{path}: {load_error(exc)}; it was not loaded") from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of tensors (under 'state_dict'), got {type(ckpt).__name__}")
@@ -315,6 +314,11 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_data(args) -> int:
     try:
+        _check_hex("--md5", args.md5, 32)
+    except DownloadError as exc:  # a usage error, before any download
+        print(f"fdgpu data: {exc}", file=sys.stderr)
+        return 2
+    try:
         written = fetch_cifar10(args.root, args.url, args.md5, progress=not args.quiet,
                                 keep_archive=args.keep_archive)
     except (DownloadError, ValueError, OSError) as exc:
@@ -351,6 +355,11 @@ def run_models(args) -> int:
     if (args.url or args.sha256) and len(names) != 1:
         print(f"fdgpu models: --url and --sha256 describe one checkpoint, expected one NAME, got {len(names)}",
               file=sys.stderr)
+        return 2
+    try:
+        _check_hex("--sha256", args.sha256, 64)
+    except DownloadError as exc:  # a usage error, before any download
+        print(f"fdgpu models: {exc}", file=sys.stderr)
         return 2
     try:
         for name in names:

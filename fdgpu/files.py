@@ -273,7 +273,10 @@ def prepare_out(out: Path, file: Optional[str] = None) -> str:
 
 def load_error(exc: BaseException) -> str:
     """A one-line account of why ``torch.load(..., weights_only=True)`` failed on a file."""
-    first = (str(exc).strip().splitlines() or [""])[0][:160]
-    if "weights only load failed" in first.lower():  # torch's text goes on to advise weights_only=False
-        first = "not a file of tensors that torch.load(..., weights_only=True) can read"
+    text = str(exc)
+    first = (text.strip().splitlines() or [""])[0][:160]
+    if "weights only load failed" in text.lower():  # torch's text advises weights_only=False: never repeated here
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        first = "not a file of tensors that torch.load(..., weights_only=True) can read" + (
+            f" (it asks for {found.group(1)}, which a file of tensors never needs)" if found else "")
     return f"{type(exc).__name__}: {first}"

@@ -11,7 +11,7 @@ from typing import Tuple, Union
 
 import torch
 
-from ._checks import check_quality, check_quality_values, quality_error, quality_stats  # noqa: F401 (public here too)
+from ._checks import check_quality, check_quality_values, check_strength, quality_error, quality_stats  # noqa: F401
 
 # ITU-T T.81 Annex K.1 / libjpeg jcparam.c base tables (natural order), "quality 50".
 STD_LUMA = (
@@ -132,10 +132,7 @@ def fd(strength: float = 1.0, variant: str = "paper") -> torch.Tensor:
         >>> float(t[0, 0]), float(t[7, 7]), int((t == 2.0).sum())
         (2.0, 80.0, 15)
     """
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
-        raise ValueError(f"strength: expected a finite number > 0, got {strength!r}")
-    if strength <= 0:
-        raise ValueError(f"strength: expected a number > 0 (1, 2, 3 are the paper's FD 1x/2x/3x), got {strength:g}")
+    strength = check_strength(strength)
     if variant not in FD_VARIANTS:
         raise ValueError(f"variant: expected one of {FD_VARIANTS}, got {variant!r}")
     if FD_MALICIOUS_STEP * strength > FLOAT32_MAX:

@@ -124,17 +124,16 @@ def test_argument_errors(kw, exc, match):
         fdgpu.jpeg(torch.rand(3, 3, 8, 8), **kw)
 
 
-@pytest.mark.parametrize("strength", [0, -2.0])
-def test_strength_errors(strength):
-    with pytest.raises(ValueError, match="strength: expected a number > 0"):
-        fdgpu.feature_distillation(torch.rand(3, 8, 8), strength)
-
-
-def test_fractional_strength_below_one_names_strength():
-    with pytest.raises(ValueError, match="strength: expected a number >= 1, got 0.5"):
-        fdgpu.feature_distillation(torch.rand(3, 8, 8), 0.5)
-    with pytest.raises(ValueError, match="strength: expected a number >= 1, got 0.5"):
-        fdgpu.FDJpeg(strength=0.5)
+@pytest.mark.parametrize("strength, shown", [(0, "0"), (-2.0, "-2"), (0.5, "0.5"), (0.999, "0.999"),
+                                             (float("nan"), "nan"), ("2", "'2'")])
+def test_strength_below_one_one_rule_one_message(strength, shown):
+    """Every strength outside the rule gets the same message, from every entry point."""
+    message = (rf"^strength: expected a finite number >= 1 \(1, 2, 3 are the paper's FD 1x/2x/3x\), got {shown}: "
+               r"the table's low-frequency steps are 1 x strength")
+    for build in (lambda: fdgpu.feature_distillation(torch.rand(3, 8, 8), strength),
+                  lambda: fdgpu.FDJpeg(strength=strength), lambda: fdgpu.tables.fd(strength)):
+        with pytest.raises(ValueError, match=message):
+            build()
 
 
 @pytest.mark.parametrize("table, match", [

@@ -236,7 +236,7 @@ def test_compress_fd_below_one_is_one_usage_error_up_front(odd, tmp_path, capsys
     out = tmp_path / "out"
     assert main(["compress", str(odd), "--out", str(out), "--fd", "0.5"]) == 2
     err = capsys.readouterr().err
-    assert err.count("fdgpu compress:") == 1 and "--fd 0.5: expected quantization steps >= 1" in err
+    assert err.count("fdgpu compress:") == 1 and "--fd: expected a finite number >= 1" in err
     assert not out.exists()
 
 
@@ -427,6 +427,39 @@ def test_eval_garbage_weights_is_a_message(tiny, capsys):
     err = capsys.readouterr().err
     assert "--weights: expected state_dict file(s) saved with torch.save" in err and "garbage.pt" in err
     assert "weights_only` set to `False`" not in err  # no advice to unpickle an untrusted file
+
+
+def test_eval_messages_are_one_line_naming_the_option(tiny, tmp_path, capsys):
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "notstate.pt")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(_photo(32, 32)).save(tmp_path / "imgs" / "a.png")
+    cases = [
+        (dict(weights=tmp_path / "notstate.pt"), [],
+         f"--weights: expected a state_dict of a CIFAR ResNet-20, got {str(tmp_path / 'notstate.pt')!r} which does "
+         f"not fit: 97 of its 116 tensors missing (e.g. 'conv1.weight'), 1 unexpected (e.g. 'foo'); check that the "
+         f"depth (resnet20) matches the file"),
+        ({}, ["--device", "meta"], "--device meta: expected cpu, cuda or cuda:N, got 'meta', which is not a compute "
+                                   "device (its tensors have shapes but no values); use --device cpu or cuda"),
+        (dict(data=tmp_path / "imgs"), ["--labels-csv", str(tmp_path / "missing.csv")],
+         f"--labels-csv: expected a CSV file with columns ImageId,TrueLabel, got {str(tmp_path / 'missing.csv')!r} "
+         f"which does not exist"),
+    ]
+    for kw, extra, message in cases:
+        assert _eval(tiny, *extra, **kw) == 2, message
+        assert capsys.readouterr().err == f"fdgpu eval: {message}\n"
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--quality", "0", "--quality: expected values in [1, 100] (libjpeg's range), got 0"),
+    ("--quality", "101", "--quality: expected values in [1, 100] (libjpeg's range), got 101"),
+    ("--fd", "0", "--fd: expected a finite number >= 1 (1, 2, 3 are the paper's FD 1x/2x/3x), got 0: "),
+    ("--fd", "0.5", "--fd: expected a finite number >= 1 (1, 2, 3 are the paper's FD 1x/2x/3x), got 0.5: "),
+])
+def test_compress_table_errors_name_the_option(odd, tmp_path, capsys, option, value, message):
+    assert main(["compress", str(odd / "good.png"), "--out", str(tmp_path / "out"), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fdgpu compress: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("defence, message", [

@@ -169,8 +169,12 @@ def test_data_file_url_and_bad_md5_argument(cifar, tmp_path, capsys):
     local.write_bytes(cifar["archive"])
     assert main(["data", "cifar10", "--root", str(tmp_path / "d"), "--url", local.as_uri(), "--md5", cifar["md5"],
                  "--quiet"]) == 0
-    assert main(["data", "cifar10", "--root", str(tmp_path / "d"), "--md5", "xyz", "--quiet"]) == 1
-    assert "--md5: expected 32 hex digits, got 'xyz'" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["data", "cifar10", "--root", str(tmp_path / "e"), "--md5", "xyz", "--quiet"]) == 2  # usage error
+    assert capsys.readouterr().err == "fdgpu data: --md5: expected 32 hex digits, got 'xyz'\n"
+    assert main(["models", "fetch", "resnet20", "--root", str(tmp_path / "m"), "--sha256", "123", "--quiet"]) == 2
+    assert capsys.readouterr().err == "fdgpu models: --sha256: expected 64 hex digits, got '123'\n"
+    assert not (tmp_path / "e").exists() and not (tmp_path / "m").exists()  # refused before any work
 
 
 def test_cifar_batches_are_never_unpickled_beyond_arrays(server, tmp_path, capsys):
@@ -269,7 +273,9 @@ def test_models_fetch_never_unpickles_code(server, tmp_path, capsys):
     files["/evil.th"] = blob
     assert main(["models", "fetch", "resnet20", "--root", str(tmp_path), "--url", base + "/evil.th", "--sha256",
                  hashlib.sha256(blob).hexdigest(), "--quiet"]) == 1
-    assert "expected a checkpoint that loads with weights_only=True" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "UnpicklingError: not a file of tensors" in err and "it was not loaded" in err
+    assert "weights_only` set to `False`" not in err and "weights_only=False" not in err  # never that advice
     assert not (tmp_path / "resnet20-cifar10.pt").exists()
 
 

@@ -60,7 +60,15 @@ def test_cifar_resnet_errors(tmp_path):
         cifar_resnet(20, weights=tmp_path / "missing.pt")
     path = tmp_path / "r32.pt"
     torch.save(cifar_resnet(32).state_dict(), path)
-    with pytest.raises(ValueError, match="check the depth"):
+    with pytest.raises(ValueError, match=r"^weights: expected a state_dict of a CIFAR ResNet-20, got .* which does "
+                                         r"not fit: 72 unexpected \(e.g. 'layer1.3.conv1.weight'\); check"):
+        cifar_resnet(20, weights=path)
+    torch.save({"foo": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match=r"fit: 97 of its 116 tensors missing \(e.g. 'conv1.weight'\), 1 unexpected "
+                                         r"\(e.g. 'foo'\); check"):
+        cifar_resnet(20, weights=path)
+    torch.save([torch.zeros(3)], path)
+    with pytest.raises(ValueError, match=r"expected a state_dict \(a dict of tensors\) .* holding a list"):
         cifar_resnet(20, weights=path)
 
 

@@ -265,6 +265,11 @@ def run(args: argparse.Namespace) -> int:
             device = torch.device(args.device)
         except RuntimeError:
             return _fail(f"--device: expected cpu, cuda or cuda:N, got {args.device!r}")
+        if device.type not in ("cpu", "cuda"):
+            what = ("not a compute device (its tensors have shapes but no values)" if device.type == "meta" else
+                    "not a device fdgpu eval runs on")
+            return _fail(f"--device {args.device}: expected cpu, cuda or cuda:N, got {device.type!r}, which is "
+                         f"{what}; use --device cpu or cuda")
         if device.type == "cuda" and not torch.cuda.is_available():
             why = ("this torch is a CPU-only build" if torch.version.cuda is None else
                    "torch finds no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)")
@@ -319,7 +324,12 @@ def run(args: argparse.Namespace) -> int:
                 return _fail(problem)
         except (FileNotFoundError, ValueError) as exc:
             msg = str(exc)
-            return _fail("--" + msg if msg.startswith(("start:", "limit:")) else msg)
+            # the Python API names its arguments (weights:, labels_csv:); the command line names its options
+            for arg, option in (("start:", "--start:"), ("limit:", "--limit:"), ("weights:", "--weights:"),
+                                ("labels_csv:", "--labels-csv:")):
+                if msg.startswith(arg):
+                    msg = option + msg[len(arg):]
+            return _fail(msg)
 
         def calib():
             return load_npz(args.calib, root=args.data_root, limit=args.calib_limit)[0]

@@ -84,6 +84,28 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
+def _load(net: nn.Module, state: dict) -> str:
+    """Load ``state`` into ``net``; or one line on how it does not fit (counts and a first example), loading nothing
+    that matters (the caller raises). Buffers older checkpoints lack (BatchNorm's ``num_batches_tracked``) are filled
+    by torch as usual."""
+    expected = net.state_dict()
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    missing, unexpected = [], []
+    if not shapes:
+        result = net.load_state_dict(state, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of its {len(expected)} tensors missing (e.g. {missing[0]!r})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {str(unexpected[0])!r})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape (e.g. {k!r}: {tuple(state[k].shape)} instead of "
+                     f"{tuple(expected[k].shape)})")
+    return ", ".join(parts)
+
+
 def cifar_resnet(depth: int = 20, weights: Optional[Union[str, os.PathLike]] = None,
                  num_classes: int = 10) -> CifarResNet:
     """Build a CIFAR ResNet and optionally load a state_dict, in eval mode.
@@ -111,10 +133,12 @@ def cifar_resnet(depth: int = 20, weights: Optional[Union[str, os.PathLike]] = N
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(f"weights: expected a state_dict of a CIFAR ResNet-{depth}, got one that does not "
-                             f"fit ({exc}); check the depth matches the file") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"weights: expected a state_dict (a dict of tensors) of a CIFAR ResNet-{depth}, got "
+                             f"{path!r} holding a {type(state).__name__} that is not one")
+        state = {str(k)[len("module."):] if str(k).startswith("module.") else k: v for k, v in state.items()}
+        problem = _load(net, state)
+        if problem:
+            raise ValueError(f"weights: expected a state_dict of a CIFAR ResNet-{depth}, got {path!r} which does not "
+                             f"fit: {problem}; check that the depth (resnet{depth}) matches the file")
     return net.eval()
