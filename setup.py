@@ -22,7 +22,7 @@ from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
-SOURCE = "fdgpu/backends/csrc/fused.c"
+SOURCES = ["fdgpu/backends/csrc/fused.c", "fdgpu/backends/csrc/entropy.c"]  # one library
 MANIFEST = "_fused.json"
 
 
@@ -46,7 +46,7 @@ def libraries():
         return []
     exts = []
     for target in isa.targets():
-        ext = Extension(f"fdgpu.backends._fused_{target.replace('-', '_')}", [SOURCE],
+        ext = Extension(f"fdgpu.backends._fused_{target.replace('-', '_')}", SOURCES,
                         extra_compile_args=list(isa.flags(target)) + ["-g0", "-fno-wrapv"], libraries=["m"],
                         optional=True)  # -g0, -fno-wrapv: undo the -g -fwrapv of Python's own CFLAGS
         ext.fdgpu_target = target
@@ -82,7 +82,9 @@ class BuildLibraries(build_ext):
                 built[ext.fdgpu_target] = {"file": path.name, "sha256": _sha256(path), "flags": ext.extra_compile_args}
         if folder is None:
             return
-        record = {"source_sha256": _sha256(HERE / SOURCE), "libraries": built}
+        # the sources' digest as fdgpu.backends._library.sources_sha256 computes it
+        digest = hashlib.sha256("".join(_sha256(HERE / p) for p in SOURCES).encode()).hexdigest()
+        record = {"source_sha256": digest, "libraries": built}
         if not built:
             print("fdgpu: WARNING: no C library was built (no working C compiler?); the cpu backend will be "
                   "unavailable and the torch reference will run instead", file=sys.stderr)
@@ -107,7 +109,7 @@ class PlatformWheel(bdist_wheel):
 setup(
     packages=find_packages(include=["fdgpu", "fdgpu.*"]) + ["fdgpu.backends.csrc", "fdgpu.kernels"],
     package_dir={"fdgpu.kernels": "kernels"},
-    package_data={"fdgpu.backends.csrc": ["fused.c"]},  # the source, for FDGPU_BUILD=1 (compile on first use)
+    package_data={"fdgpu.backends.csrc": ["fused.c", "entropy.c"]},  # the sources, for FDGPU_BUILD=1
     ext_modules=libraries(),
     cmdclass={"build_ext": BuildLibraries, "bdist_wheel": PlatformWheel},
 )

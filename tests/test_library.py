@@ -115,9 +115,11 @@ def package(built, fresh, monkeypatch, tmp_path):
     target, lib = built
     folder = tmp_path / "pkg"
     (folder / "csrc").mkdir(parents=True)
-    shutil.copy(_library.SOURCE, folder / "csrc" / "fused.c")
+    sources = tuple(folder / "csrc" / p.name for p in _library.SOURCES)
+    for src, dst in zip(_library.SOURCES, sources):
+        shutil.copy(src, dst)
     shutil.copy(lib, folder / "_fused_best.so")
-    record = {"source_sha256": _sha(folder / "csrc" / "fused.c"),
+    record = {"source_sha256": _library.sources_sha256(sources),
               "libraries": {target: {"file": "_fused_best.so", "sha256": _sha(folder / "_fused_best.so"),
                                      "flags": ["-O3"]}}}
     (folder / "_fused.json").write_text(json.dumps(record))
@@ -125,7 +127,7 @@ def package(built, fresh, monkeypatch, tmp_path):
     cache.mkdir(mode=0o700)
     monkeypatch.setenv("FDGPU_CACHE", str(cache))
     monkeypatch.setattr(_library, "HERE", folder)
-    monkeypatch.setattr(_library, "SOURCE", folder / "csrc" / "fused.c")
+    monkeypatch.setattr(_library, "SOURCES", sources)
     monkeypatch.setattr(_library, "MANIFEST", folder / "_fused.json")
     monkeypatch.delenv("FDGPU_BUILD", raising=False)
     return folder
@@ -141,7 +143,7 @@ def test_packaged_library_loads_without_a_compiler(package, monkeypatch):
 
 @pytest.mark.parametrize("spoil, message", [
     ("library", "does not match its recorded SHA-256 (damaged: reinstall fdgpu)"),
-    ("source", "was built from another fused.c (edited since the build"),
+    ("source", "was built from other csrc/*.c sources (edited since the build"),
     ("record", "the package holds no compiled library"),
     ("nothing built", "installed without its C library (no working C compiler when it was built)"),
 ])

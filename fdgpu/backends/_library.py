@@ -1,13 +1,14 @@
 """Loading the C library of the ``cpu`` backend (ctypes): the best instruction-set target this CPU runs.
 
-The package's build (``setup.py``) compiles ``csrc/fused.c`` once per target of :mod:`fdgpu.backends._isa` (x86-64:
+The package's build (``setup.py``) compiles ``csrc/fused.c`` (the round trip) and ``csrc/entropy.c`` (the JPEG file
+sizes of :func:`fdgpu.jpeg_size`) together once per target of :mod:`fdgpu.backends._isa` (x86-64:
 baseline, v2, v3, v4; other architectures: their baseline) into ``_fused_<target>.so`` beside this module, and
-records each library's SHA-256 and the source's in ``_fused.json``. :func:`library` loads the best target that the
+records each library's SHA-256 and the sources' in ``_fused.json``. :func:`library` loads the best target that the
 CPU supports (``$FDGPU_CPU_TARGET`` names one instead, e.g. to compare them); every target gives the same bits. A
 wheel carries the libraries, so no compiler is needed to use them.
 
 A library is loaded only when its SHA-256 equals the recorded one, and a packaged library only when the recorded
-source is the installed ``csrc/fused.c`` (in a source checkout edited since its build, it is stale).
+sources are the installed ``csrc/*.c`` (in a source checkout edited since its build, it is stale).
 
 Compile on first use is an explicit opt-in: with ``FDGPU_BUILD=1``, a target that the package lacks (or has stale) is
 compiled with the system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into ``$FDGPU_CACHE`` (default
@@ -16,8 +17,8 @@ building CPU: the target is named, not ``-march=native``), written atomically wi
 A cached library is used without a compiler on PATH, and only when that record matches its bytes and the file and
 its folder belong to this user and are writable by nobody else (no loading what another user could have put there).
 
-``FDGPU_FUSED=0`` turns the library off. :func:`library` gives the two entry points ``(fdgpu_forward,
-fdgpu_backward)`` as ctypes functions, or None; :func:`status` says why not, :func:`info` which file and target run.
+``FDGPU_FUSED=0`` turns the library off. :func:`library` gives the entry points ``(fdgpu_forward, fdgpu_backward,
+fdgpu_jpeg_entropy)`` as ctypes functions, or None; :func:`status` says why not, :func:`info` which file and target run.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from typing import Optional, Tuple
 from . import _isa
 
 HERE = Path(__file__).parent
-SOURCE = HERE / "csrc" / "fused.c"
+SOURCES = (HERE / "csrc" / "fused.c", HERE / "csrc" / "entropy.c")  # compiled together, in this order
 MANIFEST = HERE / "_fused.json"
 FIX = ("install fdgpu from a wheel (it carries the compiled library), or reinstall it from source with a C compiler "
        "on PATH, or set FDGPU_BUILD=1 to compile it on first use")
@@ -53,6 +54,12 @@ compile_seconds: float | None = None  # wall time of this process's compile (Non
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sources_sha256(paths=None) -> str:
+    """One SHA-256 of the sources (default :data:`SOURCES`): of their own SHA-256s in order (setup.py records the
+    same)."""
+    return hashlib.sha256("".join(_sha256(Path(p)) for p in (SOURCES if paths is None else paths)).encode()).hexdigest()
 
 
 def cache_dir() -> Path:
@@ -90,9 +97,9 @@ def _packaged(target: str) -> Tuple[Optional[Path], str]:
     if entry is None:
         return None, f"the package holds no library for the target {target} (built: {', '.join(record['libraries'])})"
     path = HERE / entry["file"]
-    if SOURCE.is_file() and _sha256(SOURCE) != source_sha:
-        return None, (f"the package's library was built from another {SOURCE.name} (edited since the build: rebuild "
-                      f"with pip install -e . or python setup.py build_ext --inplace)")
+    if all(p.is_file() for p in SOURCES) and sources_sha256() != source_sha:
+        return None, ("the package's library was built from other csrc/*.c sources (edited since the build: rebuild "
+                      "with pip install -e . or python setup.py build_ext --inplace)")
     if not path.is_file() or _sha256(path) != entry["sha256"]:
         return None, f"the package's library {path} does not match its recorded SHA-256 (damaged: reinstall fdgpu)"
     return path, " ".join(entry.get("flags", ()))
@@ -100,8 +107,8 @@ def _packaged(target: str) -> Tuple[Optional[Path], str]:
 
 # ----------------------------------------------------------------------------- compiled on first use (FDGPU_BUILD=1)
 def _cache_paths(target: str) -> Tuple[Path, Path]:
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), target, " ".join(_isa.flags(target)), platform.machine(),
-                                    sys.platform]).encode()).hexdigest()[:20]
+    key = hashlib.sha256("\0".join([*(p.read_text() for p in SOURCES), target, " ".join(_isa.flags(target)),
+                                    platform.machine(), sys.platform]).encode()).hexdigest()[:20]
     lib = cache_dir() / f"fused-{target}-{key}.so"
     return lib, lib.with_suffix(".sha256")
 
@@ -151,7 +158,7 @@ def _build(target: str) -> Path:
     t0 = time.perf_counter()
 
     def compile_to(tmp: str) -> None:
-        subprocess.run([cc, *_isa.flags(target), "-shared", str(SOURCE), "-o", tmp, "-lm"], check=True,
+        subprocess.run([cc, *_isa.flags(target), "-shared", *map(str, SOURCES), "-o", tmp, "-lm"], check=True,
                        capture_output=True, text=True, timeout=300)
         digest = _sha256(Path(tmp))
         _write_atomically(record, lambda t: Path(t).write_text(digest + "\n"))
@@ -186,12 +193,16 @@ def _bind(path: Path):
     bwd = lib.fdgpu_backward
     bwd.restype = ctypes.c_int
     bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2
-    return fn, bwd
+    ent = lib.fdgpu_jpeg_entropy
+    ent.restype = ctypes.c_int
+    ent.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 12 + \
+        [ctypes.c_void_p]
+    return fn, bwd, ent
 
 
 def library():
-    """The library's ``(fdgpu_forward, fdgpu_backward)``, or None when there is none to load; :func:`status` says
-    why."""
+    """The library's ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy)``, or None when there is none to load;
+    :func:`status` says why."""
     global _lib, _state, _info
     if _lib is not None or _state != "unloaded":
         return _lib

@@ -1,0 +1,390 @@
+/* Exact size of the entropy-coded segment of a baseline JPEG, as libjpeg-turbo (and so Pillow) writes it, from the
+   quantized DCT coefficients: the CPU path of fdgpu.jpeg_size.
+
+   What is counted, following libjpeg's encoder:
+   - the MCU order of an interleaved scan (colour: per MCU the luma blocks row by row, then Cb, then Cr) or the
+     raster order of a one-component scan (grayscale);
+   - the dummy blocks that complete the last MCU column and row of a component (jccoefct.c): AC all zero, DC equal
+     to the block on the left, or, in a dummy block row, to the last block of the row above within the same MCU;
+   - per block the DC difference from the previous block of the same component (the predictor starts at 0), its
+     magnitude category and that many extra bits; the AC coefficients in zigzag order as (run, size) symbols, a ZRL
+     (0xF0) for every 16 zeros before a nonzero coefficient, EOB (0x00) when the block ends in zeros (jchuff.c);
+   - Huffman codes from the standard tables of ITU-T T.81 Annex K.3 (libjpeg's defaults), or, with optimize, the
+     per-image optimal tables of jchuff.c's jpeg_gen_optimal_table (the count of the reserved symbol 256 included,
+     ties broken towards the larger symbol, code lengths limited to 16), built from the symbol counts of the same
+     blocks;
+   - the bytes those bits pack into, most significant bit first, a 0x00 after every 0xFF byte (byte stuffing), and
+     the last byte padded with 1 bits (and stuffed too when that makes it 0xFF).
+
+   The file's markers (SOI, APP0, DQT, SOF, DHT, SOS, EOI) are added by the caller (fdgpu/size.py); with optimize
+   this code reports how many symbols each optimal table holds, which fixes the size of its DHT segment. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int16_t i16;
+typedef int64_t i64;
+typedef uint8_t u8;
+
+/* natural-order index of zigzag position k */
+static const u8 ZIGZAG[64] = {
+    0,  1,  8,  16, 9,  2,  3,  10, 17, 24, 32, 25, 18, 11, 4,  5,  12, 19, 26, 33, 40, 48,
+    41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
+    30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
+
+/* Annex K.3: code counts per length 1..16, then the symbols in code order */
+static const u8 DC_LUMA_BITS[16] = {0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0};
+static const u8 DC_CHROMA_BITS[16] = {0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
+static const u8 DC_VALS[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+static const u8 AC_LUMA_BITS[16] = {0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d};
+static const u8 AC_LUMA_VALS[162] = {
+    0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22, 0x71,
+    0x14, 0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72,
+    0x82, 0x09, 0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37,
+    0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59,
+    0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83,
+    0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3,
+    0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3,
+    0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2,
+    0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa};
+static const u8 AC_CHROMA_BITS[16] = {0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77};
+static const u8 AC_CHROMA_VALS[162] = {
+    0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13, 0x22,
+    0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15, 0x62, 0x72, 0xd1,
+    0x0a, 0x16, 0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x35, 0x36,
+    0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58,
+    0x59, 0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a,
+    0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a,
+    0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba,
+    0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda,
+    0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa};
+
+/* A code table: code and length per symbol (length 0: the symbol has no code). */
+typedef struct {
+    uint32_t code[256];
+    u8 size[256];
+} Codes;
+
+/* Canonical codes from counts per length and the symbols in code order (jcphuff.c/jchuff.c's derived table). */
+static void make_codes(const u8 bits[16], const u8 *vals, Codes *c)
+{
+    memset(c, 0, sizeof(*c));
+    uint32_t code = 0;
+    int p = 0;
+    for (int len = 1; len <= 16; len++) {
+        for (int k = 0; k < bits[len - 1]; k++, p++) {
+            c->code[vals[p]] = code++;
+            c->size[vals[p]] = (u8)len;
+        }
+        code <<= 1;
+    }
+}
+
+/* jpeg_gen_optimal_table: counts of the 256 symbols -> counts per length (bits) and symbols in code order (vals).
+   Returns the number of symbols. freq is consumed. */
+static int optimal_table(i64 freq[257], u8 bits[16], u8 vals[256])
+{
+    u8 count[33] = {0};
+    int codesize[257] = {0}, others[257];
+    for (int i = 0; i < 257; i++)
+        others[i] = -1;
+    freq[256] = 1; /* the reserved symbol: no real code is all 1 bits */
+    for (;;) {
+        int c1 = -1, c2 = -1;
+        i64 v = INT64_MAX;
+        for (int i = 0; i <= 256; i++) /* smallest nonzero count, the larger symbol on ties */
+            if (freq[i] && freq[i] <= v) {
+                v = freq[i];
+                c1 = i;
+            }
+        v = INT64_MAX;
+        for (int i = 0; i <= 256; i++) /* the next smallest */
+            if (freq[i] && freq[i] <= v && i != c1) {
+                v = freq[i];
+                c2 = i;
+            }
+        if (c2 < 0)
+            break;
+        freq[c1] += freq[c2];
+        freq[c2] = 0;
+        codesize[c1]++;
+        while (others[c1] >= 0) {
+            c1 = others[c1];
+            codesize[c1]++;
+        }
+        others[c1] = c2;
+        codesize[c2]++;
+        while (others[c2] >= 0) {
+            c2 = others[c2];
+            codesize[c2]++;
+        }
+    }
+    for (int i = 0; i <= 256; i++)
+        if (codesize[i])
+            count[codesize[i] > 32 ? 32 : codesize[i]]++; /* 257 symbols never give a code longer than 32 */
+    int i;
+    for (i = 32; i > 16; i--) /* limit the lengths to 16, as JPEG requires */
+        while (count[i] > 0) {
+            int j = i - 2;
+            while (count[j] == 0)
+                j--;
+            count[i] -= 2;
+            count[i - 1]++;
+            count[j + 1] += 2;
+            count[j]--;
+        }
+    while (count[i] == 0)
+        i--;
+    count[i]--; /* drop the reserved symbol's code from the longest length */
+    int p = 0;
+    for (int len = 1; len <= 32; len++)
+        for (int s = 0; s <= 255; s++)
+            if (codesize[s] == len)
+                vals[p++] = (u8)s;
+    for (int len = 1; len <= 16; len++)
+        bits[len - 1] = count[len];
+    return p;
+}
+
+static inline int nbits(int v)
+{
+    const unsigned a = (unsigned)(v < 0 ? -v : v);
+    return a ? 32 - __builtin_clz(a) : 0;
+}
+
+/* The bit writer: counts the bytes it would write, with stuffing. */
+typedef struct {
+    uint64_t buf;
+    int nbits;
+    i64 bytes;
+} Writer;
+
+static inline void put_bits(Writer *w, uint32_t code, int size)
+{
+    w->buf = (w->buf << size) | (code & ((1u << size) - 1u));
+    w->nbits += size;
+    while (w->nbits >= 8) {
+        w->nbits -= 8;
+        w->bytes += 1 + (((w->buf >> w->nbits) & 0xFF) == 0xFF);
+    }
+    w->buf &= (1ull << w->nbits) - 1ull;
+}
+
+typedef struct {
+    const char *base; /* this image's coefficients */
+    long sr, sc, sk;  /* strides in elements: block row, block column, coefficient (natural order) */
+    int rows, cols;   /* the component's block grid, padded to whole MCUs */
+    int real_rows, real_cols;
+    int hs, vs; /* blocks per MCU across and down */
+    int table;  /* 0 luma, 1 chroma */
+} Comp;
+
+/* One MCU row of a component, rounded to integers and in block order: buf[(y * cols + c) * 64 + k] for the vs
+   block rows y of MCU row mr. The grids come as fdgpu's quantizer leaves them (coefficient-major planes), so the
+   loads run along block columns, contiguous for every coefficient k. Dummy blocks (jccoefct.c) replace the blocks
+   beyond the real ones. */
+static void load_rows(const Comp *cp, int mr, int dtype, i16 *buf)
+{
+    const int cols = cp->cols, rc = cp->real_cols;
+    for (int y = 0; y < cp->vs; y++) {
+        const int r = mr * cp->vs + y;
+        i16 *row = buf + (long)y * cols * 64;
+        if (r >= cp->real_rows) { /* dummy row: DC of the last block of the row above within each MCU */
+            const i16 *above = row - (long)cols * 64;
+            memset(row, 0, (size_t)cols * 64 * sizeof(i16));
+            for (int c = 0; c < cols; c++)
+                row[c * 64] = above[((c / cp->hs) * cp->hs + cp->hs - 1) * 64];
+            continue;
+        }
+        for (int k = 0; k < 64; k++) {
+            const long o = r * cp->sr + k * cp->sk;
+            if (dtype == 0) {
+                const i16 *p = (const i16 *)cp->base + o;
+                for (int c = 0; c < rc; c++)
+                    row[c * 64 + k] = p[c * cp->sc];
+            } else if (dtype == 1) {
+                const float *p = (const float *)cp->base + o;
+                for (int c = 0; c < rc; c++) {
+                    const float z = p[c * cp->sc];
+                    const float a = floorf(fabsf(z) + 0.5f);
+                    row[c * 64 + k] = (i16)(z < 0 ? -a : a);
+                }
+            } else {
+                const double *p = (const double *)cp->base + o;
+                for (int c = 0; c < rc; c++) {
+                    const double z = p[c * cp->sc];
+                    const double a = floor(fabs(z) + 0.5);
+                    row[c * 64 + k] = (i16)(z < 0 ? -a : a);
+                }
+            }
+        }
+        for (int c = rc; c < cols; c++) { /* dummy column: DC of the last real block on the left */
+            memset(row + c * 64, 0, 64 * sizeof(i16));
+            row[c * 64] = row[(rc - 1) * 64];
+        }
+    }
+}
+
+/* One block: either count its symbols (freq) or write its codes (w). Returns 0, or 3 for a coefficient out of
+   the baseline range (DC difference category above 11, AC above 10: libjpeg's JERR_BAD_DCT_COEF). */
+static int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes *dc, const Codes *ac, Writer *w)
+{
+    int diff = blk[0] - *pred;
+    *pred = blk[0];
+    int s = nbits(diff);
+    if (s > 11)
+        return 3;
+    if (w) {
+        put_bits(w, dc->code[s], dc->size[s]);
+        if (s)
+            put_bits(w, (uint32_t)(diff < 0 ? diff - 1 : diff), s);
+    } else {
+        dcf[s]++;
+    }
+    int run = 0;
+    for (int k = 1; k < 64; k++) {
+        int v = blk[ZIGZAG[k]];
+        if (v == 0) {
+            run++;
+            continue;
+        }
+        while (run > 15) {
+            if (w)
+                put_bits(w, ac->code[0xF0], ac->size[0xF0]);
+            else
+                acf[0xF0]++;
+            run -= 16;
+        }
+        s = nbits(v);
+        if (s > 10)
+            return 3;
+        int sym = (run << 4) + s;
+        if (w) {
+            put_bits(w, ac->code[sym], ac->size[sym]);
+            put_bits(w, (uint32_t)(v < 0 ? v - 1 : v), s);
+        } else {
+            acf[sym]++;
+        }
+        run = 0;
+    }
+    if (run > 0) {
+        if (w)
+            put_bits(w, ac->code[0], ac->size[0]);
+        else
+            acf[0]++;
+    }
+    return 0;
+}
+
+/* Every block of one image in scan order; codes NULL means count into freq instead. buf: scratch of
+   (2 * luma cols + 2 * chroma cols) * 64 values. */
+static int scan(const Comp *comps, int nc, int dtype, i64 freq[2][2][257], const Codes codes[2][2], Writer *w,
+                i16 *buf)
+{
+    int pred[3] = {0, 0, 0};
+    i16 *rows[3] = {buf, buf + 2L * comps[0].cols * 64, buf + 2L * comps[0].cols * 64 + (long)comps[1].cols * 64};
+    const int mcu_rows = comps[0].rows / comps[0].vs, mcu_cols = comps[0].cols / comps[0].hs;
+    for (int mr = 0; mr < mcu_rows; mr++) {
+        for (int ci = 0; ci < nc; ci++)
+            load_rows(&comps[ci], mr, dtype, rows[ci]);
+        for (int mc = 0; mc < mcu_cols; mc++)
+            for (int ci = 0; ci < nc; ci++) {
+                const Comp *cp = &comps[ci];
+                const int t = cp->table;
+                for (int y = 0; y < cp->vs; y++)
+                    for (int x = 0; x < cp->hs; x++) {
+                        const i16 *blk = rows[ci] + ((long)y * cp->cols + mc * cp->hs + x) * 64;
+                        int rc = w ? code_block(blk, &pred[ci], NULL, NULL, &codes[t][0], &codes[t][1], w)
+                                   : code_block(blk, &pred[ci], freq[t][0], freq[t][1], NULL, NULL, NULL);
+                        if (rc)
+                            return rc;
+                    }
+            }
+    }
+    return 0;
+}
+
+/* Sizes of images i0..i1-1 of a batch.
+
+   y, cb, cr: the quantized coefficients per component (cb = cr = NULL for grayscale), each a grid of blocks padded
+   to whole MCUs, element (image i, block row r, block column c, natural-order coefficient k) at
+   i * s[0] + r * s[1] + c * s[2] + k * s[3] (ys for luma, cs for both chroma grids); dtype 0: int16 values,
+   1: float32 or 2: float64 quotients, rounded half away from zero. Blocks beyond the real ones are ignored (the
+   encoder's dummy blocks replace them). ly_rows, ly_cols: the luma grid; real_y_*: luma's real blocks,
+   ceil(samples / 8); c_rows, c_cols: the chroma grid (chroma has one block per MCU); hs, vs: luma blocks per MCU
+   (1 or 2). optimize: 0 standard tables, 1 per-image optimal tables.
+   out: (n, 5) int64: the entropy-coded segment's bytes, then (optimize) the number of symbols of the optimal DC
+   luma, AC luma, DC chroma and AC chroma tables (0 where unused).
+
+   Returns 0, 1 for invalid arguments (nothing written), 2 when out of memory, 3 when a coefficient is outside the baseline range (that
+   image's row is left as it was). */
+int fdgpu_jpeg_entropy(const void *y, const void *cb, const void *cr, int dtype, const long *ys, const long *cs,
+                       int n, int ly_rows, int ly_cols, int real_y_rows, int real_y_cols, int c_rows, int c_cols,
+                       int hs, int vs, int optimize, int i0, int i1, i64 *out)
+{
+    const int color = cb != NULL;
+    if (!y || !out || !ys || (cb == NULL) != (cr == NULL) || (color && !cs) || dtype < 0 || dtype > 2 || n < 0 ||
+        i0 < 0 || i1 > n || i0 > i1)
+        return 1;
+    if (hs < 1 || hs > 2 || vs < 1 || vs > 2 || (!color && (hs != 1 || vs != 1)) || (optimize != 0 && optimize != 1))
+        return 1;
+    if (real_y_rows < 1 || real_y_cols < 1 || ly_rows % vs || ly_cols % hs || ly_rows < real_y_rows ||
+        ly_cols < real_y_cols || ly_rows - real_y_rows >= vs || ly_cols - real_y_cols >= hs)
+        return 1; /* the luma grid must be the real blocks rounded up to whole MCUs */
+    if (color && (c_rows != ly_rows / vs || c_cols != ly_cols / hs))
+        return 1;
+    const long esize = dtype == 0 ? 2 : dtype == 1 ? 4 : 8;
+    const long *st = color ? cs : ys;
+    Comp comps[3] = {{NULL, ys[1], ys[2], ys[3], ly_rows, ly_cols, real_y_rows, real_y_cols, hs, vs, 0},
+                     {NULL, st[1], st[2], st[3], c_rows, c_cols, c_rows, c_cols, 1, 1, 1},
+                     {NULL, st[1], st[2], st[3], c_rows, c_cols, c_rows, c_cols, 1, 1, 1}};
+    const int nc = color ? 3 : 1;
+    Codes std[2][2];
+    make_codes(DC_LUMA_BITS, DC_VALS, &std[0][0]);
+    make_codes(AC_LUMA_BITS, AC_LUMA_VALS, &std[0][1]);
+    make_codes(DC_CHROMA_BITS, DC_VALS, &std[1][0]);
+    make_codes(AC_CHROMA_BITS, AC_CHROMA_VALS, &std[1][1]);
+    i16 *buf = malloc((2 * (size_t)ly_cols + 2 * (size_t)(color ? c_cols : 0)) * 64 * sizeof(i16));
+    if (!buf)
+        return 2;
+    int rc_all = 0;
+    for (int i = i0; i < i1; i++) {
+        comps[0].base = (const char *)y + i * ys[0] * esize;
+        if (color) {
+            comps[1].base = (const char *)cb + i * cs[0] * esize;
+            comps[2].base = (const char *)cr + i * cs[0] * esize;
+        }
+        i64 row[5] = {0, 0, 0, 0, 0};
+        Codes opt[2][2];
+        const Codes(*codes)[2] = std;
+        if (optimize) {
+            i64 freq[2][2][257];
+            memset(freq, 0, sizeof(freq));
+            int rc = scan(comps, nc, dtype, freq, NULL, NULL, buf);
+            if (rc) {
+                rc_all = rc;
+                continue;
+            }
+            for (int t = 0; t < (color ? 2 : 1); t++)
+                for (int k = 0; k < 2; k++) {
+                    u8 bits[16], vals[256];
+                    row[1 + 2 * t + k] = optimal_table(freq[t][k], bits, vals);
+                    make_codes(bits, vals, &opt[t][k]);
+                }
+            codes = opt;
+        }
+        Writer w = {0, 0, 0};
+        int rc = scan(comps, nc, dtype, NULL, codes, &w, buf);
+        if (rc) {
+            rc_all = rc;
+            continue;
+        }
+        if (w.nbits) /* pad the last byte with 1 bits */
+            put_bits(&w, 0x7F, 8 - w.nbits);
+        row[0] = w.bytes;
+        memcpy(out + 5L * i, row, sizeof(row));
+    }
+    free(buf);
+    return rc_all;
+}

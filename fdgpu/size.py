@@ -1,0 +1,407 @@
+"""JPEG file sizes: :func:`jpeg_size`, the exact size of the file Pillow writes, and :func:`rate`, a differentiable
+estimate of it.
+
+Both start from the quantized DCT coefficients that fdgpu's forward computes bit for bit as libjpeg-turbo does.
+:func:`jpeg_size` adds what libjpeg-turbo writes around them (the markers, the Huffman codes, byte stuffing) and equals
+``len()`` of Pillow's file; :func:`rate` replaces the integer parts of the same count (rounding, magnitude
+categories, the nonzero test, run lengths) by smooth functions so that it has a gradient with respect to the image,
+the tables and the quality.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from . import tables as _tables
+from ._checks import as_number, check_choice, check_input, check_quality, check_table, check_values, minmax, x_error
+from .choices import FACTORS, SUBSAMPLINGS
+
+Number = Union[int, float]
+
+#: ``backend=`` of :func:`jpeg_size`: "auto" (the compiled C path when it builds, else torch), "cpu" (the C path,
+#: an error when it cannot be built) or "torch" (vectorised torch, on the input's device).
+SIZE_BACKENDS = ("auto", "cpu", "torch")
+
+# libjpeg's largest quantization step (jcparam.c jpeg_add_quant_table clamps to 32767); above 255 a table is written
+# with 16-bit entries.
+MAX_STEP = 32767
+
+# natural-order index of each zigzag position
+ZIGZAG = _tables.zigzag_order()
+
+# ITU-T T.81 Annex K.3, libjpeg's default Huffman tables: code counts per length 1..16, then the symbols in code order
+_STD = {  # (table 0 luma / 1 chroma, class 0 DC / 1 AC): (counts per length, symbols)
+    (0, 0): (bytes.fromhex("00010501010101010100000000000000"), bytes.fromhex(
+        "000102030405060708090a0b"
+    )),
+    (0, 1): (bytes.fromhex("0002010303020403050504040000017d"), bytes.fromhex(
+        "01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a25262728292a"
+        "3435363738393a434445464748494a535455565758595a636465666768696a737475767778797a838485868788898a929394"
+        "95969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8"
+        "e9eaf1f2f3f4f5f6f7f8f9fa"
+    )),
+    (1, 0): (bytes.fromhex("00030101010101010101010000000000"), bytes.fromhex(
+        "000102030405060708090a0b"
+    )),
+    (1, 1): (bytes.fromhex("00020102040403040705040400010277"), bytes.fromhex(
+        "000102031104052131061241510761711322328108144291a1b1c109233352f0156272d10a162434e125f11718191a262728"
+        "292a35363738393a434445464748494a535455565758595a636465666768696a737475767778797a82838485868788898a92"
+        "939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7"
+        "e8e9eaf2f3f4f5f6f7f8f9fa"
+    )),
+}
+
+
+def _canonical(bits, vals) -> Tuple[List[int], List[int]]:
+    """Codes and lengths per symbol (256 each; length 0: no code) of a table given by its counts per length and its
+    symbols in code order: the canonical codes of T.81 Annex C."""
+    code, size = [0] * 256, [0] * 256
+    c, p = 0, 0
+    for length in range(1, 17):
+        for _ in range(bits[length - 1]):
+            code[vals[p]], size[vals[p]] = c, length
+            c, p = c + 1, p + 1
+        c <<= 1
+    return code, size
+
+
+def optimal_table(freq) -> Tuple[List[int], List[int]]:
+    """libjpeg's optimal Huffman table (jchuff.c ``jpeg_gen_optimal_table``) for the counts of symbols 0..255:
+    returns ``(bits, vals)``, the code counts per length 1..16 and the symbols in code order.
+
+    Huffman's construction over the used symbols plus a reserved symbol 256 of count 1 (so that no code is all 1
+    bits), merging the two least frequent nodes (ties: the larger symbol first), then the code lengths limited to 16
+    as libjpeg does (a pair at the longest length moves up, a shorter code moves down), and the reserved code removed
+    from the longest length. Symbols are sorted by their unlimited length, then by value."""
+    f = [int(v) for v in freq[:256]] + [1]
+    heap = [(f[i], -i) for i in range(257) if f[i]]
+    heapq.heapify(heap)
+    members = {-k: [-k] for _, k in heap}
+    codesize = [0] * 257
+    while len(heap) > 1:
+        f1, k1 = heapq.heappop(heap)
+        f2, k2 = heapq.heappop(heap)
+        for m in members[-k1]:
+            codesize[m] += 1
+        for m in members[-k2]:
+            codesize[m] += 1
+        members[-k1] += members.pop(-k2)
+        heapq.heappush(heap, (f1 + f2, k1))
+    count = [0] * 33
+    for s in range(257):
+        if codesize[s]:
+            count[min(codesize[s], 32)] += 1
+    i = 32
+    while i > 16:
+        while count[i] > 0:
+            j = i - 2
+            while count[j] == 0:
+                j -= 1
+            count[i] -= 2
+            count[i - 1] += 1
+            count[j + 1] += 2
+            count[j] -= 1
+        i -= 1
+    while count[i] == 0:
+        i -= 1
+    count[i] -= 1
+    vals = sorted((s for s in range(256) if codesize[s]), key=lambda s: (codesize[s], s))
+    return count[1:17], vals
+
+
+def _std_codes(device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(2, 2, 256)`` int64 codes and lengths of the standard tables, indexed [table, class, symbol]."""
+    code = torch.zeros(2, 2, 256, dtype=torch.int64)
+    size = torch.zeros(2, 2, 256, dtype=torch.int64)
+    for (t, k), (bits, vals) in _STD.items():
+        c, s = _canonical(bits, vals)
+        code[t, k], size[t, k] = torch.tensor(c), torch.tensor(s)
+    return code.to(device), size.to(device)
+
+
+def _nbits(v: torch.Tensor) -> torch.Tensor:
+    """Magnitude category: bits of ``|v|`` (0 for 0), for integers ``|v| < 2**24``."""
+    return torch.frexp(v.abs().to(torch.float32))[1].to(torch.int64)
+
+
+def _with_dummies(y: torch.Tensor, real_rows: int, real_cols: int, hs: int) -> torch.Tensor:
+    """The encoder's dummy blocks (jccoefct.c) on a grid ``(N, R, C, 64)`` padded to whole MCUs: blocks right of
+    ``real_cols`` get zero AC and the DC of the last real block of their row; blocks below ``real_rows`` zero AC and
+    the DC of the last block of the row above within their MCU."""
+    rows, cols = y.shape[1:3]
+    if (rows, cols) == (real_rows, real_cols):
+        return y
+    y = y.clone()
+    if real_cols < cols:
+        y[:, :real_rows, real_cols:] = 0
+        y[:, :real_rows, real_cols:, 0] = y[:, :real_rows, real_cols - 1:real_cols, 0]
+    if real_rows < rows:
+        last = y[:, real_rows - 1, :, 0]
+        idx = torch.arange(cols, device=y.device) // hs * hs + hs - 1
+        y[:, real_rows:] = 0
+        y[:, real_rows:, :, 0] = last[:, idx].unsqueeze(1)
+    return y
+
+
+def _scan_order(comps, real_rows: int, real_cols: int, hs: int, vs: int):
+    """Blocks ``(N, L, 64)`` in the order the scan codes them, with each block's component ``(L,)`` and table
+    ``(L,)``: raster order for one component, else per MCU the ``vs x hs`` luma blocks row by row, Cb, Cr."""
+    y = _with_dummies(comps[0], real_rows, real_cols, hs)
+    n, rows, cols, _ = y.shape
+    dev = y.device
+    if len(comps) == 1:
+        blocks = y.reshape(n, rows * cols, 64)
+        zeros = torch.zeros(rows * cols, dtype=torch.int64, device=dev)
+        return blocks, zeros, zeros
+    m = (rows // vs) * (cols // hs)
+    yb = y.reshape(n, rows // vs, vs, cols // hs, hs, 64).permute(0, 1, 3, 2, 4, 5).reshape(n, m, vs * hs, 64)
+    blocks = torch.cat([yb, comps[1].reshape(n, m, 1, 64), comps[2].reshape(n, m, 1, 64)], 2).reshape(n, -1, 64)
+    comp = torch.tensor([0] * (vs * hs) + [1, 2], device=dev).repeat(m)
+    return blocks, comp, (comp > 0).long()
+
+
+def _symbols(blocks: torch.Tensor, comp: torch.Tensor):
+    """Per block: DC category and difference, AC (run, size) symbols, ZRL counts and EOB flags, with the AC values.
+
+    Returns ``dc_s, dc_v`` ``(N, L)``, ``sym, zrl, ac_s, ac_v`` ``(N, L, 63)`` (zero where the coefficient is
+    zero) and ``eob`` ``(N, L)`` bool."""
+    dc = blocks[..., 0]
+    diff = torch.empty_like(dc)
+    for c in range(int(comp.max()) + 1):
+        m = comp == c
+        d = dc[:, m]
+        diff[:, m] = d - F.pad(d, (1, 0))[:, :-1]
+    ac = blocks[..., ZIGZAG[1:].to(blocks.device)]
+    nz = ac != 0
+    pos = torch.arange(1, 64, device=blocks.device)
+    last = torch.cummax(torch.where(nz, pos, 0), dim=-1).values
+    prev = F.pad(last, (1, 0))[..., :-1]
+    run = torch.where(nz, pos - prev - 1, 0)
+    ac_s = _nbits(ac)
+    sym = torch.where(nz, (run % 16) * 16 + ac_s, 0)
+    zrl = torch.where(nz, run // 16, 0)
+    eob = last[..., -1] < 63
+    return _nbits(diff), diff, sym, zrl, ac_s, ac, nz, eob
+
+
+def _extra(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    # the s extra bits of a value: v itself when positive, v - 1 (one's complement) when negative
+    return torch.where(v < 0, v - 1, v) & ((1 << s) - 1)
+
+
+def _frequencies(n: int, table: torch.Tensor, dc_s, sym, zrl, nz, eob) -> torch.Tensor:
+    """Symbol counts ``(N, 2, 2, 256)`` [image, table, DC/AC, symbol], as jchuff.c's gathering pass counts them."""
+    dev = dc_s.device
+    img = torch.arange(n, device=dev)[:, None]
+    t = table[None, :]
+    freq = torch.zeros(n * 4 * 256, dtype=torch.int64, device=dev)
+    base = (img * 2 + t) * 2 * 256  # (N, L): where image i's counts for block l's table start
+    freq.index_add_(0, (base + dc_s).flatten(), torch.ones_like(dc_s).flatten())
+    ka = base[..., None] + 256 + sym
+    freq.index_add_(0, ka[nz], torch.ones_like(ka[nz]))
+    freq.index_add_(0, (base + 256 + 0xF0).flatten(), zrl.sum(-1).flatten())
+    freq.index_add_(0, (base + 256).flatten(), eob.long().flatten())
+    return freq.view(n, 2, 2, 256)
+
+
+def _bitstream_bytes(lens: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    """Bytes of each image's packed codes ``(N, S)`` (lengths, values, in order) with stuffing and 1-bit padding."""
+    n = lens.shape[0]
+    dev = lens.device
+    total = lens.sum(1)
+    padded = (total + 7) // 8 * 8
+    base = torch.cumsum(padded, 0) - padded
+    keep = lens > 0
+    ln, v = lens[keep], vals[keep]
+    start = (base[:, None] + torch.cumsum(lens, 1) - lens)[keep]
+    chunk = torch.repeat_interleave(torch.arange(ln.numel(), device=dev), ln)
+    off = torch.arange(chunk.numel(), device=dev) - (torch.cumsum(ln, 0) - ln)[chunk]
+    bits = torch.ones(int(padded.sum()), dtype=torch.uint8, device=dev)
+    bits[start[chunk] + off] = ((v[chunk] >> (ln[chunk] - 1 - off)) & 1).to(torch.uint8)
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.int32, device=dev)
+    byte = (bits.view(-1, 8).to(torch.int32) * weights).sum(1)
+    owner = torch.repeat_interleave(torch.arange(n, device=dev), padded // 8)
+    ff = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(0, owner, (byte == 255).long())
+    return padded // 8 + ff
+
+
+def _entropy_torch(comps, real_rows: int, real_cols: int, hs: int, vs: int, optimize: bool) -> torch.Tensor:
+    """``(N, 5)`` int64: the entropy-coded segment's bytes and (``optimize``) the symbol count of the optimal DC
+    luma, AC luma, DC chroma and AC chroma tables. ``comps``: int coefficient grids ``(N, R, C, 64)``, natural
+    order, padded to whole MCUs (the C path's ``fdgpu_jpeg_entropy`` computes the same)."""
+    from .reference.quantize import round_half_away
+
+    comps = [c.long() if not c.is_floating_point() else round_half_away(c).long() for c in comps]
+    blocks, comp, table = _scan_order(comps, real_rows, real_cols, hs, vs)
+    n, dev = blocks.shape[0], blocks.device
+    dc_s, diff, sym, zrl, ac_s, ac, nz, eob = _symbols(blocks, comp)
+    if int(dc_s.max()) > 11 or int(ac_s.max()) > 10:
+        raise ValueError("x: a quantized coefficient is outside baseline JPEG's range (DC difference above 11 bits "
+                         "or AC above 10 bits), which no 8-bit image gives; check the tables")
+    out = torch.zeros(n, 5, dtype=torch.int64)
+    if optimize:
+        freq = _frequencies(n, table, dc_s, sym, zrl, nz, eob).cpu()
+        code = torch.zeros(n, 2, 2, 256, dtype=torch.int64)
+        size = torch.zeros(n, 2, 2, 256, dtype=torch.int64)
+        for i in range(n):
+            for t in range(2 if len(comps) == 3 else 1):
+                for k in range(2):
+                    bits, vals = optimal_table(freq[i, t, k].tolist())
+                    c, s = _canonical(bits, vals)
+                    code[i, t, k], size[i, t, k] = torch.tensor(c), torch.tensor(s)
+                    out[i, 1 + 2 * t + k] = len(vals)
+        code, size = code.to(dev), size.to(dev)
+    else:
+        c, s = _std_codes(dev)
+        code, size = c.expand(n, 2, 2, 256), s.expand(n, 2, 2, 256)
+    img = torch.arange(n, device=dev)[:, None]
+    t = table[None, :].expand(n, -1)
+    # DC: code then the difference's extra bits
+    dc_len = size[img, t, 0, dc_s] + dc_s
+    dc_val = (code[img, t, 0, dc_s] << dc_s) | _extra(diff, dc_s)
+    # AC: for each nonzero coefficient its ZRLs (one chunk: at most 3 codes of up to 16 bits), then code + extra
+    i3, t3 = img[..., None], t[..., None]
+    zl = size[i3, t3, 1, 0xF0]
+    zc = code[i3, t3, 1, 0xF0]
+    zrl_len = zrl * zl
+    zrl_val = torch.zeros_like(zrl)
+    for r in range(1, 4):
+        zrl_val = torch.where(zrl >= r, (zrl_val << zl) | zc, zrl_val)
+    main_len = torch.where(nz, size[i3, t3, 1, sym] + ac_s, 0)
+    main_val = torch.where(nz, (code[i3, t3, 1, sym] << ac_s) | _extra(ac, ac_s), 0)
+    eob_len = torch.where(eob, size[img, t, 1, 0], 0)
+    eob_val = torch.where(eob, code[img, t, 1, 0], 0)
+    lens = torch.cat([dc_len[..., None], torch.stack([zrl_len, main_len], -1).flatten(-2), eob_len[..., None]], -1)
+    vals = torch.cat([dc_val[..., None], torch.stack([zrl_val, main_val], -1).flatten(-2), eob_val[..., None]], -1)
+    out[:, 0] = _bitstream_bytes(lens.reshape(n, -1), vals.reshape(n, -1)).cpu()
+    return out
+
+
+def header_bytes(channels: int, wide: Tuple[bool, bool], dht: int) -> int:
+    """Bytes of everything Pillow writes besides the entropy-coded segment: SOI (2), APP0 JFIF (18), one DQT per
+    table (69, or 133 with 16-bit entries when a step exceeds 255), SOF (10 + 3 per component), the DHT segments
+    (``dht`` bytes), SOS (8 + 2 per component) and EOI (2)."""
+    dqt = (133 if wide[0] else 69) + ((133 if wide[1] else 69) if channels == 3 else 0)
+    return 2 + 18 + dqt + 10 + 3 * channels + dht + 8 + 2 * channels + 2
+
+
+def dht_bytes(channels: int, counts: Optional[List[int]] = None) -> int:
+    """Bytes of the DHT segments: 21 + the number of symbols per table (4 tables in colour, 2 in grayscale);
+    ``counts`` None gives the standard tables' (12 DC and 162 AC symbols each)."""
+    k = 4 if channels == 3 else 2
+    counts = counts[:k] if counts is not None else [12, 162, 12, 162][:k]
+    return sum(21 + c for c in counts)
+
+
+def _resolve_tables(x: torch.Tensor, quality, luma_table, chroma_table, n: int, integer: bool):
+    """``(luma, chroma)`` float64 tables on x's device, ``(8, 8)`` or ``(n, 8, 8)``, from exactly one of ``quality``
+    (default 75, Pillow's) and explicit tables; ``integer``: steps must be integers 1..32767 (what a file holds)."""
+    if quality is not None and luma_table is not None:
+        raise ValueError("quality, luma_table: expected one of them (an IJG quality or explicit tables), got both")
+    if luma_table is None:
+        if chroma_table is not None:
+            raise ValueError("chroma_table: expected luma_table too (explicit tables), got only chroma_table")
+        quality = 75 if quality is None else quality
+        if not isinstance(quality, torch.Tensor):
+            quality = as_number(quality)
+        q = check_quality(quality)
+        if q.dim() == 1 and q.shape[0] != n:
+            raise ValueError(f"quality: expected one quality per image of the flattened batch ({n}), got {q.shape[0]}")
+        if integer and bool((q != q.round()).any()):
+            raise ValueError("quality: expected integer qualities (a JPEG file is written at an integer quality), "
+                             f"got {q.tolist()}; round it")
+        return _tables._ijg(q.to(x.device), torch.float64)
+    lt = check_table("luma_table", luma_table, n).to(device=x.device, dtype=torch.float64)
+    ct = lt if chroma_table is None else check_table("chroma_table", chroma_table, n).to(x.device, torch.float64)
+    for name, t in (("luma_table", lt), ("chroma_table", ct)):
+        if not bool(torch.isfinite(t).all()) or float(t.min()) < 1:
+            raise ValueError(f"{name}: expected finite steps >= 1, got min {float(t.min()):g}")
+        if integer and (bool((t != t.round()).any()) or float(t.max()) > MAX_STEP):
+            raise ValueError(f"{name}: expected integer steps 1..{MAX_STEP} (what a JPEG file holds), got "
+                             f"min {float(t.min()):g}, max {float(t.max()):g}, integers: "
+                             f"{bool((t == t.round()).all())}; round the table (torch.round) and clamp it")
+    return lt, ct
+
+
+def _quotients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str):
+    """The quantizer's quotients ``z = t / 8Q`` of ``x`` ``(N, C, H, W)``, whose rounding half away from zero is the
+    quantized coefficient that libjpeg-turbo codes: per component a view ``(N, R, C, 64)`` (natural order) of the
+    block grid padded to whole MCUs; and the luma's real block rows and columns."""
+    from .reference.jpeg import forward
+
+    n, ch, h, w = x.shape
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.no_grad():
+        _, (zy, zc) = forward(x.detach().to(compute).contiguous(), lt.to(compute), ct.to(compute), subsampling,
+                              need_weight=True)
+    comps = [zy[:, 0].permute(0, 2, 3, 1)]
+    if ch == 3:
+        comps += [zc[:, 0].permute(0, 2, 3, 1), zc[:, 1].permute(0, 2, 3, 1)]
+    return comps, -(-h // 8), -(-w // 8)
+
+
+def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None, *, luma_table=None,
+              chroma_table=None, subsampling: str = "4:2:0", optimize: bool = False, backend: str = "auto",
+              validate: bool = True) -> torch.Tensor:
+    """Exact size in bytes of the JPEG file Pillow writes for each image of ``x``.
+
+    Equal to ``len()`` of ``Image.save(buf, "JPEG", quality=quality, subsampling=..., optimize=optimize)`` (or
+    ``qtables=[luma, chroma]`` for explicit tables) of the 8-bit image ``round(255 x)``: the markers Pillow writes
+    (SOI, APP0 JFIF, DQT, SOF, DHT, SOS, EOI), the Huffman-coded coefficients with the standard tables or, with
+    ``optimize``, libjpeg's per-image optimal tables, byte stuffing and the final padding.
+
+    Args:
+        x: ``(..., 3 or 1, H, W)`` float in [0, 1] (RGB, or grayscale: a one-component file).
+        quality: an integer IJG quality in [1, 100], or a ``(B,)`` tensor of them, one per image of the flattened
+            batch; None (and no tables) is Pillow's default, 75.
+        luma_table, chroma_table: instead of ``quality``, integer steps 1..32767, ``(8, 8)`` or ``(B, 8, 8)``
+            (natural order); ``chroma_table`` defaults to ``luma_table``. Tables with a step above 255 are written
+            with 16-bit entries, as Pillow does.
+        subsampling: one of ``fdgpu.SUBSAMPLINGS`` (colour only).
+        optimize: per-image optimal Huffman tables (Pillow's ``optimize=True``).
+        backend: one of :data:`SIZE_BACKENDS`: "auto" (the compiled C path, else torch), "cpu" or "torch".
+        validate: check that ``x`` is finite and within [0, 1] (one host sync).
+
+    Returns:
+        ``x.shape[:-3]`` int64 on x's device: bytes per image.
+
+    Example:
+        >>> import torch, fdgpu
+        >>> fdgpu.jpeg_size(torch.zeros(2, 3, 16, 16), 75).tolist()
+        [631, 631]
+    """
+    check_input(x)
+    check_choice("subsampling", subsampling, SUBSAMPLINGS)
+    check_choice("backend", backend, SIZE_BACKENDS)
+    if not isinstance(optimize, bool):
+        raise TypeError(f"optimize: expected True or False, got {type(optimize).__name__}")
+    *lead, ch, h, w = x.shape
+    n = math.prod(lead)
+    lt, ct = _resolve_tables(x, quality, luma_table, chroma_table, n, integer=True)
+    if validate:
+        check_values([(x, minmax, x_error)])
+    if n == 0:
+        return torch.zeros(lead, dtype=torch.int64, device=x.device)
+    comps, real_rows, real_cols = _quotients(x.reshape(n, ch, h, w), lt, ct, subsampling)
+    hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
+    ent = None
+    if backend in ("auto", "cpu"):
+        from .backends import entropy as c_entropy
+
+        cpu = [c.cpu() for c in comps] + [None, None]
+        ent = c_entropy.sizes(cpu[0], cpu[1], cpu[2], real_rows, real_cols, hs, vs, optimize)
+        if ent is None and backend == "cpu":
+            raise RuntimeError(f"backend='cpu': the compiled entropy coder is {c_entropy.status()}; use "
+                               f"backend='torch' or 'auto'")
+    if ent is None:
+        ent = _entropy_torch(comps, real_rows, real_cols, hs, vs, optimize)
+    wide = [(t.reshape(-1, 64) > 255).any(1).cpu() for t in (lt, ct)]
+    wide = [v.expand(n) if v.numel() == 1 else v for v in wide]
+    sizes = [int(ent[i, 0]) + header_bytes(ch, (bool(wide[0][i]), bool(wide[1][i])),
+                                           dht_bytes(ch, ent[i, 1:].tolist() if optimize else None))
+             for i in range(n)]
+    return torch.tensor(sizes, dtype=torch.int64, device=x.device).reshape(lead)
