@@ -39,7 +39,12 @@ def as_number(value):
 def check_input(x) -> None:
     """Type and shape checks of ``x`` (no host sync); the value check is in :func:`check_values`."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x: expected a torch.Tensor of shape (..., 3 or 1, H, W), got {type(x).__name__}")
+        hint = ""
+        if type(x).__module__ == "numpy":
+            hint = ("; convert it with torch.from_numpy(a) (an 8-bit HWC image: torch.from_numpy(a).permute(2, 0, 1)"
+                    ".float() / 255)")
+        raise TypeError(f"x: expected a torch.Tensor of shape (..., 3 or 1, H, W), got "
+                        f"{type(x).__module__ + '.' if hint else ''}{type(x).__name__}{hint}")
     if x.is_complex():
         raise TypeError(f"x: expected a real floating tensor with values in [0, 1], got complex dtype {x.dtype}; "
                         f"pass the image itself (e.g. x.real, or x.abs() for a magnitude), not its spectrum")
@@ -51,8 +56,12 @@ def check_input(x) -> None:
     if x.dim() < 3:
         raise ValueError(f"x: expected at least 3 dims (..., C, H, W), got shape {tuple(x.shape)}")
     if x.shape[-3] not in (1, 3):
+        hint = "pass images as (..., C, H, W)"
+        if x.shape[-1] in (1, 3):  # channels last, as numpy and Pillow lay images out
+            perm = {3: ".permute(2, 0, 1)", 4: ".permute(0, 3, 1, 2)"}.get(x.dim(), ".movedim(-1, -3)")
+            hint = f"this looks like channels-last (..., H, W, C) images: pass x{perm}"
         raise ValueError(f"x: expected 3 (RGB) or 1 (grayscale) channels at dim -3, got {x.shape[-3]} "
-                         f"(shape {tuple(x.shape)}); pass images as (..., C, H, W)")
+                         f"(shape {tuple(x.shape)}); {hint}")
     if x.numel() == 0 and x.shape[-1] * x.shape[-2] == 0 and math.prod(x.shape[:-3]) != 0:
         raise ValueError(f"x: expected H, W >= 1, got {tuple(x.shape[-2:])}")
 
@@ -117,7 +126,12 @@ def check_table(name: str, t, batch: int) -> torch.Tensor:
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"{name}: expected an (8, 8) or (B, 8, 8) tensor, got {type(t).__name__}") from None
     if t.shape[-2:] != (8, 8) or t.dim() not in (2, 3):
-        raise ValueError(f"{name}: expected shape (8, 8) or (B, 8, 8), got {tuple(t.shape)}")
+        hint = ""
+        if t.dim() in (1, 2) and t.shape[-1] == 64:
+            hint = ("; tables are in natural (row-major) order, not zigzag: a natural-order table of 64 steps is "
+                    "t.reshape(8, 8) (per image: t.reshape(-1, 8, 8)), one in zigzag order (as a JPEG file stores "
+                    "it) is torch.empty(64).index_copy(0, fdgpu.tables.zigzag_order(), t).reshape(8, 8)")
+        raise ValueError(f"{name}: expected shape (8, 8) or (B, 8, 8), got {tuple(t.shape)}{hint}")
     if t.dim() == 3 and t.shape[0] != batch:
         raise ValueError(f"{name}: expected {batch} per-image tables (one per image of the flattened batch), "
                          f"got {t.shape[0]}")

@@ -68,7 +68,9 @@ def missing(pairs: Iterable[Tuple[str, str]]) -> List[str]:
 
 def _install_hint(command: str, packages: List[str]) -> str:
     extra = SUBCOMMANDS[command][2] or "all"
-    return (f"fdgpu {command}: needs {', '.join(packages)}, which is not installed; install it with: "
+    names = packages[0] if len(packages) == 1 else ", ".join(packages[:-1]) + " and " + packages[-1]
+    are, them = ("is", "it") if len(packages) == 1 else ("are", "them")
+    return (f"fdgpu {command}: needs {names}, which {are} not installed; install {them} with: "
             f"pip install 'fdgpu[{extra}]' (or pip install {' '.join(packages)})")
 
 

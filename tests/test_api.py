@@ -1,4 +1,7 @@
 """Public API: shapes, dtypes, devices, determinism, per-image qualities, modules, and every error message."""
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -134,6 +137,26 @@ def test_strength_below_one_one_rule_one_message(strength, shown):
                   lambda: fdgpu.FDJpeg(strength=strength), lambda: fdgpu.tables.fd(strength)):
         with pytest.raises(ValueError, match=message):
             build()
+
+
+def test_messages_say_how_to_fix_the_input():
+    """A (64,) table: how to reshape it and that tables are in natural order; a numpy array: torch.from_numpy;
+    channels-last images: the permute that makes them (..., C, H, W)."""
+    with pytest.raises(ValueError, match=r"luma_table: expected shape \(8, 8\) or \(B, 8, 8\), got \(64,\); tables "
+                                         r"are in natural \(row-major\) order, not zigzag: .* is t.reshape\(8, 8\)"):
+        fdgpu.requantize(torch.rand(1, 3, 16, 16), torch.ones(64))
+    with pytest.raises(TypeError, match=r"got numpy.ndarray; convert it with torch.from_numpy\(a\)"):
+        fdgpu.jpeg(np.random.rand(3, 16, 16).astype(np.float32), 75)
+    for shape, perm in (((16, 24, 3), "x.permute(2, 0, 1)"), ((2, 16, 24, 3), "x.permute(0, 3, 1, 2)"),
+                        ((1, 2, 16, 24, 1), "x.movedim(-1, -3)")):
+        with pytest.raises(ValueError, match=r"channels-last \(..., H, W, C\) images: pass " + re.escape(perm)):
+            fdgpu.jpeg(torch.rand(shape), 75)
+
+
+def test_the_zigzag_recipe_of_the_table_message_is_right():
+    natural = fdgpu.tables.ijg(50)[0]
+    zigzag = natural.reshape(64)[fdgpu.tables.zigzag_order()]
+    assert torch.equal(torch.empty(64).index_copy(0, fdgpu.tables.zigzag_order(), zigzag).reshape(8, 8), natural)
 
 
 @pytest.mark.parametrize("table, match", [

@@ -194,6 +194,17 @@ def test_commands_check_their_extra_up_front(argv, module, extra, tmp_path, monk
     assert not out.exists()  # nothing started
 
 
+def test_missing_packages_are_named_in_a_sentence(tmp_path, monkeypatch, capsys):
+    for module in ("kornia", "faiss"):
+        for name in list(sys.modules):
+            if name == module or name.startswith(module + "."):
+                monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setitem(sys.modules, module, None)
+    assert main(["bench", "--synthetic", "--methods", "kornia", "quilting", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == ("fdgpu bench: needs kornia and faiss-cpu, which are not installed; install them "
+                                       "with: pip install 'fdgpu[bench]' (or pip install kornia faiss-cpu)\n")
+
+
 def test_every_option_has_help_and_defaults_are_stated():
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -159,6 +159,14 @@ def test_compress_odd_folder_reports_refuses_and_keeps_inputs(odd, tmp_path, cap
         assert np.array_equal(got, to_uint8(fdgpu.jpeg(to_tensor(_displayed(odd / src)), 50))), src
 
 
+def test_compress_progress_bar_counts_the_files_written(odd, tmp_path, capsys):
+    files = [str(odd / n) for n in ("good.png", "truncated.png", "gray.png")]  # the truncated one fails when read
+    assert main(["compress", *files, "--out", str(tmp_path / "out"), "--quality", "75"]) == 1
+    bar = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("compress:")]
+    assert bar and "| 2/3 " in bar[-1] and "file" in bar[-1], bar  # not 3/3: one failed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png", "gray.png"]
+
+
 def test_compress_applies_the_exif_orientation(odd, tmp_path):
     out = tmp_path / "out"
     assert main(["compress", str(odd / "rotated.jpg"), "--out", str(out), "--fd", "1", "--format", "jpeg"]) == 0
