@@ -52,7 +52,7 @@ class Coefficients:
         color: "ycbcr" (3 components, JFIF colour), "gray" (1 component) or "rgb" (3 full-size components decoded
             as grayscale planes, no colour conversion: :func:`fdgpu.requantize`'s ``color="rgb"``).
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> c = fdgpu.encode(torch.rand(2, 3, 20, 30), 75)
         >>> [tuple(t.shape) for t in c.components]
@@ -156,10 +156,10 @@ def _blocks_to_plane(b: torch.Tensor, hb: int, wb: int) -> torch.Tensor:
 
 def _backend(backend: str, x: torch.Tensor) -> None:
     check_choice("backend", backend, BACKENDS)
-    if backend == "triton":
-        raise ValueError("backend='triton': encode and decode run on the torch backend (on any device, CUDA "
-                         "included); use backend='auto' or 'torch' (the fused round trip fdgpu.jpeg / requantize "
-                         "has the Triton kernels)")
+    if backend not in ("auto", "torch"):
+        raise ValueError(f"backend={backend!r}: encode and decode run on the torch backend (on any device, CUDA "
+                         f"included); use backend='auto' or 'torch' (the round trip fdgpu.jpeg / requantize has "
+                         f"the C library and the Triton kernels)")
 
 
 def _table(name: str, t, n: int, device, dtype) -> torch.Tensor:
@@ -184,13 +184,14 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
         color: "ycbcr" (JPEG) or "rgb" (each channel a grayscale plane with ``luma_table``, as in
             :func:`fdgpu.requantize`).
         backward: "ste", "soft" or "exact" (see the module's docstring).
-        backend: "auto" or "torch" (the torch reference, on any device).
+        backend: "auto" or "torch": the torch reference, on any device (the C library and the Triton kernels
+            run the fused round trip only).
         validate: check values (one host sync), as in :func:`fdgpu.requantize`.
 
     Returns:
         :class:`Coefficients` with components in x's dtype (float32 for float16/bfloat16), on x's device.
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> x = torch.rand(1, 3, 17, 23)
         >>> torch.equal(fdgpu.decode(fdgpu.encode(x, 50)), fdgpu.jpeg(x, 50))
@@ -341,7 +342,7 @@ def decode(coefficients: Coefficients, *, backward: str = "ste", backend: str = 
         ``(B, C, H, W)`` images in [0, 1] on the 1/255 grid (C = 1 for gray, else 3), in the components' float
         dtype, on their device.
 
-    Example:
+    Examples:
         >>> import torch, fdgpu
         >>> c = fdgpu.encode(torch.rand(2, 1, 9, 9), 90)
         >>> fdgpu.decode(c).shape

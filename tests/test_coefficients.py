@@ -105,7 +105,7 @@ def test_bad_input_errors():
         fdgpu.encode(x, 50, backward="bpda")
     with pytest.raises(ValueError, match="expected either quality or luma_table"):
         fdgpu.encode(x, 50, luma_table=tables.fd(1.0))
-    with pytest.raises(ValueError, match="backend='triton': encode and decode run on the torch backend"):
+    with pytest.raises(ValueError, match="backend=.triton.: encode and decode run on the torch backend"):
         fdgpu.encode(x, 50, backend="triton")
     with pytest.raises(ValueError, match=r"x: expected values in \[0, 1\]"):
         fdgpu.encode(x * 3, 50)
@@ -286,21 +286,13 @@ def test_exact_mode_gives_zero():
     assert torch.equal(gx, torch.zeros_like(gx))
 
 
-def test_pillow_decodes_what_decode_says(tmp_path):
-    """The coefficients of a Pillow file, decoded: Pillow's own pixels (through encode of the same image)."""
+def test_pillow_decodes_what_decode_says():
+    """The coefficients of the image Pillow encodes, decoded: Pillow's own pixels (uint8.float() / 255)."""
     from PIL import Image
 
     g = torch.Generator().manual_seed(12)
     x = (torch.rand(3, 29, 31, generator=g) * 255).round() / 255
     data = pillow_encode(to_uint8(x), 60, "4:2:0")
     with Image.open(io.BytesIO(data)) as im:
-        pil = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-    assert torch.equal(to_levels(fdgpu.decode(fdgpu.encode(x.unsqueeze(0), 60))[0]), pil)
-
-
-def to_levels(y: torch.Tensor) -> torch.Tensor:
-    """Images on the 1/255 grid -> their uint8 levels, asserting that they are exactly on the grid (the layer's
-    k * (1/255) in y's dtype)."""
-    k = (y.double() * 255).round()
-    assert torch.equal(y, k.to(y.dtype) * (1.0 / 255)), "values off the 1/255 grid"
-    return k.to(torch.uint8)
+        pil = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
+    assert torch.equal(fdgpu.decode(fdgpu.encode(x.unsqueeze(0), 60))[0], pil)
