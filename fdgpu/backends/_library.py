@@ -18,7 +18,9 @@ A cached library is used without a compiler on PATH, and only when that record m
 its folder belong to this user and are writable by nobody else (no loading what another user could have put there).
 
 ``FDGPU_FUSED=0`` turns the library off. :func:`library` gives the entry points ``(fdgpu_forward, fdgpu_backward,
-fdgpu_jpeg_entropy)`` as ctypes functions, or None; :func:`status` says why not, :func:`info` which file and target run.
+fdgpu_jpeg_entropy, fdgpu_error)`` as ctypes functions, or None; :func:`status` says why not, :func:`info` which
+file and target run. The forward and backward check their arguments and return 3 for invalid ones
+(``fdgpu_error()`` then names the argument, on the calling thread).
 """
 from __future__ import annotations
 
@@ -184,25 +186,35 @@ def _target() -> str:
     return want
 
 
-def _bind(path: Path):
-    lib = ctypes.CDLL(str(path))  # CDLL: the GIL is released during calls
+def bind(lib: ctypes.CDLL):
+    """The entry points ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error)`` of a loaded library,
+    typed (csrc/fused.c and csrc/entropy.c document them). Also for a library built another way, e.g. with
+    sanitizers (tests/test_native.py)."""
     fn = lib.fdgpu_forward
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + \
-        [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
+        [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_int64] * 2
     bwd = lib.fdgpu_backward
     bwd.restype = ctypes.c_int
-    bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2
+    bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + \
+        [ctypes.c_int64] * 2
     ent = lib.fdgpu_jpeg_entropy
     ent.restype = ctypes.c_int
     ent.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 12 + \
         [ctypes.c_void_p]
-    return fn, bwd, ent
+    err = lib.fdgpu_error
+    err.restype = ctypes.c_char_p
+    err.argtypes = []
+    return fn, bwd, ent, err
+
+
+def _bind(path: Path):
+    return bind(ctypes.CDLL(str(path)))  # CDLL: the GIL is released during calls
 
 
 def library():
-    """The library's ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy)``, or None when there is none to load;
-    :func:`status` says why."""
+    """The library's ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error)``, or None when there is
+    none to load; :func:`status` says why."""
     global _lib, _state, _info
     if _lib is not None or _state != "unloaded":
         return _lib

@@ -39,9 +39,11 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tenso
             need_weight: bool = False):
     """:func:`fdgpu.reference.jpeg.forward` (not ``linear``) on the fused path, or None where it does not apply
     (then the caller runs the torch reference). Same arguments and results."""
-    if x.device.type != "cpu" or x.dtype not in _FLOATS or x.dim() != 4 or x.shape[0] == 0:
+    if x.device.type != "cpu" or x.dtype not in _FLOATS or x.dim() != 4 or subsampling not in FACTORS:
         return None
     n, ch, h, w = x.shape
+    if n < 1 or ch not in (1, 3) or h < 1 or w < 1:
+        return None  # not an image batch: the torch reference says what is wrong
     color = ch == 3
     tables = (luma_table, chroma_table) if color else (luma_table,)
     for t in tables:
@@ -68,18 +70,37 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tenso
         zc = torch.empty(n, 2, 64, hp // 8 // vs, wp // 8 // hs, dtype=x.dtype) if color else None
     args = (x.data_ptr(), out.data_ptr(), int(x.dtype == torch.float64), n, ch, h, w, hs, vs)
     tail = (tables[0].data_ptr(), tables[-1].data_ptr() if color else None, int(tdtype == torch.float64),
-            64 if per_image else 0, zy.data_ptr() if zy is not None else None,
-            zc.data_ptr() if zc is not None else None, int(x.dtype == torch.float64))
+            64 if per_image else 0, _ptr(zy), _ptr(zc), int(x.dtype == torch.float64), _len(zy), _len(zc))
 
-    def run(i: int, j: int) -> int:
-        return fn(*args, i, j, *tail)
+    def run(i: int, j: int):
+        return _result(fn(*args, i, j, *tail), lib)
 
-    codes = _spread(run, n, x)
-    if any(codes):
-        if any(c == 2 for c in codes):
-            raise MemoryError("fdgpu fused CPU forward: out of memory for its scratch buffer")
+    results = _spread(run, n, x)
+    _raise_errors(results, "forward")
+    if any(code for code, _ in results):
         return None  # a step that only the reference's float64 quantizer handles
     return out, (zy, zc)
+
+
+def _ptr(t):
+    return t.data_ptr() if t is not None else None
+
+
+def _len(t) -> int:
+    return t.numel() if t is not None else 0
+
+
+def _result(code: int, lib):
+    # (code, the library's message for an argument error): read on the thread that made the call
+    return code, (lib[3]().decode() if code == 3 else "")
+
+
+def _raise_errors(results, what: str) -> None:
+    for code, message in results:
+        if code == 2:
+            raise MemoryError(f"fdgpu fused CPU {what}: out of memory for its scratch buffer")
+        if code == 3:  # the wrapper checked the arguments; reaching this is a bug in the wrapper
+            raise ValueError(f"fdgpu fused CPU {what}: the C library refused its arguments: {message}")
 
 
 def _spread(run, n: int, x: torch.Tensor):
@@ -95,16 +116,20 @@ def backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
     """:func:`fdgpu.reference.jpeg.backward` without table gradients (``ste``, or ``soft`` with the saved quotients
     ``(zy, zc)``) on the compiled path, or None where it does not apply. Float arithmetic: equal to the torch
     reference up to the order of the float operations, not bit for bit."""
-    if grad.device.type != "cpu" or grad.dtype not in _FLOATS or grad.dim() != 4 or grad.shape[0] == 0:
+    if grad.device.type != "cpu" or grad.dtype not in _FLOATS or grad.dim() != 4 or subsampling not in FACTORS:
         return None
     if mode not in ("ste", "soft") or torch.is_grad_enabled() and grad.requires_grad:
         return None
     n, ch, h, w = grad.shape
+    if n < 1 or ch not in (1, 3) or h < 1 or w < 1:
+        return None  # not an image batch: the torch reference says what is wrong
     zy = zc = None
     if mode == "soft":
         if saved is None or saved[0] is None or (ch == 3 and saved[1] is None):
             return None
         zy, zc = saved
+        from ..reference.jpeg import check_state  # (the reference imports this module)
+        check_state(grad, (zy, zc if ch == 3 else None), subsampling)  # another input's state: a clear error
         if zy.dtype != grad.dtype or (zc is not None and zc.dtype != grad.dtype) or zy.device.type != "cpu":
             return None
         zy = zy.detach().contiguous()
@@ -117,11 +142,10 @@ def backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
     hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
     gx = torch.empty_like(grad)
     args = (grad.data_ptr(), gx.data_ptr(), int(grad.dtype == torch.float64), n, ch, h, w, hs, vs)
-    tail = (zy.data_ptr() if zy is not None else None, zc.data_ptr() if zc is not None else None)
+    tail = (_ptr(zy), _ptr(zc), _len(zy), _len(zc))
 
-    def run(i: int, j: int) -> int:
-        return fn(*args, i, j, *tail)
+    def run(i: int, j: int):
+        return _result(fn(*args, i, j, *tail), lib)
 
-    if any(_spread(run, n, grad)):
-        raise MemoryError("fdgpu fused CPU backward: out of memory for its scratch buffer")
+    _raise_errors(_spread(run, n, grad), "backward")
     return gx

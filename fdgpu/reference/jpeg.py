@@ -43,6 +43,54 @@ class Geometry:
         return Geometry(h, w, hs, vs, -(-h // mh) * mh, -(-w // mw) * mw, -(-h // vs), -(-w // hs))
 
 
+def check_input(name: str, x: torch.Tensor, subsampling: str) -> None:
+    """The pipeline's shape rules for ``x`` (or a gradient) ``(N, C, H, W)``: a float tensor, N >= 1, C in {1, 3},
+    H, W >= 1, and a known subsampling. Raises ValueError naming ``name``; reads no values (no host sync)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
+        got = f"{x.dim()}-D {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected a float (N, C, H, W) tensor, got {got}")
+    n, c, h, w = x.shape
+    if c not in (1, 3):
+        raise ValueError(f"{name}: expected 1 (grayscale) or 3 (RGB) channels, got shape {tuple(x.shape)}")
+    if n < 1 or h < 1 or w < 1:
+        raise ValueError(f"{name}: expected N, H, W >= 1, got shape {tuple(x.shape)}")
+    if subsampling not in FACTORS:
+        raise ValueError(f"subsampling: expected one of {sorted(FACTORS)}, got {subsampling!r}")
+
+
+def _check_tables(x: torch.Tensor, luma_table, chroma_table) -> None:
+    n, c = x.shape[:2]
+    for name, t in [("luma_table", luma_table)] + ([("chroma_table", chroma_table)] if c == 3 else []):
+        if t is None or t.dim() not in (2, 3) or t.shape[-2:] != (8, 8) or (t.dim() == 3 and t.shape[0] != n):
+            got = "None" if t is None else f"shape {tuple(t.shape)}"
+            raise ValueError(f"{name}: expected an (8, 8) or ({n}, 8, 8) tensor of steps, got {got}")
+
+
+def state_shapes(shape, subsampling: str):
+    """Shapes of the saved quotients of an ``(N, C, H, W)`` input: luma ``(N, 1, 64, Hp/8, Wp/8)`` and chroma
+    ``(N, 2, 64, Hp/8/vs, Wp/8/hs)`` (None for grayscale)."""
+    n, ch, h, w = shape
+    g = Geometry.of(h, w, ch, subsampling)
+    return (n, 1, 64, g.hp // 8, g.wp // 8), ((n, 2, 64, g.hp // 8 // g.vs, g.wp // 8 // g.hs) if ch == 3 else None)
+
+
+def check_state(grad: torch.Tensor, saved, subsampling: str) -> None:
+    """``saved`` ``(zy, zc)`` (entries may be None) must be the quotients that ``forward(..., need_weight=True)``
+    saves for an input shaped like ``grad`` at ``subsampling``, on its device, in a float dtype."""
+    if saved is None:
+        return
+    for name, z, shape in zip(("luma", "chroma"), saved, state_shapes(grad.shape, subsampling)):
+        if z is None:
+            continue
+        if shape is None:
+            raise ValueError(f"saved {name} quotients: expected None for a grayscale input, got shape "
+                             f"{tuple(z.shape)}")
+        if tuple(z.shape) != shape or not z.is_floating_point() or z.device != grad.device:
+            raise ValueError(f"saved {name} quotients: expected a float tensor of shape {shape} on {grad.device} "
+                             f"(the state that forward(..., need_weight=True) saves for a {tuple(grad.shape)} input "
+                             f"at {subsampling}), got {tuple(z.shape)} {z.dtype} on {z.device}")
+
+
 # Images per chunk: the batch is processed in chunks of about this many values so that the ~40 elementwise passes
 # run from cache (L3) instead of memory. 2**21 values = 8 images of 3x224x224: on the 2-core EPYC, forward time per
 # image falls from 2.48 ms (whole batch of 32) to 1.38 ms (chunks of 8), single-threaded.
@@ -84,6 +132,9 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         ``(luma, chroma)`` quotients ``(N, 1, 64, Hp / 8, Wp / 8)`` and
         ``(N, 2, 64, Hp / 8 / vs, Wp / 8 / hs)`` (or None).
     """
+    check_input("x", x, subsampling)
+    if not linear:
+        _check_tables(x, luma_table, chroma_table)
     if not linear and fused:
         done = _cpu.forward(x, luma_table, chroma_table, subsampling, need_weight)
         if done is not None:
@@ -237,6 +288,8 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
     soft, want = mode == "soft", tables is not None
     if want and saved is None:
         raise ValueError("backward: table gradients need the saved quotients: forward(..., need_weight=True)")
+    check_input("grad", grad, subsampling)
+    check_state(grad, saved, subsampling)
     if not want and fused:
         gx = _cpu.backward(grad, saved if soft else None, subsampling, mode)
         if gx is not None:

@@ -12,9 +12,14 @@
    nb values (value k of row r of block j at [(8 k + r) nb + j]), so that every 1-D pass is a loop over j of
    independent butterflies that the compiler vectorises.
 
+   Every entry point checks its arguments first (return code 3, fdgpu_error() names the argument) and reads or
+   writes nothing when one is invalid. Threads: each thread has one scratch buffer, freed when the thread exits;
+   the backward's DCT table is built once (pthread_once).
+
    Must be compiled without -ffast-math and with -ffp-contract=off (no fused multiply-add): the float steps
    (x * 255 + 0.5, the quantizer's reciprocal, the output's / 255) are the reference's, rounding included. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,8 +418,83 @@ CONVERT(double, floor)
 IMAGE(float)
 IMAGE(double)
 
-static __thread u8 *tls_buf;
-static __thread size_t tls_size;
+/* ------------------------------------------------------------------------------------------ arguments */
+/* Return codes of the entry points; the argument errors name what is wrong in fdgpu_error(). */
+#define OK 0
+#define BAD_STEP 1 /* a step that is not an integer in 1..32768: declined, nothing written */
+#define NO_MEMORY 2
+#define BAD_ARGUMENT 3
+
+/* Sides up to 2**28 samples: every padded size below fits an int, every offset an int64. */
+#define MAX_SIDE (1 << 28)
+
+static __thread const char *last_error = "";
+
+/* What the last call on this thread found wrong with its arguments (a static string; "" when none). */
+const char *fdgpu_error(void) { return last_error; }
+
+static int bad(const char *why)
+{
+    last_error = why;
+    return BAD_ARGUMENT;
+}
+
+/* The checks every entry runs first: the batch, the image, the chroma factors and the image range. */
+static int check_batch(int n, int ch, int h, int w, int hs, int vs, int i0, int i1, int dbl)
+{
+    if (n < 1)
+        return bad("n: expected a batch of at least 1 image");
+    if (ch != 1 && ch != 3)
+        return bad("ch: expected 1 (grayscale) or 3 (RGB) channels");
+    if (h < 1 || w < 1 || h > MAX_SIDE || w > MAX_SIDE)
+        return bad("h, w: expected sides in 1..2**28");
+    if ((i64)h * w > INT64_MAX / 64 / ch / n)
+        return bad("n, ch, h, w: the batch has more values than an int64 offset reaches");
+    if (!((hs == 1 && vs == 1) || (hs == 2 && vs == 1) || (hs == 2 && vs == 2)))
+        return bad("hs, vs: expected chroma factors (1, 1), (2, 1) or (2, 2)");
+    if (i0 < 0 || i0 > i1 || i1 > n)
+        return bad("i0, i1: expected 0 <= i0 <= i1 <= n");
+    if (dbl != 0 && dbl != 1)
+        return bad("the float type flag: expected 0 (float32) or 1 (float64)");
+    return OK;
+}
+
+/* The saved quotients of an image batch: zy n * 64 * (hp / 8) * (wp / 8) values, zc (colour only) twice the
+   chroma plane's; NULL for none, and then its length is not read. */
+static int check_state(const Geo *g, int n, const void *zy, i64 zy_len, const void *zc, i64 zc_len)
+{
+    const i64 ny = (i64)n * 64 * (g->hp / 8) * (g->wp / 8);
+    const i64 nc = (i64)n * 2 * 64 * (g->hp / 8 / g->vs) * (g->wp / 8 / g->hs);
+    if (zy && zy_len != ny)
+        return bad("zy: expected n * 64 * (hp / 8) * (wp / 8) saved luma quotients for this size and subsampling");
+    if (zc && g->ch != 3)
+        return bad("zc: expected NULL for a grayscale image");
+    if (zc && zc_len != nc)
+        return bad("zc: expected n * 2 * 64 * (hp / 8 / vs) * (wp / 8 / hs) saved chroma quotients for this size "
+                   "and subsampling");
+    return OK;
+}
+
+/* ------------------------------------------------------------------------------------------ scratch */
+/* One scratch buffer per thread, grown on demand and freed when the thread exits (a pthread key's destructor:
+   thread-per-request servers and rebuilt thread pools would otherwise leak one buffer per thread). */
+typedef struct {
+    u8 *buf;
+    size_t size;
+} Scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *p)
+{
+    Scratch *s = (Scratch *)p;
+    free(s->buf);
+    free(s);
+}
+
+static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
 
 /* The geometry of an (ch, h, w) image at chroma factors (hs, vs): planes padded to whole MCUs. */
 static Geo make_geo(int ch, int h, int w, int hs, int vs)
@@ -428,30 +508,57 @@ static Geo make_geo(int ch, int h, int w, int hs, int vs)
     return g;
 }
 
-/* Grows this thread's scratch buffer to at least need bytes; 0, or 2 when out of memory. */
-static int ensure_scratch(size_t need)
+/* This thread's scratch buffer, grown to at least need bytes; NULL when out of memory. */
+static u8 *ensure_scratch(size_t need)
 {
-    if (need > tls_size) {
-        free(tls_buf);
-        tls_buf = (u8 *)malloc(need);
-        tls_size = tls_buf ? need : 0;
-        if (!tls_buf)
-            return 2;
+    pthread_once(&scratch_once, scratch_key_init);
+    if (!scratch_key_ok)
+        return NULL;
+    Scratch *s = (Scratch *)pthread_getspecific(scratch_key);
+    if (!s) {
+        s = (Scratch *)calloc(1, sizeof *s);
+        if (!s)
+            return NULL;
+        if (pthread_setspecific(scratch_key, s)) {
+            free(s);
+            return NULL;
+        }
     }
-    return 0;
+    if (need > s->size) {
+        free(s->buf);
+        s->buf = (u8 *)malloc(need);
+        s->size = s->buf ? need : 0;
+    }
+    return s->buf;
 }
 
 /* The forward of images [i0, i1) of a batch x (n, ch, h, w), contiguous, into out (same layout).
    Tables: 64 steps each (float32, or float64 when tables_double), table_stride 64 for per-image tables or 0 for
    shared ones; ct is ignored for ch = 1. zy, zc: the quotients ((n, 1, 64, hp/8, wp/8) and (n, 2, 64, hp/8/vs,
-   wp/8/hs), float32 or float64 by z_double) or NULL. Returns 0, or 1 when a table holds a step that is not an
-   integer in 1..32768 (nothing is written then), 2 when out of memory. */
+   wp/8/hs), float32 or float64 by z_double) or NULL, with their lengths in values zy_len, zc_len. Returns 0, or
+   1 when a table holds a step that is not an integer in 1..32768 (nothing is written then), 2 when out of
+   memory, 3 when an argument is invalid (nothing is read or written then; fdgpu_error() says which). */
 int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, int w, int hs, int vs, int i0,
                   int i1, const void *lt, const void *ct, int tables_double, int table_stride, void *zy, void *zc,
-                  int z_double)
+                  int z_double, int64_t zy_len, int64_t zc_len)
 {
+    last_error = "";
+    int e = check_batch(n, ch, h, w, hs, vs, i0, i1, x_double);
+    if (e)
+        return e;
+    if (!x || !out)
+        return bad("x, out: expected non-NULL pointers");
+    if (!lt || (ch == 3 && !ct))
+        return bad("lt, ct: expected a luma table, and a chroma table for ch = 3");
+    if (tables_double != 0 && tables_double != 1)
+        return bad("tables_double: expected 0 (float32) or 1 (float64)");
+    if (table_stride != 0 && table_stride != 64)
+        return bad("table_stride: expected 0 (one shared table) or 64 (one table per image)");
+    if (z_double != 0 && z_double != 1)
+        return bad("z_double: expected 0 (float32) or 1 (float64)");
     Geo g = make_geo(ch, h, w, hs, vs);
-    (void)n;
+    if ((e = check_state(&g, n, zy, zy_len, zc, zc_len)))
+        return e;
     const int tsize = table_stride ? 64 : 0;
     const long tstep = tables_double ? 8L * table_stride : 4L * table_stride;
     i32 q[2][64];
@@ -462,19 +569,19 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
             const void *src = (const char *)(t == 0 ? lt : ct) + (long)i * tstep;
             int wide = 0;
             if ((t == 0 || ch == 3) && !load_table(src, tables_double, q[t], half[t], recip[t], &wide))
-                return 1;
+                return BAD_STEP;
         }
     const long ly = (long)g.hp * g.wp, lc = (long)(g.hp / g.vs) * (g.wp / g.hs);
     /* Small images with shared tables and no quotients: STACK images' planes one above the other, so that the
        DCT passes run over full groups of blocks instead of a few blocks per plane. */
     const int stack = (!zy && !zc && !tsize && ly <= 4096) ? (int)(STACK_BLOCKS / (ly / 64)) : 1;
-    size_t need = scratch_bytes(&g, stack);
-    if (ensure_scratch(need))
-        return 2;
+    u8 *buf = ensure_scratch(scratch_bytes(&g, stack));
+    if (!buf)
+        return NO_MEMORY;
     const long xs = (long)ch * h * w;
     const long zys = 64L * (g.hp / 8) * (g.wp / 8), zcs = 2 * 64L * (g.hp / 8 / g.vs) * (g.wp / 8 / g.hs);
     const int zb = z_double ? 8 : 4;
-    i32 *codec = (i32 *)(((uintptr_t)tls_buf + 63) & ~(uintptr_t)63);
+    i32 *codec = (i32 *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
     u8 *Y = (u8 *)(codec + 3 * 64L * GROUP + ROWS * ((long)g.wp + 8)), *Cb = Y + stack * ly, *Cr = Cb + stack * lc;
     for (int i = i0; i < i1; i += stack) {
         const int k = i1 - i < stack ? i1 - i : stack;
@@ -509,7 +616,7 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
                 image_float((const float *)x + (i + s) * xs, (float *)out + (i + s) * xs, &g, &tabs[0], &tabs[1],
                             NULL, NULL, z_double, Y + s * ly, Cb + s * lc, Cr + s * lc, codec, 4);
     }
-    return 0;
+    return OK;
 }
 
 /* ========================================================================================== the backward
@@ -521,16 +628,13 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
 
 /* The orthonormal 8x8 DCT-II matrix D[k][n] (as fdgpu/reference/dct.py's dct_matrix), in double */
 static double dct_d[8][8];
-static int dct_ready;
+static pthread_once_t dct_once = PTHREAD_ONCE_INIT; /* built once, whichever thread comes first (no data race) */
 
-static void dct_init(void)
+static void dct_build(void)
 {
-    if (dct_ready)
-        return;
     for (int k = 0; k < 8; k++)
         for (int i = 0; i < 8; i++)
             dct_d[k][i] = cos((2 * i + 1) * k * 3.14159265358979323846 / 16) * sqrt(2.0 / 8) * (k ? 1.0 : sqrt(0.5));
-    dct_ready = 1;
 }
 
 #define FLOOR_float floorf
@@ -738,31 +842,40 @@ BACKWARD(float)
 BACKWARD(double)
 
 /* The ste (zy = zc = NULL) or soft backward of images [i0, i1) of a batch: g and gx (n, ch, h, w) contiguous, in
-   float32 or float64 (dbl); zy, zc the saved quotients of fdgpu_forward in the same type. Returns 0, or 2 when
-   out of memory. */
+   float32 or float64 (dbl); zy, zc the saved quotients of fdgpu_forward in the same type, with their lengths in
+   values zy_len, zc_len (checked against this size and subsampling). Returns 0, 2 when out of memory, or 3 when an
+   argument is invalid (nothing is read or written then; fdgpu_error() says which). */
 int fdgpu_backward(const void *g, void *gx, int dbl, int n, int ch, int h, int w, int hs, int vs, int i0, int i1,
-                   const void *zy, const void *zc)
+                   const void *zy, const void *zc, int64_t zy_len, int64_t zc_len)
 {
+    last_error = "";
+    int e = check_batch(n, ch, h, w, hs, vs, i0, i1, dbl);
+    if (e)
+        return e;
+    if (!g || !gx)
+        return bad("g, gx: expected non-NULL pointers");
     Geo geo = make_geo(ch, h, w, hs, vs);
-    (void)n;
-    dct_init();
+    if ((e = check_state(&geo, n, zy, zy_len, zc, zc_len)))
+        return e;
+    pthread_once(&dct_once, dct_build);
     const size_t tb = dbl ? 8 : 4;
     const size_t hcp = geo.hp / geo.vs, wcp = geo.wp / geo.hs;
-    size_t need = tb * ((size_t)geo.hp * geo.wp + 2 * (size_t)h * w + 2 * hcp * wcp + (size_t)geo.wc * geo.hp
-                        + 16 + 5 * ((size_t)geo.wp + 8) + (size_t)geo.hp * geo.wp) + 64;
-    if (ensure_scratch(need))
-        return 2;
+    u8 *buf = ensure_scratch(tb * ((size_t)geo.hp * geo.wp + 2 * (size_t)h * w + 2 * hcp * wcp
+                                   + (size_t)geo.wc * geo.hp + 16 + 5 * ((size_t)geo.wp + 8)
+                                   + (size_t)geo.hp * geo.wp) + 64);
+    if (!buf)
+        return NO_MEMORY;
     const long xs = (long)ch * h * w;
     const long zys = 64L * (geo.hp / 8) * (geo.wp / 8), zcs = 2 * 64L * (hcp / 8) * (wcp / 8);
     for (int i = i0; i < i1; i++) {
         if (dbl)
             image_backward_double((const double *)g + i * xs, (double *)gx + i * xs, &geo,
                                   zy ? (const double *)zy + i * zys : NULL, zc ? (const double *)zc + i * zcs : NULL,
-                                  tls_buf);
+                                  buf);
         else
             image_backward_float((const float *)g + i * xs, (float *)gx + i * xs, &geo,
                                  zy ? (const float *)zy + i * zys : NULL, zc ? (const float *)zc + i * zcs : NULL,
-                                 tls_buf);
+                                 buf);
     }
-    return 0;
+    return OK;
 }
