@@ -14,6 +14,7 @@ Examples:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
@@ -175,9 +176,81 @@ def register_attack(kind: str, *, form: str, summary: str, run, parse=None, narg
     return entry
 
 
+class PluginError(RuntimeError):
+    """A plugin tried to end the process (``sys.exit``, ``os._exit``) or raised ``KeyboardInterrupt`` while it was
+    being imported: reported as the plugin's error, never taken as the command's own exit."""
+
+
+class _PluginExit(BaseException):
+    """What ``os._exit`` raises while a plugin is imported (so that it unwinds instead of ending the process)."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+@contextlib.contextmanager
+def _exits_are_errors(name: str):
+    """While a plugin is imported: ``os._exit`` raises instead of ending the process, and ``SystemExit``,
+    ``os._exit`` and a ``KeyboardInterrupt`` the plugin raised itself become a :class:`PluginError`. A real Ctrl-C
+    or SIGTERM (a signal delivered meanwhile) still stops the command. Exits made below Python (a crash, ``exit()``
+    through ctypes) cannot be intercepted in-process."""
+    import os
+    import signal
+    import threading
+
+    from .files import Interrupted
+
+    real_exit, pid = os._exit, os.getpid()
+
+    def exit_here(code=0):
+        if os.getpid() != pid:  # a process the plugin forked ends as it asked
+            real_exit(code)
+        raise _PluginExit(code)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = None
+    if main:
+        def on_sigint(signum, frame):
+            raise Interrupted(signum)
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    low = sys.modules.get("posix") or sys.modules.get("nt")  # os._exit is this module's _exit
+    os._exit = exit_here
+    if low is not None:
+        low._exit = exit_here
+    try:
+        yield
+    except Interrupted:
+        raise
+    except SystemExit as exc:
+        raise PluginError(f"{name!r} called sys.exit({exc.code!r}) while being imported; a plugin only registers "
+                          f"defences and attacks") from None
+    except _PluginExit as exc:
+        raise PluginError(f"{name!r} called os._exit({exc.code!r}) while being imported; a plugin only registers "
+                          f"defences and attacks") from None
+    except KeyboardInterrupt:
+        raise PluginError(f"{name!r} raised KeyboardInterrupt while being imported; a plugin only registers "
+                          f"defences and attacks") from None
+    finally:
+        os._exit = real_exit
+        if low is not None:
+            low._exit = real_exit
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
 def load_plugin(name: str):
     """Import a module that registers defences or attacks (``fdgpu eval --plugin``): a ``.py`` file (loaded once per
-    process as ``fdgpu_plugin_<stem>``) or the name of an importable module. Returns the module."""
+    process as ``fdgpu_plugin_<stem>``) or the name of an importable module. Returns the module.
+
+    Raises:
+        PluginError: the plugin called ``sys.exit`` or ``os._exit``, or raised ``KeyboardInterrupt``, at import.
+    """
+    with _exits_are_errors(name):
+        return _import_plugin(name)
+
+
+def _import_plugin(name: str):
     if not name.endswith(".py"):
         return importlib.import_module(name)
     from pathlib import Path

@@ -147,6 +147,49 @@ def test_cli_plugin_loads_the_example(example, tmp_path, capsys):
     assert "--plugin: expected" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("source, what", [
+    ("import sys\nsys.exit(3)\n", "called sys.exit(3)"),
+    ("import sys\nsys.exit()\n", "called sys.exit(None)"),
+    ("raise KeyboardInterrupt\n", "raised KeyboardInterrupt"),
+], ids=["sys.exit(3)", "sys.exit()", "KeyboardInterrupt"])
+def test_a_plugin_that_exits_at_import_is_a_plugin_error(tmp_path, capsys, source, what):
+    import os
+
+    from fdgpu.cli import main
+
+    plugin = tmp_path / "quits.py"
+    plugin.write_text(source)
+    exit_before = os._exit
+    assert main(["eval", "--plugin", str(plugin), "--data", str(tmp_path / "d.npz")]) == 2
+    assert capsys.readouterr().err == (f"fdgpu eval: --plugin: {str(plugin)!r} {what} while being imported; a plugin "
+                                       f"only registers defences and attacks\n")
+    assert os._exit is exit_before and "fdgpu_plugin_quits" not in sys.modules
+
+
+def test_a_plugin_calling_os_exit_at_import_is_a_plugin_error(tmp_path):
+    """os._exit ends a process without unwinding: a child process shows that the command reports it instead."""
+    import subprocess
+
+    for i, source in enumerate(("import os\nos._exit(4)\n", "from os import _exit\n_exit(5)\n")):
+        plugin = tmp_path / f"hard{i}.py"
+        plugin.write_text(source)
+        r = subprocess.run([sys.executable, "-m", "fdgpu.cli", "eval", "--plugin", str(plugin), "--data",
+                            str(tmp_path / "d.npz")], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == (f"fdgpu eval: --plugin: {str(plugin)!r} called os._exit({4 + i}) while being imported; "
+                            f"a plugin only registers defences and attacks\n")
+
+
+def test_ctrl_c_while_a_plugin_is_imported_still_interrupts(tmp_path, capsys):
+    """A real SIGINT during the import is the user's Ctrl-C, not the plugin's error."""
+    from fdgpu.cli import main
+
+    plugin = tmp_path / "slow.py"
+    plugin.write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    assert main(["eval", "--plugin", str(plugin), "--data", str(tmp_path / "d.npz")]) == 130
+    assert capsys.readouterr().err == "fdgpu eval: interrupted; nothing partial was written\n"
+
+
 def test_registration_errors():
     with pytest.raises(ValueError, match="already registered by fdgpu.defences.jpeg"):
         register_defence("jpeg", form="jpeg:Q", summary="x", build=lambda spec, ctx: nn.Identity())

@@ -247,11 +247,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..registry import load_plugin
+    from ..registry import PluginError, load_plugin
 
     for name in args.plugin:  # before any spec is parsed: a plugin's kinds are then known like the built-in ones
         try:
             load_plugin(name)
+        except PluginError as exc:  # it tried to end the process at import: its error, not this command's exit
+            return _fail(f"--plugin: {exc}")
         except Exception as exc:  # the plugin is the user's code: whatever it raises is reported, not a traceback
             return _fail(f"--plugin: expected a .py file or an importable module that registers defences or "
                          f"attacks, got {name!r}: {type(exc).__name__}: {exc}")
