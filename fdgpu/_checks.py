@@ -2,7 +2,10 @@
 ("<name>: expected ..., got ...") and says what to do.
 
 Type and shape checks never read a tensor's values (no host sync). Value checks of one call are batched:
-:func:`check_values` reads the small statistics of every checked tensor with ONE device-to-host copy. Used by
+:func:`check_values` reads the small statistics of every checked tensor with ONE device-to-host copy on the CPU
+(exact messages with the offending values); on CUDA and under torch.compile it reads nothing on the host and asserts
+on the device instead (``torch._assert_async``: capturable in a CUDA graph, one graph with ``fullgraph=True``), with
+a message that names the argument but cannot show the value. Used by
 :mod:`fdgpu.functional`, :mod:`fdgpu.modules`, :mod:`fdgpu.tables` and the non-differentiable defences; internal
 (the names may change), but not private to one module.
 """
@@ -15,6 +18,7 @@ import torch
 
 #: values this far outside [0, 1] are accepted as [0, 1] (float rounding from upstream arithmetic)
 RANGE_SLACK = 1e-6
+FLOAT64_MAX = 1.7976931348623157e308  # the largest finite float64: a bound that rejects +Inf
 
 
 def check_choice(name: str, value, allowed) -> None:
@@ -66,6 +70,25 @@ def check_input(x) -> None:
         raise ValueError(f"x: expected H, W >= 1, got {tuple(x.shape[-2:])}")
 
 
+#: the end of every device-side check's message (the values are not read, so they cannot be shown)
+DEVICE_NOTE = ("(checked on the device: with validate=True nothing is read back to the host on CUDA or under "
+               "torch.compile, so the value is not shown; run the same call on CPU tensors to see it, or pass "
+               "validate=False where the inputs are known good)")
+
+
+def device_form(stat_bounds, message: str):
+    """Attach the device-side form of a value check to its ``error`` function: the check passes when each statistic
+    ``stats(t)[i]`` lies in ``stat_bounds[i] = (lo, hi)`` (NaN fails), else ``message`` (static: the values are not
+    read). ``error`` must raise for exactly the statistics outside these bounds."""
+    def attach(error):
+        error.device_form = (tuple(stat_bounds), f"{message} {DEVICE_NOTE}")
+        return error
+    return attach
+
+
+@device_form([(-RANGE_SLACK, FLOAT64_MAX), (-FLOAT64_MAX, 1 + RANGE_SLACK)],
+             "x: expected finite values in [0, 1], got a value outside [0, 1], NaN or Inf; scale the images to "
+             "[0, 1] (0..255 samples: divide by 255), or clamp with x.clamp(0, 1) if a small overshoot is intended")
 def x_error(lo: float, hi: float):
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return ValueError("x: expected finite values in [0, 1], got NaN or Inf")
@@ -83,14 +106,34 @@ def x_error(lo: float, hi: float):
     return None
 
 
+def on_device(device: torch.device) -> bool:
+    """Whether value checks on ``device`` run as device-side assertions (no host sync): every device but the CPU,
+    and every device while torch.compile traces (reading a value would break the graph)."""
+    return device.type != "cpu" or torch.compiler.is_compiling()
+
+
 def check_values(checks) -> None:
-    """Value checks of several tensors with ONE host sync: ``checks`` is a list of ``(tensor, stats, error)``;
-    ``stats(t)`` gives a small float64 vector on ``t``'s device and ``error(*values)`` an exception or None. Empty
-    and meta tensors are skipped (there is nothing to read)."""
+    """Value checks of several tensors: ``checks`` is a list of ``(tensor, stats, error)``; ``stats(t)`` gives a
+    ``(2,)`` float64 vector on ``t``'s device and ``error(*values)`` an exception or None. Empty and meta tensors
+    are skipped (there is nothing to read).
+
+    On the CPU: ONE host read for all the checks, and ``error``'s exception (with the values). Where
+    :func:`on_device`: no host read; each check is a ``torch._assert_async`` of its statistics within the bounds
+    that :func:`device_form` attached to ``error``, failing with that static message (on CUDA a device-side
+    assertion, reported by the next synchronising call; under torch.compile on the CPU a RuntimeError)."""
     checks = [(t, stats, error) for t, stats, error in checks if t.numel() and t.device.type != "meta"]
     if not checks:
         return
     device = checks[0][0].device
+    if on_device(device):
+        for t, stats, error in checks:
+            bounds, message = error.device_form
+            ok = None
+            for v, (lo, hi) in zip(stats(t).unbind(), bounds):
+                inside = (v >= lo) & (v <= hi)  # False for NaN
+                ok = inside if ok is None else ok & inside
+            torch._assert_async(ok, message)
+        return
     values = torch.cat([stats(t).to(device) for t, stats, _ in checks]).tolist()  # the one sync
     i = 0
     for t, _, error in checks:
@@ -110,6 +153,8 @@ def minmax(t: torch.Tensor) -> torch.Tensor:
 
 
 def table_error(name: str):
+    @device_form([(1, math.inf), (-FLOAT64_MAX, FLOAT64_MAX)],
+                 f"{name}: expected finite entries >= 1 (a JPEG quantization step), got an entry below 1, NaN or Inf")
     def error(lo: float, hi: float):
         if lo >= 1 and math.isfinite(hi):  # False for NaN
             return None
@@ -167,6 +212,8 @@ def quality_stats(q: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.where(nan, torch.nan, lo), torch.where(nan, torch.nan, hi)])
 
 
+@device_form([(1, math.inf), (-math.inf, 100)],
+             "quality: expected values in [1, 100] (libjpeg's range), got a value outside it or NaN")
 def quality_error(lo: float, hi: float):
     """The error for quality stats ``(lo, hi)`` from :func:`quality_stats`, or None when they are in range."""
     if lo >= 1 and hi <= 100:  # False for NaN
@@ -176,9 +223,7 @@ def quality_error(lo: float, hi: float):
 
 
 def check_quality_values(q: torch.Tensor) -> None:
-    err = quality_error(*quality_stats(q).tolist())  # one host sync
-    if err is not None:
-        raise err
+    check_values([(q, quality_stats, quality_error)])  # one host read on the CPU, none on CUDA
 
 
 def check_strength(strength) -> float:

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
-from ._checks import as_number, check_choice, check_input, check_quality, check_values, minmax, table_error
+from ._checks import (FLOAT64_MAX, as_number, check_choice, check_input, check_quality, check_values, device_form,
+                      minmax, table_error)
 from .choices import BACKENDS, COLORS, FACTORS, SUBSAMPLINGS
 
 #: ``backward=`` of :func:`encode` and :func:`decode`
@@ -275,6 +276,9 @@ def _coef_stats(pair):
 
 
 def _coef_error(name: str):
+    @device_form([(0, 0), (-FLOAT64_MAX, MAX_DEQUANTIZED)],
+                 f"{name}: expected finite integer coefficients (quantized DCT values) with |coefficient x step| <= "
+                 f"{MAX_DEQUANTIZED} (the range of 8-bit samples), got a non-integer, a larger one, NaN or Inf")
     def error(frac: float, deq: float):
         if not (math.isfinite(frac) and math.isfinite(deq)):
             return ValueError(f"{name}: expected finite integer coefficients, got NaN or Inf")

@@ -94,8 +94,13 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
         backward: one of ``fdgpu.BACKWARDS``: "exact", "ste", "soft" or "bpda" (see :mod:`fdgpu.autograd`).
         backend: one of ``fdgpu.choices.BACKENDS``: "auto" (Triton on CUDA tensors when available, else torch),
             "torch" or "triton".
-        validate: check values (finite, within [0, 1], tables >= 1). This costs one device-to-host sync per call;
-            pass ``False`` in training loops once inputs are known good. Shape and type checks always run.
+        validate: check values (finite, within [0, 1], tables >= 1). On CPU tensors: one host read per call, and
+            a ValueError that shows the offending value. On CUDA and under torch.compile: no host sync (a default
+            layer can be captured in a CUDA graph and compiled with ``fullgraph=True``): device-side assertions
+            (``torch._assert_async``) whose message names the argument but not the value; on CUDA a failed
+            check is a device-side assert, reported by the next synchronising call, after which the CUDA context
+            is unusable (rerun the call on CPU tensors to see the value). Pass ``False`` once inputs are known
+            good to skip the checks' small reductions. Shape and type checks always run.
             Unchecked values are read as a JPEG encoder reads samples, identically in both backends: NaN becomes
             0, and values outside [0, 1] (including +-Inf) are clamped to 0 or 1, before the 8-bit rounding.
         color: "ycbcr" (JPEG: RGB -> YCbCr, chroma subsampled) or "rgb": each of R, G and B coded as its own
@@ -149,7 +154,7 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
             checks.append((lt, minmax, table_error("luma_table")))
             if chroma_table is not None:
                 checks.append((ct, minmax, table_error("chroma_table")))
-        check_values(checks + list(extra_checks))
+        check_values(list(extra_checks) + checks)  # a quality first: a bad one makes bad tables
     if x.numel() == 0:
         return x.clone()
     xf = x.reshape(n, c, h, w).to(compute).contiguous()
