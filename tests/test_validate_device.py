@@ -46,7 +46,8 @@ def _calls(x, quality):
 
 
 # the checks each call asserts: x, then its tables / quality
-EXPECTED = {"jpeg": ["x", "luma_table", "chroma_table"], "jpeg per-image quality": ["x", "luma_table", "chroma_table", "quality"],
+EXPECTED = {"jpeg": ["x", "luma_table", "chroma_table"],
+            "jpeg per-image quality": ["x", "luma_table", "chroma_table", "quality"],
             "requantize": ["x", "luma_table", "chroma_table"], "feature_distillation": ["x", "luma_table"]}
 
 
