@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
-from .files import load_error, write_file, write_stream
+from .files import load_error, write_file, write_files, write_stream
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,6 +38,11 @@ CACHE = Path("~/.cache/fdgpu")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_BATCHES = ((f"{CIFAR10_FOLDER}/test_batch", "test.npz"), (f"{CIFAR10_FOLDER}/data_batch_1", "train10k.npz"))
+CIFAR10_COUNTS = {"test.npz": 10000, "train10k.npz": 10000}  # images in the published test_batch, data_batch_1
+# Largest archive member read: each official batch file is about 31 MB (31,035,704 bytes for data_batch_1: 10,000
+# images of 3,072 bytes and their labels, pickled); anything larger is not a CIFAR-10 batch.
+CIFAR10_MEMBER_CAP = 32 * 2 ** 20
 # The commit of akamaster/pytorch_resnet_cifar10 whose pretrained_models/ these hashes were taken from.
 RESNET_COMMIT = "d5489e8995e81e91ce6b1d69dcc98ad579b0b153"
 RESNET_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/" + RESNET_COMMIT + "/pretrained_models/{file}"
@@ -214,33 +219,57 @@ def read_batch(data: bytes, where: str = "batch"):
     return np.ascontiguousarray(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), y
 
 
-def _save_npz(target: Path, x, y) -> None:
+def convert_cifar10(archive: PathLike, out: PathLike) -> list:
+    """Read ``test_batch`` and ``data_batch_1`` from the official archive into ``out/test.npz``, ``train10k.npz``.
+
+    Both files appear together or neither does (an archive missing one batch writes nothing). A member larger than
+    a CIFAR-10 batch (:data:`CIFAR10_MEMBER_CAP`) is refused before it is read, so a small archive that unpacks to
+    a huge member cannot fill the memory. Returns the two paths; :func:`cifar10_count_note` says whether they hold
+    the published numbers of images.
+    """
     import numpy as np
 
-    write_file(target, lambda fh: np.savez_compressed(fh, x=x, y=y))
-
-
-def convert_cifar10(archive: PathLike, out: PathLike) -> list:
-    """Read ``test_batch`` and ``data_batch_1`` from the official archive into ``out/test.npz``, ``train10k.npz``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    batches = []
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member, name in ((f"{CIFAR10_FOLDER}/test_batch", "test.npz"),
-                                 (f"{CIFAR10_FOLDER}/data_batch_1", "train10k.npz")):
+            for member, name in CIFAR10_BATCHES:
                 try:
-                    fh = tar.extractfile(member)
+                    info = tar.getmember(member)
                 except KeyError:
-                    fh = None
-                if fh is None:
-                    raise ValueError(f"{archive}: expected {member} in the archive, got no such file")
-                x, y = read_batch(fh.read(), member)
-                _save_npz(out / name, x, y)
-                written.append(out / name)
+                    raise ValueError(f"{archive}: expected {member} in the archive, got no such file; nothing was "
+                                     f"written") from None
+                if not info.isfile():
+                    raise ValueError(f"{archive}: expected {member} to be a file, got another kind of entry")
+                if info.size > CIFAR10_MEMBER_CAP:
+                    raise ValueError(f"{archive}: expected {member} of at most {CIFAR10_MEMBER_CAP:,} bytes (a "
+                                     f"CIFAR-10 batch of 10,000 images is about 31 MB), got {info.size:,} bytes; "
+                                     f"this is not the CIFAR-10 archive, and nothing was written")
+                data = tar.extractfile(info).read(CIFAR10_MEMBER_CAP + 1)
+                x, y = read_batch(data, member)
+                del data
+                batches.append((out / name, x, y))
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ValueError(f"{archive}: expected a gzip'd tar archive, got an unreadable file ({exc})") from None
-    return written
+    out.mkdir(parents=True, exist_ok=True)
+    return write_files([(path, lambda fh, x=x, y=y: np.savez_compressed(fh, x=x, y=y)) for path, x, y in batches])
+
+
+def cifar10_count_note(written: list) -> str:
+    """'' when the converted files hold the published numbers of images (10,000 each); otherwise a note saying
+    how many they hold, for an archive that is not the official one."""
+    import numpy as np
+
+    counts = {}
+    for path in written:
+        with np.load(path) as f:
+            counts[Path(path).name] = int(f["y"].shape[0])
+    if all(counts.get(name) == CIFAR10_COUNTS[name] for _, name in CIFAR10_BATCHES):
+        return ""
+    held = ", ".join(f"{name} {n:,}" for name, n in counts.items())
+    return (f"note: the files hold {held} images, where the published CIFAR-10 has "
+            f"{CIFAR10_COUNTS['test.npz']:,} in test_batch and {CIFAR10_COUNTS['train10k.npz']:,} in data_batch_1: "
+            f"this archive is not the official one")
 
 
 def fetch_cifar10(root: Optional[PathLike] = None, url: str = CIFAR10_URL, md5: Optional[str] = CIFAR10_MD5,
@@ -326,6 +355,9 @@ def run_data(args) -> int:
         return 1
     root = data_dir(args.root)
     print("wrote " + ", ".join(str(p) for p in written))
+    note = cifar10_count_note(written)
+    if note:
+        print(f"fdgpu data: {note}", file=sys.stderr)
     default = not args.root and not os.environ.get("FDGPU_DATA")
     print("fdgpu eval finds them " + ("by default" if default else f"with --data-root {root} (or FDGPU_DATA={root})"))
     return 0

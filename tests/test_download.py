@@ -129,6 +129,89 @@ def test_data_default_root_is_fdgpu_data_then_the_cache(cifar, tmp_path, monkeyp
     assert (tmp_path / "env" / "cifar10" / "test.npz").is_file()
 
 
+def test_data_says_when_the_counts_differ_from_the_published_set(cifar, tmp_path, capsys):
+    assert main(["data", "cifar10", "--root", str(tmp_path), "--url", cifar["url"], "--md5", cifar["md5"],
+                 "--quiet"]) == 0
+    assert capsys.readouterr().err == (
+        "fdgpu data: note: the files hold test.npz 20, train10k.npz 30 images, where the published CIFAR-10 has "
+        "10,000 in test_batch and 10,000 in data_batch_1: this archive is not the official one\n")
+    full = [tmp_path / "full" / n for n in ("test.npz", "train10k.npz")]
+    (tmp_path / "full").mkdir()
+    for f in full:
+        np.savez(f, x=np.zeros((1, 32, 32, 3), np.uint8), y=np.zeros(10000, np.int64))
+    assert download.cifar10_count_note(full) == ""
+
+
+def test_data_archive_missing_a_batch_writes_nothing(tmp_path, capsys):
+    local = tmp_path / "c.tar.gz"
+    local.write_bytes(_tar({"test_batch": _batch(5, 1)[0]}))
+    root = tmp_path / "d"
+    assert main(["data", "cifar10", "--root", str(root), "--url", local.as_uri(), "--md5",
+                 hashlib.md5(local.read_bytes()).hexdigest(), "--quiet"]) == 1
+    assert "expected cifar-10-batches-py/data_batch_1 in the archive, got no such file; nothing was written" in \
+        capsys.readouterr().err
+    # no test.npz without its train10k.npz; the verified download stays for the next run
+    assert _leftovers(root) == ["cifar-10-python.tar.gz", "cifar10"]
+
+
+def test_data_refuses_an_oversized_member_before_reading_it(tmp_path):
+    """A small archive that unpacks to a huge member (a 'zip bomb'): refused from its header, never read."""
+    import tracemalloc
+
+    size = download.CIFAR10_MEMBER_CAP + 8 * 2 ** 20
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+        info.size = size
+
+        class Zeros(io.RawIOBase):
+            left = size
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                n = min(len(b), self.left)
+                b[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        tar.addfile(info, io.BufferedReader(Zeros()))
+    assert archive.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"expected cifar-10-batches-py/test_batch of at most 33,554,432 bytes .*"
+                                             r"got 41,943,040 bytes; this is not the CIFAR-10 archive"):
+            download.convert_cifar10(archive, tmp_path / "out")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2 ** 20, peak  # reading the member would take 40 MiB
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_download_on_a_full_disk_is_one_line_and_leaves_nothing(cifar, tmp_path):
+    """The kernel refuses writes past 64 KiB in a child process (as a full disk would) while the archive streams in."""
+    def limit():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+
+    local = tmp_path / "c.tar.gz"
+    local.write_bytes(cifar["archive"])
+    assert len(cifar["archive"]) > 65536
+    root = tmp_path / "d"
+    r = subprocess.run([sys.executable, "-m", "fdgpu.cli", "data", "cifar10", "--root", str(root), "--url",
+                        local.as_uri(), "--md5", cifar["md5"], "--quiet"], capture_output=True, text=True,
+                       preexec_fn=limit, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=300)
+    assert r.returncode == 1
+    assert r.stderr == (f"fdgpu data: cannot write {root / 'cifar10' / 'cifar-10-python.tar.gz'}: File too large; "
+                        f"nothing partial was written\n")
+    assert _leftovers(root) == ["cifar10"]
+
+
 def test_data_bad_checksum_leaves_nothing(cifar, tmp_path, capsys):
     root = tmp_path / "data"
     assert main(["data", "cifar10", "--root", str(root), "--url", cifar["url"], "--md5", "0" * 32, "--quiet"]) == 1
