@@ -79,7 +79,9 @@ class Attack:
     :data:`ATTACK_OPTIONS` it takes, and ``refuse``: a reason for an option it does not take, where the generic
     message would not help; ``norm``: ``"linf"`` (reported in pixel levels), ``"l2"`` or ``None``; ``random_start``:
     whether it draws from the generator (rows then record the seeds); ``style``: (matplotlib line style, marker) in
-    plots (``None``: a spare one).
+    plots (``None``: a spare one); ``gradient_free``: it queries only the model's outputs (``fdgpu eval`` runs it
+    once per defence, in the view ``query``, instead of once per backward mode, which it cannot tell apart) and
+    counts its queries per image (``BestIterate.queries``).
     """
     kind: str
     form: str
@@ -93,6 +95,7 @@ class Attack:
     norm: Optional[str] = "linf"
     random_start: bool = True
     style: Optional[Tuple[Any, str]] = None
+    gradient_free: bool = False
     module: str = field(default="", compare=False)
 
 
@@ -165,13 +168,13 @@ def register_defence(kind: str, *, form: str, summary: str, build, parse=None, n
 
 def register_attack(kind: str, *, form: str, summary: str, run, parse=None, nargs=(0, 0), example: str = "",
                     options=("restarts", "eot"), refuse=None, norm: Optional[str] = "linf", random_start: bool = True,
-                    style=None) -> Attack:
+                    style=None, gradient_free: bool = False) -> Attack:
     """Register an attack (see :class:`Attack`); ``parse=None`` takes no fields. Returns the registration."""
     unknown = set(options) - set(ATTACK_OPTIONS)
     if unknown:
         raise ValueError(f"options: expected a subset of {ATTACK_OPTIONS}, got {sorted(unknown)}")
     entry = Attack(kind, form, summary, parse or _no_attack_fields, run, tuple(nargs), example or kind, tuple(options),
-                   dict(refuse or {}), norm, random_start, style, _module_of(run))
+                   dict(refuse or {}), norm, random_start, style, bool(gradient_free), _module_of(run))
     ATTACKS.add(entry)
     return entry
 

@@ -288,3 +288,61 @@ def test_vaccinate_runs_and_is_seeded():
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["conv1.weight"], before["conv1.weight"])
     assert not nets[0].training
+
+
+# ---------------------------------------------------------------- budget check and attribution
+class _Mean(nn.Module):
+    """Two classes, logits (s, -s) with s = 100 (mean(x) - 0.5): PGD's signed steps lower the mean by ALPHA per step,
+    so an image whose mean starts d above 0.5 is first fooled after about d / ALPHA steps."""
+
+    def forward(self, t):
+        s = 100 * (t.flatten(1).mean(1) - 0.5)
+        return torch.stack([s, -s], 1)
+
+
+def _mean_images():
+    # means 0.5 + f * eps for these fractions f of eps = 8/255: at ALPHA = eps/100 they fall after about 100 f steps
+    fractions = torch.tensor([0.05, 0.15, 0.17, 0.5, 0.7, 2.0])
+    g = torch.Generator().manual_seed(0)
+    x = 0.5 + 0.05 * (torch.rand(6, 3, 16, 16, generator=g) - 0.5)
+    x = x - x.flatten(1).mean(1).view(-1, 1, 1, 1) + 0.5 + (fractions * 8 / 255).view(-1, 1, 1, 1)
+    return x, torch.zeros(6, dtype=torch.long)
+
+
+def test_budget_check_and_attribution_where_more_steps_fool_more():
+    """PGD with a fixed small step (ALPHA = 0.08 levels = eps/100): 20 steps leave images that 100 steps fool. The
+    20-step row's late images are, exactly, those its own first 16 steps (the same run: same seed, start and step)
+    had not fooled; the report warns about its budget, and the attribution adds up to the worst case."""
+    x, y = _mean_images()
+    specs = ["pgd:8:16:0.08", "pgd:8:20:0.08", "pgd:8:100:0.08"]
+    rows = evaluate(_Mean(), x, y, ["none"], specs, ["transfer"], batch_size=6)
+    r16, r20, r100 = rows
+    assert r16["clean_bits"] == "111111"
+    assert r100["adv_acc"] < r20["adv_acc"] < r16["adv_acc"] < 1  # more steps fool more
+    expect = "".join("1" if a == "1" and b == "0" else "0" for a, b in zip(r16["adv_bits"], r20["adv_bits"]))
+    assert r20["late_bits"] == expect and r20["late_fooled"] == expect.count("1") >= 1
+    assert r100["late_fooled"] >= 1  # 0.7 eps takes more than 80 of the 100 steps
+    budget = {f["attack"]: f for f in rows.sanity if f["check"] == "budget"}
+    assert budget["pgd:8:20:0.08"]["flagged"] and budget["pgd:8:20:0.08"]["late"] == r20["late_fooled"]
+    assert budget["pgd:8:20:0.08"]["deciding"] == 0  # the 100-step row fools them too
+    assert budget["pgd:8:100:0.08"]["deciding"] == r100["late_fooled"]  # nothing else fools those
+    report = markdown_report(rows)
+    assert "WARNING [budget] none: pgd:8:100:0.08 first fooled" in report and "budget-limited" in report
+    w, = worst_case(rows)
+    attribution = {(a["attack"], a["view"]): a for a in w["attribution"]}
+    fooled = [r["adv_bits"].count("0") for r in rows]
+    assert [attribution[s, "-"]["fooled"] for s in specs] == fooled
+    assert sum(a["first"] for a in w["attribution"]) == round((w["clean_acc"] - w["worst_acc"]) * 6)
+    assert [attribution[s, "-"]["first"] for s in specs] == [fooled[0], fooled[1] - fooled[0], fooled[2] - fooled[1]]
+    assert [attribution[s, "-"]["only"] for s in specs] == [0, 0, fooled[2] - fooled[1]]
+    assert "Which attack and view fooled" in report
+
+
+def test_budget_check_counts_the_last_restart():
+    from fdgpu.attacks import BestIterate
+    best = BestIterate(torch.zeros(4, 3, 2, 2))
+    for run, step, who in ((0, 1, 0), (0, 9, 1), (1, 2, 2)):
+        best.at(step, 10, run, 2)
+        best.update(torch.zeros(4, 3, 2, 2), torch.zeros(4), torch.arange(4) == who)
+    assert best.late().tolist() == [False, True, True, False]  # step 9 of 10 is in the final 20 %; run 2 of 2
+    assert best.first_step.tolist() == [1, 9, 2, -1] and best.first_run.tolist() == [0, 0, 1, -1]

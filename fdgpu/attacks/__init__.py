@@ -1,5 +1,5 @@
-"""Attacks for evaluating preprocessing defences: FGSM, PGD (L-inf / L2), EOT-PGD, APGD (CE / DLR / targeted DLR)
-and a BPDA wrapper.
+"""Attacks for evaluating preprocessing defences: FGSM, PGD (L-inf / L2), EOT-PGD, APGD (CE / DLR / targeted DLR),
+the gradient-free Square attack and a BPDA wrapper.
 
 Everything works in [0, 1] pixel space on any device, in batches, and draws randomness only from a
 ``torch.Generator`` it is given. Every attack returns, per image, its best iterate (the first that fooled the
@@ -16,7 +16,8 @@ Examples:
 """
 from .apgd import LOSSES, apgd, checkpoints, dlr_loss, dlr_targeted_loss
 from .bpda import BPDA
-from .gradient import NORMS, SELECTIONS, BestIterate, eot, fgsm, pgd, selecting
+from .gradient import NORMS, SELECTIONS, BestIterate, eot, fgsm, pgd, recording, selecting
+from .square import margin_loss, p_schedule, square
 
 __all__ = ["fgsm", "pgd", "eot", "apgd", "dlr_loss", "dlr_targeted_loss", "checkpoints", "BestIterate", "BPDA",
-           "NORMS", "LOSSES", "selecting", "SELECTIONS"]
+           "NORMS", "LOSSES", "selecting", "SELECTIONS", "square", "margin_loss", "p_schedule", "recording"]

@@ -81,9 +81,10 @@ def checkpoints(steps: int) -> List[int]:
     return [w for w in ws if 0 < w < steps]
 
 
-def _apgd_run(model, x0, y, eps, steps, loss_fn, norm, samples, generator, best, idx, rho, momentum):
-    """One APGD run on the rows ``idx`` of the batch (``x0``/``y`` already indexed); offers every iterate to
-    ``best``."""
+def _apgd_run(model, x0, y, eps, steps, loss_fn, norm, samples, generator, best, idx, rho, momentum, run=0,
+              runs=1):
+    """One APGD run (run ``run`` of ``runs``) on the rows ``idx`` of the batch (``x0``/``y`` already indexed); offers
+    every iterate to ``best``."""
     B = x0.shape[0]
     view = (-1,) + (1,) * (x0.dim() - 1)
     if norm == "linf":
@@ -98,6 +99,7 @@ def _apgd_run(model, x0, y, eps, steps, loss_fn, norm, samples, generator, best,
         return g.sign() if norm == "linf" else g / _flat_norm(g)
 
     g, loss, logits = _loss_and_grad(model, xa, y, loss_fn, samples)
+    best.at(0, steps, run, runs)
     best.update(xa, loss, _fooled(logits, y, False), idx)
     x_max, f_max, g_max = xa.clone(), loss.clone(), g.clone()
     x_prev = xa.clone()
@@ -114,6 +116,7 @@ def _apgd_run(model, x0, y, eps, steps, loss_fn, norm, samples, generator, best,
             x_new = _project(xa + momentum * (z - xa) + (1.0 - momentum) * (xa - x_prev), x0, eps, norm)
         x_prev, xa = xa, x_new.detach()
         g_new, loss_new, logits = _loss_and_grad(model, xa, y, loss_fn, samples, grad=k + 1 < steps)
+        best.at(k + 1, steps, run, runs)
         best.update(xa, loss_new, _fooled(logits, y, False), idx)
         increases += (loss_new > loss).long()
         improved = loss_new > f_max
@@ -193,8 +196,9 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
         targets = [order[:, i] for i in range(min(n_targets, K - 1))]
     else:
         targets = [None]
-    for target in targets:
-        for _ in range(restarts):
+    runs = len(targets) * restarts
+    for i, target in enumerate(targets):
+        for r in range(restarts):
             idx = best.pending
             if idx.numel() == 0:
                 return best.x
@@ -207,7 +211,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
                     return dlr_targeted_loss(logits, yy, t)
             # scores of different losses/targets are not comparable: the highest-loss point is kept per run only
             best.score[idx] = -math.inf
-            _apgd_run(model, x[idx], y[idx], eps, steps, fn, norm, eot_samples, generator, best, idx, rho, momentum)
+            _apgd_run(model, x[idx], y[idx], eps, steps, fn, norm, eot_samples, generator, best, idx, rho, momentum,
+                      i * restarts + r, runs)
     return best.x
 
 

@@ -100,12 +100,33 @@ def selecting(rule: str) -> Iterator[None]:
         _SELECTION.reset(token)
 
 
+_RECORDING: contextvars.ContextVar = contextvars.ContextVar("fdgpu_attack_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list]:
+    """Within the block, every :class:`BestIterate` an attack creates is appended to the yielded list, so a caller
+    (``fdgpu eval``) can read when each image was first fooled (:meth:`BestIterate.late`) and, for query attacks,
+    how many queries each image took (``BestIterate.queries``)."""
+    found: list = []
+    token = _RECORDING.set(found)
+    try:
+        yield found
+    finally:
+        _RECORDING.reset(token)
+
+
 class BestIterate:
     """Per-image best point of an attack under the current :func:`selecting` rule: the first iterate that fooled the
     model, else the highest score (``"first-fooled"``, the default), or the highest score (``"max-loss"``).
 
     ``score`` is the loss for untargeted attacks and minus the loss for targeted ones (higher = more adversarial).
     ``fooled`` records whether any offered iterate fooled the model, under either rule.
+
+    Iterative attacks say where they are with :meth:`at` (run ``r`` of ``runs``, iteration ``k`` of ``steps``, 0 the
+    starting point); each image's first fooling iterate is then kept in ``first_run`` / ``first_step`` (-1: never
+    fooled), from which :meth:`late` tells which images the budget's last part fooled. ``queries``: per image, the
+    model queries a query attack spent on it (``None`` for gradient attacks).
     """
 
     def __init__(self, x: torch.Tensor):
@@ -113,6 +134,28 @@ class BestIterate:
         self.first_fooled = _SELECTION.get() == "first-fooled"
         self.fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         self.score = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        self.first_run = torch.full((x.shape[0],), -1, dtype=torch.int64, device=x.device)
+        self.first_step = torch.full((x.shape[0],), -1, dtype=torch.int64, device=x.device)
+        self.run, self.runs, self.step, self.steps = 0, 1, 0, 0
+        self.queries: Optional[torch.Tensor] = None
+        found = _RECORDING.get()
+        if found is not None:
+            found.append(self)
+
+    def at(self, step: int, steps: int, run: int = 0, runs: int = 1) -> None:
+        """The iterates offered next are iteration ``step`` of ``steps`` (0: the starting point) of run ``run`` of
+        ``runs`` (restarts, or APGD-T's targets times restarts)."""
+        self.step, self.steps, self.run, self.runs = step, steps, run, runs
+
+    def late(self) -> torch.Tensor:
+        """``(B,)`` bool: images first fooled in the final 20 % of a run's iterations (iteration ``k > steps -
+        ceil(0.2 steps)``), or in the last of several runs: the budget's last part still fooled them, so a larger
+        budget might fool more. All false for attacks that never called :meth:`at` with ``steps >= 2``."""
+        if self.steps < 2:
+            return torch.zeros_like(self.fooled)
+        tail = self.first_step > self.steps - math.ceil(0.2 * self.steps)
+        last_run = (self.first_run == self.runs - 1) & (self.runs > 1)
+        return self.fooled & (tail | last_run)
 
     def update(self, xa: torch.Tensor, score: torch.Tensor, fooled: torch.Tensor,
                index: Optional[torch.Tensor] = None) -> None:
@@ -128,6 +171,8 @@ class BestIterate:
         self.x[idx[take]] = xa[take].detach().to(self.x.dtype)
         self.score[idx[better]] = score.double()[better]
         self.fooled[idx[newly]] = True
+        self.first_run[idx[newly]] = self.run
+        self.first_step[idx[newly]] = self.step
 
     @property
     def pending(self) -> torch.Tensor:
@@ -231,13 +276,14 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: O
         generator = torch.Generator().manual_seed(0)
     sign = -1.0 if targeted else 1.0
     best = BestIterate(x)
-    for _ in range(restarts):
+    for run in range(restarts):
         idx = best.pending
         if idx.numel() == 0:
             break
         x0, yr = x.detach()[idx], y[idx]
         xa = _random_start(x0, eps, norm, generator) if random_start and eps > 0 else x0.clone()
         for step in range(steps + 1):
+            best.at(step, steps, run, restarts)
             g, loss, logits = _loss_and_grad(model, xa, yr, loss_fn, eot_samples, grad=step < steps)
             best.update(xa, sign * loss, _fooled(logits, yr, targeted), idx)
             if step == steps:

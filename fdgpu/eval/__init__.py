@@ -12,9 +12,10 @@ Examples:
     [('none', '-'), ('fd:1', 'transfer'), ('fd:1', 'bpda')]
 """
 from .core import EvalResults, build_defence, evaluate, run_attack, worst_case
-from .report import markdown_report, markdown_table, plot, sanity_section, worst_case_table, write_json
+from .report import (attribution_table, markdown_report, markdown_table, plot, sanity_section, worst_case_table,
+                     write_json)
 from .specs import VIEWS, AttackSpec, DefenceSpec, parse_attack, parse_defence
 
 __all__ = ["evaluate", "run_attack", "worst_case", "EvalResults", "parse_attack", "parse_defence", "build_defence",
            "AttackSpec", "DefenceSpec", "VIEWS", "markdown_table", "markdown_report", "worst_case_table",
-           "sanity_section", "plot", "write_json"]
+           "sanity_section", "attribution_table", "plot", "write_json"]

@@ -8,8 +8,12 @@ summed in batch order, so a sharded run gives bit-identical numbers to a single 
 Adaptive attacks on a randomised defence (one with a ``reseed`` method, or whose clean logits change between two
 calls) average their gradients over ``eot_samples`` draws (EOT, default 8); every row says how many draws and
 restarts it used and which seeds. Rows carry per-image correctness (``clean_bits``/``adv_bits``), from which
-:func:`worst_case` computes the per-image worst case over attacks and views, the headline number of a defence.
-The returned list also carries AutoAttack-style sanity checks (``.sanity``).
+:func:`worst_case` computes the per-image worst case over attacks and views, the headline number of a defence, and
+which attack and view fooled which images (``attribution``). A gradient-free attack (``square``) sees only the
+defended model's outputs, which are the same in every backward mode: it runs once per defence in the view
+``query`` when any adaptive view is asked for (and in ``transfer`` when that is).
+The returned list also carries AutoAttack-style sanity checks (``.sanity``), among them the budget check: an
+attack whose last iterations (the final 20 %, or the last restart) still fooled new images is budget-limited.
 """
 from __future__ import annotations
 
@@ -19,12 +23,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..attacks.gradient import selecting
+from ..attacks.gradient import recording, selecting
 from ..registry import ATTACKS, DEFENCES, BuildContext
 from .specs import ADAPTIVE_VIEWS, VIEWS, AttackSpec, DefenceSpec, parse_attack, parse_defence
 
 Classifier = Union[nn.Module, Callable[[str], nn.Module]]
 METRICS = ("clean_correct", "adv_correct", "clean_top_prob", "adv_top_prob", "adv_true_prob")
+#: the view of a gradient-free attack run on the defended model (it cannot tell the backward modes apart)
+QUERY_VIEW = "query"
 
 
 @dataclass
@@ -120,8 +126,11 @@ def worst_case(rows: Sequence[Dict]) -> List[Dict]:
     An image counts as robust only if it is classified correctly clean and under every (attack, view) row at that
     budget (as AutoAttack reports). Rows need ``clean_bits``/``adv_bits`` (per-image correctness, as
     :func:`evaluate` gives). Returns one dict per (defence, budget) with ``n``, ``clean_acc``, ``worst_acc`` (the
-    headline), ``per_view`` (worst over attacks, per view), ``per_attack`` (worst over views, per attack) and
-    ``configs`` (the (attack, view) pairs that entered).
+    headline), ``per_view`` (worst over attacks, per view), ``per_attack`` (worst over views, per attack),
+    ``configs`` (the (attack, view) pairs that entered) and ``attribution``: per (attack, view), in the order of
+    ``rows``, the clean-correct images it ``fooled``, those no earlier pair had fooled (``first``; they sum to the
+    images the worst case fooled) and those no other pair fooled (``only``: without it the headline would be higher
+    by that many images).
 
     Examples:
         >>> r = dict(defence="d", attack_kind="pgd", eps=2/255, eps_levels=2.0, clean_bits="11", n=2)
@@ -148,13 +157,46 @@ def worst_case(rows: Sequence[Dict]) -> List[Dict]:
             per_view[r["view"]] = per_view.get(r["view"], clean) & adv
             per_attack[r["attack"]] = per_attack.get(r["attack"], clean) & adv
         n = clean.numel()
+        fooled = [clean & ~mask(r["adv_bits"]) for r in members]
+        times = torch.stack(fooled).sum(0) if fooled else torch.zeros(n)
+        seen = torch.zeros(n, dtype=torch.bool)
+        attribution = []
+        for r, f in zip(members, fooled):
+            attribution.append({"attack": r["attack"], "view": r["view"], "fooled": int(f.sum()),
+                                "first": int((f & ~seen).sum()), "only": int((f & (times == 1)).sum())})
+            seen |= f
         out.append({"defence": defence, "norm": norm, "eps_levels": eps if norm == "linf" else None,
                     "eps": members[0]["eps"], "n": n, "clean_acc": clean.double().mean().item(),
                     "worst_acc": robust.double().mean().item(),
                     "per_view": {v: m.double().mean().item() for v, m in per_view.items()},
                     "per_attack": {a: m.double().mean().item() for a, m in per_attack.items()},
-                    "configs": [(r["attack"], r["view"]) for r in members]})
+                    "configs": [(r["attack"], r["view"]) for r in members], "attribution": attribution})
     return out
+
+
+def _budget_findings(rows: Sequence[Dict]) -> List[Dict]:
+    """The budget check: one finding per row (white-box or adaptive) whose attack first fooled images in its final
+    20 % of iterations or its last restart (``late_bits``), saying how many of them no other attack or view of the
+    same defence and budget fooled (those decide the worst case)."""
+    found = []
+    for r in rows:
+        late = r.get("late_bits")
+        if not late or "1" not in late or r["view"] == "transfer":
+            continue
+        others = [o for o in rows if o is not r and o["defence"] == r["defence"] and o.get("adv_bits") is not None
+                  and o["attack_kind"] != "none" and _budget(o) == _budget(r)]
+        n_late = late.count("1")
+        deciding = sum(1 for i, c in enumerate(late) if c == "1" and all(o["adv_bits"][i] == "1" for o in others))
+        entry = ATTACKS.get(r["attack_kind"])
+        what = "queries" if entry is not None and entry.gradient_free else "iterations"
+        more = f"more than {r['steps']} {what}" if r.get("steps") else f"more {what}"
+        found.append({"check": "budget", "defence": r["defence"], "view": r["view"], "flagged": True,
+                      "attack": r["attack"], "late": n_late, "deciding": deciding,
+                      "detail": f"{r['attack']} first fooled {n_late} image(s) in the final 20 % of its {what} or in "
+                                f"its last restart, {deciding} of them fooled by no other attack or view: its number"
+                                f"{' and the worst case' if deciding else ''} are budget-limited; rerun with {more} "
+                                f"or with restarts=N"})
+    return found
 
 
 def _sanity(defended, dspecs, views, xb, yb, seed, tol=1e-4):
@@ -194,6 +236,19 @@ def _sanity(defended, dspecs, views, xb, yb, seed, tol=1e-4):
                                         f"gradient: gradient masking; adaptive numbers from this view are not a "
                                         f"robustness estimate"})
     return found
+
+
+def _recorded(seen: list, batch: int):
+    """(late ``(B,)`` bool, queries ``(B,)`` int64) from the :class:`~fdgpu.attacks.BestIterate` records of one
+    attack run (an attack that keeps several records for the batch: their union and sum)."""
+    late = torch.zeros(batch, dtype=torch.bool)
+    used = torch.zeros(batch, dtype=torch.int64)
+    for rec in seen:
+        if rec.fooled.shape[0] == batch:
+            late |= rec.late().cpu()
+            if rec.queries is not None:
+                used += rec.queries.cpu()
+    return late, used
 
 
 def _stats(logits: torch.Tensor, y: torch.Tensor):
@@ -298,6 +353,10 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             # An undefended nn.Module looks the same from every view; a view-dependent classifier does not.
             if a.kind == "none" or (d.kind == "none" and isinstance(classifier, nn.Module)):
                 configs.append(_Config(d, a, "-"))
+            elif ATTACKS[a.kind].gradient_free:
+                # outputs only: one run on the defended model stands for every adaptive view
+                configs.extend(_Config(d, a, v) for v in ["transfer"] * ("transfer" in views)
+                               + [QUERY_VIEW] * any(v != "transfer" for v in views))
             else:
                 configs.extend(_Config(d, a, v) for v in views)
     n_batches = (x.shape[0] + batch_size - 1) // batch_size
@@ -325,8 +384,9 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                                      f"(no EOT): its number overstates robustness"})
     # counts[c, m, b]: metric m of config c on batch b (zeros for batches of other ranks).
     counts = torch.zeros(len(configs), len(METRICS), n_batches, dtype=torch.float64)
-    # bits[c, 0 | 1, i]: clean | adversarial correctness of image i under config c (zeros for other ranks' images)
-    bits = torch.zeros(len(configs), 2, x.shape[0], dtype=torch.float64)
+    # bits[c, k, i] for image i under config c (zeros for other ranks' images), k: 0 clean | 1 adversarial correctness,
+    # 2 first fooled late in the attack's budget (and fooled in the end), 3 queries spent (query attacks)
+    bits = torch.zeros(len(configs), 4, x.shape[0], dtype=torch.float64)
     mine = list(range(rank, n_batches, world))
     bar = None
     if progress and rank == 0:
@@ -347,21 +407,28 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                     clean_bits[cfg.defence.text] = (logits.argmax(-1) == yb).double().cpu()
             gen = torch.Generator().manual_seed(_batch_seed(seed, b, 2))
             samples, runs = plan(cfg)
+            late = used = None
             if cfg.attack.kind == "none":
                 xa = xb
-            elif cfg.view in ("transfer", "-"):
-                # white-box on the undefended model ("-"): an image fooled at any iterate counts; transfer: the
-                # highest-loss iterate on the source model, not the first that only just fools it (a weak transfer)
-                rule = "max-loss" if cfg.view == "transfer" else "first-fooled"
-                if (cfg.attack.text, rule) not in transfer_adv:
-                    with selecting(rule):
-                        transfer_adv[cfg.attack.text, rule] = run_attack(cfg.attack, base["transfer"], xb, yb, gen,
-                                                                         eot_samples=samples, restarts=runs)
-                xa = transfer_adv[cfg.attack.text, rule]
+            elif cfg.view == "transfer":
+                # the highest-loss iterate on the source model, not the first that only just fools it (a weak
+                # transfer); computed once per batch for all defences
+                if cfg.attack.text not in transfer_adv:
+                    with selecting("max-loss"):
+                        transfer_adv[cfg.attack.text] = run_attack(cfg.attack, base["transfer"], xb, yb, gen,
+                                                                   eot_samples=samples, restarts=runs)
+                xa = transfer_adv[cfg.attack.text]
+            elif cfg.view == "-":
+                # white-box on the undefended model: an image fooled at any iterate counts
+                with recording() as seen:
+                    xa = run_attack(cfg.attack, base["transfer"], xb, yb, gen, eot_samples=samples, restarts=runs)
+                late, used = _recorded(seen, xb.shape[0])
             else:
-                attacked = defended[cfg.defence.text, cfg.view]
+                attacked = defended[cfg.defence.text, "ste" if cfg.view == QUERY_VIEW else cfg.view]
                 _reseed_random(attacked, _batch_seed(seed, b, 3))
-                xa = run_attack(cfg.attack, attacked, xb, yb, gen, eot_samples=samples, restarts=runs)
+                with recording() as seen:
+                    xa = run_attack(cfg.attack, attacked, xb, yb, gen, eot_samples=samples, restarts=runs)
+                late, used = _recorded(seen, xb.shape[0])
             with torch.no_grad():
                 # the same draw of a randomised defence as for the clean images: the "none" attack row then equals
                 # the clean accuracy, and clean vs adversarial differ only by the attack
@@ -371,8 +438,13 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                 adv_bits = (logits.argmax(-1) == yb).double().cpu()
             cl = clean[cfg.defence.text]
             counts[c, :, b] = torch.stack([cl[0], adv[0], cl[1], adv[1], adv[2]]).cpu()
-            bits[c, 0, b * batch_size:b * batch_size + xb.shape[0]] = clean_bits[cfg.defence.text]
-            bits[c, 1, b * batch_size:b * batch_size + xb.shape[0]] = adv_bits
+            rows_b = slice(b * batch_size, b * batch_size + xb.shape[0])
+            bits[c, 0, rows_b] = clean_bits[cfg.defence.text]
+            bits[c, 1, rows_b] = adv_bits
+            if late is not None:
+                # late and still fooled in the evaluation, of a clean-correct image
+                bits[c, 2, rows_b] = (late.cpu() & (adv_bits == 0) & (clean_bits[cfg.defence.text] == 1)).double()
+                bits[c, 3, rows_b] = used.double().cpu()
             if bar is not None:
                 bar.update(1)
             if on_step is not None:
@@ -391,6 +463,13 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     rows = []
     for c, cfg in enumerate(configs):
         t = totals[c] / n
+        extra = {}
+        if ATTACKS[cfg.attack.kind].gradient_free:
+            # queries per image the attack fooled (as AutoAttack reports them), clean-correct images only
+            hit = (bits[c, 0] == 1) & (bits[c, 1] == 0)
+            q = bits[c, 3][hit]
+            extra = {"queries_mean": float(q.mean()) if q.numel() else None,
+                     "queries_median": float(q.median()) if q.numel() else None}
         rows.append({
             "defence": cfg.defence.text, "attack": cfg.attack.text, "attack_kind": cfg.attack.kind,
             "eps_levels": round(cfg.attack.eps * 255.0, 6) if ATTACKS[cfg.attack.kind].norm == "linf" else None,
@@ -401,5 +480,6 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             "seed": seed, "attack_seeds": ([_batch_seed(seed, b, 2) for b in range(n_batches)]
                                            if ATTACKS[cfg.attack.kind].random_start else []),
             "clean_bits": _bits(bits[c, 0]), "adv_bits": _bits(bits[c, 1]),
+            "late_fooled": int(bits[c, 2].sum()), "late_bits": _bits(bits[c, 2]), **extra,
         })
-    return EvalResults(rows, sanity)
+    return EvalResults(rows, sanity + _budget_findings(rows))

@@ -10,15 +10,17 @@ def _pct(v: float) -> str:
 
 
 def markdown_table(rows: Sequence[Dict]) -> str:
-    """A markdown table: defence, attack, view, clean/adversarial top-1 (%), mean top-label probability, and the EOT
-    draws and restarts each attack used."""
+    """A markdown table: defence, attack, view, clean/adversarial top-1 (%), mean top-label probability, the EOT
+    draws and restarts each attack used, and ``late``: images it first fooled in the final 20 % of its iterations
+    or in its last restart (a budget-limited number when above 0; empty for transfer rows)."""
     lines = ["| defence | attack | view | n | clean top-1 % | adv top-1 % | clean p(top) | adv p(top) | EOT "
-             "| restarts |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| restarts | late |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        late = "" if r["view"] == "transfer" or r["attack_kind"] == "none" else r.get("late_fooled", "")
         lines.append(f"| {r['defence']} | {r['attack']} | {r['view']} | {r['n']} | {_pct(r['clean_acc'])} | "
                      f"{_pct(r['adv_acc'])} | {r['clean_top_prob']:.3f} | {r['adv_top_prob']:.3f} | "
-                     f"{r.get('eot_samples', 1)} | {r.get('restarts', 1)} |")
+                     f"{r.get('eot_samples', 1)} | {r.get('restarts', 1)} | {late} |")
     return "\n".join(lines) + "\n"
 
 
@@ -47,11 +49,32 @@ def worst_case_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def attribution_table(rows: Sequence[Dict]) -> str:
+    """Markdown: per defence and budget, which attack and view did the work of the worst case: the clean-correct
+    images each (attack, view) fooled, those it was the first to fool (in the order of the rows: the order of the
+    attacks, then of the views) and those it alone fooled. Empty when no row has per-image results."""
+    from .core import worst_case
+
+    ws = worst_case(rows)
+    if not ws:
+        return ""
+    lines = ["Which attack and view fooled the images (clean-correct images fooled; first: not fooled by an earlier "
+             "row, these sum to what the worst case fooled; alone: fooled by no other row):", "",
+             "| defence | budget | attack | view | fooled | first | alone |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+    for w in ws:
+        for a in w["attribution"]:
+            lines.append(f"| {w['defence']} | {_budget_text(w)} | {a['attack']} | {a['view']} | {a['fooled']} | "
+                         f"{a['first']} | {a['only']} |")
+    return "\n".join(lines) + "\n"
+
+
 def sanity_section(sanity: Sequence[Dict]) -> str:
     """Markdown bullets of the AutoAttack-style sanity checks (empty when there are none)."""
     if not sanity:
         return ""
-    lines = ["Sanity checks (AutoAttack-style, on the first batch):", ""]
+    lines = ["Sanity checks (AutoAttack-style: randomness and gradients on the first batch, the attacks' budgets on "
+             "all images):", ""]
     for f in sanity:
         mark = "WARNING" if f["flagged"] else "note"
         view = "" if f["view"] == "-" else f" / {f['view']}"
@@ -60,8 +83,10 @@ def sanity_section(sanity: Sequence[Dict]) -> str:
 
 
 def markdown_report(rows: Sequence[Dict], sanity: Optional[Sequence[Dict]] = None) -> str:
-    """The full report: :func:`markdown_table`, then :func:`worst_case_table` and :func:`sanity_section`."""
-    parts = [markdown_table(rows), worst_case_table(rows), sanity_section(sanity or getattr(rows, "sanity", []))]
+    """The full report: :func:`markdown_table`, then :func:`worst_case_table`, :func:`attribution_table` and
+    :func:`sanity_section`."""
+    parts = [markdown_table(rows), worst_case_table(rows), attribution_table(rows),
+             sanity_section(sanity or getattr(rows, "sanity", []))]
     return "\n".join(p for p in parts if p)
 
 
@@ -134,7 +159,7 @@ def plot(rows: Sequence[Dict], path, title: str = ""):
     colours, styles = plot_styles(pts)
     from .specs import VIEWS
 
-    order = ("-",) + VIEWS
+    order = ("-",) + VIEWS + ("query",)
     views = sorted({r["view"] for r in pts} - ({"-"} if any(r["view"] != "-" for r in pts) else set()),
                    key=lambda v: order.index(v) if v in order else 99)
     clean = {r["defence"]: r["clean_acc"] for r in rows}

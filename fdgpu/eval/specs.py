@@ -14,7 +14,9 @@ numbers in [0, 1] units). Every attack but ``none`` also takes trailing ``key=va
 
 Views (what the attacker differentiates): ``transfer`` (the undefended model; the defence is applied to the result),
 or adaptive through the defended model with one of the layer's backward modes (:data:`fdgpu.BACKWARDS`: ``exact`` /
-``ste`` / ``soft`` / ``bpda``): the view of an adaptive attack is the ``backward=`` its defence is built with.
+``ste`` / ``soft`` / ``bpda``): the view of an adaptive attack is the ``backward=`` its defence is built with. A
+gradient-free attack (``square:EPS:QUERIES``) sees only the defended model's outputs, the same in every backward
+mode: its rows have the view ``query`` (one per defence, whichever adaptive views are asked for).
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ class AttackSpec:
     """A parsed attack: ``kind``; ``eps`` in [0, 1] units; ``levels`` the L-inf budget in pixel levels.
 
     ``samples``: EOT draws per step (``None``: the evaluation's default, applied to randomised defences only);
-    ``restarts``: random restarts (``None``: the evaluation's default); ``targets``: APGD-T's target classes.
+    ``restarts``: random restarts (``None``: the evaluation's default); ``targets``: APGD-T's target classes;
+    ``p_init``: the Square attack's initial window fraction (``None``: its default).
     """
     text: str
     kind: str
@@ -44,6 +47,7 @@ class AttackSpec:
     samples: Optional[int] = None
     restarts: Optional[int] = None
     targets: int = 9
+    p_init: Optional[float] = None
 
     @property
     def levels(self) -> float:
