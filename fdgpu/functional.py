@@ -16,7 +16,7 @@ from typing import Union
 
 import torch
 
-from . import ops, tables
+from . import ops, selfcheck, tables
 from ._checks import (as_number, check_choice, check_input, check_quality, check_strength, check_table, check_values,
                       minmax, quality_error, quality_stats, table_error, x_error)
 from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
@@ -143,6 +143,8 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
             y = y.contiguous(memory_format=torch.channels_last)
         return y
     impl = _resolve_backend(backend, x)
+    if impl == "triton":  # the first Triton call on a device checks the kernels there (fdgpu.selfcheck)
+        selfcheck.ensure(x.device)
     compute = torch.float64 if x.dtype == torch.float64 and impl == "torch" else torch.float32
     # tables on x's device and the compute dtype: free for tables built by this module (cached per device and
     # dtype) and for module buffers, which .to() moves with the model
