@@ -34,10 +34,11 @@ def test_suite_passes_after_fdgpu_data_and_finds_that_data(tmp_path):
         np.savez(cifar / name, x=x, y=np.arange(8, dtype=np.int64) % 10)
     env = {k: v for k, v in os.environ.items() if k not in ("FDGPU_DATA", "FDGPU_MODELS", "XDG_CACHE_HOME")}
     env["HOME"] = str(home)
+    (cifar / "only-here.npz").write_bytes(b"")  # a file no other data root has (../shared may exist)
     found = subprocess.run([sys.executable, "-c", "from tests._paths import data_file; "
-                            "print(data_file('cifar10/test.npz'))"], cwd=REPO, env=env, capture_output=True,
+                            "print(data_file('cifar10/only-here.npz'))"], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=60)
-    assert found.stdout.strip() == str(cifar / "test.npz"), found.stderr
+    assert found.stdout.strip() == str(cifar / "only-here.npz"), found.stderr
     tests = ["tests/test_models.py::test_data_root_errors", "tests/test_baselines.py::test_bad_arguments",
              "tests/test_eval_data_root.py::test_build_defence_data_root_and_explicit_data_wins"]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
