@@ -464,7 +464,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     for c, cfg in enumerate(configs):
         t = totals[c] / n
         extra = {}
-        if ATTACKS[cfg.attack.kind].gradient_free:
+        if ATTACKS[cfg.attack.kind].gradient_free and cfg.view != "transfer":
             # queries per image the attack fooled (as AutoAttack reports them), clean-correct images only
             hit = (bits[c, 0] == 1) & (bits[c, 1] == 0)
             q = bits[c, 3][hit]
