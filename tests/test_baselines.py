@@ -137,6 +137,23 @@ def test_quilting_database_cache_roundtrip(db, tmp_path):
         B.build_database(imgs, n_patches=999, cache=path)
 
 
+def test_quilting_database_cache_on_a_full_disk_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import fdgpu.files
+    from fdgpu.files import WriteError
+
+    def full(fd, data):
+        os.write(fd, bytes(memoryview(data)[:100]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fdgpu.files, "_write_all", full)
+    with pytest.raises(WriteError, match=r"cannot write .*db\.npz: No space left on device"):
+        B.build_database(synthetic_images(4, 32, seed=3), n_patches=200, seed=1, cache=tmp_path / "db.npz")
+    assert list(tmp_path.iterdir()) == []  # before: a partial db.npz.tmp.npz
+
+
 @needs_cifar
 def test_quilting_on_cifar_keeps_the_image():
     db = B.build_database(load_cifar(CIFAR_TRAIN, 2000), n_patches=20000, seed=0)

@@ -119,14 +119,15 @@ class PatchDatabase:
         return idx
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write the database to ``path`` (an ``.npz``; the faiss index is rebuilt on load, which is fast)."""
+        """Write the database to ``path`` (an ``.npz``, whole or not at all: :func:`fdgpu.files.write_file`; the
+        faiss index is rebuilt on load, which is fast)."""
         import json
 
-        path = os.fspath(path)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, patches=self.patches, mean=self.mean, components=self.components,
-                 meta=np.array(json.dumps({**self.meta, "index_kind": self.index_kind, "nprobe": self.nprobe})))
-        os.replace(tmp, path)
+        from ..files import write_file
+
+        meta = np.array(json.dumps({**self.meta, "index_kind": self.index_kind, "nprobe": self.nprobe}))
+        write_file(path, lambda fh: np.savez(fh, patches=self.patches, mean=self.mean, components=self.components,
+                                             meta=meta))
 
     @staticmethod
     def load(path: Union[str, os.PathLike]) -> "PatchDatabase":
