@@ -1,4 +1,4 @@
-"""The ``fdgpu`` command: ``demo``, ``compress``, ``eval``, ``bench``, ``data`` and ``models`` subcommands.
+"""The ``fdgpu`` command: ``demo``, ``compress``, ``eval``, ``bench``, ``data``, ``models`` and ``doctor`` subcommands.
 
 Each subcommand lives in a module exposing ``add_arguments(parser)`` and ``run(args) -> int`` (or, written
 ``module:NAME``, ``add_NAME_arguments`` and ``run_NAME``); they are imported only when chosen, so ``fdgpu --help``
@@ -21,6 +21,8 @@ SUBCOMMANDS = {  # name: (module, help, the extra that installs what it needs)
     "bench": ("fdgpu.bench", "per-image speed of fdgpu against quilting, TVM, Pillow and kornia", "bench"),
     "data": ("fdgpu.download:data", "download a data set (CIFAR-10) into the layout fdgpu eval reads", None),
     "models": ("fdgpu.download:models", "download pretrained weights (the CIFAR-10 ResNets)", None),
+    "doctor": ("fdgpu.doctor", "versions, usable backends, the GPU self-check and a speed probe on this machine",
+               None),
 }
 # Dependencies every command of an extra needs, checked up front; modules may add more with requirements(args).
 EXTRA_REQUIRES = {
