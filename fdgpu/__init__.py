@@ -14,11 +14,11 @@ from .coefficients import Coefficients, decode, encode
 from .functional import feature_distillation, jpeg, requantize
 from .modules import JPEG, FDJpeg, Requantize
 from .pixels import to_uint8
-from .size import jpeg_size
+from .size import jpeg_size, rate
 
 __all__ = ["__version__", "tables", "BACKWARDS", "SUBSAMPLINGS", "jpeg", "feature_distillation", "requantize",
            "JPEG", "FDJpeg", "Requantize", "Coefficients", "encode", "decode", "io",
-           "to_uint8", "jpeg_size"]
+           "to_uint8", "jpeg_size", "rate"]
 
 
 def __getattr__(name):

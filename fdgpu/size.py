@@ -131,20 +131,18 @@ def _nbits(v: torch.Tensor) -> torch.Tensor:
 def _with_dummies(y: torch.Tensor, real_rows: int, real_cols: int, hs: int) -> torch.Tensor:
     """The encoder's dummy blocks (jccoefct.c) on a grid ``(N, R, C, 64)`` padded to whole MCUs: blocks right of
     ``real_cols`` get zero AC and the DC of the last real block of their row; blocks below ``real_rows`` zero AC and
-    the DC of the last block of the row above within their MCU."""
+    the DC of the last block of the row above within their MCU. A gather (differentiable for float grids)."""
     rows, cols = y.shape[1:3]
     if (rows, cols) == (real_rows, real_cols):
         return y
-    y = y.clone()
-    if real_cols < cols:
-        y[:, :real_rows, real_cols:] = 0
-        y[:, :real_rows, real_cols:, 0] = y[:, :real_rows, real_cols - 1:real_cols, 0]
-    if real_rows < rows:
-        last = y[:, real_rows - 1, :, 0]
-        idx = torch.arange(cols, device=y.device) // hs * hs + hs - 1
-        y[:, real_rows:] = 0
-        y[:, real_rows:, :, 0] = last[:, idx].unsqueeze(1)
-    return y
+    dev = y.device
+    r = torch.arange(rows, device=dev)[:, None]
+    c = torch.arange(cols, device=dev)[None, :]
+    below = r >= real_rows
+    src_r = torch.where(below, real_rows - 1, r).expand(rows, cols)
+    src_c = torch.where(below, c // hs * hs + hs - 1, c).clamp(max=real_cols - 1).expand(rows, cols)
+    real = (~below & (c < real_cols))[..., None] | (torch.arange(64, device=dev) == 0)
+    return y[:, src_r, src_c] * real.to(y.dtype)
 
 
 def _scan_order(comps, real_rows: int, real_cols: int, hs: int, vs: int):
@@ -317,7 +315,7 @@ def _resolve_tables(x: torch.Tensor, quality, luma_table, chroma_table, n: int, 
         return _tables._ijg(q.to(x.device), torch.float64)
     lt = check_table("luma_table", luma_table, n).to(device=x.device, dtype=torch.float64)
     ct = lt if chroma_table is None else check_table("chroma_table", chroma_table, n).to(x.device, torch.float64)
-    for name, t in (("luma_table", lt), ("chroma_table", ct)):
+    for name, t in (("luma_table", lt.detach()), ("chroma_table", ct.detach())):
         if not bool(torch.isfinite(t).all()) or float(t.min()) < 1:
             raise ValueError(f"{name}: expected finite steps >= 1, got min {float(t.min()):g}")
         if integer and (bool((t != t.round()).any()) or float(t.max()) > MAX_STEP):
@@ -405,3 +403,180 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
                                            dht_bytes(ch, ent[i, 1:].tolist() if optimize else None))
              for i in range(n)]
     return torch.tensor(sizes, dtype=torch.int64, device=x.device).reshape(lead)
+
+
+# ------------------------------------------------------------------------------------------------ differentiable rate
+def _real_quotients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str):
+    """``z = DCT / Q`` of the real-valued pipeline (no 8-bit rounding, real colour conversion and box downsampling,
+    orthonormal DCT of the level-shifted planes): per component ``(N, R, C, 64)`` on the block grid padded to whole
+    MCUs, differentiable in ``x`` and the tables."""
+    from .reference.color import rgb_to_ycbcr
+    from .reference.dct import block_dct
+    from .reference.jpeg import Geometry
+    from .reference.sampling import downsample, pad_replicate
+
+    n, ch, h, w = x.shape
+    g = Geometry.of(h, w, ch, subsampling)
+    u = pad_replicate(x * 255.0, g.hp, g.wp)
+    if ch == 3:
+        ycc = rgb_to_ycbcr(u, exact=False)
+        chroma = downsample(ycc[:, 1:, : g.hc * g.vs], g.hs, g.vs, exact=False)
+        planes = [(ycc[:, :1], lt), (pad_replicate(chroma, g.hp // g.vs, g.wp // g.hs), ct)]
+    else:
+        planes = [(u, lt)]
+    comps = []
+    for p, t in planes:
+        z = block_dct(p - 128.0) / t.to(p.dtype).reshape(-1, 1, 64, 1, 1)   # [N, K, 64, R, C]
+        comps += [z[:, k].permute(0, 2, 3, 1) for k in range(z.shape[1])]
+    return comps, -(-h // 8), -(-w // 8)
+
+
+def _lerp_lengths(lengths: torch.Tensor, s: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Code length at a real size ``s``: linear between the lengths of the integer sizes around it (``s`` clamped to
+    ``[lo, hi]``). ``lengths``: ``(..., hi + 1)`` broadcastable against ``s``'s leading dims plus one."""
+    sc = s.clamp(lo, hi)
+    k = sc.detach().floor().long().clamp(max=hi - 1)
+    a = torch.gather(lengths, -1, k.unsqueeze(-1)).squeeze(-1)
+    b = torch.gather(lengths, -1, (k + 1).unsqueeze(-1)).squeeze(-1)
+    return a + (b - a) * (sc - k)
+
+
+def nonzero_weight(z: torch.Tensor) -> torch.Tensor:
+    """The smooth "is coded" weight of a quotient: ``1 - exp(-(2 z)**4)`` (0 at 0, 0.06 at 1/4, 0.63 at the rounding
+    threshold ``|z| = 1/2``, 0.99 at 3/4). The fourth power (rather than the square: ``1 - exp(-(2 z)**2)`` is
+    0.47 at 0.4) keeps quotients that round to zero from being charged: on 12 photos x 12 tables the median relative
+    error to :func:`jpeg_size` fell from 7.5 % to 3.7 % (Spearman 0.992 -> 0.998)."""
+    return 1.0 - torch.exp(-(2.0 * z).square().square())
+
+
+def magnitude_bits(v: torch.Tensor) -> torch.Tensor:
+    """Smooth magnitude category ``log2(1 + |v|)``: equal to the category (the bits of ``|round v|``) at
+    ``|v| = 0, 1, 3, 7, ...``, up to one bit below it in between."""
+    return torch.log2(1.0 + v.abs())
+
+
+def _rate_bits(comps, real_rows: int, real_cols: int, hs: int, vs: int, optimize: bool):
+    """Smooth bits of the entropy-coded segment ``(N,)`` and the DHT bytes per image (see :func:`rate`)."""
+    from .reference.quantize import round_half_away
+
+    blocks, comp, table = _scan_order(comps, real_rows, real_cols, hs, vs)
+    n, dev, dt = blocks.shape[0], blocks.device, blocks.dtype
+    hard = round_half_away(blocks.detach()).long()
+    dc_s, _, sym, zrl, _, _, nz, eob = _symbols(hard, comp)
+    # code lengths [image, table, class, symbol]: the standard tables', or the optimal tables of the hard symbols
+    # (16 bits for a symbol that the hard coefficients never use)
+    if optimize:
+        freq = _frequencies(n, table, dc_s, sym, zrl, nz, eob).cpu()
+        size = torch.full((n, 2, 2, 256), 16, dtype=torch.int64)
+        dht = []
+        for i in range(n):
+            counts = []
+            for t in range(2 if len(comps) == 3 else 1):
+                for k in range(2):
+                    bits, vals = optimal_table(freq[i, t, k].tolist())
+                    _, sz = _canonical(bits, vals)
+                    size[i, t, k] = torch.where(torch.tensor(sz) > 0, torch.tensor(sz), 16)
+                    counts.append(len(vals))
+            dht.append(dht_bytes(len(comps), counts))
+        size = size.to(device=dev, dtype=dt)
+    else:
+        size = _std_codes(dev)[1].to(dt).expand(n, 2, 2, 256)
+        dht = [dht_bytes(len(comps))] * n
+    img = torch.arange(n, device=dev)[:, None]
+    t = table[None, :].expand(n, -1)
+    # DC: the code of the difference's smooth category, then that many bits
+    dc = blocks[..., 0]
+    diff = torch.zeros_like(dc)
+    for c in range(len(comps)):
+        m = comp == c
+        d = dc[:, m]
+        diff[:, m] = d - F.pad(d, (1, 0))[:, :-1]
+    s_dc = magnitude_bits(diff)
+    bits = (_lerp_lengths(size[img, t, 0, :12], s_dc, 0, 11) + s_dc).sum(1)
+    # AC: each coefficient weighted by its smooth nonzero weight: the code of (run, smooth size) + the size's bits,
+    # with the run the hard one (zeros since the previous nonzero hard coefficient)
+    ac = blocks[..., ZIGZAG[1:].to(dev)]
+    pos = torch.arange(1, 64, device=dev)
+    last = torch.cummax(torch.where(nz, pos, 0), dim=-1).values
+    run = pos - F.pad(last, (1, 0))[..., :-1] - 1
+    s_ac = magnitude_bits(ac)
+    lengths = size[img, t, 1][:, :, None, :].expand(n, ac.shape[1], 63, 256)
+    idx = ((run % 16) * 16)[..., None] + torch.arange(11, device=dev)         # symbols (run, 0..10)
+    per_size = torch.gather(lengths, -1, idx)                                  # [N, L, 63, 11]
+    code = _lerp_lengths(per_size, s_ac, 1, 10)
+    bits = bits + (nonzero_weight(ac) * (code + s_ac)).sum((1, 2))
+    # ZRL and EOB codes: counted from the hard coefficients (no gradient)
+    zrl_len = size[img, t, 1, 0xF0]
+    eob_len = size[img, t, 1, 0]
+    bits = bits + (zrl.sum(-1) * zrl_len).sum(1) + (eob * eob_len).sum(1)
+    return bits, dht
+
+
+def rate(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None, *, luma_table=None,
+         chroma_table=None, subsampling: str = "4:2:0", optimize: bool = False,
+         validate: bool = True) -> torch.Tensor:
+    """Differentiable estimate of the JPEG file's size in bits (:func:`jpeg_size` times 8), for rate terms.
+
+    The same count as :func:`jpeg_size` with its integer steps made smooth. With ``z = DCT / Q`` the quantizer's
+    quotients of the real-valued pipeline (colour conversion, box downsampling, orthonormal DCT, no 8-bit rounding)
+    and ``s(v) = log2(1 + |v|)`` the smooth magnitude category (:func:`magnitude_bits`)::
+
+        bits = 8 * headers
+             + sum over blocks of      L_DC(s(dz)) + s(dz)                 dz: DC difference in scan order
+             + sum over AC quotients   nu(z) * (L_AC(run, s(z)) + s(z))    nu(z) = 1 - exp(-(2 z)**4)
+             + L_ZRL * (hard ZRL count) + L_EOB * (hard EOB count)
+
+    ``L_DC(s)``, ``L_AC(run, s)`` are the Huffman code lengths of the symbols (libjpeg's standard tables, or with
+    ``optimize`` the optimal tables of the rounded coefficients), linear in ``s`` between integer sizes; ``run``
+    (zeros since the previous nonzero rounded coefficient, modulo 16), the ZRL and EOB counts and the headers come
+    from the rounded quotients and carry no gradient. Byte stuffing and the last byte's padding are not modelled.
+
+    Derivatives: with ``c`` the real coefficient and ``Q`` its step, ``z = c / Q``, every term is a smooth function
+    of ``z``: ``d bits / d z = nu'(z) (L + s) + nu(z) (dL/ds + 1) s'(z)`` with ``s'(z) = sign(z) / ((1 + |z|) ln 2)``
+    and ``nu'(z) = 64 z**3 exp(-(2 z)**4)``; ``dz/dx`` is the real-valued pipeline's (linear) Jacobian,
+    ``dz/dQ = -z / Q``, and the quality reaches the tables through :func:`fdgpu.tables.ijg` (straight-through for its
+    floor and clamp). The DC difference term has the same form in ``dz``.
+
+    Args:
+        x: ``(..., 3 or 1, H, W)`` float in [0, 1].
+        quality: an IJG quality in [1, 100] (a tensor with ``requires_grad`` gets a gradient), or a ``(B,)`` tensor;
+            None (and no tables) is 75.
+        luma_table, chroma_table: instead of ``quality``, steps >= 1 (real-valued allowed: tables being learned),
+            ``(8, 8)`` or ``(B, 8, 8)``; ``chroma_table`` defaults to ``luma_table``.
+        subsampling: one of ``fdgpu.SUBSAMPLINGS``.
+        optimize: code lengths of the per-image optimal Huffman tables (and their DHT sizes) instead of the standard
+            ones.
+        validate: check that ``x`` is finite and within [0, 1] (one host sync).
+
+    Returns:
+        ``x.shape[:-3]``, x's floating dtype (float32 for half inputs): estimated bits per image.
+
+    Example:
+        >>> import torch, fdgpu
+        >>> x = torch.rand(2, 3, 16, 16, requires_grad=True)
+        >>> bits = fdgpu.rate(x, 50)
+        >>> bits.sum().backward()
+        >>> x.grad.shape
+        torch.Size([2, 3, 16, 16])
+    """
+    check_input(x)
+    check_choice("subsampling", subsampling, SUBSAMPLINGS)
+    if not isinstance(optimize, bool):
+        raise TypeError(f"optimize: expected True or False, got {type(optimize).__name__}")
+    *lead, ch, h, w = x.shape
+    n = math.prod(lead)
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    lt, ct = _resolve_tables(x, quality, luma_table, chroma_table, n, integer=False)
+    if validate:
+        check_values([(x, minmax, x_error)])
+    if n == 0:
+        return torch.zeros(lead, dtype=compute, device=x.device)
+    comps, real_rows, real_cols = _real_quotients(x.reshape(n, ch, h, w).to(compute), lt.to(compute),
+                                                  ct.to(compute), subsampling)
+    hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
+    bits, dht = _rate_bits(comps, real_rows, real_cols, hs, vs, optimize)
+    wide = [(t.detach().reshape(-1, 64) > 255).any(1).cpu() for t in (lt, ct)]
+    wide = [v.expand(n) if v.numel() == 1 else v for v in wide]
+    head = torch.tensor([8 * header_bytes(ch, (bool(wide[0][i]), bool(wide[1][i])), dht[i]) for i in range(n)],
+                        dtype=compute, device=x.device)
+    return (bits + head).reshape(lead)
