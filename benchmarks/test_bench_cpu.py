@@ -6,8 +6,8 @@ At the end, a table of issue 12's targets (benchmarks/_targets.py): every figure
 in, measured side by side in this run.
 
 * Batch of 32 RGB 224x224 images (smooth random images: speed does not depend on content here), JPEG q75 4:2:0:
-  fdgpu forward, forward+backward (ste, soft), the torch reference forward (``fused=False``: the path the Triton
-  kernels mirror, and the CPU path before the compiled one), Pillow's save+load round trip (libjpeg-turbo, one
+  fdgpu forward, forward+backward (ste, soft), the torch reference forward (the ``torch`` backend: the path the
+  Triton kernels mirror, and the CPU path before the C library), Pillow's save+load round trip (libjpeg-turbo, one
   image at a time), kornia's ``jpeg_codec_differentiable`` forward and forward+backward.
 * One 32x32 image per call: ``fdgpu.jpeg`` with and without ``validate``, Pillow's round trip of that image.
 * ms per megapixel from 32x32 to 1024x1024: forward on 1 MP per call (1024 images of 32x32 ... 1 of 1024x1024).
@@ -109,7 +109,7 @@ def test_reference_forward_integer(benchmark, images):
     from fdgpu import reference
 
     lt, ct = fdgpu.tables.ijg(QUALITY)
-    _run(benchmark, "torch reference forward", lambda: reference.forward(images, lt, ct, "4:2:0", fused=False),
+    _run(benchmark, "torch reference forward", lambda: reference.forward(images, lt, ct, "4:2:0"),
          rounds=5)
 
 
@@ -183,20 +183,18 @@ def test_ms_per_megapixel(benchmark, size):
 # ---------------------------------------------------------------- peak memory of the forward
 _MEMORY = r"""
 import sys, torch, fdgpu
-from fdgpu.reference import jpeg
 mode = sys.argv[1]
-if mode == "torch":
-    jpeg._cpu.forward = lambda *a, **k: None
+forward = fdgpu.backends.get("torch" if mode == "torch" else "cpu").forward
 x = torch.rand(%d, 3, %d, %d)
 lt, ct = fdgpu.tables.ijg(%d)
-jpeg.forward(x[:2], lt, ct, "4:2:0", need_weight=mode == "soft")  # load the library, start the pool, scratch
+forward(x[:2], lt, ct, "4:2:0", mode == "soft")  # load the library, start the pool, scratch
 def status(key):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the peak resident set (VmHWM) := the current one (Linux >= 4.0)
 before = status("VmRSS:")
-y = jpeg.forward(x, lt, ct, "4:2:0", need_weight=mode == "soft")
+y = forward(x, lt, ct, "4:2:0", mode == "soft")
 print((status("VmHWM:") - before) / (x.numel() * x.element_size()))
 """
 

@@ -32,7 +32,9 @@ FACTORS = {name: s.factors for name, s in SUBSAMPLINGS.items()}
 #: name -> Pillow's ``Image.save(..., "JPEG", subsampling=code)``
 PIL_SUBSAMPLING = {name: s.pillow for name, s in SUBSAMPLINGS.items()}
 
-#: ``backend=``: ``"auto"`` (Triton on CUDA when available, else torch), ``"torch"``, ``"triton"``
-BACKENDS = ("auto", "torch", "triton")
+#: ``backend=``: ``"auto"`` (``"cpu"`` on CPU tensors and ``"triton"`` on CUDA tensors when available, else
+#: ``"torch"``), ``"torch"`` (the reference, pure PyTorch), ``"cpu"`` (the C library), ``"triton"`` (the kernels).
+#: :mod:`fdgpu.backends` holds them.
+BACKENDS = ("auto", "torch", "cpu", "triton")
 #: ``color=`` of :func:`fdgpu.requantize`: ``"ycbcr"`` (JPEG) or ``"rgb"`` (each RGB channel as a grayscale image)
 COLORS = ("ycbcr", "rgb")

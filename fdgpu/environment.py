@@ -1,7 +1,7 @@
 """What a measurement ran on, captured in one place: CPU model, cores, threads, GPU, load and package versions.
 
-Used by ``fdgpu bench`` (its JSON's ``environment`` and ``versions``), ``fdgpu eval`` (the results' ``machine``)
-and the benchmark suites' summaries.
+Used by ``fdgpu bench`` (its JSON's ``environment``, ``versions`` and ``backends``), ``fdgpu eval`` (the results'
+``machine`` and ``backends``) and the benchmark suites' summaries.
 """
 from __future__ import annotations
 
@@ -68,3 +68,19 @@ def machine() -> str:
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text
+
+
+def backends() -> dict:
+    """Which implementations of the layer are available here and why not: :func:`fdgpu.backends.status` (builds
+    the C library on first use)."""
+    from .backends import status
+
+    return status()
+
+
+def backends_line(status: Optional[dict] = None) -> str:
+    """:func:`backends` as one line for a report: ``backends: torch; cpu (/path/to/library.so); triton unavailable
+    (reason)``."""
+    from .backends import summary
+
+    return summary(status)

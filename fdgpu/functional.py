@@ -11,12 +11,11 @@ where the exact grid matters. A channels_last input gives a channels_last output
 from __future__ import annotations
 
 import math
-import os
 from typing import Union
 
 import torch
 
-from . import ops, selfcheck, tables
+from . import backends, ops, selfcheck, tables
 from ._checks import (as_number, check_choice, check_input, check_quality, check_strength, check_table, check_values,
                       minmax, quality_error, quality_stats, table_error, x_error)
 from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
@@ -54,31 +53,10 @@ def _fd_cached(strength: float, variant: str, device, dtype):
                    lambda: tables.fd(strength, variant=variant).to(device=device, dtype=dtype))
 
 
-def _kernels_available() -> bool:
-    try:
-        from . import kernels as _k  # (installed from the repository's kernels/ folder)
-    except ImportError:
-        return False
-    return bool(getattr(_k, "AVAILABLE", False))
-
-
 def _resolve_backend(backend: str, x: torch.Tensor) -> str:
-    """"torch" or "triton" (the names :mod:`fdgpu.ops` takes)."""
+    """The resolved backend name (a key of :data:`fdgpu.backends.REGISTRY`) that :mod:`fdgpu.ops` takes."""
     check_choice("backend", backend, BACKENDS)
-    if backend == "torch" or (backend == "auto" and not x.is_cuda):
-        return "torch"
-    if backend == "auto":
-        return "triton" if _kernels_available() else "torch"
-    # the device check first: importing the kernels (triton.jit) without the interpreter chosen would fix them to
-    # compiled mode for the rest of the process
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"backend='triton': expected a CUDA tensor, got device {x.device}; use backend='auto' or "
-                         f"'torch' on CPU, or set TRITON_INTERPRET=1 before importing triton to run the kernels "
-                         f"through Triton's interpreter")
-    if not _kernels_available():
-        raise RuntimeError("backend='triton': the Triton kernels are unavailable (is triton installed? "
-                           "pip install 'fdgpu[triton]'); use backend='torch' or 'auto'")
-    return "triton"
+    return backends.resolve(backend, x.device)
 
 
 def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: str = "4:2:0",
@@ -92,8 +70,9 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
         chroma_table: same for Cb and Cr; defaults to ``luma_table``. Unused for grayscale input.
         subsampling: one of ``fdgpu.SUBSAMPLINGS``: "4:4:4", "4:2:2" or "4:2:0" (Pillow's default).
         backward: one of ``fdgpu.BACKWARDS``: "exact", "ste", "soft" or "bpda" (see :mod:`fdgpu.autograd`).
-        backend: one of ``fdgpu.choices.BACKENDS``: "auto" (Triton on CUDA tensors when available, else torch),
-            "torch" or "triton".
+        backend: one of ``fdgpu.choices.BACKENDS``: "auto" (the C library on CPU tensors, Triton on CUDA tensors,
+            each when available, else the torch reference; :mod:`fdgpu.backends`), "torch" (the reference, pure
+            PyTorch), "cpu" (the C library) or "triton" (the kernels). All give the same forward bits.
         validate: check values (finite, within [0, 1], tables >= 1). On CPU tensors: one host read per call, and
             a ValueError that shows the offending value. On CUDA and under torch.compile: no host sync (a default
             layer can be captured in a CUDA graph and compiled with ``fullgraph=True``): device-side assertions
@@ -145,7 +124,7 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     impl = _resolve_backend(backend, x)
     if impl == "triton":  # the first Triton call on a device checks the kernels there (fdgpu.selfcheck)
         selfcheck.ensure(x.device)
-    compute = torch.float64 if x.dtype == torch.float64 and impl == "torch" else torch.float32
+    compute = x.dtype if x.dtype in backends.get(impl).dtypes else torch.float32
     # tables on x's device and the compute dtype: free for tables built by this module (cached per device and
     # dtype) and for module buffers, which .to() moves with the model
     lt = lt.to(device=x.device, dtype=compute).contiguous()

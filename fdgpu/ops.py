@@ -9,18 +9,20 @@ running anything. Neither op synchronises with the host, so both can be captured
 Both ops take checked, contiguous, same-device tensors (validation happens once, in :mod:`fdgpu.functional`):
 
 * ``jpeg(x, luma_table, chroma_table, subsampling, backend, mode, save) -> (y, state_luma, state_chroma)``:
-  ``x`` ``(N, C, H, W)``, tables ``(8, 8)`` or ``(N, 8, 8)``. ``save`` asks the torch backend to return the
-  quotients ``z = c / Q`` that the ``ste``/``soft`` backward needs (``(N, 1, 64, ...)`` and ``(N, 2, 64, ...)``);
-  otherwise, and on the Triton backend (whose kernels recompute from ``x``), the states are empty ``(0,)``.
+  ``x`` ``(N, C, H, W)``, tables ``(8, 8)`` or ``(N, 8, 8)``, ``backend`` a resolved name of
+  :data:`fdgpu.backends.REGISTRY` (the op dispatches to that :class:`fdgpu.backends.Backend`). ``save`` asks the
+  backend to return the quotients ``z = c / Q`` that the ``ste``/``soft`` backward needs (``(N, 1, 64, ...)`` and
+  ``(N, 2, 64, ...)``); otherwise, and on a backend that does not save them (Triton's kernels recompute from
+  ``x``), the states are empty ``(0,)``.
   ``mode`` is carried for the backward (the forward is the same in every mode).
 * ``jpeg_backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsampling, backend, mode,
   table_grads) -> (grad_x, grad_luma, grad_chroma)``, each shaped like its input; the table gradients are zeros
   unless ``table_grads``.
 
 Backward modes (:mod:`fdgpu.autograd` documents them): ``exact`` is autograd of the torch reference forward,
-run inside ``jpeg_backward``; ``bpda`` passes ``grad`` through and gives tables no gradient (they are constants of
-an identity backward); ``ste`` and ``soft`` are the reference's (or the kernels') explicit adjoints, table
-gradients included (the kernels reduce them per image without atomics: deterministic). The mode reaches the
+run inside ``jpeg_backward`` for every backend; ``bpda`` passes ``grad`` through and gives tables no gradient
+(they are constants of an identity backward); ``ste`` and ``soft`` are the backend's ``backward`` (explicit
+adjoints, table gradients included). The mode reaches the
 backends as its name: a further surrogate gradient is a new mode string, not a new flag.
 """
 from __future__ import annotations
@@ -30,19 +32,14 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from . import autograd, reference
+from . import autograd, backends, reference
 from .choices import BACKWARDS
 from .reference.jpeg import Geometry
 
-BACKENDS = ("torch", "triton")
+BACKENDS = tuple(backends.REGISTRY)  # the (resolved) backend names the ops take: fdgpu.backends.REGISTRY
 MODES = BACKWARDS  # the backward modes the ops take: fdgpu.choices.BACKWARDS
 
 _EMPTY_SHAPE = (0,)
-
-
-def _kernels():
-    from . import kernels  # Triton is imported only when the Triton backend is used
-    return kernels
 
 
 def state_shapes(x_shape, subsampling: str):
@@ -62,18 +59,14 @@ def _empty(x: Tensor) -> Tensor:
 @torch.library.custom_op("fdgpu::jpeg", mutates_args=())
 def jpeg(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
          save: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    if backend == "triton":
-        return _kernels().forward(x, luma_table, chroma_table, subsampling), _empty(x), _empty(x)
-    y, state = reference.forward(x, luma_table, chroma_table, subsampling, need_weight=save)
-    if not save:
-        return y, _empty(x), _empty(x)
-    zy, zc = state
-    return y, zy.to(x.dtype), (zc.to(x.dtype) if zc is not None else _empty(x))
+    impl = backends.get(backend)
+    y, zy, zc = impl.forward(x, luma_table, chroma_table, subsampling, save and impl.saves_state)
+    return y, (zy.to(x.dtype) if zy is not None else _empty(x)), (zc.to(x.dtype) if zc is not None else _empty(x))
 
 
 @jpeg.register_fake
 def _jpeg_fake(x, luma_table, chroma_table, subsampling, backend, mode, save):
-    if backend == "triton" or not save:
+    if not (save and backends.get(backend).saves_state):
         return torch.empty_like(x), _empty(x), _empty(x)
     sy, sc = state_shapes(x.shape, subsampling)
     return torch.empty_like(x), x.new_empty(sy), x.new_empty(sc)
@@ -87,18 +80,11 @@ def jpeg_backward(grad: Tensor, x: Tensor, luma_table: Tensor, chroma_table: Ten
         return grad.clone(), torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
     if mode == "exact":
         return _exact_backward(grad, x, luma_table, chroma_table, subsampling, table_grads)
-    if backend == "triton":
-        gx, gl, gc = _kernels().backward(grad, x, luma_table, chroma_table, subsampling, mode, table_grads)
-        if not table_grads:
-            return gx, torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
-        return gx, gl, gc
     state = (state_luma if state_luma.numel() else None, state_chroma if state_chroma.numel() else None)
-    if state[0] is None and (mode == "soft" or table_grads):  # not saved by the forward (x only) : recompute
-        state = reference.forward(x, luma_table, chroma_table, subsampling, need_weight=True)[1]
+    gx, gl, gc = backends.get(backend).backward(grad, x, luma_table, chroma_table, state, subsampling, mode,
+                                                table_grads)
     if not table_grads:
-        gx = reference.backward(grad, state if mode == "soft" else None, subsampling, mode)
         return gx, torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
-    gx, gl, gc = reference.backward(grad, state, subsampling, mode, (luma_table, chroma_table))
     return gx, gl.contiguous(), gc.contiguous()
 
 

@@ -120,7 +120,7 @@ def test_range_slack():
     ({"quality": "high"}, TypeError, "quality"),
     ({"subsampling": "4:1:1"}, ValueError, r"subsampling: expected one of '4:4:4', '4:2:2', '4:2:0', got '4:1:1'"),
     ({"backward": "straight"}, ValueError, r"backward: expected one of 'exact', 'ste', 'soft', 'bpda'"),
-    ({"backend": "cuda"}, ValueError, r"backend: expected one of 'auto', 'torch', 'triton'"),
+    ({"backend": "cuda"}, ValueError, r"backend: expected one of 'auto', 'torch', 'cpu', 'triton'"),
 ])
 def test_argument_errors(kw, exc, match):
     with pytest.raises(exc, match=match):

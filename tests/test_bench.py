@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+import fdgpu
 from fdgpu.cli import main
 
 from ._paths import data_missing, data_root_with
@@ -33,6 +34,7 @@ def test_bench_smoke_synthetic(tmp_path, capsys):
     assert streamed[1].split()[:4] == ["size", "batch", "method", "median"]
     assert streamed[2].split()[:3] == ["16", "1", "fdgpu_fd"]
     assert meta["environment"]["cpu"] and meta["versions"]["torch"]
+    assert meta["backends"] == fdgpu.backends.status() and fdgpu.backends.summary() in streamed
     timed = {(r["method"], r["batch"]) for r in results if "median_ms" in r}
     for method in ("fdgpu_fd", "fdgpu_fd_fwdbwd", "fdgpu_jpeg", "pillow", "kornia", "quilting", "tvm"):
         assert {(method, 1), (method, 2)} <= timed, method

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import fdgpu
 from fdgpu.cli import main
 from fdgpu.eval import (build_defence, evaluate, markdown_report, markdown_table, parse_attack, parse_defence, plot,
                         worst_case)
@@ -233,6 +234,9 @@ def test_cli_writes_json_markdown_plot(tiny, tmp_path, capsys):
     assert (tmp_path / "r.md").read_text() in printed and (tmp_path / "r.png").is_file()
     assert "Worst case per image" in printed and data["meta"]["eot"] == 8 and data["meta"]["restarts"] == 1
     assert {(w["defence"], w["eps_levels"]) for w in data["worst_case"]} == {("none", 8.0), ("fd:1", 8.0)}
+    # which implementation of the layer ran: the backends' status, in the JSON and as a line of the markdown
+    assert data["meta"]["backends"] == fdgpu.backends.status()
+    assert fdgpu.backends.summary() in (tmp_path / "r.md").read_text().splitlines()
 
 
 def test_cli_reports_bad_input(tiny, tmp_path, capsys):

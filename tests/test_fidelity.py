@@ -200,7 +200,7 @@ def test_every_level_equals_levels_over_255_in_every_dtype(dtype, backend, chann
     x = to_tensor(img).unsqueeze(0).to(dtype)
     if backend == "torch-ops":
         y = reference.forward(x.to(torch.float64 if dtype == torch.float64 else torch.float32),
-                              *tables.ijg(100), "4:2:0", fused=False)[0].to(dtype)
+                              *tables.ijg(100), "4:2:0")[0].to(dtype)
     else:
         if backend == "triton":
             pytest.importorskip("triton")

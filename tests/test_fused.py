@@ -20,9 +20,9 @@ def _images(n, ch, h, w, dtype=torch.float32, seed=0):
 
 
 def _both(x, lt, ct, sub, need_weight=True):
-    got = cpu.forward(x, lt, ct, sub, need_weight=need_weight)
+    got = cpu.fused_forward(x, lt, ct, sub, need_weight=need_weight)
     assert got is not None, "the fused path declined a case it handles"
-    want = ref_jpeg.forward(x, lt, ct, sub, need_weight=need_weight, fused=False)
+    want = ref_jpeg.forward(x, lt, ct, sub, need_weight=need_weight)
     return got, want
 
 
@@ -99,20 +99,20 @@ def test_layer_uses_it_and_equals_reference_through_the_layer():
     y = fdgpu.jpeg(x, 75, backward="soft")
     assert _library.status() == "loaded"
     lt, ct = fdgpu.tables.ijg(75)
-    assert torch.equal(y.detach(), ref_jpeg.forward(x.detach(), lt, ct, "4:2:0", fused=False)[0])
+    assert torch.equal(y.detach(), ref_jpeg.forward(x.detach(), lt, ct, "4:2:0")[0])
 
 
 def test_declines_what_only_the_reference_handles():
     x = _images(1, 3, 16, 16)
     lt, ct = fdgpu.tables.ijg(50)
-    assert cpu.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0") is None      # fractional steps
-    assert cpu.forward(x, lt, fdgpu.tables.fd(1000.0), "4:2:0") is None   # steps over 32768
-    assert cpu.forward(x.half(), lt, ct, "4:2:0") is None                  # dtype
+    assert cpu.fused_forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0") is None      # fractional steps
+    assert cpu.fused_forward(x, lt, fdgpu.tables.fd(1000.0), "4:2:0") is None   # steps over 32768
+    assert cpu.fused_forward(x.half(), lt, ct, "4:2:0") is None                  # dtype
     with torch.enable_grad():                                                # autograd records the ops
-        assert cpu.forward(x.clone().requires_grad_(), lt, ct, "4:2:0") is None
-    # and the reference forward still gives its answer for them
-    y = ref_jpeg.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0")[0]
-    assert torch.equal(y, ref_jpeg.forward(x, fdgpu.tables.fd(1.5), ct, "4:2:0", fused=False)[0])
+        assert cpu.fused_forward(x.clone().requires_grad_(), lt, ct, "4:2:0") is None
+    # and the cpu backend gives the reference's answer for the steps (by its definition, with the reference's ops)
+    for t in (fdgpu.tables.fd(1.5), fdgpu.tables.fd(1000.0)):
+        assert torch.equal(fdgpu.requantize(x, t, backend="cpu"), ref_jpeg.forward(x, t, t, "4:2:0")[0])
 
 
 @pytest.fixture
@@ -129,9 +129,12 @@ def test_no_compiler_falls_back_to_the_reference(fresh_library, monkeypatch):
     monkeypatch.setenv("CC", "fdgpu-no-such-compiler")
     x = _images(2, 3, 20, 28)
     lt, ct = fdgpu.tables.ijg(75)
-    assert cpu.forward(x, lt, ct, "4:2:0") is None
+    assert cpu.fused_forward(x, lt, ct, "4:2:0") is None
     assert "no C compiler found" in _library.status()  # FDGPU_BUILD=1 (tests/_paths.py) cannot compile it
-    assert torch.equal(fdgpu.jpeg(x, 75), ref_jpeg.forward(x, lt, ct, "4:2:0", fused=False)[0])
+    fdgpu.backends._reset_warning()
+    with pytest.warns(fdgpu.backends.BackendFallbackWarning, match="no C compiler"):
+        y = fdgpu.jpeg(x, 75)  # backend="auto": the torch reference, with a warning
+    assert torch.equal(y, ref_jpeg.forward(x, lt, ct, "4:2:0")[0])
     assert not list(fresh_library.iterdir())  # nothing half-written in the cache
 
 
@@ -139,7 +142,7 @@ def test_disabled_by_environment(fresh_library, monkeypatch):
     monkeypatch.setenv("FDGPU_FUSED", "0")
     x = _images(1, 3, 8, 8)
     lt, ct = fdgpu.tables.ijg(75)
-    assert cpu.forward(x, lt, ct, "4:2:0") is None
+    assert cpu.fused_forward(x, lt, ct, "4:2:0") is None
     assert _library.status() == "unavailable: FDGPU_FUSED=0"
 
 
@@ -160,14 +163,14 @@ def test_backward_equals_reference_to_rounding(sub, shape, mode):
     for dtype in (torch.float32, torch.float64):
         xd, gd = x.to(dtype), g.to(dtype)
         state = ref_jpeg.forward(xd, lt.to(dtype), ct.to(dtype), sub, need_weight=True)[1] if mode == "soft" else None
-        got = cpu.backward(gd, state, sub, mode)
+        got = cpu.fused_backward(gd, state, sub, mode)
         assert got is not None and got.dtype == dtype and got.shape == gd.shape
         s64 = tuple(None if t is None else t.double() for t in state) if state is not None else None
-        exact = ref_jpeg.backward(g.double(), s64, sub, mode, fused=False)
+        exact = ref_jpeg.backward(g.double(), s64, sub, mode)
         if dtype == torch.float64:
             assert _rel(got, exact) < 1e-13
         else:
-            torch_err = _rel(ref_jpeg.backward(gd, state, sub, mode, fused=False), exact)
+            torch_err = _rel(ref_jpeg.backward(gd, state, sub, mode), exact)
             assert _rel(got, exact) < max(4 * torch_err, 1e-6)
 
 
@@ -179,6 +182,6 @@ def test_backward_through_the_layer_and_declines():
         (fdgpu.jpeg(xr, 75, backward=mode) * g).sum().backward()
         lt, ct = fdgpu.tables.ijg(75)
         state = ref_jpeg.forward(x, lt, ct, "4:2:0", need_weight=True)[1] if mode == "soft" else None
-        assert torch.equal(xr.grad, cpu.backward(g, state, "4:2:0", mode))
-    assert cpu.backward(g, None, "4:2:0", "soft") is None        # soft needs the saved quotients
-    assert cpu.backward(g, None, "4:2:0", "exact") is None       # autograd of the forward: the reference's
+        assert torch.equal(xr.grad, cpu.fused_backward(g, state, "4:2:0", mode))
+    assert cpu.fused_backward(g, None, "4:2:0", "soft") is None        # soft needs the saved quotients
+    assert cpu.fused_backward(g, None, "4:2:0", "exact") is None       # autograd of the forward: the reference's

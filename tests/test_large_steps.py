@@ -19,7 +19,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'fdgp
 
 import fdgpu  # noqa: E402
 from fdgpu import kernels  # noqa: E402
-from fdgpu.reference import fused  # noqa: E402
+from fdgpu.backends import cpu  # noqa: E402
 from fdgpu.reference import jpeg as ref  # noqa: E402
 
 from .test_kernels import DEVICE, GRAD_RTOL, assert_table_grad_close, soft_tolerance  # noqa: E402
@@ -63,13 +63,14 @@ def test_forward_every_backend(shape, subsampling, kind):
         ct = _table(step, "uniform" if kind == "per-image" else kind, shape[0])
         if kind == "per-image":
             ct = ct.expand(shape[0], 8, 8).contiguous()
-        expected = ref.forward(x, lt, ct, subsampling, fused=False)[0]
+        expected = ref.forward(x, lt, ct, subsampling)[0]
         label = f"step {step:g} {kind} {subsampling}"
         assert torch.equal(kernels.forward(x, lt, ct, subsampling), expected), f"triton kernels: {label}"
-        compiled = fused.forward(x.cpu(), lt.cpu(), ct.cpu(), subsampling)  # None: the C library declines
+        compiled = cpu.fused_forward(x.cpu(), lt.cpu(), ct.cpu(), subsampling)  # None: the C library declines
         assert compiled is None or torch.equal(compiled[0], expected.cpu()), f"C library: {label}"
-        y = fdgpu.requantize(x, lt, ct, subsampling=subsampling, backend="torch")
-        assert torch.equal(y, expected), f"requantize backend='torch': {label}"
+        for backend in ("torch", "cpu") if DEVICE == "cpu" and fdgpu.backends.get("cpu").available() else ("torch",):
+            y = fdgpu.requantize(x, lt, ct, subsampling=subsampling, backend=backend)
+            assert torch.equal(y, expected), f"requantize backend={backend!r}: {label}"
         if kind == "uniform":  # every coefficient quantizes to 0: every decoded sample is the level shift, 128
             assert torch.equal(expected, torch.full_like(x, 128 / 255)), label
 
@@ -86,18 +87,17 @@ def test_backward_and_table_grads(subsampling, mode):
         for kind in ("integer", "fractional"):
             lt, ct = _table(step, kind, 2), _table(step, "integer", 2)
             gx, gl, gc = kernels.backward(g, x, lt, ct, subsampling, mode, True)
-            _, state = ref.forward(x, lt, ct, subsampling, need_weight=True, fused=False)
-            rx, rl, rc = ref.backward(g, state, subsampling, mode, (lt, ct), fused=False)
+            _, state = ref.forward(x, lt, ct, subsampling, need_weight=True)
+            rx, rl, rc = ref.backward(g, state, subsampling, mode, (lt, ct))
             label = f"{mode} step {step:g} {kind} {subsampling}"
             tol = GRAD_RTOL[torch.float32]
             if mode == "soft":
-                _, s64 = ref.forward(x.double(), lt.double(), ct.double(), subsampling, need_weight=True,
-                                     fused=False)
-                tol = soft_tolerance(rx, ref.backward(g.double(), s64, subsampling, mode, fused=False))
+                _, s64 = ref.forward(x.double(), lt.double(), ct.double(), subsampling, need_weight=True)
+                tol = soft_tolerance(rx, ref.backward(g.double(), s64, subsampling, mode))
             compare(f"{label} grad_x", gx, rx, rel_rmse=tol)
             assert_table_grad_close(f"{label} luma", gl, rl)
             assert_table_grad_close(f"{label} chroma", gc, rc)
             if DEVICE == "cpu":  # the compiled C backward on the reference's saved quotients
-                compiled = fused.backward(g, state, subsampling, mode)
+                compiled = cpu.fused_backward(g, state, subsampling, mode)
                 if compiled is not None:
                     compare(f"{label} C library grad_x", compiled, rx, rel_rmse=tol)

@@ -18,8 +18,11 @@ def _args(backend, mode, table_grads, shape=(2, 3, 16, 16), subsampling="4:2:0")
 
 @pytest.mark.parametrize("table_grads", [False, True], ids=["x", "x+tables"])
 @pytest.mark.parametrize("mode", MODES)
-def test_opcheck_torch(mode, table_grads):
-    torch.library.opcheck(ops.jpeg, _args("torch", mode, table_grads))
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_opcheck_torch_and_cpu(backend, mode, table_grads):
+    if not fdgpu.backends.get(backend).available():
+        pytest.skip(f"backend {backend!r}: {fdgpu.backends.get(backend).unavailable()}")
+    torch.library.opcheck(ops.jpeg, _args(backend, mode, table_grads))
 
 
 @pytest.mark.parametrize("mode", MODES)

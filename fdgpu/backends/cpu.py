@@ -1,44 +1,98 @@
-"""The CPU backend: the whole JPEG round trip in one pass per image in integer arithmetic (``csrc/fused.c``, built
-and loaded by :mod:`fdgpu.backends._library`), called through ctypes.
+"""The ``cpu`` backend: the C library (``csrc/fused.c``, built and loaded by :mod:`fdgpu.backends._library`),
+called through ctypes, for CPU tensors in float32 or float64.
 
-It computes exactly what :func:`fdgpu.reference.jpeg.forward` computes (tests/test_fused.py asserts
-``torch.equal`` on odd shapes, every subsampling, several qualities, FD and per-image tables, float32 and float64,
-batches larger than one chunk); the torch reference stays the definition that the Triton kernels mirror and the
-fallback. It is used for the forward without autograd recording (the layer's custom op, the ``ste``/``soft``
-saved quotients) when:
+Its forward is the whole round trip in one pass per image in integer arithmetic, exactly what the torch reference
+computes (tests/test_fused.py asserts ``torch.equal`` on odd shapes, every subsampling, several qualities, FD and
+per-image tables, float32 and float64, batches larger than one chunk). Its ``ste``/``soft`` backward without table
+gradients is float arithmetic in the gradient's dtype: equal to the reference's up to the order of the float
+operations. What the library does not compute is, by this backend's definition, computed with the torch
+reference's ops (:mod:`fdgpu.reference`), giving the same results:
 
-* the library is available (:func:`fdgpu.backends._library.status`: a C compiler is found or the library is
-  already in the cache, and ``FDGPU_FUSED`` is not ``0``);
-* the input is a CPU float32/float64 tensor and every step is an integer in 1..32768 (fractional steps, e.g. a
-  fractional FD strength or tables being learned, use the reference's float64 quantizer).
+* steps that are not integers in 1..32768 (a fractional FD strength, tables being learned): the reference's float64
+  quantizer;
+* table gradients (``ste``/``soft`` with learnable tables or quality): the reference's adjoint;
+* a forward under autograd recording or a backward whose gradient requires grad: the reference's ops, so that
+  autograd sees them.
 
-Otherwise :func:`forward` returns None and the caller runs the torch reference: no compiler means slower, never
-different.
+(``exact`` and ``bpda`` are the same for every backend: :mod:`fdgpu.ops`.)
 
+:func:`fused_forward` and :func:`fused_backward` are the library's calls alone (None where it does not apply).
 Threads: the C code is single-threaded (no OpenMP region, so no barrier that a descheduled thread can stall);
 a batch's images are split over the single-threaded workers of :mod:`fdgpu.reference.parallel` (ctypes releases
 the GIL during the call), a small call runs on the calling thread with no hand-off.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from ..reference import jpeg as _ref
 from ..reference.parallel import map_chunks, workers
 from ..reference.sampling import FACTORS
 from . import _library
+from . import torch as _reference
 
 # Calls with fewer values than this run on the calling thread: a hand-off to a worker costs ~0.2-0.7 ms, about
 # the time of 2**18 values (one 3x224x224 image is 150,528).
 INLINE_VALUES = 1 << 18
 CHUNKS_PER_WORKER = 8  # a batch is cut into this many image ranges per worker (a stalled worker holds little)
 
-_FLOATS = (torch.float32, torch.float64)
+NAME = "cpu"
+DESCRIPTION = "the C library (CPU tensors; the same bits as the torch reference)"
+DTYPES = (torch.float32, torch.float64)
+SAVES_STATE = True
+TABLE_GRADS = True
+TABLES = ("integer steps in 1..32768 in the library; other steps (>= 1) and table gradients with the torch "
+          "reference's ops")
+FIX = _library.FIX
+_FLOATS = DTYPES
 
 
-def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tensor | None, subsampling: str,
-            need_weight: bool = False):
-    """:func:`fdgpu.reference.jpeg.forward` (not ``linear``) on the fused path, or None where it does not apply
-    (then the caller runs the torch reference). Same arguments and results."""
+def devices():
+    return ("cpu",)
+
+
+def unavailable() -> Optional[str]:
+    if _library.library() is not None:
+        return None
+    return _library.status().replace("unavailable: ", "", 1)
+
+
+def details() -> dict:
+    return _library.info()
+
+
+def forward(x, luma_table, chroma_table, subsampling: str, save: bool):
+    """The round trip on the library, or on the torch reference's ops for steps that the library does not take
+    (not integers in 1..32768) and under autograd recording."""
+    if _library.library() is None:
+        raise RuntimeError(f"backend='cpu': the C library is unavailable ({unavailable()}); {FIX}")
+    done = fused_forward(x, luma_table, chroma_table, subsampling, save)
+    y, (zy, zc) = done if done is not None else _ref.forward(x, luma_table, chroma_table, subsampling,
+                                                             need_weight=save)
+    return y, zy, zc
+
+
+def backward(grad, x, luma_table, chroma_table, state, subsampling: str, mode: str, table_grads: bool):
+    """``ste``/``soft`` on the library; with table gradients (or a gradient that requires grad), the torch
+    reference's adjoint. Quotients that were not saved are recomputed with :func:`forward`."""
+    soft = mode == "soft"
+    if not table_grads:
+        if soft and state[0] is None:
+            state = forward(x, luma_table, chroma_table, subsampling, True)[1:]
+        gx = fused_backward(grad, state if soft else None, subsampling, mode)
+        if gx is not None:
+            return gx, None, None
+    return _reference.backward(grad, x, luma_table, chroma_table, state, subsampling, mode, table_grads,
+                               forward=forward)
+
+
+def fused_forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tensor | None, subsampling: str,
+                  need_weight: bool = False):
+    """:func:`fdgpu.reference.jpeg.forward` (not ``linear``) on the library, or None where it does not apply
+    (other devices or dtypes, steps that are not integers in 1..32768, autograd recording, no library). Same
+    arguments and results."""
     if x.device.type != "cpu" or x.dtype not in _FLOATS or x.dim() != 4 or subsampling not in FACTORS:
         return None
     n, ch, h, w = x.shape
@@ -112,7 +166,7 @@ def _spread(run, n: int, x: torch.Tensor):
     return map_chunks(run, [(i, min(n, i + step)) for i in range(0, n, step)], x.device)
 
 
-def backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
+def fused_backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
     """:func:`fdgpu.reference.jpeg.backward` without table gradients (``ste``, or ``soft`` with the saved quotients
     ``(zy, zc)``) on the compiled path, or None where it does not apply. Float arithmetic: equal to the torch
     reference up to the order of the float operations, not bit for bit."""
@@ -128,8 +182,7 @@ def backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
         if saved is None or saved[0] is None or (ch == 3 and saved[1] is None):
             return None
         zy, zc = saved
-        from ..reference.jpeg import check_state  # (the reference imports this module)
-        check_state(grad, (zy, zc if ch == 3 else None), subsampling)  # another input's state: a clear error
+        _ref.check_state(grad, (zy, zc if ch == 3 else None), subsampling)  # another input's state: a clear error
         if zy.dtype != grad.dtype or (zc is not None and zc.dtype != grad.dtype) or zy.device.type != "cpu":
             return None
         zy = zy.detach().contiguous()

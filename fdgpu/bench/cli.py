@@ -1,13 +1,14 @@
 """``fdgpu bench``: per-image speed of fdgpu against the baselines a user would pick instead.
 
-For each image size (32 = CIFAR-10, 299 = natural photos by default) and batch size (1 and 32), times per image
-each method of ``--methods``: a name of :data:`fdgpu.bench.PROVIDERS`, the table the pytest-benchmark suites use
-too. By default: ``fdgpu_fd`` (``fdgpu.feature_distillation`` forward, torch backend: the reference of every
-ratio), ``fdgpu_fd_fwdbwd`` (forward + backward, ``ste``), ``fdgpu_jpeg`` (``fdgpu.jpeg`` at ``--quality``), the
-same three on a CUDA tensor (``*_cuda``: the Triton path, only when CUDA exists), ``pillow`` (Pillow's save + load
-at the same quality, 4:2:0, one image at a time, with the tensor <-> uint8 conversions a tensor pipeline needs),
-``kornia`` / ``kornia_fwdbwd`` (``kornia.enhance.jpeg_codec_differentiable``), ``quilting`` (Guo et al. 2018,
-faiss over a patch database) and ``tvm`` (TV minimisation).
+For each image size (32 = CIFAR-10, 299 = natural photos by default) and batch size (1 and 32), times per image each
+method of ``--methods``: a name of :data:`fdgpu.bench.PROVIDERS`, the table the pytest-benchmark suites use too. By
+default: ``fdgpu_fd`` (``fdgpu.feature_distillation`` forward, ``backend="auto"``: on CPU tensors the C library, see
+the JSON's ``meta.backends``; the reference of every ratio), ``fdgpu_fd_fwdbwd`` (forward + backward, ``ste``),
+``fdgpu_jpeg`` (``fdgpu.jpeg`` at ``--quality``), the same three on a CUDA tensor (``*_cuda``: the Triton path, only
+when CUDA exists), ``pillow`` (Pillow's save + load at the same quality, 4:2:0, one image at a time, with the tensor
+<-> uint8 conversions a tensor pipeline needs), ``kornia`` / ``kornia_fwdbwd``
+(``kornia.enhance.jpeg_codec_differentiable``), ``quilting`` (Guo et al. 2018, faiss over a patch database) and
+``tvm`` (TV minimisation).
 
 Each (size, batch, method) cell is warmed up, then timed ``--repeats`` times (or until ``--budget`` seconds have
 passed, at least once); the JSON records the median, quartiles and minimum per image, the ratio of each median
@@ -141,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(quality=args.quality, strength=args.strength, seed=args.seed, database=data.database)
     meta = {"command": "fdgpu " + " ".join(sys.argv[1:]) if sys.argv and "fdgpu" in sys.argv[0] else
             " ".join(sys.argv), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": environment.versions(),
-            "environment": environment.environment(), "synthetic_data": data.synthetic, "reference": REFERENCE,
+            "environment": environment.environment(), "backends": environment.backends(),
+            "synthetic_data": data.synthetic, "reference": REFERENCE,
             "settings": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "func"}}
     if data.synthetic:
         print("fdgpu bench: no data given (--data or FDGPU_DATA): timing SYNTHETIC images; quilting's database is "
@@ -190,5 +192,6 @@ def run(args: argparse.Namespace) -> int:
     print(("SYNTHETIC DATA - " if data.synthetic else "") +
           "time per image; x fd = this method's median (or min) / fdgpu_fd's median (or min), same size and batch")
     print(report.table(results))
+    print(environment.backends_line(meta["backends"]))
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 0

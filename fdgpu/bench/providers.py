@@ -140,15 +140,18 @@ def _tvm(x, s: Settings) -> Call:
 _PILLOW = (("PIL", "pillow"),)
 _KORNIA = (("kornia", "kornia"),)
 
-#: name -> :class:`Provider`. ``fdgpu_fd`` (Feature Distillation's forward on the torch backend) is the reference
-#: of every ratio that ``fdgpu bench`` reports.
+#: name -> :class:`Provider`. ``fdgpu_fd`` (Feature Distillation's forward, ``backend="auto"``: the C library on a
+#: CPU tensor, or the torch reference where the library is unavailable, as the JSON's ``meta.backends`` says) is the
+#: reference of every ratio that ``fdgpu bench`` reports; ``fdgpu_fd_torch`` is the torch reference itself.
 PROVIDERS: Dict[str, Provider] = {
-    "fdgpu_fd": Provider("fdgpu.feature_distillation forward (torch backend)", _fdgpu("fd", "torch")),
+    "fdgpu_fd": Provider("fdgpu.feature_distillation forward (backend='auto': on CPU the C library)",
+                         _fdgpu("fd", "auto")),
+    "fdgpu_fd_torch": Provider("the same on the torch reference (backend='torch')", _fdgpu("fd", "torch")),
     "fdgpu_fd_fwdbwd": Provider("the same, forward + backward (Settings.backward, default ste)",
-                                _fdgpu("fd", "torch", fwdbwd=True)),
-    "fdgpu_jpeg": Provider("fdgpu.jpeg at Settings.quality, forward (torch backend)", _fdgpu("jpeg", "torch")),
+                                _fdgpu("fd", "auto", fwdbwd=True)),
+    "fdgpu_jpeg": Provider("fdgpu.jpeg at Settings.quality, forward (backend='auto')", _fdgpu("jpeg", "auto")),
     "fdgpu_jpeg_fwdbwd": Provider("the same, forward + backward (Settings.backward)",
-                                  _fdgpu("jpeg", "torch", fwdbwd=True)),
+                                  _fdgpu("jpeg", "auto", fwdbwd=True)),
     "fdgpu_fd_cuda": Provider("fdgpu_fd on a CUDA tensor (the Triton path, backend='auto')", _fdgpu("fd", "auto"),
                               cuda=True),
     "fdgpu_fd_fwdbwd_cuda": Provider("fdgpu_fd_fwdbwd on a CUDA tensor", _fdgpu("fd", "auto", fwdbwd=True), cuda=True),

@@ -1,9 +1,10 @@
 """The whole JPEG round trip in PyTorch, stage by stage, as libjpeg-turbo (and so Pillow) computes it: the output
 equals Pillow's decode of Pillow's encode (default settings) value for value (tests/test_fidelity.py).
 
-``forward`` is the reference that the Triton kernels are tested against and the CPU implementation; ``backward``
-is the explicit adjoint used by the ``ste`` and ``soft`` backward modes; ``linear_map`` is the pipeline with every
-rounding and clamp removed (the map ``L`` whose transpose ``ste`` applies).
+``forward`` is the reference that the C library and the Triton kernels are tested against (the ``torch`` backend
+of :mod:`fdgpu.backends`); ``backward`` is the explicit adjoint used by the ``ste`` and ``soft`` backward modes;
+``linear_map`` is the pipeline with every rounding and clamp removed (the map ``L`` whose transpose ``ste``
+applies).
 
 Shapes: ``x`` is ``(N, C, H, W)`` float in [0, 1] with C in {1, 3}; tables are ``(8, 8)`` or ``(N, 8, 8)``.
 """
@@ -15,7 +16,6 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..backends import cpu as _cpu
 from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
 from .dct import block_dct, block_idct, fdct_islow, idct_islow
 from .parallel import map_chunks, workers
@@ -114,7 +114,7 @@ def _cat(parts):
 
 
 def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor], subsampling: str,
-            need_weight: bool = False, linear: bool = False, fused: bool = True) -> Tuple[torch.Tensor, Tuple]:
+            need_weight: bool = False, linear: bool = False) -> Tuple[torch.Tensor, Tuple]:
     """JPEG-compress and decode ``x``.
 
     Args:
@@ -124,8 +124,6 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
         need_weight: also return the saved state of the ``ste``/``soft`` backward: the quotient ``z = c / Q`` of
             every coefficient (the soft weight and the table gradients are functions of it).
         linear: evaluate ``L`` instead: every rounding and clamp removed (quantization becomes the identity).
-        fused: allow the compiled CPU path (:mod:`fdgpu.backends.cpu`, equal bits) where it applies; False runs
-            these torch ops (the definition the Triton kernels mirror).
 
     Returns:
         ``(y, weights)``: ``y`` is ``(N, C, H, W)`` on the 1/255 grid (real-valued when ``linear``); ``weights`` is
@@ -135,10 +133,6 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
     check_input("x", x, subsampling)
     if not linear:
         _check_tables(x, luma_table, chroma_table)
-    if not linear and fused:
-        done = _cpu.forward(x, luma_table, chroma_table, subsampling, need_weight)
-        if done is not None:
-            return done
     chunks = _chunks(x.shape[0], x[0].numel())
     if len(chunks) == 1:
         return map_chunks(_forward, [(x, luma_table, chroma_table, subsampling, need_weight, linear)], x.device)[0]
@@ -267,7 +261,7 @@ def _coef_adjoint(g: torch.Tensor, z: Optional[torch.Tensor], soft: bool, want_t
 
 
 def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode: Optional[str] = None,
-             tables: Optional[Tuple] = None, fused: bool = True):
+             tables: Optional[Tuple] = None):
     """Vector-Jacobian product of the pipeline for the ``ste`` and ``soft`` modes.
 
     Every rounding and clamp is straight-through; coefficient rounding contributes ``3 (z - round z)**2`` (soft) or 1
@@ -279,9 +273,6 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
     chroma_table)`` is given (``saved`` required), ``(grad_x, grad_luma, grad_chroma)``: each table's gradient
     ``sum dloss/dc' * dc'/dQ`` over its blocks (:func:`fdgpu.reference.quantize.table_factor`), shaped like the
     table (``(8, 8)`` summed over the batch, ``(N, 8, 8)`` per image); zero for a table the input does not use.
-
-    ``fused``: without table gradients, allow the compiled CPU path (:func:`fdgpu.backends.cpu.backward`: the
-    same sums in another order, so equal up to float rounding); False runs these torch ops.
     """
     zy, zc = saved if saved is not None else (None, None)
     mode = mode if mode is not None else ("soft" if saved is not None else "ste")
@@ -290,10 +281,6 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
         raise ValueError("backward: table gradients need the saved quotients: forward(..., need_weight=True)")
     check_input("grad", grad, subsampling)
     check_state(grad, saved, subsampling)
-    if not want and fused:
-        gx = _cpu.backward(grad, saved if soft else None, subsampling, mode)
-        if gx is not None:
-            return gx
     chunks = _chunks(grad.shape[0], grad[0].numel())
     if len(chunks) == 1:
         gx, ty, tc = map_chunks(_backward, [(grad, zy, zc, subsampling, soft, want)], grad.device)[0]

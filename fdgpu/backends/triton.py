@@ -1,0 +1,63 @@
+"""The ``triton`` backend: the Triton kernels (:mod:`fdgpu.kernels`, launched by ``kernels/launch.py``), CUDA
+tensors in float32, or CPU tensors through Triton's interpreter when ``TRITON_INTERPRET=1`` was set before Triton
+was imported. The kernels recompute the backward's quotients from ``x`` (no saved state) and give table
+gradients (reduced per image without atomics: deterministic)."""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+
+NAME = "triton"
+DESCRIPTION = "the Triton kernels (CUDA; CPU through Triton's interpreter with TRITON_INTERPRET=1)"
+DTYPES = (torch.float32,)
+SAVES_STATE = False
+TABLE_GRADS = True
+TABLES = "any steps >= 1, shared (8, 8) or per image (N, 8, 8)"
+FIX = "install Triton (pip install 'fdgpu[triton]')"
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def devices():
+    return ("cuda", "cpu") if _interpreted() else ("cuda",)
+
+
+def _kernels():
+    from .. import kernels  # imports triton: only once a kernel is to run (or CUDA is there)
+    return kernels
+
+
+def unavailable() -> Optional[str]:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    if not (torch.cuda.is_available() or _interpreted()):
+        return "no CUDA device (TRITON_INTERPRET=1 runs the kernels on the CPU through Triton's interpreter)"
+    try:
+        if not getattr(_kernels(), "AVAILABLE", False):
+            return "triton cannot be imported"
+    except ImportError as e:
+        return f"the kernels cannot be imported: {e}"
+    return None
+
+
+def details() -> dict:
+    out = {"interpreter": _interpreted()}
+    try:
+        out["triton"] = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        out["triton"] = None
+    return out
+
+
+def forward(x, luma_table, chroma_table, subsampling: str, save: bool):
+    return _kernels().forward(x, luma_table, chroma_table, subsampling), None, None
+
+
+def backward(grad, x, luma_table, chroma_table, state, subsampling: str, mode: str, table_grads: bool):
+    return _kernels().backward(grad, x, luma_table, chroma_table, subsampling, mode, table_grads)
