@@ -121,7 +121,7 @@ def test_auto_falls_back_with_one_warning(no_library):
     assert fallback[0].filename == __file__  # points at the caller's line
     assert torch.equal(ys[0], ys[2])
     assert backends.status()["cpu"] == {**backends.status()["cpu"], "available": False}
-    assert backends.status()["cpu"]["reason"].startswith("no C compiler")
+    assert "no C compiler" in backends.status()["cpu"]["reason"]
 
 
 def test_explicit_backends_warn_nothing(no_library):
