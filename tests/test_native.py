@@ -67,11 +67,11 @@ for saved_at, used_at in (("4:4:4", "4:2:0"), ("4:2:0", "4:2:2"), ("4:2:2", "4:4
     for mode in ("soft", "ste"):
         case(f"{saved_at} state at {used_at} {mode}",
              lambda: reference.backward(torch.rand(2, 3, 32, 29), state, used_at, mode))
-    case(f"{saved_at} state at {used_at}, library", lambda: cpu.backward(torch.rand(2, 3, 32, 29), state, used_at,
-                                                                         "soft"))
+    case(f"{saved_at} state at {used_at}, library",
+         lambda: cpu.fused_backward(torch.rand(2, 3, 32, 29), state, used_at, "soft"))
 gray = reference.forward(torch.rand(2, 1, 20, 20), t, None, "4:2:0", need_weight=True)[1]
 case("state of another size", lambda: reference.backward(torch.rand(2, 1, 20, 28), gray, "4:2:0", "soft"))
-case("library declines two channels", lambda: cpu.forward(torch.rand(1, 2, 16, 16), t, t, "4:2:0"))
+case("library declines two channels", lambda: cpu.fused_forward(torch.rand(1, 2, 16, 16), t, t, "4:2:0"))
 '''
 
 
@@ -240,11 +240,11 @@ def check(c):
         if c["steps"] == "fractional":
             lt = lt + 0.5
     lt, ct = lt.to(c["tdtype"]), ct.to(c["tdtype"])
-    got = cpu.forward(x, lt, ct, c["sub"], need_weight=c["need"])
+    got = cpu.fused_forward(x, lt, ct, c["sub"], need_weight=c["need"])
     if c["steps"] == "fractional":
         assert got is None
         return
-    ref = reference.forward(x, lt, ct, c["sub"], need_weight=c["need"], fused=False)
+    ref = reference.forward(x, lt, ct, c["sub"], need_weight=c["need"])
     assert torch.equal(got[0], ref[0]), c
     public = fdgpu.requantize(x, lt, ct, subsampling=c["sub"], validate=False)  # the public API, same library
     assert torch.equal(public, ref[0]), c
@@ -252,8 +252,8 @@ def check(c):
     for mode, state in (("ste", None), ("soft", got[1] if c["need"] else None)):
         if mode == "soft" and state is None:
             continue
-        gx = cpu.backward(grad, state, c["sub"], mode)
-        want = reference.backward(grad, state, c["sub"], mode, fused=False)
+        gx = cpu.fused_backward(grad, state, c["sub"], mode)
+        want = reference.backward(grad, state, c["sub"], mode)
         assert gx is not None and gx.shape == grad.shape and bool(torch.isfinite(gx).all()), c
         rel = float((gx - want).norm() / want.norm().clamp_min(1e-30))  # the same sums in another order
         assert rel < (1e-10 if c["dtype"] == torch.float64 else 1e-4), (c, mode, rel)
