@@ -56,31 +56,24 @@ def versions() -> dict:
 
 
 def backends() -> dict:
-    """``{name: {"usable": bool, "why": str or None, ...}}`` for every backend of ``backend=`` (and the C library
-    that speeds up the torch backend on the CPU)."""
-    from . import functional
-    from .backends import _library
+    """``{name: {"usable": bool, "why": str or None, ...}}`` for every backend of ``backend=``: the registry's
+    :func:`fdgpu.backends.status` (devices, dtypes and, for ``cpu``, the C library's file, target and origin)."""
+    from . import backends as registry
 
-    out = {"torch": {"usable": True, "why": None, "devices": "cpu and cuda"}}
-    lib = _library.library()
-    out["torch"]["c_library"] = {"status": _library.status(), **_library.info()} if lib is not None else \
-        {"status": _library.status()}
-    if not functional._kernels_available():
-        out["triton"] = {"usable": False, "why": "triton is not installed (pip install 'fdgpu[triton]')"}
-    elif torch.cuda.is_available():
-        out["triton"] = {"usable": True, "why": None, "devices": "cuda"}
-    elif os.environ.get("TRITON_INTERPRET") == "1":
-        out["triton"] = {"usable": True, "why": "no CUDA device: the kernels run on Triton's CPU interpreter "
-                                                "(TRITON_INTERPRET=1), for testing, not speed", "devices": "cpu"}
-    else:
-        out["triton"] = {"usable": False, "why": "no CUDA device (torch.cuda.is_available() is False); the kernels "
-                                                 "run only on CUDA, or on Triton's interpreter with TRITON_INTERPRET=1"}
+    out = {}
+    for name, s in registry.status().items():
+        out[name] = {"usable": s["available"], "why": s["reason"],
+                     **{k: v for k, v in s.items() if k not in ("available", "reason")}}
+    triton = out.get("triton")
+    if triton is not None and triton["usable"] and not torch.cuda.is_available():
+        triton["why"] = ("no CUDA device: the kernels run on Triton's CPU interpreter (TRITON_INTERPRET=1), for "
+                         "testing, not speed")
     return out
 
 
 def devices(run_selfcheck: bool = True) -> list:
     """Per CUDA device: name, capability, memory and the self-check verdict."""
-    from . import functional
+    from . import backends as registry
 
     out = []
     if not torch.cuda.is_available():
@@ -90,7 +83,7 @@ def devices(run_selfcheck: bool = True) -> list:
         p = torch.cuda.get_device_properties(d)
         rec = {"index": i, "name": p.name, "capability": f"sm_{p.major}{p.minor}",
                "memory_gib": round(p.total_memory / 2 ** 30, 1), "selfcheck": None}
-        if functional._kernels_available() and run_selfcheck:
+        if registry.get("triton").available() and run_selfcheck:
             rec["selfcheck"] = _selfcheck(d)
         out.append(rec)
     return out
@@ -167,10 +160,8 @@ def _text(rep: dict) -> str:
     for name, b in rep["backends"].items():
         state = "usable" if b["usable"] else "not usable"
         lines.append(f"  {name:7s} {state}" + (f": {b['why']}" if b["why"] else ""))
-        if "c_library" in b:
-            lib = b["c_library"]
-            lines.append(f"          C library (CPU fast path): {lib['status']}"
-                         + (f", {lib.get('isa')} from {lib.get('origin')}" if lib.get("isa") else ""))
+        if b.get("library"):
+            lines.append(f"          {b['library']}" + (f", {b['isa']} from {b.get('origin')}" if b.get("isa") else ""))
     lines.append("")
     lines.append("CUDA devices:" if rep["devices"] else "CUDA devices: none")
     for d in rep["devices"]:

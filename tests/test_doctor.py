@@ -7,6 +7,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import fdgpu  # noqa: E402
 from fdgpu import cli, doctor  # noqa: E402
 
 
@@ -16,7 +17,8 @@ def test_json_report(capsys):
     v = rep["versions"]
     assert v["torch"] == torch.__version__ and v["python"] and "path" in v["c_compiler"]
     assert rep["backends"]["torch"]["usable"] is True
-    assert set(rep["backends"]) == {"torch", "triton"}
+    assert set(rep["backends"]) == {"torch", "cpu", "triton"}
+    assert rep["backends"]["cpu"]["usable"] is fdgpu.backends.get("cpu").available()
     probes = rep["probes"]
     assert probes["torch cpu"]["images_per_s"] > 0 and probes["torch cpu"]["calls"] >= 1
     if rep["backends"]["triton"]["usable"]:  # here: the interpreter (a smoke run of the kernels)
