@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
-from .files import load_error, write_file, write_files, write_stream
+from .files import clean_stale, load_error, write_file, write_files, write_stream
 
 PathLike = Union[str, os.PathLike]
 
@@ -278,6 +278,7 @@ def fetch_cifar10(root: Optional[PathLike] = None, url: str = CIFAR10_URL, md5: 
     _check_hex("--md5", md5, 32)
     folder = data_dir(root) / "cifar10"
     folder.mkdir(parents=True, exist_ok=True)
+    clean_stale(folder)  # what a killed earlier download left there
     archive = folder / "cifar-10-python.tar.gz"
     if not (archive.is_file() and md5 and _file_hash(archive, "md5") == md5.lower()):
         download(url, archive, md5=md5, progress=progress)
@@ -317,6 +318,7 @@ def fetch_model(name: str, root: Optional[PathLike] = None, url: Optional[str] =
     _check_hex("--sha256", sha256, 64)
     folder = models_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
+    clean_stale(folder)  # what a killed earlier download left there
     raw = folder / file
     if not (raw.is_file() and sha256 and _file_hash(raw, "sha256") == sha256.lower()):
         download(url or RESNET_URL.format(file=file), raw, sha256=sha256, progress=progress)

@@ -249,7 +249,8 @@ def prepare_out(out: Path, file: Optional[str] = None) -> str:
 
     ``file=None``: ``out`` is the output folder (``fdgpu compress``, ``fdgpu bench``). Otherwise ``out`` is a file
     and ``file`` says what it holds (``fdgpu eval``: "the results JSON"); its folder is checked and created. The
-    messages name ``--out``: the option every command that writes takes.
+    messages name ``--out``: the option every command that writes takes. The folder's stale temporary files (of
+    runs that were killed, :func:`clean_stale`) are removed.
     """
     out = Path(out)
     if file is None:
@@ -268,6 +269,7 @@ def prepare_out(out: Path, file: Optional[str] = None) -> str:
         return f"--out: cannot create the folder {str(folder)!r} ({exc.strerror or exc}); choose another --out"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"--out: cannot write in the folder {str(folder)!r} (permission denied); choose another --out"
+    clean_stale(folder)  # what a killed earlier run left there
     return ""
 
 

@@ -533,6 +533,24 @@ def test_eval_out_on_a_full_disk_is_one_line_and_writes_none_of_its_files(tiny, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_eval_and_data_remove_the_temporaries_a_killed_run_left(tiny, tmp_path, capsys):
+    import subprocess as sp
+
+    dead = sp.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".fdgpu-{dead.pid}-abcdefgh.json"
+    stale.write_bytes(b"{ partial")
+    assert _eval(tiny, "--limit", "1", "--out", str(tmp_path / "r.json")) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]
+    models = tmp_path / "models"
+    models.mkdir()
+    stale = models / f".fdgpu-{dead.pid}-abcdefgh.th"
+    stale.write_bytes(b"partial download")
+    assert main(["models", "fetch", "resnet20", "--root", str(models), "--url", (tmp_path / "nope.th").as_uri(),
+                 "--quiet"]) == 1
+    assert not stale.exists()
+
+
 def test_eval_interrupted_by_sigterm_says_how_far_it_got(tiny, tmp_path, monkeypatch, capsys):
     """A real SIGTERM to this process in the middle of the evaluation: one line, exit 143, no file."""
     import signal

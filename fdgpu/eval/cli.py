@@ -351,6 +351,8 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             return _fail(str(exc))
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: nothing was written yet
+            if not args.quiet:
+                print(file=sys.stderr)  # below the progress bar's last line
             total = f" of {steps[1]}" if steps[1] else ""
             print(f"fdgpu eval: interrupted after {steps[0]}{total} steps (batch x defence/attack/view); nothing "
                   f"partial was written", file=sys.stderr)
