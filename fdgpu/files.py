@@ -67,7 +67,7 @@ def terminate_as_interrupt():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)  # None: set from C
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:

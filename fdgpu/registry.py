@@ -239,7 +239,7 @@ def _exits_are_errors(name: str):
         if low is not None:
             low._exit = real_exit
         if main:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def load_plugin(name: str):
