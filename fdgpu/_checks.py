@@ -163,6 +163,18 @@ def table_error(name: str):
     return error
 
 
+def assert_steps(name: str, t: torch.Tensor) -> None:
+    """The value check of quantization steps that runs even with ``validate=False``: finite and >= 1 (a step of 0,
+    NaN or Inf has no JPEG meaning and gives NaN outputs), without a host sync. ``torch._assert_async`` raises a
+    RuntimeError at once on the CPU; on CUDA it is a device-side assertion, reported at the next synchronisation
+    (and the CUDA context cannot be used after it): pass ``validate=True`` for a recoverable ValueError there."""
+    if t.numel() == 0 or t.device.type == "meta":
+        return
+    ok = torch.isfinite(t.detach()).logical_and_(t.detach() >= 1).all()
+    torch._assert_async(ok, f"{name}: expected finite entries >= 1 (JPEG quantization steps; checked even with "
+                            f"validate=False), got a step below 1, NaN or infinite")
+
+
 def check_table(name: str, t, batch: int) -> torch.Tensor:
     """Type and shape checks of a table (no host sync); returns a floating tensor."""
     if not isinstance(t, torch.Tensor):

@@ -16,8 +16,8 @@ from typing import Union
 import torch
 
 from . import backends, ops, selfcheck, tables
-from ._checks import (as_number, check_choice, check_input, check_quality, check_strength, check_table, check_values,
-                      minmax, quality_error, quality_stats, table_error, x_error)
+from ._checks import (as_number, assert_steps, check_choice, check_input, check_quality, check_strength, check_table,
+                      check_values, minmax, quality_error, quality_stats, table_error, x_error)
 from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
 
 Number = Union[int, float]
@@ -82,6 +82,9 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
             good to skip the checks' small reductions. Shape and type checks always run.
             Unchecked values are read as a JPEG encoder reads samples, identically in both backends: NaN becomes
             0, and values outside [0, 1] (including +-Inf) are clamped to 0 or 1, before the 8-bit rounding.
+            Steps are checked even with ``validate=False``, without a host sync (``torch._assert_async``): a step
+            below 1, NaN or infinite raises a RuntimeError naming the table (on CUDA a device-side assertion,
+            reported at the next synchronisation, after which the CUDA context is unusable).
         color: "ycbcr" (JPEG: RGB -> YCbCr, chroma subsampled) or "rgb": each of R, G and B coded as its own
             grayscale plane with ``luma_table`` (no colour conversion, no subsampling; ``chroma_table`` and
             ``subsampling`` unused), as the Feature-Distillation authors' public code does. Every backend and
@@ -100,7 +103,9 @@ def requantize(x: torch.Tensor, luma_table, chroma_table=None, *, subsampling: s
 
 
 def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, validate, extra_checks=(),
-                table_checks=True, color="ycbcr"):
+                table_checks=True, color="ycbcr", step_checks=True):
+    # table_checks: value-check the tables with validate=True; step_checks: also with validate=False (tables given
+    # by the caller; tables built here from a checked quality or strength are valid by construction)
     check_input(x)
     check_choice("subsampling", subsampling, SUBSAMPLINGS)
     check_choice("backward", backward, BACKWARDS)
@@ -117,7 +122,7 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
         x3 = x.reshape(n * 3, 1, h, w)
         lt3 = lt.repeat_interleave(3, dim=0) if lt.dim() == 3 else lt
         y = _requantize(x3, lt3, None, subsampling, backward, backend, validate, extra_checks,
-                        table_checks).reshape(x.shape)
+                        table_checks, step_checks=step_checks).reshape(x.shape)
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             y = y.contiguous(memory_format=torch.channels_last)
         return y
@@ -136,6 +141,10 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
             if chroma_table is not None:
                 checks.append((ct, minmax, table_error("chroma_table")))
         check_values(list(extra_checks) + checks)  # a quality first: a bad one makes bad tables
+    elif table_checks and step_checks:  # steps even without validation: no host sync, one rule on every backend
+        assert_steps("luma_table", lt)
+        if chroma_table is not None:
+            assert_steps("chroma_table", ct)
     if x.numel() == 0:
         return x.clone()
     xf = x.reshape(n, c, h, w).to(compute).contiguous()
@@ -182,7 +191,7 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         check_quality(quality)  # a Python number: checked on the host, no sync
         x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         luma, chroma = _ijg_cached(float(quality), x.device, x_dtype)
-        extra = ()
+        extra = ()  # the tables of a checked quality need no check
     else:
         q = check_quality(quality, validate=False)
         if q.dim() == 1 and q.shape[0] != n:
@@ -190,7 +199,10 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
                              f"got {q.shape[0]}")
         luma, chroma = tables._ijg(q.to(x.device), torch.float64 if x.dtype == torch.float64 else torch.float32)
         extra = [(q, quality_stats, quality_error)] if validate else ()
-    return _requantize(x, luma, chroma, subsampling, backward, backend, validate, extra)
+        if not validate and q.device.type != "meta":  # the one quality that gives invalid (NaN) steps, no host sync
+            torch._assert_async(q.detach().isnan().logical_not_().all(),
+                                "quality: expected numbers (checked even with validate=False), got NaN")
+    return _requantize(x, luma, chroma, subsampling, backward, backend, validate, extra, step_checks=False)
 
 
 def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling: str = "4:2:0",
@@ -219,9 +231,9 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
     strength = check_strength(strength)
     check_choice("variant", variant, tables.FD_VARIANTS)
     x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    table = _fd_cached(strength, variant, x.device, x_dtype)
+    table = _fd_cached(strength, variant, x.device, x_dtype)  # valid by construction: no table check
     if variant == "official":
-        return _requantize(x, table, None, subsampling, backward, backend, validate, color="rgb")
-    return _requantize(x, table, None, subsampling, backward, backend, validate)
+        return _requantize(x, table, None, subsampling, backward, backend, validate, color="rgb", step_checks=False)
+    return _requantize(x, table, None, subsampling, backward, backend, validate, step_checks=False)
 
 

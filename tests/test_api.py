@@ -289,3 +289,39 @@ def test_learnable_jpeg_quality():
     m2 = fdgpu.JPEG(20, learnable=True)
     m2.load_state_dict(m.state_dict())
     assert "quality=130" in repr(m2) and torch.equal(m2(x), m(x))
+
+
+BAD_STEPS = [0.0, float("nan"), float("inf"), -1.0, 0.5]
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "triton"])
+@pytest.mark.parametrize("step", BAD_STEPS, ids=lambda v: f"step={v:g}")
+def test_invalid_steps_are_an_error_even_without_validation(backend, step):
+    """One definition on every backend: a step of 0, NaN, Inf or below 1 is an error naming the table, with
+    ``validate=True`` (ValueError, one host sync) and with ``validate=False`` too (``torch._assert_async``: no host
+    sync; it was NaN outputs on the torch path while the C library declined the table)."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    x = torch.rand(2, 3, 9, 11)
+    bad = tables.fd(1.0).clone()
+    bad[3, 5] = step
+    for luma, chroma, name in ((bad, None, "luma_table"), (tables.fd(1.0), bad, "chroma_table"),
+                               (bad.expand(2, 8, 8), None, "luma_table")):
+        with pytest.raises(ValueError, match=f"{name}: expected finite entries >= 1"):
+            fdgpu.requantize(x, luma, chroma, backend=backend)
+        with pytest.raises(RuntimeError, match=re.escape(f"{name}: expected finite entries >= 1 (JPEG quantization "
+                                                         f"steps; checked even with validate=False)")):
+            fdgpu.requantize(x, luma, chroma, backend=backend, validate=False)
+    m = fdgpu.Requantize(tables.fd(1.0), validate=False, backend=backend)
+    m.luma_table[0, 0] = step  # a buffer changed after the module's own check
+    with pytest.raises(RuntimeError, match="luma_table: expected finite entries >= 1"):
+        m(x)
+
+
+def test_nan_quality_is_an_error_even_without_validation():
+    x = torch.rand(2, 3, 9, 11)
+    with pytest.raises(RuntimeError, match="quality: expected numbers .checked even with validate=False., got NaN"):
+        fdgpu.jpeg(x, torch.tensor([50.0, float("nan")]), validate=False)
+    # the tables of any other quality are valid steps (the IJG scaling clamps them to 1..255)
+    assert torch.equal(fdgpu.jpeg(x, torch.tensor([150.0, 0.0]), validate=False),
+                       fdgpu.jpeg(x, torch.tensor([100.0, 1.0])))
