@@ -290,19 +290,17 @@ def _cli(*argv, limit=None, **kw):
                             stderr=subprocess.PIPE, text=True, env=env, preexec_fn=apply if limit else None, **kw)
 
 
-@pytest.mark.parametrize("fmt", ["png", "jpeg"])
-def test_compress_on_a_full_disk_is_one_line_naming_the_file_and_writes_nothing(tmp_path, fmt):
+def test_compress_on_a_full_disk_is_one_line_naming_the_file_and_writes_nothing(tmp_path):
     """The kernel refuses the write past 2 KiB (EFBIG, as ENOSPC on a full disk): Pillow's encoder used to ignore the
     short write, and a truncated image was renamed into place with "wrote 1 of 1"."""
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(_photo(96, 128, seed=3)).save(src / "big.png")
     out = tmp_path / "out"
-    p = _cli("compress", src / "big.png", "--out", out, "--quality", "95", "--format", fmt, limit=2048)
+    p = _cli("compress", src / "big.png", "--out", out, "--quality", "95", "--format", "jpeg", limit=2048)
     stdout, stderr = p.communicate(timeout=300)
-    suffix = ".png" if fmt == "png" else ".jpg"
     assert p.returncode == 1, stdout + stderr
-    assert stderr.strip().splitlines() == [f"fdgpu compress: cannot write {out / ('big' + suffix)}: File too large; "
+    assert stderr.strip().splitlines() == [f"fdgpu compress: cannot write {out / 'big.jpg'}: File too large; "
                                            f"nothing partial was written; stopped after 0 of 1 image(s)"]
     assert "wrote" not in stdout and list(out.iterdir()) == []
 
