@@ -15,7 +15,8 @@ python -m venv "$tmp/venv"
 # venv's own (a .pth line adds a folder without running that folder's .pth files, so an editable fdgpu there is
 # not seen; the wheel's fdgpu, in the venv's own site-packages, comes first)
 site=$("$tmp/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-python -c "import sysconfig; p = sysconfig.get_paths(); print(p['purelib']); print(p['platlib'])" > "$site/ci-outer.pth"
+python -c "import sys; print('\n'.join(p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))))" \
+    > "$site/ci-outer.pth"
 "$tmp/venv/bin/python" -m pip install -q --no-deps "$wheel"
 cd "$tmp"
 env -i PATH="$tmp/venv/bin" CC=/nonexistent HOME="$tmp/home" FDGPU_CACHE="$tmp/cache" \
