@@ -79,8 +79,8 @@ def backends() -> dict:
 
 
 def backends_line(status: Optional[dict] = None) -> str:
-    """:func:`backends` as one line for a report: ``backends: torch; cpu (/path/to/library.so); triton unavailable
-    (reason)``."""
+    """:func:`backends` as one line for a report: ``backends: torch; cpu (/path/to/library.so, x86-64-v3); triton
+    unavailable (reason)``."""
     from .backends import summary
 
     return summary(status)

@@ -173,7 +173,7 @@ def summary(st: Optional[Dict[str, dict]] = None) -> str:
         if not s["available"]:
             parts.append(f"{name} unavailable ({s['reason']})")
         else:
-            parts.append(name + (f" ({s['library']})" if s.get("library") else ""))
+            parts.append(name + (f" ({s['library']}, {s['isa']})" if s.get("library") else ""))
     return "backends: " + "; ".join(parts)
 
 
