@@ -18,13 +18,10 @@ import torch.nn.functional as F
 
 from . import tables as _tables
 from ._checks import as_number, check_choice, check_input, check_quality, check_table, check_values, minmax, x_error
-from .choices import FACTORS, SUBSAMPLINGS
+from .choices import BACKENDS, FACTORS, SUBSAMPLINGS
 
 Number = Union[int, float]
 
-#: ``backend=`` of :func:`jpeg_size`: "auto" (the compiled C path when it builds, else torch), "cpu" (the C path,
-#: an error when it cannot be built) or "torch" (vectorised torch, on the input's device).
-SIZE_BACKENDS = ("auto", "cpu", "torch")
 
 # libjpeg's largest quantization step (jcparam.c jpeg_add_quant_table clamps to 32767); above 255 a table is written
 # with 16-bit entries.
@@ -325,17 +322,19 @@ def _resolve_tables(x: torch.Tensor, quality, luma_table, chroma_table, n: int, 
     return lt, ct
 
 
-def _quotients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str):
-    """The quantizer's quotients ``z = t / 8Q`` of ``x`` ``(N, C, H, W)``, whose rounding half away from zero is the
-    quantized coefficient that libjpeg-turbo codes: per component a view ``(N, R, C, 64)`` (natural order) of the
-    block grid padded to whole MCUs; and the luma's real block rows and columns."""
-    from .reference.jpeg import forward
+def _quotients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str, impl: str):
+    """The quantizer's quotients ``z = t / 8Q`` of ``x`` ``(N, C, H, W)`` on backend ``impl``, whose rounding half
+    away from zero is the quantized coefficient that libjpeg-turbo codes: per component a view ``(N, R, C, 64)``
+    (natural order) of the block grid padded to whole MCUs; and the luma's real block rows and columns. A backend
+    that does not return the quotients (Triton) leaves them to the torch reference."""
+    from . import backends
 
     n, ch, h, w = x.shape
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    rec = backends.get(impl if backends.get(impl).saves_state else "torch")
     with torch.no_grad():
-        _, (zy, zc) = forward(x.detach().to(compute).contiguous(), lt.to(compute), ct.to(compute), subsampling,
-                              need_weight=True)
+        _, zy, zc = rec.forward(x.detach().to(compute).contiguous(), lt.to(compute), ct.to(compute), subsampling,
+                                True)
     comps = [zy[:, 0].permute(0, 2, 3, 1)]
     if ch == 3:
         comps += [zc[:, 0].permute(0, 2, 3, 1), zc[:, 1].permute(0, 2, 3, 1)]
@@ -361,7 +360,10 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
             with 16-bit entries, as Pillow does.
         subsampling: one of ``fdgpu.SUBSAMPLINGS`` (colour only).
         optimize: per-image optimal Huffman tables (Pillow's ``optimize=True``).
-        backend: one of :data:`SIZE_BACKENDS`: "auto" (the compiled C path, else torch), "cpu" or "torch".
+        backend: one of ``fdgpu.choices.BACKENDS``, as in :func:`fdgpu.requantize`: "cpu" computes the coefficients
+            and codes them in the C library, "torch" with torch ops on x's device (the same numbers), "triton" the
+            coefficients with the torch reference and the codes with torch ops on the GPU, "auto" picks the first
+            that applies to x's device.
         validate: check that ``x`` is finite and within [0, 1] (one host sync).
 
     Returns:
@@ -374,7 +376,7 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
     """
     check_input(x)
     check_choice("subsampling", subsampling, SUBSAMPLINGS)
-    check_choice("backend", backend, SIZE_BACKENDS)
+    check_choice("backend", backend, BACKENDS)
     if not isinstance(optimize, bool):
         raise TypeError(f"optimize: expected True or False, got {type(optimize).__name__}")
     *lead, ch, h, w = x.shape
@@ -384,18 +386,17 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
         check_values([(x, minmax, x_error)])
     if n == 0:
         return torch.zeros(lead, dtype=torch.int64, device=x.device)
-    comps, real_rows, real_cols = _quotients(x.reshape(n, ch, h, w), lt, ct, subsampling)
+    from . import backends
+
+    impl = backends.resolve(backend, x.device)
+    comps, real_rows, real_cols = _quotients(x.reshape(n, ch, h, w), lt, ct, subsampling, impl)
     hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
-    ent = None
-    if backend in ("auto", "cpu"):
+    if impl == "cpu":
         from .backends import entropy as c_entropy
 
-        cpu = [c.cpu() for c in comps] + [None, None]
+        cpu = comps + [None, None]
         ent = c_entropy.sizes(cpu[0], cpu[1], cpu[2], real_rows, real_cols, hs, vs, optimize)
-        if ent is None and backend == "cpu":
-            raise RuntimeError(f"backend='cpu': the compiled entropy coder is {c_entropy.status()}; use "
-                               f"backend='torch' or 'auto'")
-    if ent is None:
+    else:
         ent = _entropy_torch(comps, real_rows, real_cols, hs, vs, optimize)
     wide = [(t.reshape(-1, 64) > 255).any(1).cpu() for t in (lt, ct)]
     wide = [v.expand(n) if v.numel() == 1 else v for v in wide]
