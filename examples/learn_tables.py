@@ -5,15 +5,20 @@ A luma and a chroma table (``fdgpu.Requantize(..., learnable=True)``, initialise
 a frozen CIFAR-10 classifier to minimise
 
     CE(net(JPEG_T(x)), y) + CE(net(JPEG_T(x_adv)), y) + lam * mean_{i+j > 4} relu(floor - T_ij) / floor
+        + rate * bpp_T(x)
 
 over training images ``x`` and their transfer-adversarial versions ``x_adv`` (PGD on the undefended classifier,
 computed once), where the last term keeps the high-frequency steps at least ``floor`` (coarse enough to round
-away small perturbations, as FD's step 40 does). The tables' gradient is the layer's ``--backward`` mode (``ste``:
+away small perturbations, as FD's step 40 does), and ``bpp_T(x)`` is the file size in bits per pixel that
+:func:`fdgpu.rate` estimates for the clean images with the current tables (``--rate``, default 0: no rate term), so
+that the tables also pay for the bits they cost. The tables' gradient is the layer's ``--backward`` mode (``ste``:
 LSQ's ``round(c/Q) - c/Q``; ``soft``: the cubic surrogate). The result is saved rounded to integers (a table a real
-JPEG file can carry) as ``{"luma", "chroma"}`` for ``fdgpu eval --defences tables:PATH``.
+JPEG file can carry) as ``{"luma", "chroma"}`` for ``fdgpu eval --defences tables:PATH``, and the exact bits per
+pixel of the training images' files with them (:func:`fdgpu.jpeg_size`) are printed and saved with them.
 
     export FDGPU_DATA=../shared/data FDGPU_MODELS=../shared/models
     PYTHONPATH=. python examples/learn_tables.py --out learned_tables.pt --train 2000 --epochs 4
+    PYTHONPATH=. python examples/learn_tables.py --out small_tables.pt --rate 0.2   # with a rate term
 """
 from __future__ import annotations
 
@@ -60,7 +65,8 @@ def pgd_last_iterate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
 
 def learn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *, epochs: int, batch: int,
-          lr: float, lam: float, floor: float, backward: str, seed: int, log=print) -> fdgpu.Requantize:
+          lr: float, lam: float, floor: float, backward: str, seed: int, rate: float = 0.0,
+          log=print) -> fdgpu.Requantize:
     layer = fdgpu.Requantize(fdgpu.tables.fd(1.0), fdgpu.tables.fd(1.0), backward=backward, validate=False,
                              learnable=True)
     opt = torch.optim.Adam(layer.parameters(), lr=lr)
@@ -68,7 +74,7 @@ def learn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
     n = x.shape[0]
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen)
-        tot = {"clean": 0.0, "adv": 0.0, "pen": 0.0, "acc": 0.0, "acc_adv": 0.0}
+        tot = {"clean": 0.0, "adv": 0.0, "pen": 0.0, "bpp": 0.0, "acc": 0.0, "acc_adv": 0.0}
         for s in range(0, n, batch):
             idx = perm[s:s + batch]
             xb, ab, yb = x[idx], x_adv[idx], y[idx]
@@ -78,6 +84,12 @@ def learn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
             luma, chroma = layer.tables()
             pen = coarseness_penalty(luma, floor) + coarseness_penalty(chroma, floor)
             loss = lc + la + lam * pen
+            if rate:
+                # estimated bits per pixel of the clean images' files with the current tables
+                bpp = fdgpu.rate(xb, luma_table=luma, chroma_table=chroma, validate=False).mean() / \
+                    (xb.shape[-2] * xb.shape[-1])
+                loss = loss + rate * bpp
+                tot["bpp"] += bpp.item() * len(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -106,12 +118,16 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10, help="transfer PGD steps")
     p.add_argument("--iterate", default="best", choices=["best", "last"],
                    help="training's transfer PGD: fdgpu.attacks.pgd's best (first fooling) iterate, or the last")
+    p.add_argument("--rate", type=float, default=0.0, metavar="LAMBDA",
+                   help="weight of the rate term: fdgpu.rate's estimate of the clean images' bits per pixel (0: none)")
     p.add_argument("--backward", default="ste", choices=["ste", "soft"])
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for name in ("train", "epochs", "batch", "steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name}: expected a positive integer, got {getattr(args, name)}")
+    if not args.rate >= 0:
+        p.error(f"--rate: expected a weight >= 0, got {args.rate}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         p.error(f"--out: expected a path in an existing folder, got {args.out!r}")
@@ -135,12 +151,17 @@ def main(argv=None) -> int:
     x_adv = torch.cat(adv)
     print(f"transfer PGD-{args.steps} eps={args.eps:g} on {x.shape[0]} images: {time.time() - t0:.0f} s", flush=True)
     layer = learn(net, x, y, x_adv, epochs=args.epochs, batch=args.batch, lr=args.lr, lam=args.lam,
-                  floor=args.floor, backward=args.backward, seed=args.seed, log=lambda s: print(s, flush=True))
+                  floor=args.floor, backward=args.backward, seed=args.seed, rate=args.rate,
+                  log=lambda s: print(s, flush=True))
     luma, chroma = (t.detach().round().clamp(1, 255) for t in layer.tables())
+    bpp = (fdgpu.jpeg_size(x, luma_table=luma, chroma_table=chroma).double() * 8 / (x.shape[-2] * x.shape[-1]))
+    print(f"exact bits per pixel of the {x.shape[0]} training images' files with the rounded tables: "
+          f"{bpp.mean().item():.3f}", flush=True)
     tmp = args.out + ".tmp"
     torch.save({"luma": luma, "chroma": chroma}, tmp)
     os.replace(tmp, args.out)
     meta = {"command": " ".join(sys.argv), "seconds": round(time.time() - t0, 1), "args": vars(args),
+            "bpp_train": round(bpp.mean().item(), 4),
             "luma": luma.int().tolist(), "chroma": chroma.int().tolist()}
     with open(args.out + ".json", "w") as f:
         json.dump(meta, f, indent=1)
