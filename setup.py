@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
@@ -44,8 +45,12 @@ def libraries():
     isa = _isa()
     if sys.platform == "win32":  # MSVC takes none of these flags; the cpu backend is for Linux and macOS
         return []
+    # the platform the wheel is for, which a cross-compile (cibuildwheel's macOS arm64 on an x86-64 runner:
+    # _PYTHON_HOST_PLATFORM) sets apart from the building machine; universal2 builds two architectures at once, so
+    # only flags both take (the baseline)
+    machine = sysconfig.get_platform().rsplit("-", 1)[-1]
     exts = []
-    for target in isa.targets():
+    for target in isa.targets(machine):
         ext = Extension(f"fdgpu.backends._fused_{target.replace('-', '_')}", SOURCES,
                         extra_compile_args=list(isa.flags(target)) + ["-g0", "-fno-wrapv"], libraries=["m"],
                         optional=True)  # -g0, -fno-wrapv: undo the -g -fwrapv of Python's own CFLAGS
@@ -104,7 +109,6 @@ class PlatformWheel(bdist_wheel):
     def get_tag(self):
         _, _, plat = super().get_tag()
         return "py3", "none", plat
-
 
 setup(
     packages=find_packages(include=["fdgpu", "fdgpu.*"]) + ["fdgpu.backends.csrc", "fdgpu.kernels"],

@@ -101,7 +101,7 @@ def _packaged(target: str) -> Tuple[Optional[Path], str]:
     path = HERE / entry["file"]
     if all(p.is_file() for p in SOURCES) and sources_sha256() != source_sha:
         return None, ("the package's library was built from other csrc/*.c sources (edited since the build: rebuild "
-                      "with pip install -e . or python setup.py build_ext --inplace)")
+                      "it with pip install -e .)")
     if not path.is_file() or _sha256(path) != entry["sha256"]:
         return None, f"the package's library {path} does not match its recorded SHA-256 (damaged: reinstall fdgpu)"
     return path, " ".join(entry.get("flags", ()))
