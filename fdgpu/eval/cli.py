@@ -100,7 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"gradient draws per step (EOT) of adaptive attacks on randomised defences ({randomised}); an "
                         f"attack's eot=N overrides it (default 8)")
     g.add_argument("--restarts", type=int, default=1, metavar="N",
-                   help="random restarts of pgd/apgd attacks; an attack's restarts=N overrides it (default 1)")
+                   help=f"random restarts of the attacks that take them "
+                        f"({', '.join(k for k, a in ATTACKS.items() if 'restarts' in a.options)}); an attack's "
+                        f"restarts=N overrides it (default 1)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=None, help="results JSON; a .md table and a .png plot are written beside it")

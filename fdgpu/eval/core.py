@@ -289,7 +289,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             database) when their spec names none; default ``$FDGPU_DATA``.
         eot_samples: gradient draws per step of adaptive attacks on randomised defences (EOT; an attack spec's
             ``eot=N`` overrides it); deterministic defences and the transfer view use 1.
-        restarts: random restarts of pgd/apgd attacks (an attack spec's ``restarts=N`` overrides it).
+        restarts: random restarts of the attacks that take them (pgd, apgd, square; an attack spec's
+            ``restarts=N`` overrides it).
         on_step: called with ``(done, total)`` after each (batch, configuration) of this rank (``fdgpu eval`` says
             how far an interrupted run got).
 
