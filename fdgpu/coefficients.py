@@ -159,8 +159,8 @@ def _backend(backend: str, x: torch.Tensor) -> None:
     check_choice("backend", backend, BACKENDS)
     if backend not in ("auto", "torch"):
         raise ValueError(f"backend={backend!r}: encode and decode run on the torch backend (on any device, CUDA "
-                         f"included); use backend='auto' or 'torch' (the round trip fdgpu.jpeg / requantize has "
-                         f"the C library and the Triton kernels)")
+                         f"included; on CPU it calls the C library's halves); use backend='auto' or 'torch' (the "
+                         f"Triton kernels implement the fused round trip fdgpu.jpeg / requantize only)")
 
 
 def _table(name: str, t, n: int, device, dtype) -> torch.Tensor:
@@ -185,8 +185,9 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
         color: "ycbcr" (JPEG) or "rgb" (each channel a grayscale plane with ``luma_table``, as in
             :func:`fdgpu.requantize`).
         backward: "ste", "soft" or "exact" (see the module's docstring).
-        backend: "auto" or "torch": the torch reference, on any device (the C library and the Triton kernels
-            run the fused round trip only).
+        backend: "auto" or "torch": on CPU tensors with integer steps the C library's encoder half (the round
+            trip's own stage functions, ``fdgpu_encode``) where it is available, else the torch reference, on any
+            device; the same bits either way. The Triton kernels have no separate halves.
         validate: check values (one host sync), as in :func:`fdgpu.requantize`.
 
     Returns:
@@ -338,7 +339,7 @@ def decode(coefficients: Coefficients, *, backward: str = "ste", backend: str = 
         coefficients: :class:`Coefficients` (from :func:`encode` or :func:`fdgpu.io.read_jpeg`); integer
             components of any real dtype (integer dtypes are read as float32).
         backward: "ste", "soft" (the same for this half) or "exact" (see the module's docstring).
-        backend: "auto" or "torch".
+        backend: "auto" or "torch", as in :func:`encode` (the C library's ``fdgpu_decode`` on CPU tensors).
         validate: check that the components are integers with ``|r Q| <= 2048`` and the tables are >= 1 (one host
             sync); shape checks always run.
 

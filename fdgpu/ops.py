@@ -52,6 +52,11 @@ def state_shapes(x_shape, subsampling: str):
     return luma, chroma
 
 
+def _cpu():
+    from .backends import cpu
+    return cpu
+
+
 def _empty(x: Tensor) -> Tensor:
     return x.new_empty(_EMPTY_SHAPE)
 
@@ -130,6 +135,9 @@ def plane_shapes(n: int, ch: int, h: int, w: int, subsampling: str):
 @torch.library.custom_op("fdgpu::encode", mutates_args=())
 def encode(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, mode: str,
            save: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    done = None if save else _cpu().encode(x, luma_table, chroma_table, subsampling)  # the C library's halves
+    if done is not None:
+        return done[0], done[1] if done[1] is not None else _empty(x), _empty(x), _empty(x)
     (qy, qc), (zy, zc) = reference.jpeg.encode(x, luma_table, chroma_table, subsampling, need_weight=save)
     qc = qc.to(x.dtype) if qc is not None else _empty(x)
     zy = zy.to(x.dtype) if zy is not None else _empty(x)
@@ -183,8 +191,11 @@ encode.register_autograd(_encode_backward, setup_context=_encode_setup)
 @torch.library.custom_op("fdgpu::decode", mutates_args=())
 def decode(qy: Tensor, qc: Tensor, luma_table: Tensor, cb_table: Tensor, cr_table: Tensor, subsampling: str, h: int,
            w: int, mode: str) -> Tensor:
-    return reference.jpeg.decode(qy, qc if qc.numel() else None, (luma_table, cb_table, cr_table), subsampling, h, w,
-                                 qy.dtype)
+    tables = (luma_table, cb_table, cr_table)
+    done = _cpu().decode(qy, qc if qc.numel() else None, tables, subsampling, h, w)  # the C library's halves
+    if done is not None:
+        return done
+    return reference.jpeg.decode(qy, qc if qc.numel() else None, tables, subsampling, h, w, qy.dtype)
 
 
 @decode.register_fake

@@ -296,3 +296,75 @@ def test_pillow_decodes_what_decode_says():
     with Image.open(io.BytesIO(data)) as im:
         pil = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
     assert torch.equal(fdgpu.decode(fdgpu.encode(x.unsqueeze(0), 60))[0], pil)
+
+
+# ---------------------------------------------------------------- the C library's halves
+def _library():
+    from fdgpu.backends import _library as lib
+
+    fns = lib.library()
+    if fns is None:
+        pytest.skip(f"the C library is unavailable: {lib.status()}")
+    return fns
+
+
+@pytest.mark.parametrize("subsampling", SUBS)
+@pytest.mark.parametrize("shape,dtype", [((2, 3, 17, 23), torch.float32), ((1, 1, 9, 30), torch.float64),
+                                         ((3, 3, 70, 18), torch.float64), ((1, 3, 1, 1), torch.float32)],
+                         ids=["2x3x17x23-f32", "1x1x9x30-f64", "3x3x70x18-f64", "1x3x1x1-f32"])
+def test_c_halves_equal_the_reference(subsampling, shape, dtype):
+    """fdgpu_encode / fdgpu_decode (the round trip's own C stage functions) give the torch reference's bits."""
+    from fdgpu.backends import cpu
+    from fdgpu.reference import jpeg as ref
+
+    _library()
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(shape, generator=g, dtype=dtype)
+    n = shape[0]
+    per_image = torch.randint(1, 256, (n, 8, 8), generator=g).to(dtype)
+    cases = [tuple(t.to(dtype) for t in tables.ijg(q)) for q in (1, 90)] + [(per_image, per_image.flip(-1))]
+    for lt, ct in cases:
+        c_out = cpu.encode(x, lt, ct, subsampling)
+        (qy, qc), _ = ref.encode(x, lt, ct, subsampling)
+        assert torch.equal(c_out[0], qy.to(dtype))
+        assert (qc is None and c_out[1] is None) or torch.equal(c_out[1], qc.to(dtype))
+        # per-image tables, as Coefficients hold them; Cr with its own (smaller steps keep |r Q| in range)
+        cr = (ct - 1).clamp(min=1)
+        tabs = tuple(t.expand(n, 8, 8) for t in ((lt, ct, cr) if shape[1] == 3 else (lt, lt, lt)))
+        h, w = shape[-2:]
+        assert torch.equal(cpu.decode(c_out[0], c_out[1], tabs, subsampling, h, w),
+                           ref.decode(qy, qc, tabs, subsampling, h, w, dtype))
+
+
+def test_c_decode_checks_its_input():
+    from fdgpu.backends import cpu
+
+    fns = _library()
+    c = fdgpu.encode(torch.rand(1, 3, 16, 16), 50)
+    qy = c.components[0].permute(0, 1, 3, 2, 4).reshape(1, 1, 16, 16).contiguous()
+    qc = torch.stack([t.permute(0, 1, 3, 2, 4).reshape(1, 8, 8) for t in c.components[1:]], 1).contiguous()
+    tabs = c.tables
+    ok = cpu.decode(qy, qc, tabs, "4:2:0", 16, 16)
+    assert torch.equal(ok, fdgpu.decode(c))
+    for bad in (qy + 0.5, qy * 1000, qy * float("nan")):
+        with pytest.raises(ValueError, match=r"\|coefficient x step\| <= 2048"):
+            cpu.decode(bad, qc, tabs, "4:2:0", 16, 16)
+    with pytest.raises(ValueError, match=r"\|coefficient x step\| <= 2048"):  # validate=False reaches the C check
+        fdgpu.decode(fdgpu.Coefficients((c.components[0] + 0.5,) + c.components[1:], tabs, c.size), validate=False)
+    out = torch.full((1, 3, 16, 16), -1.0)
+    t = tabs[0].contiguous()
+    good = (qy.data_ptr(), qc.data_ptr(), 0, out.data_ptr(), 1, 3, 16, 16, 2, 2, 0, 1)
+    tail = (t.data_ptr(), t.data_ptr(), t.data_ptr(), 0, 64)
+    encode, decode, error = fns[4], fns[5], fns[3]
+    assert decode(*good, *tail) == 0
+    out.fill_(-1.0)
+    for k, v, why in ((4, 0, "n: expected"), (5, 2, "ch: expected"), (6, 0, "h, w: expected"),
+                      (8, 3, "hs, vs: expected"), (9, 3, "hs, vs: expected"), (11, 2, "i0, i1: expected")):
+        args = list(good)
+        args[k] = v
+        assert decode(*args, *tail) == 3 and error().decode().startswith(why), (k, v)
+    assert decode(*good, None, *tail[1:]) == 3 and "non-NULL" in error().decode()
+    assert decode(*good, *tail[:4], 7) == 3 and error().decode().startswith("table_stride")
+    assert torch.equal(out, torch.full_like(out, -1.0))  # nothing written
+    assert encode(qy.data_ptr(), 0, 1, 3, 16, 16, 2, 2, 0, 2, t.data_ptr(), t.data_ptr(), 0, 64, qy.data_ptr(),
+                  qc.data_ptr()) == 3 and error().decode().startswith("i0, i1")

@@ -18,9 +18,9 @@ A cached library is used without a compiler on PATH, and only when that record m
 its folder belong to this user and are writable by nobody else (no loading what another user could have put there).
 
 ``FDGPU_FUSED=0`` turns the library off. :func:`library` gives the entry points ``(fdgpu_forward, fdgpu_backward,
-fdgpu_jpeg_entropy, fdgpu_error)`` as ctypes functions, or None; :func:`status` says why not, :func:`info` which
-file and target run. The forward and backward check their arguments and return 3 for invalid ones
-(``fdgpu_error()`` then names the argument, on the calling thread).
+fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode, fdgpu_decode)`` as ctypes functions, or None; :func:`status` says
+why not, :func:`info` which file and target run. The forward and backward check their arguments and return 3 for
+invalid ones (``fdgpu_error()`` then names the argument, on the calling thread).
 """
 from __future__ import annotations
 
@@ -205,7 +205,15 @@ def bind(lib: ctypes.CDLL):
     err = lib.fdgpu_error
     err.restype = ctypes.c_char_p
     err.argtypes = []
-    return fn, bwd, ent, err
+    enc = lib.fdgpu_encode
+    enc.restype = ctypes.c_int
+    enc.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + \
+        [ctypes.c_void_p] * 2
+    dec = lib.fdgpu_decode
+    dec.restype = ctypes.c_int
+    dec.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] + [ctypes.c_int] * 8 + \
+        [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2
+    return fn, bwd, ent, err, enc, dec
 
 
 def _bind(path: Path):
@@ -213,8 +221,8 @@ def _bind(path: Path):
 
 
 def library():
-    """The library's ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error)``, or None when there is
-    none to load; :func:`status` says why."""
+    """The library's ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode,
+    fdgpu_decode)``, or None when there is none to load; :func:`status` says why."""
     global _lib, _state, _info
     if _lib is not None or _state != "unloaded":
         return _lib

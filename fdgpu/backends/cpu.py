@@ -202,3 +202,86 @@ def fused_backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
 
     _raise_errors(_spread(run, n, grad), "backward")
     return gx
+
+
+BAD_COEFFICIENT = 4  # fdgpu_decode's return code for a coefficient out of its range
+
+
+def _tables_ok(tables, n: int) -> bool:
+    per_image = tables[0].dim() == 3
+    return all(t is not None and t.device.type == "cpu" and t.dtype in _FLOATS and t.shape[-2:] == (8, 8)
+               and (t.dim() == 3) == per_image and (not per_image or t.shape[0] == n) for t in tables)
+
+
+def _c_tables(tables):
+    tdtype = torch.float64 if any(t.dtype == torch.float64 for t in tables) else torch.float32
+    return tuple(t.detach().to(tdtype).contiguous() for t in tables), int(tdtype == torch.float64), \
+        64 if tables[0].dim() == 3 else 0
+
+
+def encode(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tensor, subsampling: str):
+    """:func:`fdgpu.reference.jpeg.encode` (without the quotients) in C, or None where the library does not apply:
+    ``(qy, qc)`` quantized coefficient planes in x's dtype (``qc`` None for grayscale). The same bits
+    (tests/test_coefficients.py)."""
+    if x.device.type != "cpu" or x.dtype not in _FLOATS or x.dim() != 4 or x.shape[0] == 0:
+        return None
+    n, ch, h, w = x.shape
+    tables = (luma_table, chroma_table) if ch == 3 else (luma_table,)
+    if not _tables_ok(tables, n) or (torch.is_grad_enabled() and any(t.requires_grad for t in (x,) + tables)):
+        return None
+    lib = _library.library()
+    if lib is None:
+        return None
+    tables, tdouble, stride = _c_tables(tables)
+    x = x.detach().contiguous()
+    hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
+    hp, wp = -(-h // (8 * vs)) * 8 * vs, -(-w // (8 * hs)) * 8 * hs
+    qy = torch.empty(n, 1, hp, wp, dtype=x.dtype)
+    qc = torch.empty(n, 2, hp // vs, wp // hs, dtype=x.dtype) if ch == 3 else None
+    args = (x.data_ptr(), int(x.dtype == torch.float64), n, ch, h, w, hs, vs)
+    tail = (tables[0].data_ptr(), tables[-1].data_ptr(), tdouble, stride, qy.data_ptr(),
+            qc.data_ptr() if qc is not None else None)
+
+    def run(i: int, j: int):
+        return _result(lib[4](*args, i, j, *tail), lib)
+
+    results = _spread(run, n, x)
+    _raise_errors(results, "encode")
+    return None if any(code for code, _ in results) else (qy, qc)  # 1: a step for the reference's float64 path
+
+
+def decode(qy: torch.Tensor, qc, tables, subsampling: str, h: int, w: int):
+    """:func:`fdgpu.reference.jpeg.decode` in C, or None where the library does not apply: ``qy``
+    ``(N, 1, Hp, Wp)``, ``qc`` ``(N, 2, ...)`` or None, ``tables`` ``(luma, cb, cr)``; the images in qy's dtype.
+    Raises ValueError for a coefficient that is not an integer with ``|r Q| <= 2048``."""
+    if qy.device.type != "cpu" or qy.dtype not in _FLOATS or qy.dim() != 4 or qy.shape[0] == 0:
+        return None
+    ch = 1 if qc is None else 3
+    if qc is not None and (qc.dtype != qy.dtype or qc.device.type != "cpu"):
+        return None
+    n = qy.shape[0]
+    tables = tables if ch == 3 else tables[:1]
+    grads = (qy, qc) + tuple(tables) if ch == 3 else (qy,) + tuple(tables)
+    if not _tables_ok(tables, n) or (torch.is_grad_enabled() and any(t.requires_grad for t in grads)):
+        return None
+    lib = _library.library()
+    if lib is None:
+        return None
+    tables, tdouble, stride = _c_tables(tables)
+    qy = qy.detach().contiguous()
+    qc = qc.detach().contiguous() if qc is not None else None
+    hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
+    out = torch.empty(n, ch, h, w, dtype=qy.dtype)
+    args = (qy.data_ptr(), qc.data_ptr() if qc is not None else None, int(qy.dtype == torch.float64),
+            out.data_ptr(), n, ch, h, w, hs, vs)
+    tail = (tables[0].data_ptr(), tables[1 % len(tables)].data_ptr(), tables[-1].data_ptr(), tdouble, stride)
+
+    def run(i: int, j: int):
+        return _result(lib[5](*args, i, j, *tail), lib)
+
+    results = _spread(run, n, out)
+    if any(code == BAD_COEFFICIENT for code, _ in results):
+        raise ValueError("coefficients: expected integers with |coefficient x step| <= 2048 (the range of 8-bit "
+                         "samples), got other values; check them with validate=True")
+    _raise_errors(results, "decode")
+    return None if any(code for code, _ in results) else out

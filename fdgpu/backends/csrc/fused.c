@@ -142,8 +142,9 @@ typedef struct {
     int wide;           /* some step > 255: the inverse DCT's second pass needs 64-bit sums */
 } Table;
 
-/* Quantize + dequantize one block row's coefficients in place (cf[(8 u + v) nb + j]: u horizontal, v vertical
-   frequency), writing the quotients z = t / 8q to z (block layout, channel 8 v + u, plane stride zs) if given. */
+/* Quantize one group's coefficients in place to the integers r = round(t / 8q) a file holds (cf[(8 u + v) GROUP
+   + j]: u horizontal, v vertical frequency), writing the quotients z = t / 8q to z (block layout, channel 8 v + u,
+   plane stride zs) if given. */
 static void quantize(i32 *restrict cf, int nb, const Table *tb, void *z, int z_double, long zs)
 {
     for (int u = 0; u < 8; u++)
@@ -173,47 +174,79 @@ static void quantize(i32 *restrict cf, int nb, const Table *tb, void *z, int z_d
                 i32 t = c[j];
                 i32 a = t < 0 ? -t : t;
                 i32 r = (i32)(((float)a + half) * recip);
-                c[j] = t < 0 ? -r * q : r * q;
+                c[j] = t < 0 ? -r : r;
             }
         }
 }
 
-/* The codec on a u8 plane (rows x cols, multiples of 8), in place: level shift, forward DCT, quantize,
-   dequantize, inverse DCT, range limit; GROUP blocks (in raster order) at a time. scratch: 3 * 64 * GROUP i32.
-   z: the plane's quotients (64, rows / 8, cols / 8), or NULL. */
-static void codec_plane(u8 *plane, int rows, int cols, const Table *tb, i32 *scratch, void *z, int z_double)
+/* The decoder's dequantization, in place: r -> r q (jddctmgr.c). */
+static void dequantize(i32 *restrict cf, int nb, const Table *tb)
+{
+    for (int u = 0; u < 8; u++)
+        for (int v = 0; v < 8; v++) {
+            const i32 q = tb->q[8 * v + u];
+            i32 *restrict c = cf + (8 * u + v) * (long)GROUP;
+            for (int j = 0; j < nb; j++)
+                c[j] *= q;
+        }
+}
+
+/* The encoder's half on the nb (<= GROUP) blocks b0.. (raster order) of a u8 plane (cols samples wide): level
+   shift, forward DCT, quantization; c receives the quantized integers (layout of quantize). a, b, c: 64 * GROUP
+   i32 each. z: the plane's quotients (64, nblocks) or NULL. */
+static void encode_group(const u8 *plane, int cols, long b0, int nb, const Table *tb, i32 *a, i32 *b, i32 *c,
+                         void *z, int z_double, long nblocks)
 {
     const int nbw = cols / 8;
-    const long nblocks = (long)(rows / 8) * nbw, bs = 8L * GROUP;
+    const long bs = 8L * GROUP;
+    for (int j = 0; j < nb; j++) { /* gather: a[(8 k + r) GROUP + j] = sample (r, k) of block j, - 128 */
+        const long blk = b0 + j;
+        const u8 *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;
+        for (int r = 0; r < 8; r++)
+            for (int k = 0; k < 8; k++)
+                a[(8 * k + r) * GROUP + j] = (i32)p[(long)r * cols + k] - 128;
+    }
+    for (int r = 0; r < 8; r++) /* rows: a[k][r] -> b[u][r] */
+        fdct_pass(a + r * GROUP, bs, b + r * GROUP, bs, nb, CONST_BITS - PASS1_BITS);
+    for (int u = 0; u < 8; u++) /* columns: b[u][r] -> c[u][v] */
+        fdct_pass(b + u * bs, GROUP, c + u * bs, GROUP, nb, CONST_BITS + PASS1_BITS);
+    void *zr = NULL;
+    if (z)
+        zr = z_double ? (void *)((double *)z + b0) : (void *)((float *)z + b0);
+    quantize(c, nb, tb, zr, z_double, nblocks);
+}
+
+/* The decoder's half on the same blocks: dequantization of c (in place), inverse DCT, range limit, scatter into
+   the plane. */
+static void decode_group(u8 *plane, int cols, long b0, int nb, const Table *tb, i32 *a, i32 *b, i32 *c)
+{
+    const int nbw = cols / 8;
+    const long bs = 8L * GROUP;
+    dequantize(c, nb, tb);
+    for (int u = 0; u < 8; u++) /* columns: c[u][v] -> b[u][r] */
+        idct_pass1(c + u * bs, GROUP, b + u * bs, GROUP, nb);
+    for (int r = 0; r < 8; r++) /* rows: b[u][r] -> a[k][r], samples 0..255 */
+        (tb->wide ? idct_pass2_wide : idct_pass2)(b + r * GROUP, bs, a + r * GROUP, bs, nb);
+    for (int j = 0; j < nb; j++) { /* scatter back */
+        const long blk = b0 + j;
+        u8 *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;
+        for (int r = 0; r < 8; r++)
+            for (int k = 0; k < 8; k++)
+                p[(long)r * cols + k] = (u8)a[(8 * k + r) * GROUP + j];
+    }
+}
+
+/* The codec on a u8 plane (rows x cols, multiples of 8), in place: the encoder's half then the decoder's, GROUP
+   blocks (in raster order) at a time. scratch: 3 * 64 * GROUP i32. z: the plane's quotients (64, rows / 8,
+   cols / 8), or NULL. */
+static void codec_plane(u8 *plane, int rows, int cols, const Table *tb, i32 *scratch, void *z, int z_double)
+{
+    const long nblocks = (long)(rows / 8) * (cols / 8);
     i32 *a = scratch, *b = scratch + 64L * GROUP, *c = scratch + 128L * GROUP;
     for (long b0 = 0; b0 < nblocks; b0 += GROUP) {
         const int nb = nblocks - b0 < GROUP ? (int)(nblocks - b0) : GROUP;
-        for (int j = 0; j < nb; j++) { /* gather: a[(8 k + r) GROUP + j] = sample (r, k) of block j, - 128 */
-            const long blk = b0 + j;
-            const u8 *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;
-            for (int r = 0; r < 8; r++)
-                for (int k = 0; k < 8; k++)
-                    a[(8 * k + r) * GROUP + j] = (i32)p[(long)r * cols + k] - 128;
-        }
-        for (int r = 0; r < 8; r++) /* rows: a[k][r] -> b[u][r] */
-            fdct_pass(a + r * GROUP, bs, b + r * GROUP, bs, nb, CONST_BITS - PASS1_BITS);
-        for (int u = 0; u < 8; u++) /* columns: b[u][r] -> c[u][v] */
-            fdct_pass(b + u * bs, GROUP, c + u * bs, GROUP, nb, CONST_BITS + PASS1_BITS);
-        void *zr = NULL;
-        if (z)
-            zr = z_double ? (void *)((double *)z + b0) : (void *)((float *)z + b0);
-        quantize(c, nb, tb, zr, z_double, nblocks);
-        for (int u = 0; u < 8; u++) /* columns: c[u][v] -> b[u][r] */
-            idct_pass1(c + u * bs, GROUP, b + u * bs, GROUP, nb);
-        for (int r = 0; r < 8; r++) /* rows: b[u][r] -> a[k][r], samples 0..255 */
-            (tb->wide ? idct_pass2_wide : idct_pass2)(b + r * GROUP, bs, a + r * GROUP, bs, nb);
-        for (int j = 0; j < nb; j++) { /* scatter back */
-            const long blk = b0 + j;
-            u8 *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;
-            for (int r = 0; r < 8; r++)
-                for (int k = 0; k < 8; k++)
-                    p[(long)r * cols + k] = (u8)a[(8 * k + r) * GROUP + j];
-        }
+        encode_group(plane, cols, b0, nb, tb, a, b, c, z, z_double, nblocks);
+        decode_group(plane, cols, b0, nb, tb, a, b, c);
     }
 }
 
@@ -617,6 +650,206 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
                             NULL, NULL, z_double, Y + s * ly, Cb + s * lc, Cr + s * lc, codec, 4);
     }
     return OK;
+}
+
+/* ========================================================================================== the two halves
+   fdgpu.encode and fdgpu.decode on the CPU, from the round trip's own stage functions (image_T's stages 1 and 4,
+   encode_group, decode_group), with the quantized coefficients in between as floats in the torch reference's
+   plane layout: coefficient (v, u) (v the vertical frequency) of block (i, j) of a plane at [8 i + v][8 j + u]. */
+
+/* The largest |r q| fdgpu.decode accepts (fdgpu/coefficients.py MAX_DEQUANTIZED): the inverse DCT's int32 first
+   pass and its 64-bit second pass hold every sum for it. */
+#define MAX_DEQUANTIZED 2048
+
+#define COEF_IO(T)                                                                                              \
+    static void store_coef_##T(const i32 *c, T *plane, int cols, long b0, int nb)                              \
+    {                                                                                                           \
+        const int nbw = cols / 8;                                                                               \
+        for (int j = 0; j < nb; j++) {                                                                          \
+            const long blk = b0 + j;                                                                            \
+            T *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;                                           \
+            for (int v = 0; v < 8; v++)                                                                         \
+                for (int u = 0; u < 8; u++)                                                                     \
+                    p[(long)v * cols + u] = (T)c[(8 * u + v) * GROUP + j];                                      \
+        }                                                                                                       \
+    }                                                                                                           \
+    static void load_coef_##T(const T *plane, i32 *c, int cols, long b0, int nb)                               \
+    {                                                                                                           \
+        const int nbw = cols / 8;                                                                               \
+        for (int j = 0; j < nb; j++) {                                                                          \
+            const long blk = b0 + j;                                                                            \
+            const T *p = plane + (blk / nbw) * 8L * cols + (blk % nbw) * 8;                                     \
+            for (int v = 0; v < 8; v++)                                                                         \
+                for (int u = 0; u < 8; u++)                                                                     \
+                    c[(8 * u + v) * GROUP + j] = (i32)p[(long)v * cols + u];                                    \
+        }                                                                                                       \
+    }                                                                                                           \
+    /* 1 unless every value of the plane is an integer with |value * step| <= MAX_DEQUANTIZED (NaN fails) */    \
+    static int bad_coef_##T(const T *plane, long rows, int cols, const i32 *q)                                  \
+    {                                                                                                           \
+        for (long r = 0; r < rows; r++)                                                                         \
+            for (int k = 0; k < cols; k++) {                                                                    \
+                const double v = (double)plane[r * cols + k];                                                   \
+                if (!(v == floor(v) && fabs(v) * q[8 * (r % 8) + k % 8] <= MAX_DEQUANTIZED))                    \
+                    return 1;                                                                                   \
+            }                                                                                                   \
+        return 0;                                                                                               \
+    }
+COEF_IO(float)
+COEF_IO(double)
+
+#define BAD_COEFFICIENT 4 /* fdgpu_decode: a coefficient that is not an integer with |r q| <= MAX_DEQUANTIZED */
+
+/* The pointers and table layout of the halves' entries (after check_batch). */
+static int check_halves(int ch, const void *in, const void *out, const void *qc, const void *t0, const void *t1,
+                        const void *t2, int tables_double, int table_stride)
+{
+    if (!in || !out || !t0)
+        return bad("inputs, outputs, luma table: expected non-NULL pointers");
+    if (ch == 3 && (!qc || !t1 || !t2))
+        return bad("chroma coefficients and tables: expected non-NULL pointers for ch = 3");
+    if (tables_double != 0 && tables_double != 1)
+        return bad("tables_double: expected 0 (float32) or 1 (float64)");
+    if (table_stride != 0 && table_stride != 64)
+        return bad("table_stride: expected 0 (shared tables) or 64 (one table per image)");
+    return OK;
+}
+
+/* Loads table i (stride 64, or 0: shared) of src into q/half/recip/tb; 0 when a step is not an integer in
+   1..32768. */
+static int table_of(const void *src, int dbl, int stride, int i, i32 *q, float *half, float *recip, Table *tb)
+{
+    const void *t = (const char *)src + (long)i * stride * (dbl ? 8 : 4);
+    tb->wide = 0;
+    if (!load_table(t, dbl, q, half, recip, &tb->wide))
+        return 0;
+    tb->q = q, tb->half = half, tb->recip = recip;
+    return 1;
+}
+
+static void encode_plane(const u8 *plane, int rows, int cols, const Table *tb, i32 *scratch, void *dst, int dbl)
+{
+    const long nblocks = (long)(rows / 8) * (cols / 8);
+    i32 *a = scratch, *b = scratch + 64L * GROUP, *c = scratch + 128L * GROUP;
+    for (long b0 = 0; b0 < nblocks; b0 += GROUP) {
+        const int nb = nblocks - b0 < GROUP ? (int)(nblocks - b0) : GROUP;
+        encode_group(plane, cols, b0, nb, tb, a, b, c, NULL, 0, nblocks);
+        if (dbl)
+            store_coef_double(c, (double *)dst, cols, b0, nb);
+        else
+            store_coef_float(c, (float *)dst, cols, b0, nb);
+    }
+}
+
+static void decode_plane(u8 *plane, int rows, int cols, const Table *tb, i32 *scratch, const void *src, int dbl)
+{
+    const long nblocks = (long)(rows / 8) * (cols / 8);
+    i32 *a = scratch, *b = scratch + 64L * GROUP, *c = scratch + 128L * GROUP;
+    for (long b0 = 0; b0 < nblocks; b0 += GROUP) {
+        const int nb = nblocks - b0 < GROUP ? (int)(nblocks - b0) : GROUP;
+        if (dbl)
+            load_coef_double((const double *)src, c, cols, b0, nb);
+        else
+            load_coef_float((const float *)src, c, cols, b0, nb);
+        decode_group(plane, cols, b0, nb, tb, a, b, c);
+    }
+}
+
+/* fdgpu.encode of images [i0, i1) of x (n, ch, h, w): the quantized coefficients into qy (n, 1, hp, wp) and qc
+   (n, 2, hp / vs, wp / hs) (ch = 3), in x's float type. Tables as in fdgpu_forward. Returns 0; 1 when a step is
+   not an integer in 1..32768 (nothing written); 2 out of memory; 3 invalid arguments (fdgpu_error() says which;
+   nothing read or written). */
+int fdgpu_encode(const void *x, int x_double, int n, int ch, int h, int w, int hs, int vs, int i0, int i1,
+                 const void *lt, const void *ct, int tables_double, int table_stride, void *qy, void *qc)
+{
+    int rc = check_batch(n, ch, h, w, hs, vs, i0, i1, x_double);
+    if (rc || (rc = check_halves(ch, x, qy, qc, lt, ct, ct, tables_double, table_stride)))
+        return rc;
+    Geo g = make_geo(ch, h, w, hs, vs);
+    i32 q[2][64];
+    float half[2][64], recip[2][64];
+    Table tabs[2];
+    for (int i = i0; i < (table_stride ? i1 : i0 + 1); i++) /* every table first: nothing written on failure */
+        for (int t = 0; t < (ch == 3 ? 2 : 1); t++)
+            if (!table_of(t ? ct : lt, tables_double, table_stride, i, q[t], half[t], recip[t], &tabs[t]))
+                return BAD_STEP;
+    u8 *buf = ensure_scratch(scratch_bytes(&g, 1));
+    if (!buf)
+        return NO_MEMORY;
+    const long xs = (long)ch * h * w, ly = (long)g.hp * g.wp, lc = (long)(g.hp / g.vs) * (g.wp / g.hs);
+    const int eb = x_double ? 8 : 4;
+    i32 *codec = (i32 *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    u8 *Y = (u8 *)(codec + 3 * 64L * GROUP + ROWS * ((long)g.wp + 8)), *Cb = Y + ly, *Cr = Cb + lc;
+    for (int i = i0; i < i1; i++) {
+        for (int t = 0; t < (ch == 3 ? 2 : 1); t++)
+            table_of(t ? ct : lt, tables_double, table_stride, table_stride ? i : 0, q[t], half[t], recip[t],
+                     &tabs[t]);
+        if (x_double)
+            image_double((const double *)x + i * xs, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
+        else
+            image_float((const float *)x + i * xs, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
+        encode_plane(Y, g.hp, g.wp, &tabs[0], codec, (char *)qy + i * ly * eb, x_double);
+        if (ch == 3) {
+            encode_plane(Cb, g.hp / g.vs, g.wp / g.hs, &tabs[1], codec, (char *)qc + 2 * i * lc * eb, x_double);
+            encode_plane(Cr, g.hp / g.vs, g.wp / g.hs, &tabs[1], codec, (char *)qc + (2 * i + 1) * lc * eb,
+                         x_double);
+        }
+    }
+    return 0;
+}
+
+/* fdgpu.decode of images [i0, i1): quantized coefficients qy (n, 1, hp, wp) and qc (n, 2, hp / vs, wp / hs)
+   (ch = 3), float32 or float64 by q_double, into out (n, ch, h, w) of the same type. Tables ly, lcb, lcr (Cb and
+   Cr may differ) as in fdgpu_forward. Returns 0; 1 when a step is not an integer in 1..32768; 2 out of memory;
+   3 invalid arguments (fdgpu_error() says which); 4 (BAD_COEFFICIENT) when a coefficient is not an integer with
+   |r q| <= MAX_DEQUANTIZED. Nothing is written unless it returns 0. */
+int fdgpu_decode(const void *qy, const void *qc, int q_double, void *out, int n, int ch, int h, int w, int hs, int vs,
+                 int i0, int i1, const void *ly, const void *lcb, const void *lcr, int tables_double, int table_stride)
+{
+    int rc = check_batch(n, ch, h, w, hs, vs, i0, i1, q_double);
+    if (rc || (rc = check_halves(ch, qy, out, qc, ly, lcb, lcr, tables_double, table_stride)))
+        return rc;
+    Geo g = make_geo(ch, h, w, hs, vs);
+    const int np = ch == 3 ? 3 : 1;
+    const void *src[3] = {ly, lcb, lcr};
+    i32 q[3][64];
+    float half[3][64], recip[3][64];
+    Table tabs[3];
+    const long ly_ = (long)g.hp * g.wp, lc = (long)(g.hp / g.vs) * (g.wp / g.hs);
+    const int eb = q_double ? 8 : 4;
+    for (int i = i0; i < i1; i++) /* every table and coefficient first: nothing written on failure */
+        for (int t = 0; t < np; t++) {
+            if (!table_of(src[t], tables_double, table_stride, table_stride ? i : 0, q[t], half[t], recip[t],
+                          &tabs[t]))
+                return BAD_STEP;
+            const char *plane = t == 0 ? (const char *)qy + i * ly_ * eb : (const char *)qc + (2 * i + t - 1) * lc * eb;
+            const long rows = t == 0 ? g.hp : g.hp / g.vs;
+            const int cols = t == 0 ? g.wp : g.wp / g.hs;
+            if (q_double ? bad_coef_double((const double *)plane, rows, cols, q[t])
+                         : bad_coef_float((const float *)plane, rows, cols, q[t]))
+                return BAD_COEFFICIENT;
+        }
+    u8 *buf = ensure_scratch(scratch_bytes(&g, 1));
+    if (!buf)
+        return NO_MEMORY;
+    const long os = (long)ch * h * w;
+    i32 *codec = (i32 *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    u8 *Y = (u8 *)(codec + 3 * 64L * GROUP + ROWS * ((long)g.wp + 8)), *Cb = Y + ly_, *Cr = Cb + lc;
+    u8 *planes[3] = {Y, Cb, Cr};
+    for (int i = i0; i < i1; i++) {
+        for (int t = 0; t < np; t++) {
+            table_of(src[t], tables_double, table_stride, table_stride ? i : 0, q[t], half[t], recip[t], &tabs[t]);
+            tabs[t].wide = 1; /* |r q| up to MAX_DEQUANTIZED: the second pass's sums need 64 bits */
+            const char *plane = t == 0 ? (const char *)qy + i * ly_ * eb : (const char *)qc + (2 * i + t - 1) * lc * eb;
+            decode_plane(planes[t], t == 0 ? g.hp : g.hp / g.vs, t == 0 ? g.wp : g.wp / g.hs, &tabs[t], codec, plane,
+                         q_double);
+        }
+        if (q_double)
+            image_double(NULL, (double *)out + i * os, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 4);
+        else
+            image_float(NULL, (float *)out + i * os, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 4);
+    }
+    return 0;
 }
 
 /* ========================================================================================== the backward
