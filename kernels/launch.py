@@ -10,7 +10,6 @@ import functools
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
-import triton
 
 from fdgpu.reference import dct as _ref_dct
 from fdgpu.reference.jpeg import Geometry
@@ -127,7 +126,12 @@ def _tables(t: torch.Tensor, n: int, device: torch.device) -> Tuple[torch.Tensor
 
 
 def _rows(t: torch.Tensor, s: int, i: int, j: int) -> torch.Tensor:
-    return t[i:j] if s else t
+    return _part(t, i, j) if s else t
+
+
+def _part(t: torch.Tensor, i: int, j: int) -> torch.Tensor:
+    """Images ``i:j`` of ``t``: ``t`` itself for the whole batch (one launch, the usual case: no view to build)."""
+    return t if i == 0 and j == t.shape[0] else t[i:j]
 
 
 def _device_guard(t: torch.Tensor):
@@ -142,22 +146,49 @@ class Launch(NamedTuple):
     tile: Tuple[int, int]
     nt_w: int
     nt: int
-    chunks: List[Tuple[int, int, Tuple[int, int, int]]]
+    chunks: Tuple[Tuple[int, int, Tuple[int, int, int]], ...]
     warps: int
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)  # plain integers: triton.cdiv is a ConstexprFunction, ~2.7 us per call on the host
 
 
 def _launch(n: int, kernel: str, cls: str, rows: int, cols: int, planes: int = 1) -> Launch:
     # rows x cols units (blocks or pixels) in tiles of tile[0] x tile[1], ``planes`` programs per tile
     tile, warps = CONFIGS[cls][kernel]
-    nt_w = planes * triton.cdiv(cols, tile[1])
-    nt = triton.cdiv(rows, tile[0]) * nt_w
-    return Launch(tile, nt_w, nt, launch_chunks(n, nt), warps)
+    nt_w = planes * _cdiv(cols, tile[1])
+    nt = _cdiv(rows, tile[0]) * nt_w
+    return Launch(tile, nt_w, nt, tuple(launch_chunks(n, nt)), warps)
+
+
+# Launch plans and geometries are cached per shape (a model's inputs repeat their shape): the host time of a call
+# is what small images pay for, ~9 us per plan when rebuilt. The size class is part of the key (computed per call
+# from SMALL_MAX); clear_plans() forgets them (tests that change the configuration).
+_PLAN_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=_PLAN_CACHE)
+def _geometry(h: int, w: int, ch: int, subsampling: str) -> Geometry:
+    return Geometry.of(h, w, ch, subsampling)
+
+
+def clear_plans() -> None:
+    """Forget the cached launch plans and geometries."""
+    for f in (_geometry, _forward_plan, _backward_plan):
+        f.cache_clear()
 
 
 def forward_plan(n: int, ch: int, h: int, w: int, subsampling: str) -> Dict[str, Launch]:
-    """The launches of :func:`forward` for an ``(n, ch, h, w)`` batch, in order, without launching anything."""
-    g = Geometry.of(h, w, ch, subsampling)
-    nbh, nbw, c = g.hp // 8, g.wp // 8, size_class(h, w)
+    """The launches of :func:`forward` for an ``(n, ch, h, w)`` batch, in order, without launching anything (cached
+    per shape: do not modify the result)."""
+    return _forward_plan(n, ch, h, w, subsampling, size_class(h, w))
+
+
+@functools.lru_cache(maxsize=_PLAN_CACHE)
+def _forward_plan(n: int, ch: int, h: int, w: int, subsampling: str, c: str) -> Dict[str, Launch]:
+    g = _geometry(h, w, ch, subsampling)
+    nbh, nbw = g.hp // 8, g.wp // 8
     if ch == 1 or (g.hs, g.vs) == (1, 1):
         return {"_jpeg_fwd_kernel": _launch(n, "_jpeg_fwd_kernel", c, nbh, nbw)}
     return {"_jpeg_fwd_sub_kernel": _launch(n, "_jpeg_fwd_sub_kernel", c, nbh // g.vs, nbw // g.hs, g.vs * g.hs + 2),
@@ -171,9 +202,16 @@ MODES = ("ste", "soft")
 
 def backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, mode: str,
                   table_grads: bool) -> Dict[str, Launch]:
-    """The launches of :func:`backward`, in order, without launching anything."""
-    g = Geometry.of(h, w, ch, subsampling)
-    nbh, nbw, c = g.hp // 8, g.wp // 8, size_class(h, w)
+    """The launches of :func:`backward`, in order, without launching anything (cached per shape: do not modify the
+    result)."""
+    return _backward_plan(n, ch, h, w, subsampling, mode, table_grads, size_class(h, w))
+
+
+@functools.lru_cache(maxsize=_PLAN_CACHE)
+def _backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, mode: str, table_grads: bool,
+                   c: str) -> Dict[str, Launch]:
+    g = _geometry(h, w, ch, subsampling)
+    nbh, nbw = g.hp // 8, g.wp // 8
     out = {}
     if ch == 3 and (g.hs, g.vs) != (1, 1):
         out["_jpeg_bwd_chroma_kernel"] = _launch(n, "_jpeg_bwd_chroma_kernel", c, nbh // g.vs, nbw // g.hs, 2)
@@ -193,7 +231,7 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
     """JPEG round trip of ``x`` ``(N, C, H, W)`` float32 in [0, 1]. Tables may be ``(8, 8)`` or ``(N, 8, 8)`` of
     any strides, float dtype and device; ``chroma_table`` None (grayscale) reads the luma table."""
     n, ch, h, w = x.shape
-    g = Geometry.of(h, w, ch, subsampling)
+    g = _geometry(h, w, ch, subsampling)
     if chroma_table is None:
         chroma_table = luma_table
     lq, sl = _tables(luma_table, n, x.device)
@@ -207,7 +245,8 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
             pl = plan["_jpeg_fwd_kernel"]
             (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
-                _jpeg_fwd_kernel[grid](x[i:j], y[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k, sl, sc, h, w,
+                xs, ys = _part(x, i, j), _part(y, i, j)
+                _jpeg_fwd_kernel[grid](xs, ys, _rows(lq, sl, i, j), _rows(cq, sc, i, j), k, sl, sc, h, w,
                                        nbh, nbw, nt_w, nt, C=ch, TBH=tbh, TBW=tbw, **_opts(pl))
         else:
             yb = torch.empty((n, h, w), dtype=torch.uint8, device=x.device)
@@ -215,13 +254,15 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
             pl = plan["_jpeg_fwd_sub_kernel"]
             (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
-                _jpeg_fwd_sub_kernel[grid](x[i:j], yb[i:j], cb[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
+                xs, ybs, cbs = _part(x, i, j), _part(yb, i, j), _part(cb, i, j)
+                _jpeg_fwd_sub_kernel[grid](xs, ybs, cbs, _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
                                            sl, sc, h, w, g.hc, g.wc, nbh, nbw, nt_w, nt, HS=g.hs, VS=g.vs,
                                            TBH=tbh, TBW=tbw, **_opts(pl))
             pl = plan["_jpeg_up_kernel"]
             (bh, bw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
-                _jpeg_up_kernel[grid](yb[i:j], cb[i:j], y[i:j], h, w, g.hc, g.wc, nt_w, nt, HS=g.hs, VS=g.vs,
+                ybs, cbs, ys = _part(yb, i, j), _part(cb, i, j), _part(y, i, j)
+                _jpeg_up_kernel[grid](ybs, cbs, ys, h, w, g.hc, g.wc, nt_w, nt, HS=g.hs, VS=g.vs,
                                       FANCY=g.wc > 2, BH=bh, BW=bw, **_opts(pl))
     return y
 
@@ -239,7 +280,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, luma_table: torch.Tensor, chro
     n, ch, h, w = grad.shape
     if chroma_table is None:
         chroma_table = luma_table
-    g = Geometry.of(h, w, ch, subsampling)
+    g = _geometry(h, w, ch, subsampling)
     lq, sl = _tables(luma_table, n, grad.device)
     cq, sc = _tables(chroma_table, n, grad.device)
     plan = backward_plan(n, ch, h, w, subsampling, mode, table_grads)
@@ -256,7 +297,8 @@ def backward(grad: torch.Tensor, x: torch.Tensor, luma_table: torch.Tensor, chro
             pl = plan["_jpeg_bwd_chroma_kernel"]
             (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
-                _jpeg_bwd_chroma_kernel[grid](grad[i:j], gc[i:j], h, w, g.hc, g.wc, wcp, nbhc, nbwc, nt_w, nt,
+                _jpeg_bwd_chroma_kernel[grid](_part(grad, i, j), _part(gc, i, j), h, w, g.hc, g.wc, wcp, nbhc, nbwc,
+                                              nt_w, nt,
                                               HS=g.hs, VS=g.vs, FANCY=g.wc > 2, TBH=tbh, TBW=tbw,
                                               **_opts(pl))
         if "_jpeg_bwd_table_kernel" in plan:  # before the soft chroma kernel, which overwrites gc
@@ -264,23 +306,25 @@ def backward(grad: torch.Tensor, x: torch.Tensor, luma_table: torch.Tensor, chro
             (tbh, tbw), nt_w, nt, chunks, _ = pl
             part = torch.empty((n, nt, 64), dtype=torch.float32, device=grad.device)
             for i, j, grid in chunks:
-                _jpeg_bwd_table_kernel[grid](grad[i:j], x[i:j], gc[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j),
-                                             k, part[i:j], sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch,
+                gs, xs, gcs = _part(grad, i, j), _part(x, i, j), _part(gc, i, j)
+                _jpeg_bwd_table_kernel[grid](gs, xs, gcs, _rows(lq, sl, i, j), _rows(cq, sc, i, j),
+                                             k, _part(part, i, j), sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch,
                                              HS=g.hs, VS=g.vs, MODE=mode, TBH=tbh, TBW=tbw, **_opts(pl))
             gl, gc_t = _reduce_table_grads(part, nt // nt_w, ch, g.hs * g.vs, luma_table, chroma_table)
         if "_jpeg_bwd_chroma_soft_kernel" in plan:
             pl = plan["_jpeg_bwd_chroma_soft_kernel"]
             (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
-                _jpeg_bwd_chroma_soft_kernel[grid](x[i:j], _rows(cq, sc, i, j), k, gc[i:j], sc, h, w, g.hc, wcp,
-                                                   nbhc, nbwc, nt_w, nt, HS=g.hs, VS=g.vs, TBH=tbh, TBW=tbw,
+                _jpeg_bwd_chroma_soft_kernel[grid](_part(x, i, j), _rows(cq, sc, i, j), k, _part(gc, i, j), sc, h, w,
+                                                   g.hc, wcp, nbhc, nbwc, nt_w, nt, HS=g.hs, VS=g.vs, TBH=tbh, TBW=tbw,
                                                    **_opts(pl))
         if "_jpeg_bwd_kernel" in plan:
             pl = plan["_jpeg_bwd_kernel"]
             (tbh, tbw), nt_w, nt, chunks, _ = pl
             for i, j, grid in chunks:
-                _jpeg_bwd_kernel[grid](grad[i:j], x[i:j], gc[i:j], _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
-                                       out[i:j], sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch, HS=g.hs,
+                gs, xs, gcs = _part(grad, i, j), _part(x, i, j), _part(gc, i, j)
+                _jpeg_bwd_kernel[grid](gs, xs, gcs, _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
+                                       _part(out, i, j), sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch, HS=g.hs,
                                        VS=g.vs, MODE=mode, TBH=tbh, TBW=tbw, **_opts(pl))
     return out, gl, gc_t
 
