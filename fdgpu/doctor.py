@@ -56,19 +56,25 @@ def versions() -> dict:
 
 
 def backends() -> dict:
-    """``{name: {"usable": bool, "why": str or None, ...}}`` for every backend of ``backend=``: the registry's
-    :func:`fdgpu.backends.status` (devices, dtypes and, for ``cpu``, the C library's file, target and origin)."""
+    """``{name: {"usable": bool, "why": str or None, ...}}`` for every backend of ``backend=``: the facts of
+    :func:`fdgpu.backends.status` (which loads the C library and, where CUDA or the interpreter is there, imports
+    Triton)."""
     from . import backends as registry
 
     out = {}
-    for name, s in registry.status().items():
-        out[name] = {"usable": s["available"], "why": s["reason"],
-                     **{k: v for k, v in s.items() if k not in ("available", "reason")}}
-    triton = out.get("triton")
-    if triton is not None and triton["usable"] and not torch.cuda.is_available():
-        triton["why"] = ("no CUDA device: the kernels run on Triton's CPU interpreter (TRITON_INTERPRET=1), for "
-                         "testing, not speed")
+    for name, st in registry.status().items():
+        why = st.get("reason")
+        if name == "triton" and st["available"] and not torch.cuda.is_available():
+            why = "no CUDA device: the kernels run on Triton's CPU interpreter (TRITON_INTERPRET=1), for testing"
+        out[name] = {"usable": bool(st["available"]), "why": why, **{k: v for k, v in st.items()
+                                                                     if k not in ("available", "reason")}}
     return out
+
+
+def _triton_usable() -> bool:
+    from . import backends as registry
+
+    return registry.REGISTRY["triton"].status()["available"]
 
 
 def devices(run_selfcheck: bool = True) -> list:
@@ -131,16 +137,17 @@ def report(probe_seconds: float = 2.0) -> dict:
     """Every fact of the doctor, as one JSON-able dict."""
     out = {"versions": versions(), "backends": backends(), "devices": devices(), "probes": {}}
     if probe_seconds > 0:
+        cuda = torch.cuda.is_available()
         for name, b in out["backends"].items():
             if not b["usable"]:
                 continue
-            dev = torch.device("cuda") if name == "triton" and torch.cuda.is_available() else torch.device("cpu")
-            targets = [dev] + ([torch.device("cuda")] if name == "torch" and torch.cuda.is_available() else [])
+            targets = {"torch": ["cpu"] + (["cuda"] if cuda else []), "cpu": ["cpu"],
+                       "triton": ["cuda" if cuda else "cpu"]}.get(name, ["cuda" if cuda else "cpu"])
             for d in targets:
                 try:
-                    out["probes"][f"{name} {d.type}"] = probe(name, d, probe_seconds)
+                    out["probes"][f"{name} {d}"] = probe(name, torch.device(d), probe_seconds)
                 except Exception as e:  # a failing backend is a finding, not a crash of the doctor
-                    out["probes"][f"{name} {d.type}"] = {"error": f"{type(e).__name__}: {e}"}
+                    out["probes"][f"{name} {d}"] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
 
