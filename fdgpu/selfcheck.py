@@ -262,18 +262,27 @@ def ensure(device: torch.device) -> None:
     device it is one dictionary lookup."""
     if torch.compiler.is_compiling():
         return
-    if device.type == "cuda":
-        if torch.cuda.is_current_stream_capturing():
-            return
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
     hit = _by_device.get(device, _MISSING)
     if hit is None:
         return
     if hit is _MISSING:
-        hit = _by_device[device] = _check(device)
+        if _not_now(device):
+            return
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        hit = _by_device.get(device, _MISSING)
+        if hit is _MISSING:
+            hit = _by_device[device] = _check(device)
     if hit is not None:
         raise SelfCheckError(hit)
+
+
+def _not_now(device: torch.device) -> bool:
+    """Whether the check cannot run now: fake tensors (shapes without data, e.g. a CUDA device on a machine without
+    one) or a CUDA graph being captured."""
+    if torch._guards.detect_fake_mode() is not None:
+        return True
+    return device.type == "cuda" and (not torch.cuda.is_available() or torch.cuda.is_current_stream_capturing())
 
 
 def _check(device: torch.device) -> Optional[str]:
