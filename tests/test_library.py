@@ -193,6 +193,11 @@ def test_build_on_first_use_then_cache_without_a_compiler(package, monkeypatch):
     try:
         _library._reset()
         assert _library.library() is None
+        os.chmod(fresh, 0o770)  # group-writable: only when the group is the user's private group
+        for own, loads in ((False, False), (True, True)):
+            monkeypatch.setattr(_library, "_own_group", lambda gid, own=own: own)
+            _library._reset()
+            assert (_library.library() is not None) == loads
     finally:
         os.chmod(fresh, 0o700)
     _library._reset()

@@ -15,7 +15,8 @@ compiled with the system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``) i
 ``~/.cache/fdgpu``) under a name made of a hash of the source, the target, its flags and the machine (never of the
 building CPU: the target is named, not ``-march=native``), written atomically with a ``.sha256`` record beside it.
 A cached library is used without a compiler on PATH, and only when that record matches its bytes and the file and
-its folder belong to this user and are writable by nobody else (no loading what another user could have put there).
+its folder belong to this user and are writable by nobody else (no loading what another user could have put there;
+a group-writable folder is accepted when the group is the user's own private group).
 
 ``FDGPU_FUSED=0`` turns the library off. :func:`library` gives the entry points ``(fdgpu_forward, fdgpu_backward,
 fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode, fdgpu_decode)`` as ctypes functions, or None; :func:`status` says
@@ -115,12 +116,27 @@ def _cache_paths(target: str) -> Tuple[Path, Path]:
     return lib, lib.with_suffix(".sha256")
 
 
+def _own_group(gid: int) -> bool:
+    """Whether ``gid`` is this user's private group (named after the user, no other members): where every user has
+    one, the usual umask 002 makes files group-writable without letting anyone else write them."""
+    try:
+        import grp
+        import pwd
+
+        group, user = grp.getgrgid(gid), pwd.getpwuid(os.geteuid())
+    except (ImportError, KeyError):
+        return False
+    return gid == user.pw_gid and group.gr_name == user.pw_name and not set(group.gr_mem) - {user.pw_name}
+
+
 def _private(path: Path) -> bool:
     """Whether ``path`` belongs to this user and nobody else can write it (POSIX; elsewhere: True)."""
     if not hasattr(os, "geteuid"):
         return True
     st = path.stat()
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_IWOTH:
+        return False
+    return not st.st_mode & stat.S_IWGRP or _own_group(st.st_gid)
 
 
 def _cached(target: str) -> Optional[Path]:
