@@ -76,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--quality", type=int, default=75, help="quality the CIFAR-10 files are stored at")
     ap.add_argument("--files", type=Path, help="a folder of .jpg files to attack instead (with --labels)")
     ap.add_argument("--labels", type=Path, help=".npy of the files' labels (sorted file order)")
-    ap.add_argument("--eps", type=float, default=4 / 255, help="L-inf budget (default 4/255)")
+    ap.add_argument("--eps", type=float, default=4, help="L-inf budget in levels of 255 (default 4)")
     ap.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     ap.add_argument("--out", type=Path, required=True, help="folder for the re-saved files (created)")
     args = ap.parse_args(argv)
@@ -117,10 +117,10 @@ def main(argv=None):
         for i in range(0, len(x0), 100):
             sl = slice(i, i + 100)
             model = nn.Sequential(Resave(luma[sl], chroma[sl], sub), classifier) if through else classifier
-            parts.append(pgd(model.eval(), x0[sl], y[sl], eps=args.eps, steps=args.steps,
+            parts.append(pgd(model.eval(), x0[sl], y[sl], eps=args.eps / 255, steps=args.steps,
                              generator=torch.Generator().manual_seed(i)))
         x_adv = torch.cat(parts)
-        assert (x_adv - x0).abs().max() <= args.eps + 1e-6
+        assert (x_adv - x0).abs().max() <= args.eps / 255 + 1e-6
         results[name] = resave_and_score(x_adv, name)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
@@ -131,7 +131,7 @@ def main(argv=None):
     origin = f"{args.files}" if args.files else f"CIFAR-10 test images 0..{len(paths) - 1} saved by Pillow at " \
                                                   f"quality {args.quality}"
     print(f"{len(paths)} stored files ({origin}), {sub}; ResNet-20; PGD-{args.steps} L-inf eps "
-          f"{args.eps * 255:.3g}/255 on the stored pixels, re-saved with each file's own tables")
+          f"{args.eps:g}/255 on the stored pixels, re-saved with each file's own tables")
     print(f"accuracy on the stored files:                       {clean:.4f}")
     print(f"accuracy on the stored files re-saved (no attack):  {clean_resaved[0]:.4f}")
     for name, (acc, same) in results.items():

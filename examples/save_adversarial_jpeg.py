@@ -31,7 +31,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=500, help="CIFAR-10 test images 0..n-1 (default 500)")
     ap.add_argument("--quality", type=int, default=75, help="JPEG quality of the layer and of the files")
-    ap.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget (default 8/255)")
+    ap.add_argument("--eps", type=float, default=8, help="L-inf budget in levels of 255 (default 8)")
     ap.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     ap.add_argument("--out", type=Path, required=True, help="folder for the .jpg files (created)")
     args = ap.parse_args(argv)
@@ -43,7 +43,7 @@ def main(argv=None):
     classifier = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net).eval()
     model = nn.Sequential(fdgpu.JPEG(args.quality, backward="ste"), classifier).eval()
     t0 = time.perf_counter()
-    x_adv = torch.cat([pgd(model, x[i:i + 100], y[i:i + 100], eps=args.eps, steps=args.steps,
+    x_adv = torch.cat([pgd(model, x[i:i + 100], y[i:i + 100], eps=args.eps / 255, steps=args.steps,
                            generator=torch.Generator().manual_seed(i)) for i in range(0, len(x), 100)])
     t_attack = time.perf_counter() - t0
 
@@ -65,7 +65,7 @@ def main(argv=None):
             return (classifier(images).argmax(1) == y).float().mean().item()
         same = torch.equal(from_files, layer_out)
         print(f"CIFAR-10 test images 0..{args.n - 1}, ResNet-20, JPEG quality {args.quality}, "
-              f"PGD-{args.steps} L-inf eps {args.eps * 255:.3g}/255 through fdgpu.jpeg (ste)")
+              f"PGD-{args.steps} L-inf eps {args.eps:g}/255 through fdgpu.jpeg (ste)")
         print(f"accuracy on JPEG of the clean images:        {acc(fdgpu.jpeg(x, args.quality)):.4f}")
         print(f"accuracy on the layer's output (x_adv):      {acc(layer_out):.4f}")
         print(f"accuracy on the .jpg files read by Pillow:   {acc(from_files):.4f}")

@@ -155,12 +155,17 @@ def _blocks_to_plane(b: torch.Tensor, hb: int, wb: int) -> torch.Tensor:
     return b.permute(0, 1, 3, 2, 4).reshape(n, 8 * hb, 8 * wb)
 
 
-def _backend(backend: str, x: torch.Tensor) -> None:
+def _backend(backend: str, x: torch.Tensor) -> str:
+    """The backend the halves run on: "cpu" (the C library's halves, CPU tensors) or "torch" (the reference)."""
     check_choice("backend", backend, BACKENDS)
-    if backend not in ("auto", "torch"):
-        raise ValueError(f"backend={backend!r}: encode and decode run on the torch backend (on any device, CUDA "
-                         f"included; on CPU it calls the C library's halves); use backend='auto' or 'torch' (the "
-                         f"Triton kernels implement the fused round trip fdgpu.jpeg / requantize only)")
+    if backend == "triton":
+        raise ValueError("backend='triton': the Triton kernels implement the fused round trip only (fdgpu.jpeg, "
+                         "fdgpu.requantize); encode and decode run on backend='cpu' (the C library's halves, CPU "
+                         "tensors) or 'torch' (any device, CUDA included); use backend='auto'")
+    if backend == "auto" and x.device.type != "cpu":
+        return "torch"
+    from . import backends
+    return backends.resolve(backend, x.device)
 
 
 def _table(name: str, t, n: int, device, dtype) -> torch.Tensor:
@@ -185,9 +190,11 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
         color: "ycbcr" (JPEG) or "rgb" (each channel a grayscale plane with ``luma_table``, as in
             :func:`fdgpu.requantize`).
         backward: "ste", "soft" or "exact" (see the module's docstring).
-        backend: "auto" or "torch": on CPU tensors with integer steps the C library's encoder half (the round
-            trip's own stage functions, ``fdgpu_encode``) where it is available, else the torch reference, on any
-            device; the same bits either way. The Triton kernels have no separate halves.
+        backend: "auto" ("cpu" for CPU tensors when the C library is available, else "torch"), "cpu" (the C
+            library's encoder half ``fdgpu_encode``, built from the round trip's own stage functions; steps that
+            are not integers in 1..32768 and saved quotients use the torch reference's ops, as the round trip's
+            "cpu" backend does) or "torch" (the reference, any device); the same bits on each. "triton" is
+            refused: the kernels implement the fused round trip only.
         validate: check values (one host sync), as in :func:`fdgpu.requantize`.
 
     Returns:
@@ -206,7 +213,7 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
     check_choice("subsampling", subsampling, SUBSAMPLINGS)
     check_choice("color", color, COLORS)
     _check_backward(backward)
-    _backend(backend, x)
+    impl = _backend(backend, x)
     *lead, ch, h, w = x.shape
     n = math.prod(lead)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -249,12 +256,12 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
             raise ValueError("chroma_table: expected None with color='rgb', where every RGB channel uses "
                              "luma_table; pass one table as luma_table")
         g = encode(xf.reshape(n * 3, 1, h, w), luma_table=lt.repeat_interleave(3, dim=0), backward=backward,
-                   backend=backend, validate=False)
+                   backend=impl, validate=False)
         comps = tuple(g.components[0].view(n, 3, *g.components[0].shape[1:]).unbind(1))
         return Coefficients(comps, (lt, lt, lt), (h, w), "4:4:4", "rgb")
     grad = torch.is_grad_enabled() and (x.requires_grad or lt.requires_grad or ct.requires_grad)
     save = grad and (backward == "soft" or lt.requires_grad or ct.requires_grad)
-    qy, qc, _, _ = ops.encode(xf, lt, ct, subsampling, backward, save)
+    qy, qc, _, _ = ops.encode(xf, lt, ct, subsampling, impl, backward, save)
     if ch == 1:
         return Coefficients((_planes_to_blocks(qy[:, 0], *block_grid((h, w), "4:4:4", 0)),), (lt,), (h, w),
                             "4:4:4", "gray")
@@ -339,7 +346,7 @@ def decode(coefficients: Coefficients, *, backward: str = "ste", backend: str = 
         coefficients: :class:`Coefficients` (from :func:`encode` or :func:`fdgpu.io.read_jpeg`); integer
             components of any real dtype (integer dtypes are read as float32).
         backward: "ste", "soft" (the same for this half) or "exact" (see the module's docstring).
-        backend: "auto" or "torch", as in :func:`encode` (the C library's ``fdgpu_decode`` on CPU tensors).
+        backend: "auto", "cpu" (the C library's ``fdgpu_decode``) or "torch", as in :func:`encode`.
         validate: check that the components are integers with ``|r Q| <= 2048`` and the tables are >= 1 (one host
             sync); shape checks always run.
 
@@ -356,7 +363,7 @@ def decode(coefficients: Coefficients, *, backward: str = "ste", backend: str = 
     check_coefficients(coefficients, validate)
     _check_backward(backward)
     c = coefficients
-    _backend(backend, c.components[0])
+    impl = _backend(backend, c.components[0])
     comps = [t if t.is_floating_point() and t.dtype in (torch.float32, torch.float64) else t.float()
              for t in c.components]
     dtype = torch.float64 if comps[0].dtype == torch.float64 else torch.float32
@@ -367,16 +374,17 @@ def decode(coefficients: Coefficients, *, backward: str = "ste", backend: str = 
     if c.color == "rgb":
         stacked = torch.stack(comps, dim=1).flatten(0, 1)
         tab = torch.stack(tabs, dim=1).flatten(0, 1)
-        y = decode(Coefficients((stacked,), (tab,), (h, w), "4:4:4", "gray"), backward=backward, validate=False)
+        y = decode(Coefficients((stacked,), (tab,), (h, w), "4:4:4", "gray"), backward=backward, backend=impl,
+                   validate=False)
         return y.view(n, 3, h, w)
     ch = 1 if c.color == "gray" else 3
     (_, _, hp, wp), sc = ops.plane_shapes(n, ch, h, w, c.subsampling)
     qy = _blocks_to_plane(comps[0], hp // 8, wp // 8).unsqueeze(1)
     if ch == 1:
         qc = qy.new_empty((0,))
-        return ops.decode(qy, qc, tabs[0], tabs[0], tabs[0], c.subsampling, h, w, backward)
+        return ops.decode(qy, qc, tabs[0], tabs[0], tabs[0], c.subsampling, h, w, impl, backward)
     qc = torch.stack([_blocks_to_plane(t, sc[2] // 8, sc[3] // 8) for t in comps[1:]], dim=1)
-    return ops.decode(qy, qc, tabs[0], tabs[1], tabs[2], c.subsampling, h, w, backward)
+    return ops.decode(qy, qc, tabs[0], tabs[1], tabs[2], c.subsampling, h, w, impl, backward)
 
 
 __all__ = ["Coefficients", "encode", "decode", "check_coefficients", "block_grid", "HALF_BACKWARDS"]

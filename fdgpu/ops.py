@@ -118,11 +118,13 @@ jpeg.register_autograd(autograd.backward, setup_context=autograd.setup_context)
 
 
 # ---------------------------------------------------------------- the two halves: fdgpu.encode and fdgpu.decode
-# ``encode(x, luma_table, chroma_table, subsampling, mode, save) -> (qy, qc, zy, zc)``: the quantized coefficients
-# in the reference's plane layout, luma ``(N, 1, Hp, Wp)`` and chroma ``(N, 2, Hp / vs, Wp / hs)`` (``(0,)`` for
-# grayscale), in x's dtype, and (``save``) the quotients ``z`` the backward needs. ``decode(qy, qc, luma_table,
-# cb_table, cr_table, subsampling, h, w, mode) -> y`` ``(N, C, H, W)``. Tables are ``(N, 8, 8)``. Both run the torch
-# reference (:func:`fdgpu.reference.jpeg.encode` / ``decode``), the stage functions of the round trip.
+# ``encode(x, luma_table, chroma_table, subsampling, backend, mode, save) -> (qy, qc, zy, zc)``: the quantized
+# coefficients in the reference's plane layout, luma ``(N, 1, Hp, Wp)`` and chroma ``(N, 2, Hp / vs, Wp / hs)``
+# (``(0,)`` for grayscale), in x's dtype, and (``save``) the quotients ``z`` the backward needs.
+# ``decode(qy, qc, luma_table, cb_table, cr_table, subsampling, h, w, backend, mode) -> y`` ``(N, C, H, W)``.
+# Tables are ``(N, 8, 8)``; ``backend`` is "cpu" (the C library's halves, fdgpu_encode / fdgpu_decode, where they
+# apply) or "torch" (the reference's stage functions fdgpu.reference.jpeg.encode / decode, which its round trip is
+# made of). The backward is the reference's adjoints on every backend.
 HALF_MODES = ("exact", "ste", "soft")
 
 
@@ -133,9 +135,10 @@ def plane_shapes(n: int, ch: int, h: int, w: int, subsampling: str):
 
 
 @torch.library.custom_op("fdgpu::encode", mutates_args=())
-def encode(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, mode: str,
+def encode(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
            save: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    done = None if save else _cpu().encode(x, luma_table, chroma_table, subsampling)  # the C library's halves
+    # backend "cpu": the C library's half where it applies (no saved quotients, integer steps), as its round trip
+    done = _cpu().encode(x, luma_table, chroma_table, subsampling) if backend == "cpu" and not save else None
     if done is not None:
         return done[0], done[1] if done[1] is not None else _empty(x), _empty(x), _empty(x)
     (qy, qc), (zy, zc) = reference.jpeg.encode(x, luma_table, chroma_table, subsampling, need_weight=save)
@@ -146,14 +149,14 @@ def encode(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str
 
 
 @encode.register_fake
-def _encode_fake(x, luma_table, chroma_table, subsampling, mode, save):
+def _encode_fake(x, luma_table, chroma_table, subsampling, backend, mode, save):
     sy, sc = plane_shapes(*x.shape, subsampling)
     zy, zc = state_shapes(x.shape, subsampling) if save else (_EMPTY_SHAPE, _EMPTY_SHAPE)
     return x.new_empty(sy), x.new_empty(sc), x.new_empty(zy), x.new_empty(zc)
 
 
 def _encode_setup(ctx, inputs, output):
-    x, luma_table, chroma_table, subsampling, mode, save = inputs
+    x, luma_table, chroma_table, subsampling, backend, mode, save = inputs
     ctx.mark_non_differentiable(output[2], output[3])
     ctx.subsampling, ctx.mode, ctx.shape = subsampling, mode, tuple(x.shape)
     ctx.save_for_backward(x, luma_table, chroma_table, output[2], output[3])
@@ -168,7 +171,7 @@ def _encode_backward(ctx, gqy, gqc, _gzy, _gzc):
     n, ch, h, w = ctx.shape
     if ctx.mode == "exact":  # every output is a rounding: its derivative is zero
         return (torch.zeros_like(x) if need_x else None, torch.zeros_like(lt) if need_l else None,
-                torch.zeros_like(ct) if need_c else None, None, None, None)
+                torch.zeros_like(ct) if need_c else None, None, None, None, None)
     soft, want = ctx.mode == "soft", bool(need_l or need_c)
     if (soft or want) and not zy.numel():  # not saved by the forward: recompute
         zy, zc = ref.encode(x, lt, ct, ctx.subsampling, need_weight=True)[1]
@@ -182,7 +185,7 @@ def _encode_backward(ctx, gqy, gqc, _gzy, _gzc):
     gx = ref.encode_adjoint(g_y, g_c, ctx.subsampling, h, w) if need_x else None
     gl = ref.table_grad(t_y, lt, n) if need_l else None
     gc = ref.table_grad(t_c, ct, n) if need_c else None
-    return gx, gl, gc, None, None, None
+    return gx, gl, gc, None, None, None, None
 
 
 encode.register_autograd(_encode_backward, setup_context=_encode_setup)
@@ -190,21 +193,22 @@ encode.register_autograd(_encode_backward, setup_context=_encode_setup)
 
 @torch.library.custom_op("fdgpu::decode", mutates_args=())
 def decode(qy: Tensor, qc: Tensor, luma_table: Tensor, cb_table: Tensor, cr_table: Tensor, subsampling: str, h: int,
-           w: int, mode: str) -> Tensor:
+           w: int, backend: str, mode: str) -> Tensor:
     tables = (luma_table, cb_table, cr_table)
-    done = _cpu().decode(qy, qc if qc.numel() else None, tables, subsampling, h, w)  # the C library's halves
+    # backend "cpu": the C library's half where it applies (integer steps), as its round trip
+    done = _cpu().decode(qy, qc if qc.numel() else None, tables, subsampling, h, w) if backend == "cpu" else None
     if done is not None:
         return done
     return reference.jpeg.decode(qy, qc if qc.numel() else None, tables, subsampling, h, w, qy.dtype)
 
 
 @decode.register_fake
-def _decode_fake(qy, qc, luma_table, cb_table, cr_table, subsampling, h, w, mode):
+def _decode_fake(qy, qc, luma_table, cb_table, cr_table, subsampling, h, w, backend, mode):
     return qy.new_empty(qy.shape[0], 3 if qc.numel() else 1, h, w)
 
 
 def _decode_setup(ctx, inputs, output):
-    qy, qc, lt, cbt, crt, subsampling, h, w, mode = inputs
+    qy, qc, lt, cbt, crt, subsampling, h, w, backend, mode = inputs
     ctx.subsampling, ctx.mode, ctx.size = subsampling, mode, (h, w)
     ctx.save_for_backward(qy, qc, lt, cbt, crt)
 
@@ -217,7 +221,7 @@ def _decode_backward(ctx, grad):
     needs = ctx.needs_input_grad[:5]
     if ctx.mode == "exact":  # the inverse DCT's descale and every later stage round: the derivative is zero
         zeros = [torch.zeros_like(t) if need else None for t, need in zip((qy, qc, lt, cbt, crt), needs)]
-        return (*zeros, None, None, None, None)
+        return (*zeros, None, None, None, None, None)
     n = qy.shape[0]
     g_y, g_c = ref.decode_adjoint(grad.contiguous(), ctx.subsampling, qy.shape[-2], qy.shape[-1])
     gqy, t_y = ref.dequantize_adjoint(g_y, plane_to_blocks(qy), lt, needs[2])
@@ -229,7 +233,7 @@ def _decode_backward(ctx, grad):
         out[1] = blocks_to_plane(torch.cat([g_cb, g_cr], dim=1))
         out[3] = ref.table_grad(t_cb, cbt, n) if needs[3] else None
         out[4] = ref.table_grad(t_cr, crt, n) if needs[4] else None
-    return (*out, None, None, None, None)
+    return (*out, None, None, None, None, None)
 
 
 decode.register_autograd(_decode_backward, setup_context=_decode_setup)
