@@ -23,3 +23,17 @@ def print_past_capture(request, lines) -> None:
     if tr is not None and capman is not None:
         with capman.global_and_fixture_disabled():
             tr.write_line("\n".join(lines))
+
+
+def require_c_library() -> str:
+    """Fail the run unless ``backend="auto"`` runs the C library on CPU tensors (fdgpu's providers would otherwise
+    time the torch reference in its place); the backend and the library's target as ``fdgpu.backends.summary``
+    words them."""
+    import pytest
+
+    from fdgpu import backends
+
+    reason = backends.get("cpu").unavailable()
+    if reason is not None or backends.resolve("auto", "cpu") != "cpu":
+        pytest.fail(f"backend='auto' would time the torch reference: the C library is unavailable ({reason})")
+    return next(p for p in backends.summary().removeprefix("backends: ").split("; ") if p.startswith("cpu"))

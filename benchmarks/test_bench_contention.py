@@ -1,15 +1,16 @@
-"""The CPU path with other work beside it (issue 12): thread policies side by side, quiet and loaded, in one run.
+"""The CPU path with other work beside it: thread policies side by side, quiet and loaded, in one run.
 
     python -m pytest benchmarks/test_bench_contention.py --benchmark-only
 
-(or together with benchmarks/test_bench_cpu.py: the table of issue 12's targets at the end includes these.)
+(or together with benchmarks/test_bench_cpu.py: the table of the CPU targets at the end includes these.)
 
 Each case runs with 0, 1 and 2 background processes that loop small torch ops at torch's default thread count
 (what a second experiment or data-loader workers doing tensor work look like to the layer). Providers, in the
 same conditions: the layer as shipped (the compiled forward, ``fdgpu/backends/cpu.py``: a batch's images split
 over single-threaded workers, a small call on the calling thread); the same code on one thread; the torch
 reference forward (``backend="torch"``: its chunks on the single-threaded workers, ``fdgpu/reference/parallel.py``);
-and Pillow's save + load (libjpeg-turbo, one image at a time). Workloads: a batch of 32 RGB
+and Pillow's save + load (libjpeg-turbo, one image at a time). fdgpu runs as users call it (``validate=True``, the
+default). Workloads: a batch of 32 RGB
 224x224 images and a single 32x32 image, q75 4:2:0. The summary printed at the end gives ms per image and the
 ratios the issue's targets are stated in (this / Pillow, this / one thread).
 """
@@ -26,13 +27,19 @@ np = pytest.importorskip("numpy")
 Image = pytest.importorskip("PIL.Image")
 
 import fdgpu  # noqa: E402
-from _common import pillow_roundtrip, print_past_capture  # noqa: E402
+import _targets  # noqa: E402
+from _common import pillow_roundtrip, print_past_capture, require_c_library  # noqa: E402
 from _targets import record  # noqa: E402
 
 QUALITY = 75
 WORKLOADS = {"32x224^2": (32, 224), "1x32^2": (1, 32)}
 BUSY_LOOP = "import torch\na = torch.rand(256, 256)\nwhile True:\n    (a * 2 + 1).sum()\n"
 _results = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def c_library():
+    _targets.BACKEND["auto"] = require_c_library()
 
 
 @pytest.fixture(scope="module", params=[0, 1, 2], ids=lambda n: f"busy{n}")
@@ -82,7 +89,7 @@ def test_fdgpu_forward(benchmark, busy, workload, policy, monkeypatch, summary):
     backend = "torch" if policy == "torch reference" else "auto"
     with _policy(policy, monkeypatch):
         _record(benchmark, busy, workload, f"fdgpu ({policy})" if policy == "shipped" else f"fdgpu {policy}", batch,
-                lambda: fdgpu.jpeg(x, QUALITY, validate=False, backend=backend),
+                lambda: fdgpu.jpeg(x, QUALITY, backend=backend),
                 rounds=(3 if policy == "torch reference" else 7) if batch > 1 else 200)
 
 
