@@ -61,9 +61,23 @@ def _empty(x: Tensor) -> Tensor:
     return x.new_empty(_EMPTY_SHAPE)
 
 
+def _check(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, grad=None, states=None) -> None:
+    """The ops' own shape checks (no value is read), whatever the caller: no backend is given a batch that is not
+    ``(N >= 1, 1 or 3, H >= 1, W >= 1)``, tables of another shape or device, or (backward) a gradient or saved state
+    of another shape (a kernel or the C library would read or write past a buffer)."""
+    ref = reference.jpeg
+    ref.check_input("x", x, subsampling)
+    ref.check_tables(x, luma_table, chroma_table)
+    if grad is not None:
+        if grad.shape != x.shape:
+            raise ValueError(f"grad: expected the shape of x {tuple(x.shape)}, got {tuple(grad.shape)}")
+        ref.check_state(x, tuple(s if s.numel() else None for s in states), subsampling)
+
+
 @torch.library.custom_op("fdgpu::jpeg", mutates_args=())
 def jpeg(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
          save: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    _check(x, luma_table, chroma_table, subsampling)
     impl = backends.get(backend)
     y, zy, zc = impl.forward(x, luma_table, chroma_table, subsampling, save and impl.saves_state)
     return y, (zy.to(x.dtype) if zy is not None else _empty(x)), (zc.to(x.dtype) if zc is not None else _empty(x))
@@ -71,6 +85,7 @@ def jpeg(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, 
 
 @jpeg.register_fake
 def _jpeg_fake(x, luma_table, chroma_table, subsampling, backend, mode, save):
+    _check(x, luma_table, chroma_table, subsampling)
     if not (save and backends.get(backend).saves_state):
         return torch.empty_like(x), _empty(x), _empty(x)
     sy, sc = state_shapes(x.shape, subsampling)
@@ -81,6 +96,7 @@ def _jpeg_fake(x, luma_table, chroma_table, subsampling, backend, mode, save):
 def jpeg_backward(grad: Tensor, x: Tensor, luma_table: Tensor, chroma_table: Tensor, state_luma: Tensor,
                   state_chroma: Tensor, subsampling: str, backend: str, mode: str,
                   table_grads: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    _check(x, luma_table, chroma_table, subsampling, grad, (state_luma, state_chroma))
     if mode == "bpda":
         return grad.clone(), torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
     if mode == "exact":
@@ -111,6 +127,7 @@ def _exact_backward(grad, x, luma_table, chroma_table, subsampling, table_grads)
 @jpeg_backward.register_fake
 def _jpeg_backward_fake(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsampling, backend, mode,
                         table_grads):
+    _check(x, luma_table, chroma_table, subsampling, grad, (state_luma, state_chroma))
     return torch.empty_like(x), torch.empty_like(luma_table), torch.empty_like(chroma_table)
 
 

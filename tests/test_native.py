@@ -55,7 +55,6 @@ def case(name, fn):
     print(flush=True)
 
 case("two channels", lambda: reference.forward(torch.rand(1, 2, 16, 16), t, t, "4:2:0"))
-case("two channels, op", lambda: torch.ops.fdgpu.jpeg(torch.rand(1, 2, 16, 16), t, t, "4:2:0", "torch", "ste", False))
 case("zero height", lambda: reference.forward(torch.rand(1, 3, 0, 16), t, t, "4:2:0"))
 case("zero width", lambda: reference.forward(torch.rand(2, 1, 9, 0), t, None, "4:2:0"))
 case("(4, 8) table", lambda: reference.forward(torch.rand(1, 3, 16, 16), t[:4], t, "4:2:0"))
@@ -69,6 +68,15 @@ for saved_at, used_at in (("4:4:4", "4:2:0"), ("4:2:0", "4:2:2"), ("4:2:2", "4:4
              lambda: reference.backward(torch.rand(2, 3, 32, 29), state, used_at, mode))
     case(f"{saved_at} state at {used_at}, library",
          lambda: cpu.fused_backward(torch.rand(2, 3, 32, 29), state, used_at, "soft"))
+    case(f"{saved_at} state at {used_at}, op", lambda: torch.ops.fdgpu.jpeg_backward(
+        torch.rand(2, 3, 32, 29), x, t, t, state[0], state[1], used_at, "torch", "soft", False))
+for backend in ("torch", "triton"):  # the Triton kernels (interpreted without a GPU) take no unchecked shape either
+    case(f"two channels, {backend} op",
+         lambda: torch.ops.fdgpu.jpeg(torch.rand(1, 2, 16, 16), t, t, "4:2:0", backend, "ste", False))
+    case(f"zero height, {backend} op",
+         lambda: torch.ops.fdgpu.jpeg(torch.rand(1, 3, 0, 16), t, t, "4:2:0", backend, "ste", False))
+    case(f"grad of another shape, {backend} op", lambda: torch.ops.fdgpu.jpeg_backward(
+        torch.rand(1, 3, 16, 8), torch.rand(1, 3, 16, 16), t, t, x[:0], x[:0], "4:2:0", backend, "ste", False))
 gray = reference.forward(torch.rand(2, 1, 20, 20), t, None, "4:2:0", need_weight=True)[1]
 case("state of another size", lambda: reference.backward(torch.rand(2, 1, 20, 28), gray, "4:2:0", "soft"))
 case("library declines two channels", lambda: cpu.fused_forward(torch.rand(1, 2, 16, 16), t, t, "4:2:0"))
@@ -85,7 +93,14 @@ def test_bad_input_is_a_clear_error_not_a_crash():
     lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
     want = {
         "two channels": "x: expected 1 (grayscale) or 3 (RGB) channels, got shape (1, 2, 16, 16)",
-        "two channels, op": "x: expected 1 (grayscale) or 3 (RGB) channels",
+        "two channels, torch op": "x: expected 1 (grayscale) or 3 (RGB) channels",
+        "two channels, triton op": "x: expected 1 (grayscale) or 3 (RGB) channels",
+        "zero height, torch op": "x: expected N, H, W >= 1",
+        "zero height, triton op": "x: expected N, H, W >= 1",
+        "grad of another shape, torch op": "grad: expected the shape of x (1, 3, 16, 16), got (1, 3, 16, 8)",
+        "grad of another shape, triton op": "grad: expected the shape of x (1, 3, 16, 16), got (1, 3, 16, 8)",
+        "4:4:4 state at 4:2:0, op": "saved chroma quotients: expected a float tensor of shape (2, 2, 64, 2, 2)",
+        "4:2:0 state at 4:2:2, op": "saved chroma quotients: expected a float tensor of shape (2, 2, 64, 4, 2)",
         "zero height": "x: expected N, H, W >= 1, got shape (1, 3, 0, 16)",
         "zero width": "x: expected N, H, W >= 1, got shape (2, 1, 9, 0)",
         "(4, 8) table": "luma_table: expected an (8, 8) or (1, 8, 8) tensor of steps, got shape (4, 8)",

@@ -58,12 +58,15 @@ def check_input(name: str, x: torch.Tensor, subsampling: str) -> None:
         raise ValueError(f"subsampling: expected one of {sorted(FACTORS)}, got {subsampling!r}")
 
 
-def _check_tables(x: torch.Tensor, luma_table, chroma_table) -> None:
+def check_tables(x: torch.Tensor, luma_table, chroma_table) -> None:
+    """Tables for ``x`` ``(N, C, H, W)``: ``(8, 8)`` or ``(N, 8, 8)`` on x's device (chroma for C = 3 only)."""
     n, c = x.shape[:2]
     for name, t in [("luma_table", luma_table)] + ([("chroma_table", chroma_table)] if c == 3 else []):
         if t is None or t.dim() not in (2, 3) or t.shape[-2:] != (8, 8) or (t.dim() == 3 and t.shape[0] != n):
             got = "None" if t is None else f"shape {tuple(t.shape)}"
             raise ValueError(f"{name}: expected an (8, 8) or ({n}, 8, 8) tensor of steps, got {got}")
+        if t.device != x.device:
+            raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got {t.device}")
 
 
 def state_shapes(shape, subsampling: str):
@@ -132,7 +135,7 @@ def forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[to
     """
     check_input("x", x, subsampling)
     if not linear:
-        _check_tables(x, luma_table, chroma_table)
+        check_tables(x, luma_table, chroma_table)
     chunks = _chunks(x.shape[0], x[0].numel())
     if len(chunks) == 1:
         return map_chunks(_forward, [(x, luma_table, chroma_table, subsampling, need_weight, linear)], x.device)[0]
