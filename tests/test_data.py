@@ -72,6 +72,8 @@ def test_views_are_the_stored_bits(photos):
     assert x.shape == (3, 3, 13, 7) and x.dtype == torch.float32 and x.is_contiguous()
     assert torch.equal(x, torch.from_numpy(want).permute(0, 3, 1, 2).float() / 255) and torch.equal(x, to_float(u8))
     assert yy.tolist() == [5, 1000, 1] and names == ["a.png", "b.png", "c.png"]
+    xs, ys, ns = load_image_folder(d, labels_csv=d / "images.csv", start=1, limit=1)  # fdgpu eval --start/--limit
+    assert torch.equal(xs, x[1:2]) and ys.tolist() == [1000] and ns == ["b.png"]
     xi, yi = load_natural_imagenet(d, start=1, limit=2, size=9)
     assert xi.shape == (2, 3, 9, 9) and yi.tolist() == [999, 0]  # TrueLabel - 1
     want9 = np.stack([np.asarray(Image.fromarray(arrays[n]).resize((9, 9), Image.BICUBIC)) for n in ("b", "c")])

@@ -304,13 +304,8 @@ def run(args: argparse.Namespace) -> int:
             if args.data == "natural" or args.model in IMAGENET_MODELS:
                 x, y = _load_imagenet_data(args)
             elif os.path.isdir(args.data) and not is_cifar10_batches(args.data):
-                x, y, _ = load_image_folder(args.data, labels_csv=args.labels_csv)
-                if args.start >= x.shape[0]:
-                    return _fail(f"--start: expected an index below the {x.shape[0]} images of {args.data!r}, "
-                                 f"got {args.start}")
-                x, y = x[args.start:], y[args.start:]
-                if args.limit is not None:
-                    x, y = x[:args.limit], y[:args.limit]
+                x, y, _ = load_image_folder(args.data, labels_csv=args.labels_csv, start=args.start,
+                                            limit=args.limit)  # only the images evaluated are read
             else:
                 x, y = load_npz(args.data, root=args.data_root, start=args.start, limit=args.limit)
             try:
