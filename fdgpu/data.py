@@ -147,7 +147,12 @@ def check_labels(ys: np.ndarray, n: int, where: str, num_classes: Optional[int] 
 
 def to_float(xs: np.ndarray) -> torch.Tensor:
     """The float view of images: uint8 (or float in [0, 1]) ``(N, H, W, C)`` -> float32 ``(N, C, H, W)`` in [0, 1]
-    (exact ``uint8 / 255``), contiguous. Every float loader ends with it."""
+    (exact ``uint8 / 255``), contiguous. Every float loader ends with it.
+
+    >>> x = to_float(np.full((2, 4, 5, 3), 255, np.uint8))
+    >>> x.shape, x.dtype, float(x.max())
+    (torch.Size([2, 3, 4, 5]), torch.float32, 1.0)
+    """
     x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2)
     x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
     return x.contiguous()

@@ -75,7 +75,13 @@ def cpu_features() -> Optional[FrozenSet[str]]:
 
 
 def supported(features: Optional[FrozenSet[str]] = None, machine: Optional[str] = None) -> List[str]:
-    """The targets this CPU runs, best first (``features``: default :func:`cpu_features`)."""
+    """The targets this CPU runs, best first (``features``: default :func:`cpu_features`).
+
+    >>> supported(frozenset({"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"}), "x86_64")
+    ['x86-64-v2', 'x86-64']
+    >>> supported(frozenset(), "aarch64")
+    ['baseline']
+    """
     if not is_x86_64(machine):
         return [BASELINE]
     if features is None:
