@@ -177,7 +177,8 @@ def worst_case(rows: Sequence[Dict]) -> List[Dict]:
 def _budget_findings(rows: Sequence[Dict]) -> List[Dict]:
     """The budget check: one finding per row (white-box or adaptive) whose attack first fooled images in its final
     20 % of iterations or its last restart (``late_bits``), saying how many of them no other attack or view of the
-    same defence and budget fooled (those decide the worst case)."""
+    same defence and budget fooled (``deciding``); flagged (a warning) when those decide the worst case, else a
+    note."""
     found = []
     for r in rows:
         late = r.get("late_bits")
@@ -190,12 +191,17 @@ def _budget_findings(rows: Sequence[Dict]) -> List[Dict]:
         entry = ATTACKS.get(r["attack_kind"])
         what = "queries" if entry is not None and entry.gradient_free else "iterations"
         more = f"more than {r['steps']} {what}" if r.get("steps") else f"more {what}"
-        found.append({"check": "budget", "defence": r["defence"], "view": r["view"], "flagged": True,
+        # a warning when the worst case depends on it (images no other row fooled), else a note about the row alone
+        if deciding:
+            verdict = (f"{deciding} of them fooled by no other attack or view: its number and the defence's worst "
+                       f"case are budget-limited")
+        else:
+            verdict = ("every one of them also fooled by another attack or view: its own number is budget-limited, "
+                       "the worst case is not")
+        found.append({"check": "budget", "defence": r["defence"], "view": r["view"], "flagged": deciding > 0,
                       "attack": r["attack"], "late": n_late, "deciding": deciding,
                       "detail": f"{r['attack']} first fooled {n_late} image(s) in the final 20 % of its {what} or in "
-                                f"its last restart, {deciding} of them fooled by no other attack or view: its number"
-                                f"{' and the worst case' if deciding else ''} are budget-limited; rerun with {more} "
-                                f"or with restarts=N"})
+                                f"its last restart, {verdict}; rerun with {more} or with restarts=N"})
     return found
 
 
