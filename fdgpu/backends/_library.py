@@ -96,7 +96,9 @@ def _packaged(target: str) -> Tuple[Optional[Path], str]:
     except (ValueError, KeyError, AttributeError, OSError) as exc:
         return None, f"the package's record {MANIFEST} cannot be read ({type(exc).__name__}: {exc})"
     if entry is None and not record["libraries"]:
-        return None, "the package was installed without its C library (no working C compiler when it was built)"
+        return None, ("the package was installed without its C library (no working C compiler when it was built; "
+                      "with one, pip install --force-reinstall --no-cache-dir fdgpu builds it: pip would otherwise "
+                      "reuse the wheel it built without)")
     if entry is None:
         return None, f"the package holds no library for the target {target} (built: {', '.join(record['libraries'])})"
     path = HERE / entry["file"]
