@@ -124,7 +124,8 @@ ENTRY_CHECKS = '''
 import ctypes, sys
 import torch
 from fdgpu.backends import _library
-fwd, bwd, _, err = _library.bind(ctypes.CDLL(sys.argv[1])) if len(sys.argv) > 1 else _library.library()
+lib = _library.bind(ctypes.CDLL(sys.argv[1])) if len(sys.argv) > 1 else _library.library()
+fwd, bwd, err = lib[0], lib[1], lib[3]
 n, ch, h, w, hs, vs = 2, 3, 37, 29, 2, 2
 x, y, gx = (torch.rand(n, ch, h, w) for _ in range(3))
 t = torch.full((8, 8), 10.0)
@@ -263,6 +264,15 @@ def check(c):
     assert torch.equal(got[0], ref[0]), c
     public = fdgpu.requantize(x, lt, ct, subsampling=c["sub"], validate=False)  # the public API, same library
     assert torch.equal(public, ref[0]), c
+    if c["seed"] % 3 == 0:  # the halves (fdgpu_encode / fdgpu_decode) against the torch reference's
+        kw = dict(luma_table=lt, chroma_table=ct, subsampling=c["sub"], validate=False)
+        coefs = fdgpu.encode(x, backend="cpu", **kw)
+        want = fdgpu.encode(x, backend="torch", **kw)
+        assert all(torch.equal(a, b) for a, b in zip(coefs.components, want.components)), c
+        assert torch.equal(fdgpu.decode(coefs, backend="cpu"), fdgpu.decode(want, backend="torch")), c
+    if c["steps"] != "wide" and c["seed"] % 2:  # the entropy coder (csrc/entropy.c) against the torch coder
+        kw = dict(luma_table=lt, chroma_table=ct, subsampling=c["sub"], optimize=c["seed"] % 4 == 1, validate=False)
+        assert torch.equal(fdgpu.jpeg_size(x, backend="cpu", **kw), fdgpu.jpeg_size(x, backend="torch", **kw)), c
     grad = torch.randn(n, ch, h, w, generator=g, dtype=c["dtype"])
     for mode, state in (("ste", None), ("soft", got[1] if c["need"] else None)):
         if mode == "soft" and state is None:
@@ -353,10 +363,11 @@ def _sanitizer_reports(text: str):
 
 def test_asan_ubsan_build_under_generated_inputs(tmp_path):
     """An AddressSanitizer + UndefinedBehaviorSanitizer build of the library, driven by hypothesis through the
-    Python entries (odd and larger-than-one-stack sizes, every subsampling, float32/float64 inputs and tables,
-    shared and per-image tables, steps up to 32768 and fractional ones, NaN/Inf/out-of-range samples, saved
-    quotients, ste and soft backwards, four threads at once) and by every C entry with each argument wrong: no
-    sanitizer report, the same outputs as the torch reference."""
+    Python entries (the round trip, its ste/soft backward, the encoder/decoder halves and the entropy coder; odd and
+    larger-than-one-stack sizes, every subsampling, float32/float64 inputs and tables, shared and per-image tables,
+    steps up to 32768 and fractional ones, NaN/Inf/out-of-range samples, saved quotients, four threads at once) and
+    by the round trip's C entries with each argument wrong: no sanitizer report, the same results as the torch
+    reference's."""
     cc = _compiler()
     asan = _runtime(cc, "libasan.so")
     lib = tmp_path / "fused-asan.so"
