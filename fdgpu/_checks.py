@@ -125,7 +125,13 @@ def check_values(checks) -> None:
     if not checks:
         return
     device = checks[0][0].device
-    if on_device(device):
+    if on_device(device) and torch.compiler.is_compiling() and \
+            any(getattr(e, "device_form", None) is None for _, _, e in checks):
+        name = next(e for _, _, e in checks if getattr(e, "device_form", None) is None).__qualname__
+        raise RuntimeError(f"validate=True: the value check {name} has no device-side form and must read the host, "
+                           f"which torch.compile cannot trace; pass validate=False (and check the values outside "
+                           f"the compiled function)")
+    if on_device(device) and all(getattr(e, "device_form", None) is not None for _, _, e in checks):
         for t, stats, error in checks:
             bounds, message = error.device_form
             ok = None
@@ -142,6 +148,20 @@ def check_values(checks) -> None:
         i += k
         if err is not None:
             raise err
+
+
+_RGB_CHROMA = ("chroma_table: expected None (or luma_table itself) with color='rgb', where every RGB channel uses "
+               "luma_table, got a different table; pass one table as luma_table")
+
+
+def check_same_table(chroma: torch.Tensor, luma: torch.Tensor) -> None:
+    """``color='rgb'`` takes one table: a ``chroma_table`` given beside it must equal ``luma_table``. Read on the
+    host for CPU tables; a device-side assertion on CUDA and under torch.compile (see :func:`check_values`)."""
+    if on_device(chroma.device) or on_device(luma.device):
+        same = (chroma.to(device=luma.device, dtype=luma.dtype) == luma).all()
+        torch._assert_async(same, f"{_RGB_CHROMA} {DEVICE_NOTE}")
+    elif not torch.equal(chroma, luma):
+        raise ValueError(_RGB_CHROMA)
 
 
 def minmax(t: torch.Tensor) -> torch.Tensor:

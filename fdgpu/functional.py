@@ -16,8 +16,9 @@ from typing import Union
 import torch
 
 from . import backends, ops, selfcheck, tables
-from ._checks import (as_number, assert_steps, check_choice, check_input, check_quality, check_strength, check_table,
-                      check_values, minmax, quality_error, quality_stats, table_error, x_error)
+from ._checks import (as_number, assert_steps, check_choice, check_input, check_quality, check_same_table,
+                      check_strength, check_table, check_values, minmax, quality_error, quality_stats, table_error,
+                      x_error)
 from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
 
 Number = Union[int, float]
@@ -116,9 +117,8 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     ct = lt if chroma_table is None else check_table("chroma_table", chroma_table, n)
     if color == "rgb" and c == 3:
         # R, G, B as three grayscale images with the luma table: (n, 3, h, w) -> (3n, 1, h, w) and back.
-        if chroma_table is not None and chroma_table is not luma_table and not torch.equal(ct.cpu(), lt.cpu()):
-            raise ValueError("chroma_table: expected None (or luma_table itself) with color='rgb', where every RGB "
-                             "channel uses luma_table, got a different table; pass one table as luma_table")
+        if chroma_table is not None and chroma_table is not luma_table:
+            check_same_table(ct, lt)
         x3 = x.reshape(n * 3, 1, h, w)
         lt3 = lt.repeat_interleave(3, dim=0) if lt.dim() == 3 else lt
         y = _requantize(x3, lt3, None, subsampling, backward, backend, validate, extra_checks,

@@ -143,3 +143,25 @@ def test_fullgraph_compile_of_a_default_layer():
         compiled(x * 255)
     with pytest.raises(ValueError, match=r"^x: expected values in \[0, 1\], got min .* max 25"):
         model(x * 255)  # eager on the CPU: the exact message
+
+
+def test_rgb_chroma_table_check_on_device(device_side):
+    """color='rgb' takes one table: a different chroma_table is rejected without a host read on the device path
+    (it used to be compared on the host even with validate=False), the same one accepted."""
+    x = torch.rand(2, 3, 9, 11, generator=torch.Generator().manual_seed(3))
+    t = fdgpu.tables.fd(2.0)
+    with _Recorder():
+        y = fdgpu.requantize(x, t, t.clone(), color="rgb")
+    assert torch.equal(y, fdgpu.requantize(x, t, color="rgb"))
+    with pytest.raises(RuntimeError, match=r"^chroma_table: expected None .*color='rgb'.*validate=False"):
+        with _Recorder():
+            fdgpu.requantize(x, t, t + 1, color="rgb")
+
+
+def test_check_without_device_form_under_compile_says_validate_false(monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+
+    def custom_error(lo, hi):
+        return None
+    with pytest.raises(RuntimeError, match="has no device-side form and must read the host.*pass validate=False"):
+        _checks.check_values([(torch.ones(3), _checks.minmax, custom_error)])
