@@ -56,11 +56,15 @@ def c_available():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_natural_photos_qualities(backend, natural_images, c_available):
     # a seeded sample of photos 0-49 and qualities 1-100 (the full grid would take minutes); 4:2:0, Pillow's default
+    # (the torch coder, ~30x slower on a CPU, gets two crops of 127x161 at three of the qualities)
     rng = np.random.default_rng(21)
     idx = rng.choice(len(natural_images), 6, replace=False)
+    qualities = [1, 100] + rng.choice(np.arange(2, 100), 4, replace=False).tolist()
     imgs = [natural_images[i] for i in idx]
+    if backend == "torch":
+        imgs, qualities = [a[:127, :161] for a in imgs[:2]], qualities[1:4]
     x = as_x(imgs)
-    for q in [1, 100] + rng.choice(np.arange(2, 100), 4, replace=False).tolist():
+    for q in qualities:
         for optimize in (False, True):
             got = fdgpu.jpeg_size(x, q, optimize=optimize, backend=backend).tolist()
             assert got == [pillow_size(a, q, optimize=optimize) for a in imgs], (q, optimize)
