@@ -57,7 +57,29 @@ def environment() -> dict:
            "platform": platform.platform(), "loadavg_start": loadavg(), "cuda": torch.cuda.is_available()}
     if env["cuda"]:
         env["gpu"] = torch.cuda.get_device_name(0)
+        env.update(gpu_facts())
     return env
+
+
+def gpu_facts(index: int = 0) -> dict:
+    """What a GPU result ran on, as ``fdgpu doctor`` reports it: the device's name, compute capability and driver,
+    the CUDA runtime, Triton's version and the kernels' source hash (``gpu_key``, :func:`fdgpu.selfcheck.key`), and
+    the kernels' self-check verdict on it (``selfcheck``: True/False from this process or the disk cache, None when
+    not checked; nothing is run here)."""
+    import torch
+
+    from . import selfcheck
+
+    device = torch.device("cuda", index)
+    out = {"cuda_runtime": torch.version.cuda}
+    try:
+        out["gpu_key"] = selfcheck.key(device)
+        v = selfcheck.verdict(device)
+        out["selfcheck"] = None if v is None else v["passed"]
+    except ImportError as e:  # Triton absent: no kernels to key or check
+        out["gpu_key"] = selfcheck.device_facts(device)
+        out["selfcheck"] = f"not applicable: {e}"
+    return out
 
 
 def machine() -> str:

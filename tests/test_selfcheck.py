@@ -113,3 +113,21 @@ def test_off_and_bad_setting(monkeypatch):
     monkeypatch.setenv("FDGPU_SELFCHECK", "yes")
     with pytest.raises(ValueError, match="FDGPU_SELFCHECK: expected 0, 1 or always, got 'yes'"):
         selfcheck.ensure(DEVICE)
+
+
+def test_results_record_the_gpu_facts(monkeypatch):
+    """fdgpu bench / eval record what ``fdgpu doctor`` reports about a GPU (mocked here: name, capability, driver)
+    and the self-check verdict, read from the caches without running it."""
+    from types import SimpleNamespace
+
+    from fdgpu import environment
+    props = SimpleNamespace(name="Mock H100", major=9, minor=0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    monkeypatch.setattr(selfcheck, "driver_version", lambda: "550.54.15")
+    monkeypatch.setattr(selfcheck, "run", lambda device: pytest.fail("the report ran the self-check"))
+    facts = environment.gpu_facts(0)
+    assert facts["gpu_key"]["device"] == "Mock H100" and facts["gpu_key"]["capability"] == "sm_90"
+    assert facts["gpu_key"]["driver"] == "550.54.15" and facts["gpu_key"]["kernels"] == selfcheck.kernels_hash()
+    assert facts["selfcheck"] is None  # not checked
+    selfcheck._verdicts[selfcheck._digest(selfcheck.key(torch.device("cuda", 0)))] = None  # passed in this process
+    assert environment.gpu_facts(0)["selfcheck"] is True
