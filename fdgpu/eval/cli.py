@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..choices import BACKWARDS, SUBSAMPLINGS
-from ..environment import backends, backends_line, machine
+from ..environment import backends, backends_line, gpu_facts, machine
 from ..files import WriteError, exit_status, prepare_out, terminate_as_interrupt, write_files
 from ..registry import ATTACKS, DEFENCES
 from .specs import VIEWS
@@ -366,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
                 "world_size": world_size, "seconds": round(elapsed, 1),
                 "machine": machine(), "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
                 "torch": torch.__version__, "backends": backends()}
+        if torch.cuda.is_available():  # which GPU, driver, Triton and kernels; the self-check verdict
+            meta["gpu"] = gpu_facts(torch.cuda.current_device())
         table = markdown_report(rows) + "\n" + backends_line(meta["backends"]) + "\n"
         print(table, end="")
         print(f"({x.shape[0]} images, {world_size} process(es), {elapsed:.1f} s)")
