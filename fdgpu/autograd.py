@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import torch
 
+from .choices import BACKWARD_MODES
+
 
 def setup_context(ctx, inputs, output):
     x, luma_table, chroma_table, subsampling, backend, mode, save = inputs
     _, state_luma, state_chroma = output
     ctx.mark_non_differentiable(state_luma, state_chroma)
     ctx.subsampling, ctx.backend, ctx.mode = subsampling, backend, mode
-    if mode != "bpda":
+    if BACKWARD_MODES[mode].kind != "identity":
         ctx.save_for_backward(x, luma_table, chroma_table, state_luma, state_chroma)
 
 
 def backward(ctx, grad, _grad_state_luma, _grad_state_chroma):
     need_x, need_luma, need_chroma = ctx.needs_input_grad[:3]
-    if ctx.mode == "bpda":
+    if BACKWARD_MODES[ctx.mode].kind == "identity":  # tables are constants of an identity: no gradient
         return grad if need_x else None, None, None, None, None, None, None
     x, luma_table, chroma_table, state_luma, state_chroma = ctx.saved_tensors
     gx, gl, gc = torch.ops.fdgpu.jpeg_backward(grad.contiguous(), x, luma_table, chroma_table, state_luma,

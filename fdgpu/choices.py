@@ -7,11 +7,54 @@ Adding a subsampling or a backward mode starts here. No torch import: cheap to r
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
-#: ``backward=`` of every layer: ``"exact"`` (autograd of the forward), ``"ste"`` (straight-through), ``"soft"``
-#: (cubic rounding surrogate), ``"bpda"`` (identity). :mod:`fdgpu.autograd` defines each.
-BACKWARDS = ("exact", "ste", "soft", "bpda")
+
+class Backward(NamedTuple):
+    """One backward mode, read by every layer that offers, runs or compiles it: the functional API (what the
+    forward saves), the custom op and its autograd formula (:mod:`fdgpu.ops`, :mod:`fdgpu.autograd`), the
+    backends (the reference's adjoint, the C library, the kernels' launchers) and ``fdgpu.kernels.aot``.
+
+    ``weight`` and ``table_factor`` are functions of the saved quotient ``z = c / Q`` of each coefficient and its
+    rounding ``r`` (libjpeg's, halves away from zero), written with tensor methods and operators only: they are the
+    definition that the torch reference (and so the ``cpu`` backend's reference ops) evaluates, in this order of
+    operations; the C library and the Triton kernels hold their own copies of the ``ste``/``soft`` formulas."""
+    kind: str                              # "autograd" (of the torch reference's forward), "identity" or "adjoint"
+    table_grads: bool                      # whether tables (and a quality) get a gradient
+    kernel: Optional[str]                  # the Triton kernels' MODE constexpr; None: no kernel (not an adjoint)
+    weight: Optional[Callable] = None      # adjoint: d c'/d c of coefficient rounding, f(z, r); None: 1 (ste)
+    table_factor: Optional[Callable] = None  # adjoint: d c'/d Q at fixed c, f(z, r)
+    summary: str = ""
+
+    def saves_state(self, table_grads: bool) -> bool:
+        """Whether its backward needs the forward's quotients ``z``: for a rounding weight, or table gradients."""
+        return self.kind == "adjoint" and (self.weight is not None or (table_grads and self.table_grads))
+
+
+def _ste_factor(z, r):
+    return (z - r).neg()  # LSQ's straight-through estimate (Esser et al. 2020): round(z) - z
+
+
+def _soft_weight(z, r):
+    return (z - r).square().mul(3.0)  # 3 (z - r)^2: the derivative of the surrogate Q (r + (z - r)^3)
+
+
+def _soft_factor(z, r):
+    d = z - r
+    return r + d * d * (d - 3.0 * z)  # d/dQ of Q (r + d^3) at fixed c: r + d^3 - 3 d^2 z
+
+
+#: ``backward=`` of every layer, name -> :class:`Backward`. :mod:`fdgpu.autograd` documents each.
+BACKWARD_MODES = {
+    "exact": Backward("autograd", True, None, summary="autograd of the forward as computed (zero almost everywhere)"),
+    "ste": Backward("adjoint", True, "ste", None, _ste_factor,
+                    summary="every rounding and clamp straight-through; LSQ table gradients"),
+    "soft": Backward("adjoint", True, "soft", _soft_weight, _soft_factor,
+                     summary="coefficient rounding as Shin & Song's cubic surrogate, the rest straight-through"),
+    "bpda": Backward("identity", False, None, summary="the identity (Athalye et al. 2018); tables get no gradient"),
+}
+#: the names of :data:`BACKWARD_MODES`: ``"exact"``, ``"ste"`` (the default), ``"soft"``, ``"bpda"``
+BACKWARDS = tuple(BACKWARD_MODES)
 
 
 class Subsampling(NamedTuple):

@@ -19,7 +19,7 @@ from . import backends, ops, selfcheck, tables
 from ._checks import (as_number, assert_steps, check_choice, check_input, check_quality, check_same_table,
                       check_strength, check_table, check_values, minmax, quality_error, quality_stats, table_error,
                       x_error)
-from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
+from .choices import BACKENDS, BACKWARD_MODES, COLORS, SUBSAMPLINGS
 
 Number = Union[int, float]
 
@@ -109,7 +109,7 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     # by the caller; tables built here from a checked quality or strength are valid by construction)
     check_input(x)
     check_choice("subsampling", subsampling, SUBSAMPLINGS)
-    check_choice("backward", backward, BACKWARDS)
+    check_choice("backward", backward, BACKWARD_MODES)
     check_choice("color", color, COLORS)
     *lead, c, h, w = x.shape
     n = math.prod(lead)
@@ -149,7 +149,7 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
         return x.clone()
     xf = x.reshape(n, c, h, w).to(compute).contiguous()
     tables_grad = lt.requires_grad or ct.requires_grad
-    save = backward == "soft" or (backward == "ste" and tables_grad)
+    save = BACKWARD_MODES[backward].saves_state(tables_grad)
     save = save and torch.is_grad_enabled() and (x.requires_grad or tables_grad)
     y = ops.jpeg(xf, lt, ct, subsampling, impl, backward, save)[0]
     if x.dtype == torch.float64 and y.dtype != torch.float64:

@@ -17,7 +17,7 @@ from torch import nn
 from . import functional, tables
 from ._checks import (check_choice, check_learnable, check_quality, check_strength, check_table, check_values, minmax,
                       table_error)
-from .choices import BACKENDS, BACKWARDS, COLORS, SUBSAMPLINGS
+from .choices import BACKENDS, BACKWARD_MODES, COLORS, SUBSAMPLINGS
 
 STEP_RANGE = (1.0, 255.0)      # baseline JPEG's 8-bit quantization steps
 QUALITY_RANGE = (1.0, 100.0)   # libjpeg's quality range
@@ -63,7 +63,7 @@ class Requantize(nn.Module):
             raise ValueError("chroma_table: expected None with color='rgb' (every RGB channel uses luma_table), "
                              "got a table")
         check_choice("subsampling", subsampling, SUBSAMPLINGS)
-        check_choice("backward", backward, BACKWARDS)
+        check_choice("backward", backward, BACKWARD_MODES)
         check_choice("backend", backend, BACKENDS)
         self.learnable = check_learnable(learnable)
         lt = _module_table("luma_table", luma_table)

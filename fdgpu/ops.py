@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from . import autograd, backends, reference
-from .choices import BACKWARDS
+from .choices import BACKWARD_MODES, BACKWARDS
 from .reference.jpeg import Geometry
 
 BACKENDS = tuple(backends.REGISTRY)  # the (resolved) backend names the ops take: fdgpu.backends.REGISTRY
@@ -97,9 +97,10 @@ def jpeg_backward(grad: Tensor, x: Tensor, luma_table: Tensor, chroma_table: Ten
                   state_chroma: Tensor, subsampling: str, backend: str, mode: str,
                   table_grads: bool) -> Tuple[Tensor, Tensor, Tensor]:
     _check(x, luma_table, chroma_table, subsampling, grad, (state_luma, state_chroma))
-    if mode == "bpda":
+    kind = BACKWARD_MODES[mode].kind
+    if kind == "identity":
         return grad.clone(), torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
-    if mode == "exact":
+    if kind == "autograd":  # the same for every backend: autograd of the torch reference's forward
         return _exact_backward(grad, x, luma_table, chroma_table, subsampling, table_grads)
     state = (state_luma if state_luma.numel() else None, state_chroma if state_chroma.numel() else None)
     gx, gl, gc = backends.get(backend).backward(grad, x, luma_table, chroma_table, state, subsampling, mode,

@@ -23,11 +23,12 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from ..choices import FACTORS
+from ..choices import BACKWARD_MODES, FACTORS
 from . import jpeg as K
 from .launch import CONFIGS, FP_FUSION, NUM_STAGES
 
 SUBS = {name: f for name, f in FACTORS.items() if f != (1, 1)}  # the subsampled ones (the _sub / _up kernels)
+KERNEL_MODES = {m: rec for m, rec in BACKWARD_MODES.items() if rec.kernel is not None}  # the backward kernels' MODEs
 
 
 def variants(classes=("large", "small")) -> List[tuple]:
@@ -74,22 +75,21 @@ def _variants(cls: str) -> List[tuple]:
         out.append((f"bwd_chroma_soft {name}", K._jpeg_bwd_chroma_soft_kernel, sig,
                     dict(HS=hs, VS=vs, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
     for c, (hs, vs), name in [(1, (1, 1), "gray")] + [(3, f, name) for name, f in FACTORS.items()]:
-        for soft in (False, True):
-            if c == 1 and not soft:
-                continue  # grayscale ste is grad.clone(): no kernel
+        for mode, rec in KERNEL_MODES.items():
+            if c == 1 and rec.weight is None:
+                continue  # grayscale without a rounding weight (ste) is grad.clone(): no kernel
             sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k="*i32", p_o=f32, s_lq=i32, s_cq=i32,
                        H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr",
                        VS="constexpr", MODE="constexpr", TBH="constexpr", TBW="constexpr")
-            mode = "soft" if soft else "ste"
             out.append((f"bwd {name} {mode}", K._jpeg_bwd_kernel, sig,
-                        dict(C=c, HS=hs, VS=vs, MODE=mode, TBH=BWD_TILE[0], TBW=BWD_TILE[1])))
-        for mode in ("ste", "soft"):
+                        dict(C=c, HS=hs, VS=vs, MODE=rec.kernel, TBH=BWD_TILE[0], TBW=BWD_TILE[1])))
+        for mode, rec in KERNEL_MODES.items():
             tbh, tbw = cfg["_jpeg_bwd_table_kernel"]
             sig = dict(p_g=f32, p_x=f32, p_gc=f32, p_lq=f32, p_cq=f32, p_k="*i32", p_t=f32, s_lq=i32, s_cq=i32,
                        H=i32, W=i32, HC=i32, WCP=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr",
                        VS="constexpr", MODE="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd_table {name} {mode}", K._jpeg_bwd_table_kernel, sig,
-                        dict(C=c, HS=hs, VS=vs, MODE=mode, TBH=tbh, TBW=tbw)))
+                        dict(C=c, HS=hs, VS=vs, MODE=rec.kernel, TBH=tbh, TBW=tbw)))
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
+from fdgpu.choices import BACKWARD_MODES
 from fdgpu.reference import dct as _ref_dct
 from fdgpu.reference.jpeg import Geometry
 
@@ -195,9 +196,10 @@ def _forward_plan(n: int, ch: int, h: int, w: int, subsampling: str, c: str) -> 
             "_jpeg_up_kernel": _launch(n, "_jpeg_up_kernel", c, h, w)}
 
 
-# The backward modes the kernels compute (``exact`` and ``bpda`` need no kernel): the string goes through to the
-# kernels' ``MODE`` constexpr unchanged, so a further surrogate is a new value there, not a new flag.
-MODES = ("ste", "soft")
+# The backward modes the kernels compute: those whose record (fdgpu.choices.BACKWARD_MODES) names a kernel
+# constant (``exact`` and ``bpda`` need no kernel); the constant is the kernels' ``MODE`` constexpr, so a further
+# surrogate is a new value there, not a new flag.
+MODES = tuple(m for m, rec in BACKWARD_MODES.items() if rec.kernel is not None)
 
 
 def backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, mode: str,
@@ -218,10 +220,11 @@ def _backward_plan(n: int, ch: int, h: int, w: int, subsampling: str, mode: str,
     if table_grads:
         planes = g.hs * g.vs + 2 if ch == 3 else 1
         out["_jpeg_bwd_table_kernel"] = _launch(n, "_jpeg_bwd_table_kernel", c, nbh // g.vs, nbw // g.hs, planes)
-    if "_jpeg_bwd_chroma_kernel" in out and mode == "soft":
+    weighted = BACKWARD_MODES[mode].weight is not None  # a rounding weight: recomputed from x by the kernels
+    if "_jpeg_bwd_chroma_kernel" in out and weighted:
         out["_jpeg_bwd_chroma_soft_kernel"] = _launch(n, "_jpeg_bwd_chroma_soft_kernel", c, nbh // g.vs,
                                                       nbw // g.hs, 2)
-    if ch == 3 or mode == "soft":  # grayscale ste: grad_x = grad, no kernel
+    if ch == 3 or weighted:  # grayscale without a weight (ste): grad_x = grad, no kernel
         out["_jpeg_bwd_kernel"] = _launch(n, "_jpeg_bwd_kernel", c, nbh, nbw)
     return out
 
@@ -284,6 +287,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, luma_table: torch.Tensor, chro
     lq, sl = _tables(luma_table, n, grad.device)
     cq, sc = _tables(chroma_table, n, grad.device)
     plan = backward_plan(n, ch, h, w, subsampling, mode, table_grads)
+    kernel_mode = BACKWARD_MODES[mode].kernel  # the kernels' MODE constexpr
     nbh, nbw = g.hp // 8, g.wp // 8
     nbhc, nbwc = nbh // g.vs, nbw // g.hs
     wcp = g.wp // g.hs
@@ -309,7 +313,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, luma_table: torch.Tensor, chro
                 gs, xs, gcs = _part(grad, i, j), _part(x, i, j), _part(gc, i, j)
                 _jpeg_bwd_table_kernel[grid](gs, xs, gcs, _rows(lq, sl, i, j), _rows(cq, sc, i, j),
                                              k, _part(part, i, j), sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch,
-                                             HS=g.hs, VS=g.vs, MODE=mode, TBH=tbh, TBW=tbw, **_opts(pl))
+                                             HS=g.hs, VS=g.vs, MODE=kernel_mode, TBH=tbh, TBW=tbw, **_opts(pl))
             gl, gc_t = _reduce_table_grads(part, nt // nt_w, ch, g.hs * g.vs, luma_table, chroma_table)
         if "_jpeg_bwd_chroma_soft_kernel" in plan:
             pl = plan["_jpeg_bwd_chroma_soft_kernel"]
@@ -325,7 +329,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, luma_table: torch.Tensor, chro
                 gs, xs, gcs = _part(grad, i, j), _part(x, i, j), _part(gc, i, j)
                 _jpeg_bwd_kernel[grid](gs, xs, gcs, _rows(lq, sl, i, j), _rows(cq, sc, i, j), k,
                                        _part(out, i, j), sl, sc, h, w, g.hc, wcp, nbh, nbw, nt_w, nt, C=ch, HS=g.hs,
-                                       VS=g.vs, MODE=mode, TBH=tbh, TBW=tbw, **_opts(pl))
+                                       VS=g.vs, MODE=kernel_mode, TBH=tbh, TBW=tbw, **_opts(pl))
     return out, gl, gc_t
 
 

@@ -153,3 +153,26 @@ def test_backend_device_errors(monkeypatch):
     assert backends.resolve("torch", "meta") == "torch" and backends.resolve("auto", "meta") == "torch"
     with pytest.raises(ValueError, match="backend.*'cpu'"):
         fdgpu.jpeg(torch.rand(1, 3, 8, 8), 75, backend="c")
+
+
+def test_a_new_backward_mode_is_one_record(monkeypatch):
+    # A surrogate added as one record of fdgpu.choices.BACKWARD_MODES, without a kernel constant (here: soft's
+    # formulas under another name), runs on every backend through the reference's adjoint: its gradients, of x and
+    # of learnable tables, equal the torch backend's soft ones exactly.
+    from fdgpu.choices import BACKWARD_MODES
+
+    monkeypatch.setitem(BACKWARD_MODES, "soft-copy", BACKWARD_MODES["soft"]._replace(kernel=None))
+    x = _images(2, 3, 19, 26)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+
+    def grads(backend, mode):
+        xr, xq = x.clone().requires_grad_(), x.clone().requires_grad_()
+        tabs = fdgpu.Requantize(fdgpu.tables.fd(2.0), backward=mode, backend=backend, learnable=True)
+        (tabs(xr) * g).sum().backward()
+        (fdgpu.jpeg(xq, 40, backward=mode, backend=backend) * g).sum().backward()
+        return xr.grad, tabs.luma_table.grad, tabs.chroma_table.grad, xq.grad
+
+    want = grads("torch", "soft")
+    for backend in [b for b in ("torch", "cpu", "triton") if backends.get(b).available()]:
+        got = grads(backend, "soft-copy")
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), backend

@@ -10,7 +10,8 @@ reference's ops (:mod:`fdgpu.reference`), giving the same results:
 
 * steps that are not integers in 1..32768 (a fractional FD strength, tables being learned): the reference's float64
   quantizer;
-* table gradients (``ste``/``soft`` with learnable tables or quality): the reference's adjoint;
+* table gradients (``ste``/``soft`` with learnable tables or quality), and adjoint backward modes other than
+  ``ste`` and ``soft``: the reference's adjoint;
 * a forward under autograd recording or a backward whose gradient requires grad: the reference's ops, so that
   autograd sees them.
 
@@ -47,6 +48,9 @@ TABLES = ("integer steps in 1..32768 in the library; other steps (>= 1) and tabl
           "reference's ops")
 FIX = _library.FIX
 _FLOATS = DTYPES
+#: the backward modes fused.c computes (``soft``: its weight from the saved quotients); other adjoint modes of
+#: :data:`fdgpu.choices.BACKWARD_MODES` run on the torch reference's ops
+LIBRARY_MODES = ("ste", "soft")
 
 
 def devices():
@@ -75,10 +79,11 @@ def forward(x, luma_table, chroma_table, subsampling: str, save: bool):
 
 
 def backward(grad, x, luma_table, chroma_table, state, subsampling: str, mode: str, table_grads: bool):
-    """``ste``/``soft`` on the library; with table gradients (or a gradient that requires grad), the torch
-    reference's adjoint. Quotients that were not saved are recomputed with :func:`forward`."""
+    """``ste``/``soft`` on the library (:data:`LIBRARY_MODES`); with table gradients, another adjoint mode or a
+    gradient that requires grad, the torch reference's adjoint. Quotients that were not saved are recomputed with
+    :func:`forward`."""
     soft = mode == "soft"
-    if not table_grads:
+    if not table_grads and mode in LIBRARY_MODES:
         if soft and state[0] is None:
             state = forward(x, luma_table, chroma_table, subsampling, True)[1:]
         gx = fused_backward(grad, state if soft else None, subsampling, mode)
@@ -172,7 +177,7 @@ def fused_backward(grad: torch.Tensor, saved, subsampling: str, mode: str):
     reference up to the order of the float operations, not bit for bit."""
     if grad.device.type != "cpu" or grad.dtype not in _FLOATS or grad.dim() != 4 or subsampling not in FACTORS:
         return None
-    if mode not in ("ste", "soft") or torch.is_grad_enabled() and grad.requires_grad:
+    if mode not in LIBRARY_MODES or torch.is_grad_enabled() and grad.requires_grad:
         return None
     n, ch, h, w = grad.shape
     if n < 1 or ch not in (1, 3) or h < 1 or w < 1:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from ..choices import BACKWARD_MODES
 from ..reference import jpeg as _ref
 
 NAME = "torch"
@@ -40,11 +41,11 @@ def forward(x, luma_table, chroma_table, subsampling: str, save: bool):
 
 def backward(grad, x, luma_table, chroma_table, state, subsampling: str, mode: str, table_grads: bool,
              forward=forward):
-    """``ste``/``soft`` with :func:`fdgpu.reference.jpeg.backward`; the quotients that were not saved (x only,
-    e.g. a forward without autograd recording) are recomputed with ``forward``."""
-    soft = mode == "soft"
-    if state[0] is None and (soft or table_grads):
+    """An adjoint mode (``ste``, ``soft``) with :func:`fdgpu.reference.jpeg.backward`; the quotients that were not
+    saved (x only, e.g. a forward without autograd recording) are recomputed with ``forward``."""
+    weighted = BACKWARD_MODES[mode].weight is not None
+    if state[0] is None and BACKWARD_MODES[mode].saves_state(table_grads):
         state = forward(x, luma_table, chroma_table, subsampling, True)[1:]
     if not table_grads:
-        return _ref.backward(grad, state if soft else None, subsampling, mode), None, None
+        return _ref.backward(grad, state if weighted else None, subsampling, mode), None, None
     return _ref.backward(grad, state, subsampling, mode, (luma_table, chroma_table))

@@ -11,6 +11,9 @@ from typing import Optional
 
 import torch
 
+from ..choices import BACKWARD_MODES
+from . import torch as _reference
+
 NAME = "triton"
 DESCRIPTION = "the Triton kernels (CUDA; CPU through Triton's interpreter with TRITON_INTERPRET=1)"
 DTYPES = (torch.float32,)
@@ -60,4 +63,8 @@ def forward(x, luma_table, chroma_table, subsampling: str, save: bool):
 
 
 def backward(grad, x, luma_table, chroma_table, state, subsampling: str, mode: str, table_grads: bool):
+    """The kernels for the adjoint modes that have a kernel constant (``ste``, ``soft``); another adjoint mode of
+    :data:`fdgpu.choices.BACKWARD_MODES` runs the torch reference's adjoint on the same device."""
+    if BACKWARD_MODES[mode].kernel is None:
+        return _reference.backward(grad, x, luma_table, chroma_table, state, subsampling, mode, table_grads)
     return _kernels().backward(grad, x, luma_table, chroma_table, subsampling, mode, table_grads)

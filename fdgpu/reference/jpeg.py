@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from .color import rgb_to_ycbcr, rgb_to_ycbcr_adjoint, ycbcr_to_rgb, ycbcr_to_rgb_adjoint
 from .dct import block_dct, block_idct, fdct_islow, idct_islow
 from .parallel import map_chunks, workers
-from .quantize import dequantize, quantize, soft_weight, table_factor
+from ..choices import BACKWARD_MODES
+from .quantize import dequantize, quantize, round_half_away, soft_weight
 from .sampling import (FACTORS, downsample, downsample_adjoint, pad_replicate, pad_replicate_adjoint, upsample,
                        upsample_adjoint)
 
@@ -250,27 +251,31 @@ def linear_map(x: torch.Tensor, subsampling: str) -> torch.Tensor:
     return forward(x, None, None, subsampling, linear=True)[0]
 
 
-def _coef_adjoint(g: torch.Tensor, z: Optional[torch.Tensor], soft: bool, want_tables: bool):
+def _coef_adjoint(g: torch.Tensor, z: Optional[torch.Tensor], mode, want_tables: bool):
     """Adjoint of IDCT o quantize-dequantize o DCT on a padded plane ``g`` ``(N, K, Hp, Wp)`` (scaled by 255, as
-    everywhere in the backward). Returns ``(g_in, table_grad)``: the rounding derivative is the soft weight or 1
-    (ste: ``g`` itself); ``table_grad`` is ``(N, 64)``, summed over the K planes and all blocks, or None."""
-    if z is None or not (soft or want_tables):
+    everywhere in the backward), in backward ``mode`` (a :class:`fdgpu.choices.Backward`). Returns ``(g_in,
+    table_grad)``: the rounding derivative is the mode's weight, or 1 (``g`` itself) without one; ``table_grad`` is
+    ``(N, 64)``, summed over the K planes and all blocks, or None."""
+    weighted = mode.weight is not None
+    if z is None or not (weighted or want_tables):
         return g, None
+    r = round_half_away(z)
     gc = block_dct(g)                                     # [N, K, 64, h, w]: 255 * dloss / dc'
     tg = None
     if want_tables:
-        tg = (gc * table_factor(z, "soft" if soft else "ste")).sum(dim=(1, 3, 4)).mul_(1.0 / 255)
-    return (block_idct(gc * soft_weight(z)) if soft else g), tg
+        tg = (gc * mode.table_factor(z, r)).sum(dim=(1, 3, 4)).mul_(1.0 / 255)
+    return (block_idct(gc * mode.weight(z, r)) if weighted else g), tg
 
 
 def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode: Optional[str] = None,
              tables: Optional[Tuple] = None):
-    """Vector-Jacobian product of the pipeline for the ``ste`` and ``soft`` modes.
+    """Vector-Jacobian product of the pipeline for an adjoint backward mode (``ste``, ``soft``: the records of kind
+    "adjoint" in :data:`fdgpu.choices.BACKWARD_MODES`).
 
-    Every rounding and clamp is straight-through; coefficient rounding contributes ``3 (z - round z)**2`` (soft) or 1
-    (ste). ``grad`` is ``(N, C, H, W)``; ``saved`` is the ``(luma, chroma)`` quotients ``z = c / Q`` from
-    ``forward(..., need_weight=True)`` (entries may be None), or None. ``mode`` defaults to "soft" when ``saved``
-    is given and "ste" otherwise.
+    Every rounding and clamp is straight-through; coefficient rounding contributes the mode's weight, e.g.
+    ``3 (z - round z)**2`` (soft), or 1 (ste). ``grad`` is ``(N, C, H, W)``; ``saved`` is the ``(luma, chroma)``
+    quotients ``z = c / Q`` from ``forward(..., need_weight=True)`` (entries may be None), or None. ``mode``
+    defaults to "soft" when ``saved`` is given and "ste" otherwise.
 
     Returns the gradient with respect to ``x`` (same shape as ``grad``), or, when ``tables = (luma_table,
     chroma_table)`` is given (``saved`` required), ``(grad_x, grad_luma, grad_chroma)``: each table's gradient
@@ -279,20 +284,24 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
     """
     zy, zc = saved if saved is not None else (None, None)
     mode = mode if mode is not None else ("soft" if saved is not None else "ste")
-    soft, want = mode == "soft", tables is not None
+    rec = BACKWARD_MODES.get(mode)
+    if rec is None or rec.kind != "adjoint":
+        raise ValueError(f"mode: expected one of {[m for m, r in BACKWARD_MODES.items() if r.kind == 'adjoint']}, "
+                         f"got {mode!r}")
+    want = tables is not None
     if want and saved is None:
         raise ValueError("backward: table gradients need the saved quotients: forward(..., need_weight=True)")
     check_input("grad", grad, subsampling)
     check_state(grad, saved, subsampling)
     chunks = _chunks(grad.shape[0], grad[0].numel())
     if len(chunks) == 1:
-        gx, ty, tc = map_chunks(_backward, [(grad, zy, zc, subsampling, soft, want)], grad.device)[0]
+        gx, ty, tc = map_chunks(_backward, [(grad, zy, zc, subsampling, rec, want)], grad.device)[0]
     else:
         gx = torch.empty_like(grad)
 
         def part(i, j):  # one chunk's intermediates alive per worker
             gx[i:j], ty, tc = _backward(grad[i:j], _weight_rows(zy, i, j), _weight_rows(zc, i, j), subsampling,
-                                        soft, want)
+                                        rec, want)
             return ty, tc
         parts = map_chunks(part, chunks, grad.device)
         ty, tc = (_cat([p[0] for p in parts]), _cat([p[1] for p in parts])) if want else (None, None)
@@ -314,30 +323,31 @@ def _weight_rows(t: Optional[torch.Tensor], i: int, j: int) -> Optional[torch.Te
     return None if t is None else t[i:j]
 
 
-def _backward(grad, zy, zc, subsampling, soft, want):
+def _backward(grad, zy, zc, subsampling, mode, want):
     n, ch, h, w = grad.shape
     g = Geometry.of(h, w, ch, subsampling)
-    need_y = zy is not None and (soft or want)
-    need_c = zc is not None and (soft or want) and ch == 3
+    weighted = mode.weight is not None
+    need_y = zy is not None and (weighted or want)
+    need_c = zc is not None and (weighted or want) and ch == 3
     # The 1/255 of the output and the 255 of the input cancel.
     if ch == 1:
         if not need_y:
             return grad.clone(), None, None
-        gy, ty = _coef_adjoint(F.pad(grad, (0, g.wp - w, 0, g.hp - h)), zy, soft, want)
+        gy, ty = _coef_adjoint(F.pad(grad, (0, g.wp - w, 0, g.hp - h)), zy, mode, want)
         return pad_replicate_adjoint(gy, h, w), ty, None
     g_y, g_c = ycbcr_to_rgb_adjoint(grad)                         # (N, H, W), (N, 2, H, W)
     g_c = upsample_adjoint(g_c, g.hs, g.vs, g.hc, g.wc)           # (N, 2, hc, wc)
     g_c = F.pad(g_c, (0, g.wp // g.hs - g.wc, 0, (g.hp // g.vs - g.hc) if need_c else 0))
     tc = ty = None
     if need_c:
-        g_c, tc = _coef_adjoint(g_c, zc, soft, want)
+        g_c, tc = _coef_adjoint(g_c, zc, mode, want)
         g_c = pad_replicate_adjoint(g_c, g.hc, g.wp // g.hs)
     g_c = downsample_adjoint(g_c, g.hs, g.vs)                     # (N, 2, hc * vs, Wp)
     g_ycc = grad.new_zeros(n, 3, g.hp, g.wp)
     g_ycc[:, 0, :h, :w] = g_y
     if need_y:
-        gl, ty = _coef_adjoint(g_ycc[:, :1], zy, soft, want)
-        if soft:
+        gl, ty = _coef_adjoint(g_ycc[:, :1], zy, mode, want)
+        if weighted:
             g_ycc[:, :1] = gl
     g_ycc[:, 1:, : g.hc * g.vs] = g_c
     return pad_replicate_adjoint(rgb_to_ycbcr_adjoint(g_ycc), h, w), ty, tc

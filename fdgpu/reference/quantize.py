@@ -14,7 +14,11 @@ steps both roundings are exact identities of libjpeg-turbo's arithmetic.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+
+from ..choices import BACKWARD_MODES
 
 
 def round_half_away(z: torch.Tensor) -> torch.Tensor:
@@ -136,22 +140,32 @@ def dequantize(r: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return r.mul(q)
 
 
+def rounding_weight(z: torch.Tensor, mode: str) -> Optional[torch.Tensor]:
+    """``d c' / d c`` of coefficient rounding in backward ``mode`` (its record's ``weight`` in
+    :data:`fdgpu.choices.BACKWARD_MODES`), or None where it is 1 (``ste``)."""
+    weight = _adjoint(mode).weight
+    return None if weight is None else weight(z, round_half_away(z))
+
+
 def soft_weight(z: torch.Tensor) -> torch.Tensor:
     """``d c' / d c = 3 (z - round z)**2``: the derivative of the soft-rounding surrogate ``Q (r + (z - r)**3)``
     (Shin & Song 2017, ``r = round z`` held constant) with respect to the coefficient ``c = Q z``."""
-    return (z - round_half_away(z)).square_().mul_(3.0)
+    return rounding_weight(z, "soft")
 
 
 def table_factor(z: torch.Tensor, mode: str) -> torch.Tensor:
-    """``d c' / d Q`` at fixed ``c``, ``z = c / Q``, for ``c' = Q round(c / Q)``:
+    """``d c' / d Q`` at fixed ``c``, ``z = c / Q``, for ``c' = Q round(c / Q)``: the ``table_factor`` of ``mode``'s
+    record in :data:`fdgpu.choices.BACKWARD_MODES`, e.g.
 
     * ``"ste"``: ``round(z) - z``, the straight-through estimate of LSQ (Esser et al. 2020);
     * ``"soft"``: the derivative of the surrogate ``Q (r + (z - r)**3)``: ``r + d**3 - 3 d**2 z``, ``d = z - r``.
     """
-    r = round_half_away(z)
-    d = z - r
-    if mode == "ste":
-        return d.neg_()
-    if mode == "soft":
-        return r + d * d * (d - 3.0 * z)
-    raise ValueError(f"mode: expected 'ste' or 'soft', got {mode!r}")
+    return _adjoint(mode).table_factor(z, round_half_away(z))
+
+
+def _adjoint(mode: str):
+    rec = BACKWARD_MODES.get(mode)
+    if rec is None or rec.kind != "adjoint":
+        adjoints = [m for m, r in BACKWARD_MODES.items() if r.kind == "adjoint"]
+        raise ValueError(f"mode: expected one of {adjoints}, got {mode!r}")
+    return rec
