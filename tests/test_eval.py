@@ -327,6 +327,8 @@ def test_budget_check_and_attribution_where_more_steps_fool_more():
     assert r20["late_bits"] == expect and r20["late_fooled"] == expect.count("1") >= 1
     assert r100["late_fooled"] >= 1  # 0.7 eps takes more than 80 of the 100 steps
     budget = {f["attack"]: f for f in rows.sanity if f["check"] == "budget"}
+    # the one image robust in the worst case (2 eps from the boundary) is still moving at ALPHA per step
+    assert [f["deciding"] for f in rows.sanity if f["check"] == "rising-loss"] == [1, 1, 1]
     assert budget["pgd:8:20:0.08"]["late"] == r20["late_fooled"]
     assert budget["pgd:8:20:0.08"]["deciding"] == 0 and not budget["pgd:8:20:0.08"]["flagged"]  # 100 steps fool them
     assert budget["pgd:8:100:0.08"]["deciding"] == r100["late_fooled"]  # nothing else fools those
@@ -352,3 +354,33 @@ def test_budget_check_counts_the_last_restart():
         best.update(torch.zeros(4, 3, 2, 2), torch.zeros(4), torch.arange(4) == who)
     assert best.late().tolist() == [False, True, True, False]  # step 9 of 10 is in the final 20 %; run 2 of 2
     assert best.first_step.tolist() == [1, 9, 2, -1] and best.first_run.tolist() == [0, 0, 1, -1]
+
+
+def test_rising_loss_check_where_the_attack_had_not_converged():
+    """An image still robust whose loss rose in the final 20 % of the iterations is one the attack had not finished
+    with. Exactly: PGD-20's rising images are its unfooled images whose returned (highest-loss) point beats that of
+    the same run cut at 16 steps; with a step that reaches the box's corner early, nothing rises."""
+    from fdgpu.attacks import pgd, recording
+    x, y = _mean_images()
+    model = _Mean()
+
+    def attack(steps, alpha):
+        with recording() as seen:
+            xa = pgd(model, x, y, 8 / 255, alpha, steps, generator=torch.Generator().manual_seed(0))
+        return xa, seen[0]
+    a20, rec = attack(20, 0.08 / 255)
+    a16, _ = attack(16, 0.08 / 255)
+    with torch.no_grad():
+        loss = [nn.functional.cross_entropy(model(a), y, reduction="none") for a in (a20, a16)]
+        unfooled = model(a20).argmax(1) == y
+    assert torch.equal(rec.rising(), unfooled & (loss[0] > loss[1])) and rec.rising().sum() >= 2
+    _, fast = attack(20, None)  # step 2.5 eps / 20: every pixel at the box's corner by step 16
+    assert not fast.rising().any() and not fast.fooled.all()
+    rows = evaluate(model, x, y, ["none"], ["pgd:8:20:0.08"], ["transfer"], batch_size=6)
+    r, = rows
+    assert r["rising"] == r["rising_bits"].count("1") >= 2
+    found, = [f for f in rows.sanity if f["check"] == "rising-loss"]
+    assert found["flagged"] and found["deciding"] == r["rising"]
+    assert "WARNING [rising-loss] none: pgd:8:20:0.08: " in markdown_report(rows)
+    assert not any(f["check"] == "rising-loss" for f in evaluate(model, x, y, ["none"], ["pgd:8:20"], ["transfer"],
+                                                                   batch_size=6).sanity)

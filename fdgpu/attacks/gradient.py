@@ -125,8 +125,9 @@ class BestIterate:
 
     Iterative attacks say where they are with :meth:`at` (run ``r`` of ``runs``, iteration ``k`` of ``steps``, 0 the
     starting point); each image's first fooling iterate is then kept in ``first_run`` / ``first_step`` (-1: never
-    fooled), from which :meth:`late` tells which images the budget's last part fooled. ``queries``: per image, the
-    model queries a query attack spent on it (``None`` for gradient attacks).
+    fooled), from which :meth:`late` tells which images the budget's last part fooled, and :meth:`rising` which
+    unfooled images it had not finished with. ``queries``: per image, the model queries a query attack spent on it
+    (``None`` for gradient attacks).
     """
 
     def __init__(self, x: torch.Tensor):
@@ -138,6 +139,7 @@ class BestIterate:
         self.first_step = torch.full((x.shape[0],), -1, dtype=torch.int64, device=x.device)
         self.run, self.runs, self.step, self.steps = 0, 1, 0, 0
         self.queries: Optional[torch.Tensor] = None
+        self._tail_score: Optional[torch.Tensor] = None
         found = _RECORDING.get()
         if found is not None:
             found.append(self)
@@ -146,6 +148,8 @@ class BestIterate:
         """The iterates offered next are iteration ``step`` of ``steps`` (0: the starting point) of run ``run`` of
         ``runs`` (restarts, or APGD-T's targets times restarts)."""
         self.step, self.steps, self.run, self.runs = step, steps, run, runs
+        if steps >= 2 and step == steps - math.ceil(0.2 * steps) + 1:
+            self._tail_score = self.score.clone()  # the best scores as the run's final 20 % begins
 
     def late(self) -> torch.Tensor:
         """``(B,)`` bool: images first fooled in the final 20 % of a run's iterations (iteration ``k > steps -
@@ -156,6 +160,15 @@ class BestIterate:
         tail = self.first_step > self.steps - math.ceil(0.2 * self.steps)
         last_run = (self.first_run == self.runs - 1) & (self.runs > 1)
         return self.fooled & (tail | last_run)
+
+    def rising(self) -> torch.Tensor:
+        """``(B,)`` bool: images never fooled whose best score (loss) still rose during the final 20 % of the last
+        run's iterations: the attack had not converged on them, so a larger budget might fool them. All false for
+        attacks that never called :meth:`at` with ``steps >= 2``."""
+        if self._tail_score is None:
+            return torch.zeros_like(self.fooled)
+        before = self._tail_score
+        return ~self.fooled & torch.isfinite(before) & (self.score > before)
 
     def update(self, xa: torch.Tensor, score: torch.Tensor, fooled: torch.Tensor,
                index: Optional[torch.Tensor] = None) -> None:

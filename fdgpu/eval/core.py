@@ -175,22 +175,34 @@ def worst_case(rows: Sequence[Dict]) -> List[Dict]:
 
 
 def _budget_findings(rows: Sequence[Dict]) -> List[Dict]:
-    """The budget check: one finding per row (white-box or adaptive) whose attack first fooled images in its final
-    20 % of iterations or its last restart (``late_bits``), saying how many of them no other attack or view of the
-    same defence and budget fooled (``deciding``); flagged (a warning) when those decide the worst case, else a
-    note."""
+    """The budget check, per row (white-box or adaptive): (1) images its attack first fooled in its final 20 % of
+    iterations or its last restart (``late_bits``), saying how many of them no other attack or view of the same
+    defence and budget fooled (``deciding``): flagged (a warning) when those decide the worst case, else a note;
+    (2) ``rising-loss``: a warning when images robust in the worst case still had a rising loss in the final 20 % of
+    its iterations (``rising_bits``): the attack had not converged on the images that make the headline."""
     found = []
     for r in rows:
-        late = r.get("late_bits")
-        if not late or "1" not in late or r["view"] == "transfer":
+        if r["view"] == "transfer" or r.get("adv_bits") is None:
             continue
         others = [o for o in rows if o is not r and o["defence"] == r["defence"] and o.get("adv_bits") is not None
                   and o["attack_kind"] != "none" and _budget(o) == _budget(r)]
-        n_late = late.count("1")
-        deciding = sum(1 for i, c in enumerate(late) if c == "1" and all(o["adv_bits"][i] == "1" for o in others))
         entry = ATTACKS.get(r["attack_kind"])
         what = "queries" if entry is not None and entry.gradient_free else "iterations"
         more = f"more than {r['steps']} {what}" if r.get("steps") else f"more {what}"
+        rising = r.get("rising_bits") or ""
+        # images robust in the worst case (every row failed on them) on which this attack had not converged
+        unfinished = sum(1 for i, c in enumerate(rising) if c == "1" and all(o["adv_bits"][i] == "1" for o in others))
+        if unfinished:
+            found.append({"check": "rising-loss", "defence": r["defence"], "view": r["view"], "flagged": True,
+                          "attack": r["attack"], "deciding": unfinished,
+                          "detail": f"{r['attack']}: {unfinished} of the images robust in the worst case still had "
+                                    f"a rising loss in the final 20 % of its {what}: the worst case may be "
+                                    f"budget-limited; rerun with {more} or with restarts=N"})
+        late = r.get("late_bits")
+        if not late or "1" not in late:
+            continue
+        n_late = late.count("1")
+        deciding = sum(1 for i, c in enumerate(late) if c == "1" and all(o["adv_bits"][i] == "1" for o in others))
         # a warning when the worst case depends on it (images no other row fooled), else a note about the row alone
         if deciding:
             verdict = (f"{deciding} of them fooled by no other attack or view: its number and the defence's worst "
@@ -245,16 +257,19 @@ def _sanity(defended, dspecs, views, xb, yb, seed, tol=1e-4):
 
 
 def _recorded(seen: list, batch: int):
-    """(late ``(B,)`` bool, queries ``(B,)`` int64) from the :class:`~fdgpu.attacks.BestIterate` records of one
-    attack run (an attack that keeps several records for the batch: their union and sum)."""
+    """(late ``(B,)`` bool, rising ``(B,)`` bool, queries ``(B,)`` int64) from the
+    :class:`~fdgpu.attacks.BestIterate` records of one attack run (an attack that keeps several records for the
+    batch: their union and sum)."""
     late = torch.zeros(batch, dtype=torch.bool)
+    rising = torch.zeros(batch, dtype=torch.bool)
     used = torch.zeros(batch, dtype=torch.int64)
     for rec in seen:
         if rec.fooled.shape[0] == batch:
             late |= rec.late().cpu()
+            rising |= rec.rising().cpu()
             if rec.queries is not None:
                 used += rec.queries.cpu()
-    return late, used
+    return late, rising, used
 
 
 def _stats(logits: torch.Tensor, y: torch.Tensor):
@@ -392,8 +407,9 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
     # counts[c, m, b]: metric m of config c on batch b (zeros for batches of other ranks).
     counts = torch.zeros(len(configs), len(METRICS), n_batches, dtype=torch.float64)
     # bits[c, k, i] for image i under config c (zeros for other ranks' images), k: 0 clean | 1 adversarial correctness,
-    # 2 first fooled late in the attack's budget (and fooled in the end), 3 queries spent (query attacks)
-    bits = torch.zeros(len(configs), 4, x.shape[0], dtype=torch.float64)
+    # 2 first fooled late in the attack's budget (and fooled in the end), 3 queries spent (query attacks), 4 not fooled
+    # but its loss still rising in the attack's final 20 %
+    bits = torch.zeros(len(configs), 5, x.shape[0], dtype=torch.float64)
     mine = list(range(rank, n_batches, world))
     bar = None
     if progress and rank == 0:
@@ -414,7 +430,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                     clean_bits[cfg.defence.text] = (logits.argmax(-1) == yb).double().cpu()
             gen = torch.Generator().manual_seed(_batch_seed(seed, b, 2))
             samples, runs = plan(cfg)
-            late = used = None
+            late = rising = used = None
             if cfg.attack.kind == "none":
                 xa = xb
             elif cfg.view == "transfer":
@@ -429,13 +445,13 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                 # white-box on the undefended model: an image fooled at any iterate counts
                 with recording() as seen:
                     xa = run_attack(cfg.attack, base["transfer"], xb, yb, gen, eot_samples=samples, restarts=runs)
-                late, used = _recorded(seen, xb.shape[0])
+                late, rising, used = _recorded(seen, xb.shape[0])
             else:
                 attacked = defended[cfg.defence.text, "ste" if cfg.view == QUERY_VIEW else cfg.view]
                 _reseed_random(attacked, _batch_seed(seed, b, 3))
                 with recording() as seen:
                     xa = run_attack(cfg.attack, attacked, xb, yb, gen, eot_samples=samples, restarts=runs)
-                late, used = _recorded(seen, xb.shape[0])
+                late, rising, used = _recorded(seen, xb.shape[0])
             with torch.no_grad():
                 # the same draw of a randomised defence as for the clean images: the "none" attack row then equals
                 # the clean accuracy, and clean vs adversarial differ only by the attack
@@ -452,6 +468,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                 # late and still fooled in the evaluation, of a clean-correct image
                 bits[c, 2, rows_b] = (late.cpu() & (adv_bits == 0) & (clean_bits[cfg.defence.text] == 1)).double()
                 bits[c, 3, rows_b] = used.double().cpu()
+                # still rising and still correct in the evaluation, of a clean-correct image
+                bits[c, 4, rows_b] = (rising.cpu() & (adv_bits == 1) & (clean_bits[cfg.defence.text] == 1)).double()
             if bar is not None:
                 bar.update(1)
             if on_step is not None:
@@ -487,6 +505,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             "seed": seed, "attack_seeds": ([_batch_seed(seed, b, 2) for b in range(n_batches)]
                                            if ATTACKS[cfg.attack.kind].random_start else []),
             "clean_bits": _bits(bits[c, 0]), "adv_bits": _bits(bits[c, 1]),
-            "late_fooled": int(bits[c, 2].sum()), "late_bits": _bits(bits[c, 2]), **extra,
+            "late_fooled": int(bits[c, 2].sum()), "late_bits": _bits(bits[c, 2]),
+            "rising": int(bits[c, 4].sum()), "rising_bits": _bits(bits[c, 4]), **extra,
         })
     return EvalResults(rows, sanity + _budget_findings(rows))
