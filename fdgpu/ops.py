@@ -187,7 +187,7 @@ def _encode_backward(ctx, gqy, gqc, _gzy, _gzc):
     x, lt, ct, zy, zc = ctx.saved_tensors
     need_x, need_l, need_c = ctx.needs_input_grad[:3]
     n, ch, h, w = ctx.shape
-    if ctx.mode == "exact":  # every output is a rounding: its derivative is zero
+    if ctx.mode == "exact" or n == 0:  # every output is a rounding: its derivative is zero (or nothing to do)
         return (torch.zeros_like(x) if need_x else None, torch.zeros_like(lt) if need_l else None,
                 torch.zeros_like(ct) if need_c else None, None, None, None, None)
     soft, want = ctx.mode == "soft", bool(need_l or need_c)
@@ -214,15 +214,15 @@ def decode(qy: Tensor, qc: Tensor, luma_table: Tensor, cb_table: Tensor, cr_tabl
            w: int, backend: str, mode: str) -> Tensor:
     tables = (luma_table, cb_table, cr_table)
     # backend "cpu": the C library's half where it applies (integer steps), as its round trip
-    done = _cpu().decode(qy, qc if qc.numel() else None, tables, subsampling, h, w) if backend == "cpu" else None
+    done = _cpu().decode(qy, qc if qc.dim() == 4 else None, tables, subsampling, h, w) if backend == "cpu" else None
     if done is not None:
         return done
-    return reference.jpeg.decode(qy, qc if qc.numel() else None, tables, subsampling, h, w, qy.dtype)
+    return reference.jpeg.decode(qy, qc if qc.dim() == 4 else None, tables, subsampling, h, w, qy.dtype)
 
 
 @decode.register_fake
 def _decode_fake(qy, qc, luma_table, cb_table, cr_table, subsampling, h, w, backend, mode):
-    return qy.new_empty(qy.shape[0], 3 if qc.numel() else 1, h, w)
+    return qy.new_empty(qy.shape[0], 3 if qc.dim() == 4 else 1, h, w)
 
 
 def _decode_setup(ctx, inputs, output):
@@ -237,7 +237,7 @@ def _decode_backward(ctx, grad):
 
     qy, qc, lt, cbt, crt = ctx.saved_tensors
     needs = ctx.needs_input_grad[:5]
-    if ctx.mode == "exact":  # the inverse DCT's descale and every later stage round: the derivative is zero
+    if ctx.mode == "exact" or qy.shape[0] == 0:  # every stage after the inverse DCT's descale rounds: zero
         zeros = [torch.zeros_like(t) if need else None for t, need in zip((qy, qc, lt, cbt, crt), needs)]
         return (*zeros, None, None, None, None, None)
     n = qy.shape[0]

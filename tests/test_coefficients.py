@@ -383,3 +383,22 @@ def test_c_decode_checks_its_input():
     assert torch.equal(out, torch.full_like(out, -1.0))  # nothing written
     assert encode(qy.data_ptr(), 0, 1, 3, 16, 16, 2, 2, 0, 2, t.data_ptr(), t.data_ptr(), 0, 64, qy.data_ptr(),
                   qc.data_ptr()) == 3 and error().decode().startswith("i0, i1")
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_empty_batch(channels):
+    x = torch.rand(0, channels, 9, 11, requires_grad=True)
+    c = fdgpu.encode(x, 50)
+    assert len(c.components) == (3 if channels == 3 else 1) and c.components[0].shape == (0, 2, 2, 8, 8)
+    y = fdgpu.decode(c)
+    assert y.shape == (0, channels, 9, 11) and torch.equal(y, fdgpu.jpeg(x.detach(), 50))
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_compile_smoke():
+    """torch.compile traces encode and decode into one graph (fullgraph) of their custom ops."""
+    x = torch.rand(2, 3, 16, 24)
+    fn = torch.compile(lambda t: fdgpu.decode(fdgpu.encode(t, 50, validate=False), validate=False),
+                       backend="aot_eager", fullgraph=True)
+    assert torch.equal(fn(x), fdgpu.jpeg(x, 50))
