@@ -88,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     _, run, mod = _functions(args._module)
     extra = SUBCOMMANDS[args.command][2]
-    needs = list(EXTRA_REQUIRES.get(extra, ()))
+    needs = list(EXTRA_REQUIRES.get(extra, ())) if extra else []
     if hasattr(mod, "requirements"):
         needs += list(mod.requirements(args))
     lacking = missing(needs)

@@ -98,7 +98,7 @@ def plan(items: List[Tuple[Path, Path]], out: Path, suffix: str) -> Tuple[List[P
         return ext == suffix or (suffix == ".jpg" and ext == ".jpeg")
 
     natural = [(out / rel).with_suffix(suffix) for _, rel in items]
-    groups = {}
+    groups: dict = {}
     for i, t in enumerate(natural):
         groups.setdefault(_entry(t), []).append(i)
     targets: List = [None] * len(items)
@@ -225,8 +225,8 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
 
     if fmt == "png":
         y = functional.requantize(x, luma, chroma, subsampling=subsampling)
-        a = to_uint8(y)
-        a = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
+        u = to_uint8(y)
+        a = u[0].numpy() if u.shape[0] == 1 else u.permute(1, 2, 0).numpy()
         write_file(target, lambda fh: Image.fromarray(a).save(fh, format="PNG"))
         return
     qt = []
@@ -235,8 +235,8 @@ def write(x, target: Path, fmt: str, luma, chroma, subsampling: str) -> None:
             raise ValueError(f"a baseline JPEG stores integer steps in [1, 255], got table entries up to "
                              f"{float(t.max()):g} (non-integer or too large); use --format png for this table")
         qt.append([int(v) for v in t.flatten().tolist()])
-    a = to_uint8(x)  # the samples the layer reads (halves up), not torch.round's halves to even
-    a = a[0].numpy() if a.shape[0] == 1 else np.ascontiguousarray(a.permute(1, 2, 0).numpy())
+    u = to_uint8(x)  # the samples the layer reads (halves up), not torch.round's halves to even
+    a = u[0].numpy() if u.shape[0] == 1 else np.ascontiguousarray(u.permute(1, 2, 0).numpy())
     kw = {"subsampling": PIL_SUBSAMPLING[subsampling]} if x.shape[0] == 3 else {}
     write_file(target, lambda fh: Image.fromarray(a).save(fh, format="JPEG", qtables=qt, **kw))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 import torch
@@ -29,6 +29,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 GET_CIFAR10 = "fdgpu data cifar10"  # the command that downloads CIFAR-10 into the default data folder
 BATCHES = {"test": "test_batch", "train10k": "data_batch_1"}  # npz name -> file of cifar-10-batches-py
+
+
+@overload
+def data_root(root: Optional[PathLike] = None, required: Literal[True] = True) -> Path: ...
+
+
+@overload
+def data_root(root: Optional[PathLike] = None, required: bool = True) -> Optional[Path]: ...
 
 
 def data_root(root: Optional[PathLike] = None, required: bool = True) -> Optional[Path]:
@@ -76,7 +84,7 @@ def resize(im, size: Tuple[int, int]):
     from PIL import Image
 
     h, w = size
-    return im if im.size == (w, h) else im.resize((w, h), Image.BICUBIC)
+    return im if im.size == (w, h) else im.resize((w, h), Image.Resampling.BICUBIC)
 
 
 def is_cifar10_batches(path: PathLike) -> bool:
@@ -204,8 +212,8 @@ def read_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0, li
     _check_slice(start, limit)
     p = resolve_cifar10(path, root)
     if p.is_dir() and is_cifar10_batches(p) or p.parent.name == "cifar-10-batches-py" and p.suffix != ".npz":
-        xs, ys = read_batch_file(p, start, limit, num_classes)
-        return xs, ys if labels else None
+        xs_b, ys_b = read_batch_file(p, start, limit, num_classes)
+        return xs_b, ys_b if labels else None
     want = "arrays x, y" if labels else "array x"
     if not p.is_file():
         hint = (f"; `{GET_CIFAR10}" + (f" --root {p.parent.parent}`" if root is not None else "`") +
@@ -228,20 +236,21 @@ def read_npz(path: PathLike, root: Optional[PathLike] = None, start: int = 0, li
             raise ValueError(f"expected {' and '.join(repr(n) for n in names)} in {str(p)!r}, got "
                              f"{sorted(f.keys())}")
         try:
-            xs, ys = f["x"], (f["y"] if labels else None)
+            xs = f["x"]
+            ys: Optional[np.ndarray] = f["y"] if labels else None
         except unreadable as exc:
             raise ValueError(f"expected an .npz archive with {want}, got {str(p)!r} whose arrays cannot be read "
                              f"({type(exc).__name__}: {exc}); is it truncated?") from None
     if xs.ndim != 4 or xs.shape[-1] not in (1, 3):
         raise ValueError(f"expected x of shape (N, H, W, 3) in {str(p)!r}, got {xs.shape}")
-    if labels and ys.shape != xs.shape[:1]:
+    if ys is not None and ys.shape != xs.shape[:1]:
         raise ValueError(f"y in {str(p)!r}: expected labels of shape ({xs.shape[0]},), one per image, got {ys.shape}")
     if start >= xs.shape[0]:
         raise ValueError(f"start: expected an index below the {xs.shape[0]} images of {str(p)!r}, got {start}")
     end = None if limit is None else start + int(limit)
     xs = xs[start:end]
     check_images(xs, repr(str(p)))
-    if not labels:
+    if ys is None:
         return xs, None
     ys = ys[start:end]
     check_labels(ys, xs.shape[0], repr(str(p)), num_classes)

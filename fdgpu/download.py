@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, Callable, Optional, Union
 
 from .files import clean_stale, load_error, write_file, write_files, write_stream
 
@@ -162,7 +162,7 @@ def download(url: str, target: PathLike, *, md5: Optional[str] = None, sha256: O
             if total is not None and got != total:
                 raise DownloadError(f"{url}: the transfer stopped after {got} of {total} bytes; run the "
                                     f"command again")
-        if digest is not None and digest.hexdigest() != expected.lower():
+        if digest is not None and expected is not None and digest.hexdigest() != expected.lower():
             raise DownloadError(f"{url}: {algo} mismatch, expected {expected.lower()}, got {digest.hexdigest()} "
                                 f"({got} bytes); the file is corrupt or not the published one, and was deleted")
 
@@ -245,14 +245,20 @@ def convert_cifar10(archive: PathLike, out: PathLike) -> list:
                     raise ValueError(f"{archive}: expected {member} of at most {CIFAR10_MEMBER_CAP:,} bytes (a "
                                      f"CIFAR-10 batch of 10,000 images is about 31 MB), got {info.size:,} bytes; "
                                      f"this is not the CIFAR-10 archive, and nothing was written")
-                data = tar.extractfile(info).read(CIFAR10_MEMBER_CAP + 1)
+                member_file = tar.extractfile(info)
+                if member_file is None:
+                    raise ValueError(f"{archive}: expected {member} to be a file in the archive; this is not the "
+                                     f"CIFAR-10 archive, and nothing was written")
+                data = member_file.read(CIFAR10_MEMBER_CAP + 1)
                 x, y = read_batch(data, member)
                 del data
                 batches.append((out / name, x, y))
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ValueError(f"{archive}: expected a gzip'd tar archive, got an unreadable file ({exc})") from None
     out.mkdir(parents=True, exist_ok=True)
-    return write_files([(path, lambda fh, x=x, y=y: np.savez_compressed(fh, x=x, y=y)) for path, x, y in batches])
+    def saver(x: np.ndarray, y: np.ndarray) -> Callable[[BinaryIO], None]:
+        return lambda fh: np.savez_compressed(fh, x=x, y=y)
+    return write_files([(path, saver(x, y)) for path, x, y in batches])
 
 
 def cifar10_count_note(written: list) -> str:

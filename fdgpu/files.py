@@ -39,7 +39,7 @@ class WriteError(OSError):
         self.target = Path(target)
 
     def __str__(self) -> str:
-        return self.strerror
+        return str(self.strerror)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -22,7 +22,7 @@ def encode(img: np.ndarray, quality: Optional[int] = None, subsampling: str = "4
     (a name of :data:`fdgpu.choices.SUBSAMPLINGS`) applies to colour images only."""
     from PIL import Image
 
-    kw = {"subsampling": PIL_SUBSAMPLING[subsampling]} if img.ndim == 3 else {}
+    kw: dict = {"subsampling": PIL_SUBSAMPLING[subsampling]} if img.ndim == 3 else {}
     if qtables is not None:
         kw["qtables"] = qtables
     else:

@@ -220,7 +220,7 @@ def _exits_are_errors(name: str):
     low = sys.modules.get("posix") or sys.modules.get("nt")  # os._exit is this module's _exit
     os._exit = exit_here
     if low is not None:
-        low._exit = exit_here
+        low._exit = exit_here  # type: ignore[attr-defined]
     try:
         yield
     except Interrupted:
@@ -237,7 +237,7 @@ def _exits_are_errors(name: str):
     finally:
         os._exit = real_exit
         if low is not None:
-            low._exit = real_exit
+            low._exit = real_exit  # type: ignore[attr-defined]
         if main:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
@@ -265,6 +265,8 @@ def _import_plugin(name: str):
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{str(path)!r} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look a module up by name
     try:

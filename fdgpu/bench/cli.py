@@ -86,7 +86,8 @@ def _time(call, warmup_call, warmup: int, repeats: int, budget: float, sync) -> 
     for _ in range(warmup):
         warmup_call()
         sync()
-    times, start = [], time.perf_counter()
+    times: list = []
+    start = time.perf_counter()
     while len(times) < repeats:
         t0 = time.perf_counter()
         call()
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data = BenchData.from_args(args)
     settings = Settings(quality=args.quality, strength=args.strength, seed=args.seed, database=data.database)
-    meta = {"command": "fdgpu " + " ".join(sys.argv[1:]) if sys.argv and "fdgpu" in sys.argv[0] else
+    meta: dict = {"command": "fdgpu " + " ".join(sys.argv[1:]) if sys.argv and "fdgpu" in sys.argv[0] else
             " ".join(sys.argv), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": environment.versions(),
             "environment": environment.environment(), "backends": environment.backends(),
             "synthetic_data": data.synthetic, "reference": REFERENCE,

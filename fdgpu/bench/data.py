@@ -29,8 +29,9 @@ class BenchData:
         from ..defences.data import data_root
 
         root = None if synthetic else data_root(data)
-        self.root = root if root is not None and root.is_dir() else None
-        self.synthetic = self.root is None
+        self.root: Path = root if root is not None and root.is_dir() else Path()
+        # (no data folder: synthetic images, and self.root is unused)
+        self.synthetic = root is None or not root.is_dir()
         self.seed, self.db_size, self.db_cache, self.index_kind = seed, db_size, db_cache, index
         self.sources: dict = {}
         self._dbs: dict = {}

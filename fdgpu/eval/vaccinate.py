@@ -39,7 +39,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def vaccinate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, quality: Optional[float], *, epochs: int = 2,
               lr: float = 0.01, batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0,
-              mean: Sequence[float] = None, std: Sequence[float] = None, subsampling: str = "4:2:0",
+              mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, subsampling: str = "4:2:0",
               progress: bool = False) -> nn.Module:
     """Fine-tune ``net`` (normalised input -> logits) on ``JPEG_quality(augment(x))`` with SGD + cosine schedule.
 

@@ -38,6 +38,9 @@ class Normalize(nn.Module):
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
             raise ValueError(f"expected (B, {self.mean.shape[1]}, H, W) input, got {tuple(x.shape)}")
