@@ -151,7 +151,7 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     tables_grad = lt.requires_grad or ct.requires_grad
     save = BACKWARD_MODES[backward].saves_state(tables_grad)
     save = save and torch.is_grad_enabled() and (x.requires_grad or tables_grad)
-    y = ops.jpeg(xf, lt, ct, subsampling, impl, backward, save)[0]
+    y = ops.jpeg_output(xf, lt, ct, subsampling, impl, backward, save)
     if x.dtype == torch.float64 and y.dtype != torch.float64:
         # float32 k / 255 widened is not float64 k / 255: take the level back (255 * fl32(k / 255) rounds to k) and
         # divide in float64, as users do; the gradient passes through (the difference is a constant)
@@ -202,7 +202,7 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         if not validate and q.device.type != "meta":  # the one quality that gives invalid (NaN) steps, no host sync
             torch._assert_async(q.detach().isnan().logical_not_().all(),
                                 "quality: expected numbers (checked even with validate=False), got NaN")
-    return _requantize(x, luma, chroma, subsampling, backward, backend, validate, extra, step_checks=False)
+    return _requantize(x, luma, chroma, subsampling, backward, backend, validate, extra, table_checks=False)
 
 
 def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling: str = "4:2:0",
@@ -233,7 +233,7 @@ def feature_distillation(x: torch.Tensor, strength: Number = 1.0, *, subsampling
     x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     table = _fd_cached(strength, variant, x.device, x_dtype)  # valid by construction: no table check
     if variant == "official":
-        return _requantize(x, table, None, subsampling, backward, backend, validate, color="rgb", step_checks=False)
-    return _requantize(x, table, None, subsampling, backward, backend, validate, step_checks=False)
+        return _requantize(x, table, None, subsampling, backward, backend, validate, color="rgb", table_checks=False)
+    return _requantize(x, table, None, subsampling, backward, backend, validate, table_checks=False)
 
 

@@ -135,6 +135,26 @@ def _jpeg_backward_fake(grad, x, luma_table, chroma_table, state_luma, state_chr
 jpeg.register_autograd(autograd.backward, setup_context=autograd.setup_context)
 
 
+def jpeg_output(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
+                save: bool) -> Tensor:
+    """The round trip ``y`` of :func:`jpeg` (its first output), as :mod:`fdgpu.functional` calls it.
+
+    In eager mode with nothing to record or trace, the backend's forward is called directly: that is the op's body
+    without the dispatcher's round trip through the autograd and CPU kernels (about 11 us of a 32x32 image's call,
+    a quarter of it). "Nothing to record or trace": no saved state asked for, no input that autograd records (grad
+    mode on and a ``requires_grad`` input), plain tensors (no subclass such as a fake tensor), no torch function or
+    dispatch mode, no functorch transform, not compiling. Otherwise the op itself runs."""
+    # (is_compiling first: dynamo folds it to True and traces nothing else of the condition)
+    if (not torch.compiler.is_compiling() and not save and type(x) is Tensor and type(luma_table) is Tensor
+            and type(chroma_table) is Tensor
+            and not (torch.is_grad_enabled() and (x.requires_grad or luma_table.requires_grad
+                                                  or chroma_table.requires_grad))
+            and not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack()
+            and torch._C._functorch.peek_interpreter_stack() is None):
+        return backends.get(backend).forward(x, luma_table, chroma_table, subsampling, False)[0]
+    return jpeg(x, luma_table, chroma_table, subsampling, backend, mode, save)[0]
+
+
 # ---------------------------------------------------------------- the two halves: fdgpu.encode and fdgpu.decode
 # ``encode(x, luma_table, chroma_table, subsampling, backend, mode, save) -> (qy, qc, zy, zc)``: the quantized
 # coefficients in the reference's plane layout, luma ``(N, 1, Hp, Wp)`` and chroma ``(N, 2, Hp / vs, Wp / hs)``
