@@ -369,7 +369,7 @@ def test_c_decode_checks_its_input():
     out = torch.full((1, 3, 16, 16), -1.0)
     t = tabs[0].contiguous()
     good = (qy.data_ptr(), qc.data_ptr(), 0, out.data_ptr(), 1, 3, 16, 16, 2, 2, 0, 1)
-    tail = (t.data_ptr(), t.data_ptr(), t.data_ptr(), 0, 64)
+    tail = (t.data_ptr(), t.data_ptr(), t.data_ptr(), 0, 64, qy.numel(), qc.numel())
     encode, decode, error = fns[4], fns[5], fns[3]  # fdgpu_encode, fdgpu_decode, fdgpu_error
     assert decode(*good, *tail) == 0
     out.fill_(-1.0)
@@ -379,10 +379,12 @@ def test_c_decode_checks_its_input():
         args[k] = v
         assert decode(*args, *tail) == 3 and error().decode().startswith(why), (k, v)
     assert decode(*good, None, *tail[1:]) == 3 and "non-NULL" in error().decode()
-    assert decode(*good, *tail[:4], 7) == 3 and error().decode().startswith("table_stride")
+    assert decode(*good, *tail[:4], 7, *tail[5:]) == 3 and error().decode().startswith("table_stride")
+    assert decode(*good, *tail[:5], qy.numel() - 1, qc.numel()) == 3 and error().decode().startswith("qy:")
+    assert decode(*good, *tail[:6], qc.numel() // 4) == 3 and error().decode().startswith("qc:")  # too short
     assert torch.equal(out, torch.full_like(out, -1.0))  # nothing written
     assert encode(qy.data_ptr(), 0, 1, 3, 16, 16, 2, 2, 0, 2, t.data_ptr(), t.data_ptr(), 0, 64, qy.data_ptr(),
-                  qc.data_ptr()) == 3 and error().decode().startswith("i0, i1")
+                  qc.data_ptr(), qy.numel(), qc.numel()) == 3 and error().decode().startswith("i0, i1")
 
 
 @pytest.mark.parametrize("channels", [3, 1])

@@ -77,6 +77,10 @@ for backend in ("torch", "triton"):  # the Triton kernels (interpreted without a
          lambda: torch.ops.fdgpu.jpeg(torch.rand(1, 3, 0, 16), t, t, "4:2:0", backend, "ste", False))
     case(f"grad of another shape, {backend} op", lambda: torch.ops.fdgpu.jpeg_backward(
         torch.rand(1, 3, 16, 8), torch.rand(1, 3, 16, 16), t, t, x[:0], x[:0], "4:2:0", backend, "ste", False))
+tt = t.expand(1, 8, 8).contiguous()
+for name, planes, sub in (("planes too small", (torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 2, 2)), "4:4:4"),
+                          ("planes of 4:2:0 at 4:4:4", (torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 8, 8)), "4:4:4")):
+    case(f"decode {name}, library", lambda: cpu.decode(*planes, (tt, tt, tt), sub, 16, 16))
 gray = reference.forward(torch.rand(2, 1, 20, 20), t, None, "4:2:0", need_weight=True)[1]
 case("state of another size", lambda: reference.backward(torch.rand(2, 1, 20, 28), gray, "4:2:0", "soft"))
 case("library declines two channels", lambda: cpu.fused_forward(torch.rand(1, 2, 16, 16), t, t, "4:2:0"))
@@ -113,6 +117,8 @@ def test_bad_input_is_a_clear_error_not_a_crash():
         "4:2:2 state at 4:4:4 soft": "saved chroma quotients: expected a float tensor of shape (2, 2, 64, 4, 4)",
         "state of another size": "saved luma quotients: expected a float tensor of shape (2, 1, 64, 3, 4)",
         "library declines two channels": "no error, returned NoneType",
+        "decode planes too small, library": "no error, returned NoneType",  # (it read past them)
+        "decode planes of 4:2:0 at 4:4:4, library": "no error, returned NoneType",
     }
     for name, message in want.items():
         assert name in lines, f"{name}: no result (the process stopped before it?)\n{r.stdout}\n{r.stderr[-2000:]}"
@@ -148,9 +154,21 @@ fwd_only = [("x, out", dict(x=None)), ("x, out", dict(out=None)), ("lt, ct", dic
             ("tables_double", dict(tables_double=2)), ("table_stride", dict(table_stride=32)),
             ("z_double", dict(z_double=-1)), ("the float type flag", dict(x_double=2))]
 bwd_only = [("g, gx", dict(g=None)), ("g, gx", dict(gx=None)), ("the float type flag", dict(dbl=3))]
-print("valid forward", fwd(*F.values()), "valid backward", bwd(*B.values()))
+enc, dec = lib[4], lib[5]
+qy, qc = torch.zeros(n, 1, 48, 32), torch.zeros(n, 2, 24, 16)
+E = dict(x=P(x), x_double=0, n=n, ch=ch, h=h, w=w, hs=hs, vs=vs, i0=0, i1=n, lt=P(t), ct=P(t), tables_double=0,
+         table_stride=0, qy=P(qy), qc=P(qc), qy_len=qy.numel(), qc_len=qc.numel())
+D = dict(qy=P(qy), qc=P(qc), q_double=0, out=P(y), n=n, ch=ch, h=h, w=w, hs=hs, vs=vs, i0=0, i1=n, ly=P(t), lcb=P(t),
+         lcr=P(t), tables_double=0, table_stride=0, qy_len=qy.numel(), qc_len=qc.numel())
+halves = [("qy", dict(qy_len=qy.numel() - 1)), ("qy", dict(hs=1, vs=1)), ("qc", dict(qc_len=2 * 64)),
+          ("qc", dict(ch=1, qy_len=n * 40 * 32)), ("ch", dict(ch=2))]
+print("valid forward", fwd(*F.values()), "valid backward", bwd(*B.values()), "valid encode", enc(*E.values()),
+      "valid decode", dec(*D.values()))
 for name, change in cases + fwd_only:
     print("forward", name, "->", fwd(*{**F, **change}.values()), err().decode(), flush=True)
+for name, change in halves:
+    print("encode", name, "->", enc(*{**E, **change}.values()), err().decode(), flush=True)
+    print("decode", name, "->", dec(*{**D, **change}.values()), err().decode(), flush=True)
 for name, change in cases + bwd_only:
     print("backward", name, "->", bwd(*{**B, **{k: v for k, v in change.items() if k in B}}.values()), err().decode(),
           flush=True)
@@ -160,8 +178,8 @@ for name, change in cases + bwd_only:
 def _check_entry_output(r: subprocess.CompletedProcess) -> None:
     assert r.returncode == 0, f"the process died (code {r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}"
     lines = r.stdout.splitlines()
-    assert lines[0] == "valid forward 0 valid backward 0", lines[0]
-    assert len(lines) == 1 + 2 * 20 + 8 + 3, r.stdout
+    assert lines[0] == "valid forward 0 valid backward 0 valid encode 0 valid decode 0", lines[0]
+    assert len(lines) == 1 + 2 * 20 + 8 + 3 + 2 * 5, r.stdout
     for line in lines[1:]:
         entry, rest = line.split(" ", 1)
         name, result = rest.split(" -> ")
@@ -171,8 +189,9 @@ def _check_entry_output(r: subprocess.CompletedProcess) -> None:
 
 def test_every_c_entry_checks_its_arguments():
     """fdgpu_forward and fdgpu_backward called directly with each argument wrong in turn (channels, sizes, batch and
-    image range, chroma factors, NULL pointers, flags, saved-state lengths for another size or subsampling): each
-    call returns 3 and fdgpu_error() names the argument; nothing is read or written."""
+    image range, chroma factors, NULL pointers, flags, saved-state lengths for another size or subsampling), and
+    fdgpu_encode / fdgpu_decode with coefficient planes of another size or subsampling: each call returns 3 and
+    fdgpu_error() names the argument; nothing is read or written."""
     _needs_library()
     _check_entry_output(_python(ENTRY_CHECKS))
 

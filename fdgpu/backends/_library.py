@@ -226,11 +226,11 @@ def bind(lib: ctypes.CDLL):
     enc = lib.fdgpu_encode
     enc.restype = ctypes.c_int
     enc.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + \
-        [ctypes.c_void_p] * 2
+        [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2
     dec = lib.fdgpu_decode
     dec.restype = ctypes.c_int
     dec.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] + [ctypes.c_int] * 8 + \
-        [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2
+        [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2 + [ctypes.c_int64] * 2
     return fn, bwd, ent, err, enc, dec
 
 

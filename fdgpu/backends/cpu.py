@@ -244,8 +244,8 @@ def encode(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tensor
     qy = torch.empty(n, 1, hp, wp, dtype=x.dtype)
     qc = torch.empty(n, 2, hp // vs, wp // hs, dtype=x.dtype) if ch == 3 else None
     args = (x.data_ptr(), int(x.dtype == torch.float64), n, ch, h, w, hs, vs)
-    tail = (tables[0].data_ptr(), tables[-1].data_ptr(), tdouble, stride, qy.data_ptr(),
-            qc.data_ptr() if qc is not None else None)
+    tail = (tables[0].data_ptr(), tables[-1].data_ptr(), tdouble, stride, qy.data_ptr(), _ptr(qc), qy.numel(),
+            _len(qc))
 
     def run(i: int, j: int):
         return _result(lib[4](*args, i, j, *tail), lib)
@@ -275,11 +275,19 @@ def decode(qy: torch.Tensor, qc, tables, subsampling: str, h: int, w: int):
     tables, tdouble, stride = _c_tables(tables)
     qy = qy.detach().contiguous()
     qc = qc.detach().contiguous() if qc is not None else None
+    if subsampling not in FACTORS:
+        return None
     hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
+    if h < 1 or w < 1:
+        return None
+    hp, wp = -(-h // (8 * vs)) * 8 * vs, -(-w // (8 * hs)) * 8 * hs
+    if qy.shape != (n, 1, hp, wp) or (qc is not None and qc.shape != (n, 2, hp // vs, wp // hs)):
+        return None  # planes the library does not read (of another size or subsampling): the reference's
     out = torch.empty(n, ch, h, w, dtype=qy.dtype)
     args = (qy.data_ptr(), qc.data_ptr() if qc is not None else None, int(qy.dtype == torch.float64),
             out.data_ptr(), n, ch, h, w, hs, vs)
-    tail = (tables[0].data_ptr(), tables[1 % len(tables)].data_ptr(), tables[-1].data_ptr(), tdouble, stride)
+    tail = (tables[0].data_ptr(), tables[1 % len(tables)].data_ptr(), tables[-1].data_ptr(), tdouble, stride,
+            qy.numel(), _len(qc))
 
     def run(i: int, j: int):
         return _result(lib[5](*args, i, j, *tail), lib)

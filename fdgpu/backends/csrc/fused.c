@@ -700,10 +700,18 @@ COEF_IO(double)
 
 #define BAD_COEFFICIENT 4 /* fdgpu_decode: a coefficient that is not an integer with |r q| <= MAX_DEQUANTIZED */
 
-/* The pointers and table layout of the halves' entries (after check_batch). */
-static int check_halves(int ch, const void *in, const void *out, const void *qc, const void *t0, const void *t1,
-                        const void *t2, int tables_double, int table_stride)
+/* The pointers, table layout and coefficient planes (qy_len, qc_len values) of the halves' entries (after
+   check_batch). */
+static int check_halves(const Geo *g, int n, const void *in, const void *out, const void *qc, const void *t0,
+                        const void *t1, const void *t2, int tables_double, int table_stride, i64 qy_len, i64 qc_len)
 {
+    const int ch = g->ch;
+    if (qy_len != (i64)n * g->hp * g->wp)
+        return bad("qy: expected n * hp * wp luma coefficients (n, 1, hp, wp) for this size and subsampling");
+    if (ch == 3 && qc_len != (i64)n * 2 * (g->hp / g->vs) * (g->wp / g->hs))
+        return bad("qc: expected n * 2 * (hp / vs) * (wp / hs) chroma coefficients for this size and subsampling");
+    if (ch == 1 && qc)
+        return bad("qc: expected NULL for a grayscale image");
     if (!in || !out || !t0)
         return bad("inputs, outputs, luma table: expected non-NULL pointers");
     if (ch == 3 && (!qc || !t1 || !t2))
@@ -756,16 +764,21 @@ static void decode_plane(u8 *plane, int rows, int cols, const Table *tb, i32 *sc
 }
 
 /* fdgpu.encode of images [i0, i1) of x (n, ch, h, w): the quantized coefficients into qy (n, 1, hp, wp) and qc
-   (n, 2, hp / vs, wp / hs) (ch = 3), in x's float type. Tables as in fdgpu_forward. Returns 0; 1 when a step is
+   (n, 2, hp / vs, wp / hs) (ch = 3), in x's float type, qy_len and qc_len values long (checked). Tables as in
+   fdgpu_forward. Returns 0; 1 when a step is
    not an integer in 1..32768 (nothing written); 2 out of memory; 3 invalid arguments (fdgpu_error() says which;
    nothing read or written). */
 int fdgpu_encode(const void *x, int x_double, int n, int ch, int h, int w, int hs, int vs, int i0, int i1,
-                 const void *lt, const void *ct, int tables_double, int table_stride, void *qy, void *qc)
+                 const void *lt, const void *ct, int tables_double, int table_stride, void *qy, void *qc,
+                 int64_t qy_len, int64_t qc_len)
 {
+    last_error = "";
     int rc = check_batch(n, ch, h, w, hs, vs, i0, i1, x_double);
-    if (rc || (rc = check_halves(ch, x, qy, qc, lt, ct, ct, tables_double, table_stride)))
+    if (rc)
         return rc;
     Geo g = make_geo(ch, h, w, hs, vs);
+    if ((rc = check_halves(&g, n, x, qy, qc, lt, ct, ct, tables_double, table_stride, qy_len, qc_len)))
+        return rc;
     i32 q[2][64];
     float half[2][64], recip[2][64];
     Table tabs[2];
@@ -799,17 +812,22 @@ int fdgpu_encode(const void *x, int x_double, int n, int ch, int h, int w, int h
 }
 
 /* fdgpu.decode of images [i0, i1): quantized coefficients qy (n, 1, hp, wp) and qc (n, 2, hp / vs, wp / hs)
-   (ch = 3), float32 or float64 by q_double, into out (n, ch, h, w) of the same type. Tables ly, lcb, lcr (Cb and
-   Cr may differ) as in fdgpu_forward. Returns 0; 1 when a step is not an integer in 1..32768; 2 out of memory;
+   (ch = 3), float32 or float64 by q_double, with their lengths in values qy_len, qc_len (checked against the
+   size and subsampling), into out (n, ch, h, w) of the same type. Tables ly, lcb, lcr (Cb and Cr may differ) as
+   in fdgpu_forward. Returns 0; 1 when a step is not an integer in 1..32768; 2 out of memory;
    3 invalid arguments (fdgpu_error() says which); 4 (BAD_COEFFICIENT) when a coefficient is not an integer with
    |r q| <= MAX_DEQUANTIZED. Nothing is written unless it returns 0. */
 int fdgpu_decode(const void *qy, const void *qc, int q_double, void *out, int n, int ch, int h, int w, int hs, int vs,
-                 int i0, int i1, const void *ly, const void *lcb, const void *lcr, int tables_double, int table_stride)
+                 int i0, int i1, const void *ly, const void *lcb, const void *lcr, int tables_double, int table_stride,
+                 int64_t qy_len, int64_t qc_len)
 {
+    last_error = "";
     int rc = check_batch(n, ch, h, w, hs, vs, i0, i1, q_double);
-    if (rc || (rc = check_halves(ch, qy, out, qc, ly, lcb, lcr, tables_double, table_stride)))
+    if (rc)
         return rc;
     Geo g = make_geo(ch, h, w, hs, vs);
+    if ((rc = check_halves(&g, n, qy, out, qc, ly, lcb, lcr, tables_double, table_stride, qy_len, qc_len)))
+        return rc;
     const int np = ch == 3 ? 3 : 1;
     const void *src[3] = {ly, lcb, lcr};
     i32 q[3][64];
