@@ -203,6 +203,61 @@ def report(ccs=(80, 90), jobs: int = 1) -> List[Report]:
         return list(pool.map(_compile_indexed, todo))
 
 
+# ----------------------------------------------------------------------------------------- executed paths
+# The kernels branch at run time on two things: whether a program's table holds integer steps (the quantizer's
+# int32 path, every JPEG table) or not (its float64 path), and, in the 4:2:x forward and the table-gradient
+# kernel, whether a program codes a luma tile or a chroma plane. A static count of the whole kernel counts both
+# sides of both. Here each side is compiled on its own: a copy of kernels/jpeg.py whose branch conditions are
+# replaced by constants (the compiler then drops the other side), so its static count is the count of what that
+# program executes (no data-dependent loops remain; the 3-plane loop of LOOP3 is counted by the model).
+_BRANCHES = {  # condition in kernels/jpeg.py -> the pin that replaces it
+    "if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:": "if _PIN_INT:",
+    "if tl.min(tl.where(b_qi.to(tl.float32) == b_qc, 1, 0)) == 1:": "if _PIN_INT:",
+    "    if i_p < NL:\n": "    if _PIN_LUMA:\n",
+    "    elif i_p < NL:\n": "    elif _PIN_LUMA:\n",
+}
+PATHS = {"int luma": (True, True), "int chroma": (True, False), "float luma": (False, True),
+         "float chroma": (False, False)}
+
+
+def pinned_module(integer: bool, luma: bool, folder: str):
+    """kernels/jpeg.py with its run-time branches pinned (see :data:`_BRANCHES`), imported from ``folder``."""
+    import importlib.util
+    src = open(K.__file__).read()
+    for cond, pin in _BRANCHES.items():
+        if cond not in src:
+            raise RuntimeError(f"aot: the branch {cond.strip()!r} is no longer in kernels/jpeg.py: update _BRANCHES")
+        src = src.replace(cond, pin)
+    src += f"\n_PIN_INT = tl.constexpr({integer})\n_PIN_LUMA = tl.constexpr({luma})\n"
+    name = f"_jpeg_pinned_{int(integer)}{int(luma)}"
+    path = os.path.join(folder, name + ".py")
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def path_counts(labels, cc: int, cls: str = "large") -> Dict[str, Dict[str, int]]:
+    """``{kernel label: {path: SASS instructions}}`` for the variants ``labels`` (of :func:`variants`) on each
+    executed path of :data:`PATHS`, compiled for ``cc``."""
+    out: Dict[str, Dict[str, int]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for path, (integer, luma) in PATHS.items():
+            mod = pinned_module(integer, luma, d)
+            for label, fn, sig, ce, warps in variants((cls,)):
+                if label not in labels:
+                    continue
+                pinned = getattr(mod, (fn.fn if hasattr(fn, "fn") else fn).__name__)
+                src = ASTSource(fn=pinned, signature=sig, constexprs=ce)
+                compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),
+                                          options=dict(num_warps=warps, num_stages=NUM_STAGES,
+                                                       enable_fp_fusion=FP_FUSION))
+                out.setdefault(label, {})[path] = len(_sass_opcodes(compiled.asm["cubin"]))
+    return out
+
+
 # GPUs of the cost model: SMs, SM clock (GHz, boost), DRAM bandwidth (TB/s). Data-sheet figures.
 GPUS = {"A100-SXM4-40GB": (108, 1.41, 1.555), "H100-SXM5": (132, 1.98, 3.35)}
 # DRAM bytes per pixel of each kernel (fp32 image planes, uint8 decoded planes; each input read once, neighbours
@@ -262,6 +317,59 @@ def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
     return out
 
 
+def occupancy(registers: int, warps: int, shared: int, cc: int) -> int:
+    """Resident warps per SM (of 64) for a kernel of ``registers`` per thread, ``warps`` per CTA and ``shared``
+    bytes per CTA: 64K registers per SM allocated per warp in units of 256, at most 32 CTAs and 64 warps per SM,
+    shared memory 164 KB (sm_80) / 228 KB (sm_90) per SM."""
+    per_warp = -(-registers * 32 // 256) * 256
+    ctas = min(65536 // (per_warp * warps), 32, 64 // warps,
+               ((164 if cc == 80 else 228) * 1024) // shared if shared else 32)
+    return ctas * warps
+
+
+def cost_model_executed(rows: List[Report], paths: Dict[int, Dict[str, Dict[str, int]]], size: int = 224,
+                        integer: bool = True) -> List[dict]:
+    """:func:`cost_model` with the instructions each program executes (:func:`path_counts`, integer or float
+    tables) instead of the whole static kernel: luma and chroma programs of the 4:2:x forward counted each with its
+    own path, ``NL = HS x VS`` luma programs and 2 chroma programs per tile. Adds the kernels' occupancy (resident
+    warps per SM, :func:`occupancy`; the issue bound assumes at least 16, 4 per scheduler, to hide latency) and the
+    static count beside for comparison. ESTIMATES, not measurements."""
+    from .launch import backward_plan, forward_plan
+    by = {(r.kernel, r.cc): r for r in rows}
+    kind = "int" if integer else "float"
+    out = []
+    for name, (ch, sub, ks) in PASSES_224.items():
+        fwd = name.startswith("forward")
+        plan = (forward_plan(1, ch, size, size, sub) if fwd else
+                backward_plan(1, ch, size, size, sub, "soft" if "soft" in name else "ste", False))
+        hs, vs = FACTORS[sub]
+        for gpu, (sms, ghz, tbs) in GPUS.items():
+            cc = 80 if gpu.startswith("A100") else 90
+            if cc not in paths or any((k, cc) not in by for k, _ in ks):
+                continue
+            instr = static = 0.0
+            occ = []
+            for label, kname in ks:
+                r, pl = by[(label, cc)], plan[kname]
+                trips = 3 if label in LOOP3 else 1
+                counts = paths[cc][label]
+                if label.startswith("fwd_sub"):
+                    nl = hs * vs
+                    per = (nl * counts[f"{kind} luma"] + 2 * counts[f"{kind} chroma"]) / (nl + 2)
+                else:
+                    per = counts[f"{kind} luma"]
+                instr += pl.nt * pl.warps * trips * per
+                static += pl.nt * pl.warps * trips * r.sass_instructions
+                occ.append(f"{label} {occupancy(r.registers, pl.warps, r.shared, cc)}")
+            dram = sum(DRAM_BPP[label] for label, _ in ks) * size * size
+            t_dram = dram / (tbs * 1e12) * 1e6
+            t_issue = instr / (sms * 4 * ghz * 1e9) * 1e6
+            out.append(dict(pass_=name, gpu=gpu, tables=kind, dram_MB=dram / 1e6, executed_k=instr / 1e3,
+                            static_k=static / 1e3, occupancy=", ".join(occ), us_dram=t_dram, us_issue=t_issue,
+                            us_estimate=max(t_dram, t_issue)))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fdgpu.kernels.aot", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cc", type=int, nargs="+", default=[80, 90], help="compute capabilities (default 80 90)")
@@ -279,6 +387,18 @@ def main(argv=None) -> int:
             print(f"| {c['pass_']:<20} | {c['gpu']:<15} | {c['dram_MB']:>7.2f} | {c['warp_instr_k']:>14.0f} | "
                   f"{c['int_instr_k']:>7.0f} | {c['shared_instr_k']:>10.1f} | {c['us_dram']:>7.2f} | "
                   f"{c['us_issue']:>8.2f} | {c['us_int']:>6.2f} | {c['us_estimate']:>11.2f} |")
+        print()
+        paths = {cc: path_counts({label for _, _, ks in PASSES_224.values() for label, _ in ks}, cc)
+                 for cc in args.cc}
+        print("ESTIMATES per 224x224 image, instructions of the EXECUTED path (integer tables; float in brackets)")
+        print(f"| {'pass':<20} | {'GPU':<15} | warp instr executed (k) | static (k) | DRAM us | issue us "
+              f"| estimate us | resident warps/SM |")
+        flt = {(c["pass_"], c["gpu"]): c for c in cost_model_executed(rows, paths, integer=False)}
+        for c in cost_model_executed(rows, paths):
+            f = flt[(c["pass_"], c["gpu"])]
+            print(f"| {c['pass_']:<20} | {c['gpu']:<15} | {c['executed_k']:>8.0f} ({f['executed_k']:.0f}) | "
+                  f"{c['static_k']:>10.0f} | {c['us_dram']:>7.2f} | {c['us_issue']:>8.2f} | "
+                  f"{c['us_estimate']:>5.2f} ({f['us_estimate']:.2f}) | {c['occupancy']} |")
         print()
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))

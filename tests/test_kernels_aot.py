@@ -72,3 +72,16 @@ def test_dct_reductions_stay_in_thread(report):
     shuffling = [f"{r['kernel']} sm_{r['cc']}: {r['sass_shfl']} SHFL" for r in report
                  if r["kernel"].startswith(("fwd ", "fwd_sub")) and r["sass_shfl"] > 8]
     assert not shuffling, "\n".join(shuffling)
+
+
+def test_executed_path_pins_match_the_kernels(tmp_path):
+    """The cost model's executed paths compile copies of kernels/jpeg.py with the run-time branches pinned: every
+    branch it pins is still in the kernels (else it raises), and each pin leaves importable kernels."""
+    pytest.importorskip("triton.backends.nvidia", reason="triton without its NVIDIA backend")
+    from fdgpu.kernels import aot
+    for integer, luma in aot.PATHS.values():
+        mod = aot.pinned_module(integer, luma, str(tmp_path))
+        src = open(mod.__file__).read()
+        assert not [c for c in aot._BRANCHES if c in src]
+        assert mod._PIN_INT.value is integer and mod._PIN_LUMA.value is luma
+        assert hasattr(mod, "_jpeg_fwd_sub_kernel") and hasattr(mod, "_jpeg_bwd_table_kernel")
