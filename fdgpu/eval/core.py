@@ -320,9 +320,14 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
         (top-1, in [0, 1]), ``clean_top_prob``, ``adv_top_prob`` (mean probability of the predicted label),
         ``adv_true_prob``, the spec fields, ``eot_samples``, ``restarts``, ``randomised`` (the defence), ``seed``
         and ``attack_seeds`` (the seed of each batch's attack generator; restart r draws the r-th start from it),
-        and ``clean_bits``/``adv_bits`` (per-image correctness, "1" = correct, for :func:`worst_case`). The
-        ``none`` attack, and the ``none`` defence of an ``nn.Module`` classifier, get one row each (view ``"-"``).
-        ``.sanity`` holds the sanity checks run on the first batch (see :func:`_sanity`).
+        and ``clean_bits``/``adv_bits`` (per-image correctness, "1" = correct, for :func:`worst_case`). White-box
+        and adaptive rows also give ``late_fooled``/``late_bits`` (images first fooled in the attack's final 20 % of
+        iterations or its last restart) and ``rising``/``rising_bits`` (images it left unfooled with a loss still
+        rising there), and rows of a gradient-free attack ``queries_mean``/``queries_median`` (per image it fooled).
+        The ``none`` attack, and the ``none`` defence of an ``nn.Module`` classifier, get one row each (view
+        ``"-"``); a gradient-free attack gets one row per defence in the view ``"query"`` (and one in
+        ``"transfer"`` when asked). ``.sanity`` holds the sanity checks run on the first batch (see :func:`_sanity`)
+        and the budget check over all images.
     """
     if x.dim() != 4 or not x.is_floating_point() or y.shape != x.shape[:1]:
         raise ValueError(f"expected x (N, C, H, W) float in [0, 1] and y (N,), got {tuple(x.shape)} {x.dtype} and "
