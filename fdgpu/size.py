@@ -226,11 +226,12 @@ def _bitstream_bytes(lens: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
 
 def _entropy_torch(comps, real_rows: int, real_cols: int, hs: int, vs: int, optimize: bool) -> torch.Tensor:
     """``(N, 5)`` int64: the entropy-coded segment's bytes and (``optimize``) the symbol count of the optimal DC
-    luma, AC luma, DC chroma and AC chroma tables. ``comps``: int coefficient grids ``(N, R, C, 64)``, natural
-    order, padded to whole MCUs (the C path's ``fdgpu_jpeg_entropy`` computes the same)."""
+    luma, AC luma, DC chroma and AC chroma tables. ``comps``: coefficient grids ``(N, R, C, 8, 8)`` (integers, or
+    quotients rounded here), natural order, padded to whole MCUs (the C path's ``fdgpu_jpeg_entropy`` computes the
+    same)."""
     from .reference.quantize import round_half_away
 
-    comps = [c.long() if not c.is_floating_point() else round_half_away(c).long() for c in comps]
+    comps = [(c.long() if not c.is_floating_point() else round_half_away(c).long()).flatten(3) for c in comps]
     blocks, comp, table = _scan_order(comps, real_rows, real_cols, hs, vs)
     n, dev = blocks.shape[0], blocks.device
     dc_s, diff, sym, zrl, ac_s, ac, nz, eob = _symbols(blocks, comp)
@@ -322,22 +323,34 @@ def _resolve_tables(x: torch.Tensor, quality, luma_table, chroma_table, n: int, 
     return lt, ct
 
 
-def _quotients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str, impl: str):
-    """The quantizer's quotients ``z = t / 8Q`` of ``x`` ``(N, C, H, W)`` on backend ``impl``, whose rounding half
-    away from zero is the quantized coefficient that libjpeg-turbo codes: per component a view ``(N, R, C, 64)``
-    (natural order) of the block grid padded to whole MCUs; and the luma's real block rows and columns. A backend
-    that does not return the quotients (Triton) leaves them to the torch reference."""
+def _coefficients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str, impl: str):
+    """The quantized coefficients of ``x`` ``(N, C, H, W)`` that libjpeg-turbo codes, computed on backend ``impl``:
+    per component a view ``(N, R, C, 8, 8)`` (natural order) of the block grid padded to whole MCUs, holding the
+    integers (the C library's encoder) or the quantizer's quotients ``z = t / 8Q``, whose rounding half away from zero
+    they are (the backends' forward; Triton's does not return them: the torch reference's then); and the luma's real
+    block rows and columns."""
     from . import backends
 
     n, ch, h, w = x.shape
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, lt, ct = x.detach().to(compute).contiguous(), lt.to(compute), ct.to(compute)
+    planes = None
+    if impl == "cpu":
+        from .backends import cpu
+
+        planes = cpu.encode(x, lt, ct, subsampling)
+    if planes is not None:  # (N, 1, Hp, Wp) and (N, 2, Hp / vs, Wp / hs) planes, block (r, c) at [8r:8r+8, 8c:8c+8]
+        def grid(p):
+            return p.unflatten(1, (p.shape[1] // 8, 8)).unflatten(3, (p.shape[2] // 8, 8)).permute(0, 1, 3, 2, 4)
+        comps = [grid(planes[0][:, 0])] + ([grid(planes[1][:, 0]), grid(planes[1][:, 1])] if ch == 3 else [])
+        return comps, -(-h // 8), -(-w // 8)
     rec = backends.get(impl if backends.get(impl).saves_state else "torch")
     with torch.no_grad():
-        _, zy, zc = rec.forward(x.detach().to(compute).contiguous(), lt.to(compute), ct.to(compute), subsampling,
-                                True)
-    comps = [zy[:, 0].permute(0, 2, 3, 1)]
-    if ch == 3:
-        comps += [zc[:, 0].permute(0, 2, 3, 1), zc[:, 1].permute(0, 2, 3, 1)]
+        _, zy, zc = rec.forward(x, lt, ct, subsampling, True)
+
+    def grid(z):  # (N, 64, R, C) -> (N, R, C, 8, 8)
+        return z.permute(0, 2, 3, 1).unflatten(3, (8, 8))
+    comps = [grid(zy[:, 0])] + ([grid(zc[:, 0]), grid(zc[:, 1])] if ch == 3 else [])
     return comps, -(-h // 8), -(-w // 8)
 
 
@@ -389,7 +402,7 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
     from . import backends
 
     impl = backends.resolve(backend, x.device)
-    comps, real_rows, real_cols = _quotients(x.reshape(n, ch, h, w), lt, ct, subsampling, impl)
+    comps, real_rows, real_cols = _coefficients(x.reshape(n, ch, h, w), lt, ct, subsampling, impl)
     hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
     if impl == "cpu":
         from .backends import entropy as c_entropy

@@ -166,7 +166,7 @@ def test_deep_tables_both_backends(c_available):
     from fdgpu.backends import entropy as c_entropy
 
     rows = 64
-    y = torch.zeros(1, rows, rows, 64, dtype=torch.int16)
+    y = torch.zeros(1, rows, rows, 8, 8, dtype=torch.int16)
     flat = y.view(-1, 64)
     fib = [1, 2]
     while sum(fib) < rows * rows:
@@ -236,14 +236,14 @@ def test_value_errors():
 def test_c_entry_checks_arguments(c_available):
     from fdgpu.backends import entropy as c_entropy
 
-    y = torch.zeros(1, 2, 2, 64, dtype=torch.int16)
+    y = torch.zeros(1, 2, 2, 8, 8, dtype=torch.int16)
     # a luma grid that is not the real blocks rounded up to whole MCUs, and a chroma grid of the wrong size
     with pytest.raises(RuntimeError, match="rejected its arguments"):
         c_entropy.sizes(y, None, None, 1, 1, 1, 1, False)
-    c = torch.zeros(1, 2, 2, 64, dtype=torch.int16)
+    c = torch.zeros(1, 2, 2, 8, 8, dtype=torch.int16)
     with pytest.raises(RuntimeError, match="rejected its arguments"):
         c_entropy.sizes(y, c, c, 2, 2, 2, 2, False)
     # a coefficient no 8-bit image gives
-    y[0, 0, 0, 1] = 2000
+    y[0, 0, 0, 0, 1] = 2000
     with pytest.raises(ValueError, match="outside baseline JPEG's range"):
         c_entropy.sizes(y[:, :1, :1], None, None, 1, 1, 1, 1, False)

@@ -37,21 +37,21 @@ _DTYPES = {torch.int16: 0, torch.float32: 1, torch.float64: 2}
 
 def sizes(y: torch.Tensor, cb: Optional[torch.Tensor], cr: Optional[torch.Tensor], real_rows: int, real_cols: int,
           hs: int, vs: int, optimize: bool) -> Optional[torch.Tensor]:
-    """``(N, 5)`` int64 (see :func:`fdgpu.size._entropy_torch`) from CPU coefficient grids ``(N, R, C, 64)`` (any
-    strides; int16 coefficients, or float32/float64 quotients that are rounded half away from zero), or None when
-    the library is unavailable."""
+    """``(N, 5)`` int64 (see :func:`fdgpu.size._entropy_torch`) from CPU coefficient grids ``(N, R, C, 8, 8)`` (any
+    strides; int16 coefficients, or float32/float64 coefficients or quotients, rounded half away from zero), or None
+    when the library is unavailable."""
     fn = library()
     if fn is None:
         return None
     grids = [g for g in (y, cb, cr) if g is not None]
-    if any(g.device.type != "cpu" or g.dtype != y.dtype or g.dim() != 4 or g.shape[-1] != 64 for g in grids) or \
+    if any(g.device.type != "cpu" or g.dtype != y.dtype or g.shape[3:] != (8, 8) for g in grids) or \
             y.dtype not in _DTYPES or (cb is not None and cb.stride() != cr.stride()):
         raise RuntimeError("fdgpu_jpeg_entropy: inconsistent coefficient grids (a bug in fdgpu: please report it)")
-    n, rows, cols, _ = y.shape
+    n, rows, cols = y.shape[:3]
     c_rows, c_cols = (cb.shape[1], cb.shape[2]) if cb is not None else (0, 0)
     out = torch.zeros(n, 5, dtype=torch.int64)
-    ys = (ctypes.c_long * 4)(*y.stride())
-    cs = (ctypes.c_long * 4)(*(cb.stride() if cb is not None else (0, 0, 0, 0)))
+    ys = (ctypes.c_long * 5)(*y.stride())
+    cs = (ctypes.c_long * 5)(*(cb.stride() if cb is not None else (0,) * 5))
     ptr = (y.data_ptr(), cb.data_ptr() if cb is not None else None, cr.data_ptr() if cr is not None else None,
            _DTYPES[y.dtype], ys, cs)
     head = (n, rows, cols, real_rows, real_cols, c_rows, c_cols, hs, vs, int(optimize))

@@ -173,7 +173,8 @@ static inline void put_bits(Writer *w, uint32_t code, int size)
 
 typedef struct {
     const char *base; /* this image's coefficients */
-    long sr, sc, sk;  /* strides in elements: block row, block column, coefficient (natural order) */
+    long sr, sc;      /* strides in elements: block row, block column */
+    long su, sv;      /* and coefficient (u, v) of a block: natural-order index 8 u + v */
     int rows, cols;   /* the component's block grid, padded to whole MCUs */
     int real_rows, real_cols;
     int hs, vs; /* blocks per MCU across and down */
@@ -198,7 +199,7 @@ static void load_rows(const Comp *cp, int mr, int dtype, i16 *buf)
             continue;
         }
         for (int k = 0; k < 64; k++) {
-            const long o = r * cp->sr + k * cp->sk;
+            const long o = r * cp->sr + (k >> 3) * cp->su + (k & 7) * cp->sv;
             if (dtype == 0) {
                 const i16 *p = (const i16 *)cp->base + o;
                 for (int c = 0; c < rc; c++)
@@ -308,8 +309,9 @@ static int scan(const Comp *comps, int nc, int dtype, i64 freq[2][2][257], const
 /* Sizes of images i0..i1-1 of a batch.
 
    y, cb, cr: the quantized coefficients per component (cb = cr = NULL for grayscale), each a grid of blocks padded
-   to whole MCUs, element (image i, block row r, block column c, natural-order coefficient k) at
-   i * s[0] + r * s[1] + c * s[2] + k * s[3] (ys for luma, cs for both chroma grids); dtype 0: int16 values,
+   to whole MCUs, element (image i, block row r, block column c, coefficient (u, v)) at
+   i * s[0] + r * s[1] + c * s[2] + u * s[3] + v * s[4] (ys for luma, cs for both chroma grids): the plane layout
+   of fdgpu's encoder, the quotient layout of its forward or a block layout alike; dtype 0: int16 values,
    1: float32 or 2: float64 quotients, rounded half away from zero. Blocks beyond the real ones are ignored (the
    encoder's dummy blocks replace them). ly_rows, ly_cols: the luma grid; real_y_*: luma's real blocks,
    ceil(samples / 8); c_rows, c_cols: the chroma grid (chroma has one block per MCU); hs, vs: luma blocks per MCU
@@ -336,9 +338,9 @@ int fdgpu_jpeg_entropy(const void *y, const void *cb, const void *cr, int dtype,
         return 1;
     const long esize = dtype == 0 ? 2 : dtype == 1 ? 4 : 8;
     const long *st = color ? cs : ys;
-    Comp comps[3] = {{NULL, ys[1], ys[2], ys[3], ly_rows, ly_cols, real_y_rows, real_y_cols, hs, vs, 0},
-                     {NULL, st[1], st[2], st[3], c_rows, c_cols, c_rows, c_cols, 1, 1, 1},
-                     {NULL, st[1], st[2], st[3], c_rows, c_cols, c_rows, c_cols, 1, 1, 1}};
+    Comp comps[3] = {{NULL, ys[1], ys[2], ys[3], ys[4], ly_rows, ly_cols, real_y_rows, real_y_cols, hs, vs, 0},
+                     {NULL, st[1], st[2], st[3], st[4], c_rows, c_cols, c_rows, c_cols, 1, 1, 1},
+                     {NULL, st[1], st[2], st[3], st[4], c_rows, c_cols, c_rows, c_cols, 1, 1, 1}};
     const int nc = color ? 3 : 1;
     Codes std[2][2];
     make_codes(DC_LUMA_BITS, DC_VALS, &std[0][0]);
