@@ -27,11 +27,11 @@ typedef int16_t i16;
 typedef int64_t i64;
 typedef uint8_t u8;
 
-/* natural-order index of zigzag position k */
-static const u8 ZIGZAG[64] = {
-    0,  1,  8,  16, 9,  2,  3,  10, 17, 24, 32, 25, 18, 11, 4,  5,  12, 19, 26, 33, 40, 48,
-    41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
-    30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
+/* zigzag position of natural-order index k = 8 u + v (T.81 Figure A.6) */
+static const u8 UNZIG[64] = {
+    0, 1, 5, 6, 14, 15, 27, 28, 2, 4, 7, 13, 16, 26, 29, 42, 3, 8, 12, 17, 25, 30,
+    41, 43, 9, 11, 18, 24, 31, 40, 44, 53, 10, 19, 23, 32, 39, 45, 52, 54, 20, 22, 33, 38,
+    46, 51, 55, 60, 21, 34, 37, 47, 50, 56, 59, 61, 35, 36, 48, 49, 57, 58, 62, 63};
 
 /* Annex K.3: code counts per length 1..16, then the symbols in code order */
 static const u8 DC_LUMA_BITS[16] = {0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0};
@@ -181,8 +181,8 @@ typedef struct {
     int table;  /* 0 luma, 1 chroma */
 } Comp;
 
-/* One MCU row of a component, rounded to integers and in block order: buf[(y * cols + c) * 64 + k] for the vs
-   block rows y of MCU row mr. The grids come as fdgpu's quantizer leaves them (coefficient-major planes), so the
+/* One MCU row of a component, rounded to integers and in block order, each block in zigzag order:
+   buf[(y * cols + c) * 64 + zigzag position] for the vs block rows y of MCU row mr. The grids come as fdgpu's quantizer leaves them (coefficient-major planes), so the
    loads run along block columns, contiguous for every coefficient k. Dummy blocks (jccoefct.c) replace the blocks
    beyond the real ones. */
 static void load_rows(const Comp *cp, int mr, int dtype, i16 *buf)
@@ -200,23 +200,24 @@ static void load_rows(const Comp *cp, int mr, int dtype, i16 *buf)
         }
         for (int k = 0; k < 64; k++) {
             const long o = r * cp->sr + (k >> 3) * cp->su + (k & 7) * cp->sv;
+            i16 *dst = row + UNZIG[k];
             if (dtype == 0) {
                 const i16 *p = (const i16 *)cp->base + o;
                 for (int c = 0; c < rc; c++)
-                    row[c * 64 + k] = p[c * cp->sc];
+                    dst[c * 64] = p[c * cp->sc];
             } else if (dtype == 1) {
                 const float *p = (const float *)cp->base + o;
                 for (int c = 0; c < rc; c++) {
                     const float z = p[c * cp->sc];
                     const float a = floorf(fabsf(z) + 0.5f);
-                    row[c * 64 + k] = (i16)(z < 0 ? -a : a);
+                    dst[c * 64] = (i16)(z < 0 ? -a : a);
                 }
             } else {
                 const double *p = (const double *)cp->base + o;
                 for (int c = 0; c < rc; c++) {
                     const double z = p[c * cp->sc];
                     const double a = floor(fabs(z) + 0.5);
-                    row[c * 64 + k] = (i16)(z < 0 ? -a : a);
+                    dst[c * 64] = (i16)(z < 0 ? -a : a);
                 }
             }
         }
@@ -227,7 +228,7 @@ static void load_rows(const Comp *cp, int mr, int dtype, i16 *buf)
     }
 }
 
-/* One block: either count its symbols (freq) or write its codes (w). Returns 0, or 3 for a coefficient out of
+/* One block (zigzag order): either count its symbols (freq) or write its codes (w). Returns 0, or 3 for a coefficient out of
    the baseline range (DC difference category above 11, AC above 10: libjpeg's JERR_BAD_DCT_COEF). */
 static int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes *dc, const Codes *ac, Writer *w)
 {
@@ -243,13 +244,16 @@ static int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes
     } else {
         dcf[s]++;
     }
-    int run = 0;
-    for (int k = 1; k < 64; k++) {
-        int v = blk[ZIGZAG[k]];
-        if (v == 0) {
-            run++;
-            continue;
-        }
+    /* AC: the nonzero coefficients as a bit mask over zigzag positions 1..63, visited in order */
+    uint64_t mask = 0;
+    for (int k = 1; k < 64; k++)
+        mask |= (uint64_t)(blk[k] != 0) << k;
+    int prev = 0;
+    while (mask) {
+        const int k = __builtin_ctzll(mask);
+        mask &= mask - 1;
+        int run = k - prev - 1;
+        prev = k;
         while (run > 15) {
             if (w)
                 put_bits(w, ac->code[0xF0], ac->size[0xF0]);
@@ -257,19 +261,19 @@ static int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes
                 acf[0xF0]++;
             run -= 16;
         }
+        const int v = blk[k];
         s = nbits(v);
         if (s > 10)
             return 3;
-        int sym = (run << 4) + s;
+        const int sym = (run << 4) + s;
         if (w) {
             put_bits(w, ac->code[sym], ac->size[sym]);
             put_bits(w, (uint32_t)(v < 0 ? v - 1 : v), s);
         } else {
             acf[sym]++;
         }
-        run = 0;
     }
-    if (run > 0) {
+    if (prev < 63) { /* the block ends in zeros */
         if (w)
             put_bits(w, ac->code[0], ac->size[0]);
         else
