@@ -365,7 +365,10 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
     ``optimize``, libjpeg's per-image optimal tables, byte stuffing and the final padding.
 
     Args:
-        x: ``(..., 3 or 1, H, W)`` float in [0, 1] (RGB, or grayscale: a one-component file).
+        x: ``(..., 3 or 1, H, W)`` float in [0, 1] (RGB, or grayscale: a one-component file), or an
+            :class:`fdgpu.Coefficients` (``color`` "ycbcr" with one chroma table for Cb and Cr, or "gray"): the file
+            holding exactly those coefficients and tables; ``quality``, the tables and ``subsampling`` then come from
+            it and must not be given.
         quality: an integer IJG quality in [1, 100], or a ``(B,)`` tensor of them, one per image of the flattened
             batch; None (and no tables) is Pillow's default, 75.
         luma_table, chroma_table: instead of ``quality``, integer steps 1..32767, ``(8, 8)`` or ``(B, 8, 8)``
@@ -387,11 +390,18 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
         >>> fdgpu.jpeg_size(torch.zeros(2, 3, 16, 16), 75).tolist()
         [631, 631]
     """
+    if not isinstance(optimize, bool):
+        raise TypeError(f"optimize: expected True or False, got {type(optimize).__name__}")
+    from .coefficients import Coefficients
+
+    if isinstance(x, Coefficients):
+        if quality is not None or luma_table is not None or chroma_table is not None:
+            raise ValueError("quality, luma_table, chroma_table: expected none of them with Coefficients (its own "
+                             "tables are the file's), got some")
+        return _coefficients_size(x, optimize, backend)
     check_input(x)
     check_choice("subsampling", subsampling, SUBSAMPLINGS)
     check_choice("backend", backend, BACKENDS)
-    if not isinstance(optimize, bool):
-        raise TypeError(f"optimize: expected True or False, got {type(optimize).__name__}")
     *lead, ch, h, w = x.shape
     n = math.prod(lead)
     lt, ct = _resolve_tables(x, quality, luma_table, chroma_table, n, integer=True)
@@ -420,6 +430,50 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
 
 
 # ------------------------------------------------------------------------------------------------ differentiable rate
+def _coefficients_size(c, optimize: bool, backend: str) -> torch.Tensor:
+    """:func:`jpeg_size` of the file holding the coefficients and tables of ``c`` (an :class:`fdgpu.Coefficients`)."""
+    check_choice("backend", backend, BACKENDS)
+    if c.color not in ("ycbcr", "gray"):
+        raise ValueError(f"x: expected Coefficients with color 'ycbcr' or 'gray' (what Pillow writes), got "
+                         f"{c.color!r}")
+    comps = list(c.components)
+    tabs = list(c.tables)
+    if len(comps) == 3 and not torch.equal(tabs[1], tabs[2]):
+        raise ValueError("x: expected one chroma table for Cb and Cr (Pillow writes one), got two different tables")
+    for name, t in zip(("luma table", "chroma table"), tabs[:2]):
+        if bool((t != t.round()).any()) or float(t.min()) < 1 or float(t.max()) > MAX_STEP:
+            raise ValueError(f"x: expected integer steps 1..{MAX_STEP} in the {name}, got min {float(t.min()):g}, "
+                             f"max {float(t.max()):g}")
+    n = c.batch_size
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64, device=comps[0].device)
+    hs, vs = FACTORS[c.subsampling] if len(comps) == 3 else (1, 1)
+    real_rows, real_cols = comps[0].shape[1:3]
+    # the luma grid padded to whole MCUs (the coder replaces the padding by the encoder's dummy blocks)
+    comps[0] = F.pad(comps[0], (0, 0, 0, 0, 0, -(-real_cols // hs) * hs - real_cols, 0,
+                                -(-real_rows // vs) * vs - real_rows))
+    impl = "cpu" if backend in ("auto", "cpu") and comps[0].device.type == "cpu" else "torch"
+    if backend == "cpu" and impl != "cpu":
+        raise ValueError(f"backend='cpu': expected Coefficients on the CPU, got {comps[0].device}")
+    ent = None
+    if impl == "cpu":
+        from .backends import entropy as c_entropy
+
+        grids = [g.detach().to(torch.float64 if g.dtype == torch.float64 else torch.float32) for g in comps]
+        grids += [None, None]
+        ent = c_entropy.sizes(grids[0], grids[1], grids[2], real_rows, real_cols, hs, vs, optimize)
+        if ent is None and backend == "cpu":
+            raise RuntimeError(f"backend='cpu' is unavailable: {c_entropy.status()}; use backend='torch' or 'auto'")
+    if ent is None:
+        ent = _entropy_torch([g.detach() for g in comps], real_rows, real_cols, hs, vs, optimize)
+    ch = len(comps)
+    wide = [(t.reshape(n, 64) > 255).any(1).cpu() for t in (tabs[0], tabs[-1])]
+    sizes = [int(ent[i, 0]) + header_bytes(ch, (bool(wide[0][i]), bool(wide[1][i])),
+                                           dht_bytes(ch, ent[i, 1:].tolist() if optimize else None))
+             for i in range(n)]
+    return torch.tensor(sizes, dtype=torch.int64, device=comps[0].device)
+
+
 def _real_quotients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str):
     """``z = DCT / Q`` of the real-valued pipeline (no 8-bit rounding, real colour conversion and box downsampling,
     orthonormal DCT of the level-shifted planes): per component ``(N, R, C, 64)`` on the block grid padded to whole

@@ -247,3 +247,39 @@ def test_c_entry_checks_arguments(c_available):
     y[0, 0, 0, 0, 1] = 2000
     with pytest.raises(ValueError, match="outside baseline JPEG's range"):
         c_entropy.sizes(y[:, :1, :1], None, None, 1, 1, 1, 1, False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_coefficients_input(backend, c_available):
+    # the file holding fdgpu.encode's coefficients is the file of the images they came from
+    rng = np.random.default_rng(4)
+    for shape in ((17, 33, 3), (9, 8, 3), (13, 21)):
+        imgs = random_images(rng, 2, shape)
+        x = as_x(imgs)
+        for subsampling in fdgpu.SUBSAMPLINGS:
+            c = fdgpu.encode(x, 60, subsampling=subsampling)
+            for optimize in (False, True):
+                got = fdgpu.jpeg_size(c, optimize=optimize, backend=backend)
+                assert got.tolist() == [pillow_size(a, 60, subsampling=subsampling, optimize=optimize) for a in imgs]
+
+
+def test_files_read_back(c_available):
+    # a Pillow file's own coefficients and tables (read by jpeglib, an independent reader) give its length
+    pytest.importorskip("jpeglib")
+    rng = np.random.default_rng(6)
+    for shape in ((17, 33, 3), (40, 23, 3), (33, 17)):
+        img = random_images(rng, 1, shape)[0]
+        for subsampling, q, optimize in (("4:2:0", 20, False), ("4:2:2", 90, True), ("4:4:4", 55, False)):
+            buf = io.BytesIO()
+            kw = {"subsampling": PIL_SUBSAMPLING[subsampling]} if img.ndim == 3 else {}
+            Image.fromarray(img).save(buf, "JPEG", quality=q, optimize=optimize, **kw)
+            c = fdgpu.io.read_jpeg(buf.getvalue())
+            assert int(fdgpu.jpeg_size(c, optimize=optimize)[0]) == len(buf.getvalue())
+
+
+def test_coefficients_errors():
+    c = fdgpu.encode(torch.rand(1, 3, 8, 8), 50)
+    with pytest.raises(ValueError, match="expected none of them with Coefficients"):
+        fdgpu.jpeg_size(c, 50)
+    with pytest.raises(ValueError, match="color 'ycbcr' or 'gray'"):
+        fdgpu.jpeg_size(fdgpu.encode(torch.rand(1, 3, 8, 8), 50, color="rgb"))
