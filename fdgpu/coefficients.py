@@ -156,14 +156,8 @@ def _blocks_to_plane(b: torch.Tensor, hb: int, wb: int) -> torch.Tensor:
 
 
 def _backend(backend: str, x: torch.Tensor) -> str:
-    """The backend the halves run on: "cpu" (the C library's halves, CPU tensors) or "torch" (the reference)."""
+    """The backend the halves run on, resolved as for the round trip (:func:`fdgpu.backends.resolve`)."""
     check_choice("backend", backend, BACKENDS)
-    if backend == "triton":
-        raise ValueError("backend='triton': the Triton kernels implement the fused round trip only (fdgpu.jpeg, "
-                         "fdgpu.requantize); encode and decode run on backend='cpu' (the C library's halves, CPU "
-                         "tensors) or 'torch' (any device, CUDA included); use backend='auto'")
-    if backend == "auto" and x.device.type != "cpu":
-        return "torch"
     from . import backends
     return backends.resolve(backend, x.device)
 
@@ -190,11 +184,12 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
         color: "ycbcr" (JPEG) or "rgb" (each channel a grayscale plane with ``luma_table``, as in
             :func:`fdgpu.requantize`).
         backward: "ste", "soft" or "exact" (see the module's docstring).
-        backend: "auto" ("cpu" for CPU tensors when the C library is available, else "torch"), "cpu" (the C
-            library's encoder half ``fdgpu_encode``, built from the round trip's own stage functions; steps that
-            are not integers in 1..32768 and saved quotients use the torch reference's ops, as the round trip's
-            "cpu" backend does) or "torch" (the reference, any device); the same bits on each. "triton" is
-            refused: the kernels implement the fused round trip only.
+        backend: as for the round trip: "auto" ("cpu" for CPU tensors when the C library is available, "triton"
+            for CUDA tensors when Triton is, else "torch"), "cpu" (the C library's ``fdgpu_encode``, built from
+            the round trip's own stage functions; steps that are not integers in 1..32768 and saved quotients use
+            the torch reference's ops, as the round trip's "cpu" backend does), "triton" (``_jpeg_encode_kernel``,
+            from the forward kernels' stage functions, float32: float64 inputs give float32 components) or
+            "torch" (the reference, any device); the same bits on each.
         validate: check values (one host sync), as in :func:`fdgpu.requantize`.
 
     Returns:
@@ -216,7 +211,7 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
     impl = _backend(backend, x)
     *lead, ch, h, w = x.shape
     n = math.prod(lead)
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dtype = torch.float64 if x.dtype == torch.float64 and impl != "triton" else torch.float32
     extra = []
     if quality is not None and (luma_table is not None or chroma_table is not None):
         raise ValueError("quality: expected either quality or luma_table/chroma_table, got both; pass one")
@@ -346,7 +341,8 @@ def decode(coefficients: Coefficients, *, backward: str = "ste", backend: str = 
         coefficients: :class:`Coefficients` (from :func:`encode` or :func:`fdgpu.io.read_jpeg`); integer
             components of any real dtype (integer dtypes are read as float32).
         backward: "ste", "soft" (the same for this half) or "exact" (see the module's docstring).
-        backend: "auto", "cpu" (the C library's ``fdgpu_decode``) or "torch", as in :func:`encode`.
+        backend: "auto", "cpu" (the C library's ``fdgpu_decode``), "triton" (``_jpeg_decode_kernel`` and the
+            forward's upsampling kernel) or "torch", as in :func:`encode`.
         validate: check that the components are integers with ``|r Q| <= 2048`` and the tables are >= 1 (one host
             sync); shape checks always run.
 

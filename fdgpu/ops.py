@@ -57,6 +57,11 @@ def _cpu():
     return cpu
 
 
+def _kernels():
+    from . import kernels  # Triton is imported only when the Triton backend is used
+    return kernels
+
+
 def _empty(x: Tensor) -> Tensor:
     return x.new_empty(_EMPTY_SHAPE)
 
@@ -161,8 +166,9 @@ def jpeg_output(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling
 # (``(0,)`` for grayscale), in x's dtype, and (``save``) the quotients ``z`` the backward needs.
 # ``decode(qy, qc, luma_table, cb_table, cr_table, subsampling, h, w, backend, mode) -> y`` ``(N, C, H, W)``.
 # Tables are ``(N, 8, 8)``; ``backend`` is "cpu" (the C library's halves, fdgpu_encode / fdgpu_decode, where they
-# apply) or "torch" (the reference's stage functions fdgpu.reference.jpeg.encode / decode, which its round trip is
-# made of). The backward is the reference's adjoints on every backend.
+# apply), "triton" (the kernels' _jpeg_encode_kernel / _jpeg_decode_kernel, float32) or "torch" (the reference's
+# stage functions fdgpu.reference.jpeg.encode / decode, which its round trip is made of). The backward is the
+# reference's adjoints on every backend.
 HALF_MODES = ("exact", "ste", "soft")
 
 
@@ -175,6 +181,13 @@ def plane_shapes(n: int, ch: int, h: int, w: int, subsampling: str):
 @torch.library.custom_op("fdgpu::encode", mutates_args=())
 def encode(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
            save: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    if backend == "triton":  # the kernels compute in float32 (the public layer casts), never saving quotients
+        qy, qc = _kernels().encode(x.float(), luma_table, chroma_table, subsampling)
+        if save:
+            zy, zc = reference.jpeg.encode(x, luma_table, chroma_table, subsampling, need_weight=True)[1]
+            return qy.to(x.dtype), qc.to(x.dtype) if qc is not None else _empty(x), zy.to(x.dtype), \
+                zc.to(x.dtype) if zc is not None else _empty(x)
+        return qy.to(x.dtype), qc.to(x.dtype) if qc is not None else _empty(x), _empty(x), _empty(x)
     # backend "cpu": the C library's half where it applies (no saved quotients, integer steps), as its round trip
     done = _cpu().encode(x, luma_table, chroma_table, subsampling) if backend == "cpu" and not save else None
     if done is not None:
@@ -233,6 +246,9 @@ encode.register_autograd(_encode_backward, setup_context=_encode_setup)
 def decode(qy: Tensor, qc: Tensor, luma_table: Tensor, cb_table: Tensor, cr_table: Tensor, subsampling: str, h: int,
            w: int, backend: str, mode: str) -> Tensor:
     tables = (luma_table, cb_table, cr_table)
+    if backend == "triton":  # float32 in the kernels; the levels k / 255 re-derived in qy's dtype
+        y = _kernels().decode(qy.float(), qc.float() if qc.dim() == 4 else None, tables, subsampling, h, w)
+        return y if qy.dtype == torch.float32 else (y * 255).round_().to(qy.dtype).div_(255)
     # backend "cpu": the C library's half where it applies (integer steps), as its round trip
     done = _cpu().decode(qy, qc if qc.dim() == 4 else None, tables, subsampling, h, w) if backend == "cpu" else None
     if done is not None:

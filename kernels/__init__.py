@@ -19,6 +19,6 @@ except ImportError:  # pragma: no cover - exercised only where triton is missing
     AVAILABLE = False
 
 if AVAILABLE:
-    from .launch import backward, forward  # noqa: F401
+    from .launch import backward, decode, encode, forward  # noqa: F401
 
-__all__ = ["AVAILABLE", "forward", "backward"]
+__all__ = ["AVAILABLE", "forward", "backward", "encode", "decode"]

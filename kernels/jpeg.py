@@ -712,3 +712,119 @@ def _jpeg_bwd_table_kernel(p_g, p_x, p_gc, p_lq, p_cq, p_k, p_t, s_lq, s_cq, H, 
     b_c = tl.reshape(_cols_pass(_rows_pass(tl.reshape(b_g, (NB, 8, 8)), b_d), b_d), (NB, 64))  # DCT(g)
     b_t = tl.sum(tl.where(m_b, b_c * b_f, 0.0), axis=0)                   # [64]
     tl.store(p_t + ((i_n * NT + i_th * NT_W + i_q) * 64 + tl.arange(0, 64)), b_t)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The two halves (fdgpu.encode / fdgpu.decode): the forward's stages with the quantized coefficients stored between
+# them, in the torch reference's plane layout (coefficient (u, v) of block (i, j) at [8 i + u, 8 j + v]) as fp32.
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _dequantize(b_r, b_q):
+    """The decoder's dequantization of quantized integers ``r`` (int32 [NB, 64]) with steps ``q`` (fp32 [1, 64]):
+    ``r q`` (int32) for integer steps, ``round_half_away(r q)`` in float64 otherwise -- the ``c`` of
+    :func:`_quantize`, from ``r`` alone. Steps are clamped as there (the callers check ``|r q| <= 2048``, so a
+    non-zero ``r`` never meets a step above 2048)."""
+    b_q = tl.minimum(b_q, _Q_CLAMP)
+    b_qi = b_q.to(tl.int32)
+    if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:
+        b_c = b_r * b_qi
+    else:
+        b_c = _round_half_away(b_r.to(tl.float64) * b_q.to(tl.float64)).to(tl.int32)
+    return b_c
+
+
+@triton.jit
+def _idct_wide(b_c, b_a, NB: tl.constexpr):
+    """:func:`_idct` for dequantized coefficients up to 2048 in magnitude (any decodable file's): the first pass's
+    sums stay below 2^28 in int32, the second pass's (up to 2^32) are summed in int64."""
+    b_at = tl.trans(b_a)
+    b_x = tl.reshape(b_c, (NB, 8, 8))
+    b_x = _descale(_cols_pass(b_x, b_at), 11)
+    b_x = _descale(_rows_pass(b_x.to(tl.int64), b_at.to(tl.int64)), 18)
+    return tl.reshape(b_x, (NB, 64)).to(tl.int32)
+
+
+@triton.jit
+def _jpeg_encode_kernel(p_x, p_qy, p_qc, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, NBH, NBW, NT_W, NT,
+                        C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
+    """The encoder half: 8-bit samples, colour, chroma downsampling, jfdctint, the quantizer; stores ``r`` into
+    ``qy`` ``(N, 1, 8 NBH, 8 NBW)`` and ``qc`` ``(N, 2, 8 NBH / VS, 8 NBW / HS)``. Programs as
+    :func:`_jpeg_fwd_sub_kernel`'s (VS * HS luma tiles, then Cb and Cr, per chroma tile; luma only for C = 1).
+    Grid: (N * NT,), NT = cdiv(NBH / VS, TBH) * NT_W, NT_W = NP * cdiv(NBW / HS, TBW)."""
+    NL: tl.constexpr = VS * HS
+    NP: tl.constexpr = NL + 2 * (C // 3)  # Cb and Cr programs for colour
+    i_n, i_th, i_q = _program(NT_W, NT)
+    i_p = i_q % NP
+    i_tw = i_q // NP
+    HW = H.to(tl.int64) * W
+    p_xn = p_x + i_n * C * HW
+    HP = NBH.to(tl.int64) * 8
+    WP = NBW * 8
+    if i_p < NL:
+        o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
+        m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]
+        if C == 1:
+            o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
+            b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))
+        else:
+            b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
+            b_s = _rgb_to_y(b_r, b_g, b_b)
+        b_q = _load_table(p_lq, i_n, s_lq)
+        p_o = p_qy + i_n * HP * WP + o_r * WP + o_c
+    else:
+        i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
+        o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
+        m_b = (o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]
+        b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
+        b_s = tl.where(i_pl == 0, b_cb, b_cr)
+        b_q = _load_table(p_cq, i_n, s_cq)
+        HWC = (HP // VS) * (WP // HS)
+        p_o = p_qc + i_n * 2 * HWC + i_pl * HWC + o_j * (WP // HS) + o_i
+    b_a, b_d = _consts(p_k)
+    b_r, b_c = _quantize(_fdct(b_s.to(tl.int32) - 128, b_a, TBH * TBW), b_q)
+    tl.store(p_o, b_r.to(tl.float32), mask=m_b & (o_bh >= 0)[:, None])
+
+
+@triton.jit
+def _jpeg_decode_kernel(p_qy, p_qc, p_y, p_yb, p_cb, p_lq, p_bq, p_rq, p_k, s_q, H, W, HC, WC, NBH, NBW, NT_W, NT,
+                        C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr,
+                        TBW: tl.constexpr):
+    """The decoder half up to the chroma upsampling: dequantization, jidctint (64-bit second pass), range limit.
+    Luma goes to ``y`` (fp32 / 255, C = 1) or ``yb`` (uint8 ``(N, H, W)``), chroma to ``cb`` (uint8
+    ``(N, 2, HC, WC)``), which :func:`_jpeg_up_kernel` upsamples and converts. Programs as
+    :func:`_jpeg_encode_kernel`'s."""
+    NL: tl.constexpr = VS * HS
+    NP: tl.constexpr = NL + 2 * (C // 3)  # Cb and Cr programs for colour
+    i_n, i_th, i_q = _program(NT_W, NT)
+    i_p = i_q % NP
+    i_tw = i_q // NP
+    HW = H.to(tl.int64) * W
+    HP = NBH.to(tl.int64) * 8
+    WP = NBW * 8
+    if i_p < NL:
+        o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
+        m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]
+        b_r = tl.load(p_qy + i_n * HP * WP + o_r * WP + o_c, mask=m_b & (o_bh >= 0)[:, None], other=0.0)
+        b_q = _load_table(p_lq, i_n, s_q)
+        m_o = m_b & (o_r < H) & (o_c < W)
+        o_o = o_r * W + o_c
+    else:
+        i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
+        o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
+        m_b = (o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]
+        HWC = (HP // VS) * (WP // HS)
+        b_r = tl.load(p_qc + i_n * 2 * HWC + i_pl * HWC + o_j * (WP // HS) + o_i, mask=m_b & (o_bh >= 0)[:, None],
+                      other=0.0)
+        b_q = tl.where(i_pl == 0, _load_table(p_bq, i_n, s_q), _load_table(p_rq, i_n, s_q))
+        m_o = m_b & (o_j < HC) & (o_i < WC)
+        o_o = (2 * i_n + i_pl) * (HC.to(tl.int64) * WC) + o_j * WC + o_i
+    b_a, b_d = _consts(p_k)
+    b_v = _idct_wide(_dequantize(b_r.to(tl.int32), b_q), b_a, TBH * TBW) + 128
+    b_v = tl.minimum(tl.maximum(b_v, 0), 255)
+    if i_p < NL:
+        if C == 1:
+            tl.store(p_y + i_n * HW + o_o, tl.math.div_rn(b_v.to(tl.float32), 255.0), mask=m_o)
+        else:
+            tl.store(p_yb + i_n * HW + o_o, b_v.to(tl.uint8), mask=m_o)
+    else:
+        tl.store(p_cb + o_o, b_v.to(tl.uint8), mask=m_o)

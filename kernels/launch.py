@@ -16,7 +16,7 @@ from fdgpu.reference import dct as _ref_dct
 from fdgpu.reference.jpeg import Geometry
 
 from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_bwd_kernel, _jpeg_bwd_table_kernel,
-                   _jpeg_fwd_kernel, _jpeg_fwd_sub_kernel, _jpeg_up_kernel)
+                   _jpeg_decode_kernel, _jpeg_encode_kernel, _jpeg_fwd_kernel, _jpeg_fwd_sub_kernel, _jpeg_up_kernel)
 
 # Tiles and warps per kernel and size class: ``CONFIGS[size_class][kernel] = ((TBH, TBW), warps)``, tiles in 8x8
 # blocks (pixels for the upsampler), always whole MCUs (VS, HS in {1, 2}) so the padding folds inside a program.
@@ -351,3 +351,68 @@ def _table_grad(per_image: Optional[torch.Tensor], table: torch.Tensor) -> torch
         return torch.zeros_like(table)
     per_image = per_image.view(-1, 8, 8).to(table.dtype)
     return per_image if table.dim() == 3 else per_image.sum(0)
+
+
+# ---------------------------------------------------------------- the two halves (fdgpu.encode / fdgpu.decode)
+def _halves_plan(n: int, ch: int, h: int, w: int, subsampling: str) -> Launch:
+    # the encoder's and decoder's programs tile like _jpeg_fwd_sub_kernel's (whole MCUs, one codec per program)
+    g = _geometry(h, w, ch, subsampling)
+    planes = g.hs * g.vs + (2 if ch == 3 else 0)
+    return _launch(n, "_jpeg_fwd_sub_kernel", size_class(h, w), g.hp // 8 // g.vs, g.wp // 8 // g.hs, planes)
+
+
+def encode(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor],
+           subsampling: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The encoder half of ``x`` ``(N, C, H, W)`` float32 in [0, 1]: the quantized coefficients ``(qy, qc)`` as
+    float32 planes ``(N, 1, Hp, Wp)`` and ``(N, 2, Hp / vs, Wp / hs)`` (None for C = 1), the layout of
+    :func:`fdgpu.reference.jpeg.encode`. Tables as in :func:`forward`."""
+    n, ch, h, w = x.shape
+    g = _geometry(h, w, ch, subsampling)
+    lq, sl = _tables(luma_table, n, x.device)
+    cq, sc = _tables(chroma_table if chroma_table is not None else luma_table, n, x.device)
+    qy = torch.empty((n, 1, g.hp, g.wp), dtype=torch.float32, device=x.device)
+    qc = torch.empty((n, 2, g.hp // g.vs, g.wp // g.hs), dtype=torch.float32, device=x.device) if ch == 3 else None
+    pl = _halves_plan(n, ch, h, w, subsampling)
+    (tbh, tbw), nt_w, nt, chunks, _ = pl
+    with _device_guard(x):
+        k = _consts(x.device)
+        for i, j, grid in chunks:
+            _jpeg_encode_kernel[grid](_part(x, i, j), _part(qy, i, j), _part(qc, i, j) if qc is not None else qy,
+                                      _rows(lq, sl, i, j), _rows(cq, sc, i, j), k, sl, sc, h, w, g.hc,
+                                      g.hp // 8, g.wp // 8, nt_w, nt, C=ch, HS=g.hs, VS=g.vs, TBH=tbh, TBW=tbw,
+                                      **_opts(pl))
+    return qy, qc
+
+
+def decode(qy: torch.Tensor, qc: Optional[torch.Tensor], tables, subsampling: str, h: int, w: int) -> torch.Tensor:
+    """The decoder half: float32 quantized coefficient planes as :func:`encode` gives them (integers with
+    ``|r Q| <= 2048``, checked by the caller), ``tables`` ``(luma, cb, cr)`` of one layout (shared or per image)
+    -> images ``(N, C, H, W)`` float32 on the 1/255 grid."""
+    n = qy.shape[0]
+    ch = 1 if qc is None else 3
+    g = _geometry(h, w, ch, subsampling)
+    rows = [_tables(t, n, qy.device) for t in (tables if ch == 3 else tables[:1] * 3)]
+    strides = {s for _, s in rows}
+    if len(strides) != 1:  # one stride for the three: per-image rows for all
+        rows = [((t.expand(n, 64) if s == 0 else t).contiguous(), 64) for t, s in rows]
+    s_q = rows[0][1]
+    y = torch.empty((n, ch, h, w), dtype=torch.float32, device=qy.device)
+    yb = torch.empty((n, h, w), dtype=torch.uint8, device=qy.device) if ch == 3 else y
+    cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=qy.device) if ch == 3 else y
+    pl = _halves_plan(n, ch, h, w, subsampling)
+    (tbh, tbw), nt_w, nt, chunks, _ = pl
+    with _device_guard(qy):
+        k = _consts(qy.device)
+        for i, j, grid in chunks:
+            _jpeg_decode_kernel[grid](_part(qy, i, j), _part(qc, i, j) if qc is not None else qy, _part(y, i, j),
+                                      _part(yb, i, j), _part(cb, i, j), *(_rows(t, s_q, i, j) for t, _ in rows),
+                                      k, s_q, h, w, g.hc, g.wc, g.hp // 8, g.wp // 8, nt_w, nt, C=ch, HS=g.hs,
+                                      VS=g.vs, TBH=tbh, TBW=tbw, **_opts(pl))
+        if ch == 3:
+            up = _launch(n, "_jpeg_up_kernel", size_class(h, w), h, w)
+            (bh, bw), nt_w, nt, chunks, _ = up
+            for i, j, grid in chunks:
+                _jpeg_up_kernel[grid](_part(yb, i, j), _part(cb, i, j), _part(y, i, j), h, w, g.hc, g.wc, nt_w, nt,
+                                      HS=g.hs, VS=g.vs, FANCY=g.wc > 2 and (g.hs, g.vs) != (1, 1), BH=bh, BW=bw,
+                                      **_opts(up))
+    return y
