@@ -435,7 +435,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                     clean_bits[cfg.defence.text] = (logits.argmax(-1) == yb).double().cpu()
             gen = torch.Generator().manual_seed(_batch_seed(seed, b, 2))
             samples, runs = plan(cfg)
-            late = rising = used = None
+            rec = None  # (late, rising, queries) of a white-box or adaptive attack
             if cfg.attack.kind == "none":
                 xa = xb
             elif cfg.view == "transfer":
@@ -450,13 +450,13 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
                 # white-box on the undefended model: an image fooled at any iterate counts
                 with recording() as seen:
                     xa = run_attack(cfg.attack, base["transfer"], xb, yb, gen, eot_samples=samples, restarts=runs)
-                late, rising, used = _recorded(seen, xb.shape[0])
+                rec = _recorded(seen, xb.shape[0])
             else:
                 attacked = defended[cfg.defence.text, "ste" if cfg.view == QUERY_VIEW else cfg.view]
                 _reseed_random(attacked, _batch_seed(seed, b, 3))
                 with recording() as seen:
                     xa = run_attack(cfg.attack, attacked, xb, yb, gen, eot_samples=samples, restarts=runs)
-                late, rising, used = _recorded(seen, xb.shape[0])
+                rec = _recorded(seen, xb.shape[0])
             with torch.no_grad():
                 # the same draw of a randomised defence as for the clean images: the "none" attack row then equals
                 # the clean accuracy, and clean vs adversarial differ only by the attack
@@ -469,7 +469,8 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
             rows_b = slice(b * batch_size, b * batch_size + xb.shape[0])
             bits[c, 0, rows_b] = clean_bits[cfg.defence.text]
             bits[c, 1, rows_b] = adv_bits
-            if late is not None:
+            if rec is not None:
+                late, rising, used = rec
                 # late and still fooled in the evaluation, of a clean-correct image
                 bits[c, 2, rows_b] = (late.cpu() & (adv_bits == 0) & (clean_bits[cfg.defence.text] == 1)).double()
                 bits[c, 3, rows_b] = used.double().cpu()
