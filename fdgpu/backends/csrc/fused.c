@@ -977,13 +977,6 @@ static void dct_build(void)
             ur[c] = gr[c] * (T)1.402 + gg[c] * (T)-0.71414;                                                     \
         }                                                                                                       \
     }                                                                                                           \
-    /* one padded row of the RGB gradient from Y, and Cb, Cr spread back to full resolution (cbx, crx) */       \
-    static void ycc_grad_##T(const T *restrict y, const T *restrict cbx, const T *restrict crx, T *restrict v,   \
-                             int wp, T my, T mb, T mr)                                                          \
-    {                                                                                                           \
-        for (int c = 0; c < wp; c++)                                                                            \
-            v[c] = my * y[c] + mb * cbx[c] + mr * crx[c];                                                       \
-    }                                                                                                           \
     /* v (wp values) -> o (w values): the padded columns fold onto column w - 1; accumulate or store */         \
     static void fold_row_##T(const T *restrict v, T *restrict o, int w, int wp, int add)                        \
     {                                                                                                           \
@@ -998,14 +991,30 @@ static void dct_build(void)
                 o[c] = v[c];                                                                                    \
         o[w - 1] += tail;                                                                                       \
     }                                                                                                           \
+    /* The YCbCr -> RGB adjoint of one padded row for one RGB channel k, v = my y + mb cbx + mr crx (wp values), \
+       folded onto o (w values: the padded columns onto column w - 1), stored or accumulated (add) */           \
+    static void ycc_fold_##T(const T *restrict y, const T *restrict cbx, const T *restrict crx, T *restrict o,  \
+                             int w, int wp, T my, T mb, T mr, int add)                                          \
+    {                                                                                                           \
+        T tail = 0;                                                                                             \
+        for (int c = w; c < wp; c++)                                                                            \
+            tail += my * y[c] + mb * cbx[c] + mr * crx[c];                                                      \
+        if (add)                                                                                                \
+            for (int c = 0; c < w; c++)                                                                         \
+                o[c] += my * y[c] + mb * cbx[c] + mr * crx[c];                                                  \
+        else                                                                                                    \
+            for (int c = 0; c < w; c++)                                                                         \
+                o[c] = my * y[c] + mb * cbx[c] + mr * crx[c];                                                   \
+        o[w - 1] += tail;                                                                                       \
+    }                                                                                                           \
     static void image_backward_##T(const T *g, T *gx, const Geo *geo, const T *zy, const T *zc, u8 *buf)        \
     {                                                                                                           \
         const int h = geo->h, w = geo->w, hp = geo->hp, wp = geo->wp, hs = geo->hs, vs = geo->vs;               \
         const int hcp = hp / vs, wcp = wp / hs, hc = geo->hc, wc = geo->wc;                                     \
-        const long plane = (long)h * w, rs = wp + 8;                                                            \
-        T *GY = (T *)buf, *UB = GY + (long)hp * wp, *UR = UB + plane, *CB = UR + plane, *CR = CB + (long)hcp * wcp; \
-        T *tmp = CR + (long)hcp * wcp, *row = tmp + (long)wc * hp + 16; /* row: 5 rows of rs */                 \
-        T *zero = row, *v = row + rs, *cbx = v + rs, *crx = cbx + rs, *q = crx + rs, *wt = q + rs;              \
+        const long plane = (long)h * w, rs = wp + 8, ts = (long)wc * hp + 16;                                   \
+        T *GY = (T *)buf, *CB = GY + (long)hp * wp, *CR = CB + (long)hcp * wcp;                                 \
+        T *TB = CR + (long)hcp * wcp, *TR = TB + ts, *row = TR + ts; /* row: 6 rows of rs */                    \
+        T *zero = row, *ub = row + rs, *ur = ub + rs, *cbx = ur + rs, *crx = cbx + rs, *q = crx + rs, *wt = q + rs; \
         memset(zero, 0, sizeof(T) * rs);                                                                        \
         for (int r = h; r < hp; r++)                                                                            \
             memset(GY + (long)r * wp, 0, sizeof(T) * wp);                                                       \
@@ -1015,31 +1024,32 @@ static void dct_build(void)
             for (int r = 0; r < h; r++)                                                                         \
                 memcpy(GY + (long)r * wp, g + (long)r * w, sizeof(T) * w);                                      \
         } else {                                                                                                \
-            for (int r = 0; r < h; r++)                                                                         \
-                rgb_grad_##T(g + (long)r * w, g + plane + (long)r * w, g + 2 * plane + (long)r * w,             \
-                             GY + (long)r * wp, UB + (long)r * w, UR + (long)r * w, w);                         \
-            /* upsample adjoint: (h, w) -> (hc, wc) into CB/CR (row stride wcp, zero elsewhere) */              \
+            /* row by row: the RGB gradient's Y into GY, its Cb and Cr (ub, ur) at once through the upsampling's \
+               adjoint, (h, w) -> (hc, wc), into CB/CR (row stride wcp, zero elsewhere); with vertical fancy    \
+               upsampling along the width into TB/TR (h, wc) first, then along the height */                    \
             memset(CB, 0, sizeof(T) * (size_t)hcp * wcp);                                                       \
             memset(CR, 0, sizeof(T) * (size_t)hcp * wcp);                                                       \
             const int fancy = wc > 2 && (hs > 1 || vs > 1);                                                     \
-            for (int t = 0; t < 2; t++) {                                                                       \
-                const T *U = t ? UR : UB;                                                                       \
-                T *C = t ? CR : CB;                                                                             \
-                if (hs == 1 && vs == 1) {                                                                       \
-                    for (int r = 0; r < h; r++)                                                                 \
-                        memcpy(C + (long)r * wcp, U + (long)r * w, sizeof(T) * w);                              \
-                } else if (!fancy) {                                                                            \
-                    for (int r = 0; r < h; r++)                                                                 \
+            for (int r = 0; r < h; r++) {                                                                       \
+                rgb_grad_##T(g + (long)r * w, g + plane + (long)r * w, g + 2 * plane + (long)r * w,             \
+                             GY + (long)r * wp, ub, ur, w);                                                     \
+                for (int t = 0; t < 2; t++) {                                                                   \
+                    const T *U = t ? ur : ub;                                                                   \
+                    T *C = t ? CR : CB;                                                                         \
+                    if (hs == 1 && vs == 1)                                                                     \
+                        memcpy(C + (long)r * wcp, U, sizeof(T) * w);                                            \
+                    else if (!fancy)                                                                            \
                         for (int c = 0; c < w; c++)                                                             \
-                            C[(long)(r / vs) * wcp + c / hs] += U[(long)r * w + c];                             \
-                } else if (vs == 2) { /* along the width into tmp (h, wc), then along the height */            \
-                    for (int r = 0; r < h; r++)                                                                 \
-                        fancy_adj_row_##T(U + (long)r * w, w, tmp + (long)r * wc, wc, q);                       \
-                    fancy_adj_rows_##T(tmp, wc, h, C, wcp, hc, wc, zero);                                       \
-                } else {                                                                                        \
-                    for (int r = 0; r < h; r++)                                                                 \
-                        fancy_adj_row_##T(U + (long)r * w, w, C + (long)r * wcp, wc, q);                        \
+                            C[(long)(r / vs) * wcp + c / hs] += U[c];                                           \
+                    else if (vs == 2)                                                                           \
+                        fancy_adj_row_##T(U, w, (t ? TR : TB) + (long)r * wc, wc, q);                           \
+                    else                                                                                        \
+                        fancy_adj_row_##T(U, w, C + (long)r * wcp, wc, q);                                      \
                 }                                                                                               \
+            }                                                                                                   \
+            if (fancy && vs == 2) {                                                                             \
+                fancy_adj_rows_##T(TB, wc, h, CB, wcp, hc, wc, zero);                                           \
+                fancy_adj_rows_##T(TR, wc, h, CR, wcp, hc, wc, zero);                                           \
             }                                                                                                   \
             if (zc) { /* soft: on the padded chroma planes, then fold rows hc.. onto row hc - 1 */              \
                 const long zcs = 64L * (hcp / 8) * (wcp / 8);                                                   \
@@ -1083,10 +1093,8 @@ static void dct_build(void)
                 memset(cbx, 0, sizeof(T) * wp);                                                                 \
                 memset(crx, 0, sizeof(T) * wp);                                                                 \
             }                                                                                                   \
-            for (int k = 0; k < 3; k++) {                                                                       \
-                ycc_grad_##T(y, cbx, crx, v, wp, (T)M[k][0], (T)M[k][1], (T)M[k][2]);                           \
-                fold_row_##T(v, orow + k * plane, w, wp, last);                                                 \
-            }                                                                                                   \
+            for (int k = 0; k < 3; k++)                                                                         \
+                ycc_fold_##T(y, cbx, crx, orow + k * plane, w, wp, (T)M[k][0], (T)M[k][1], (T)M[k][2], last);   \
         }                                                                                                       \
     }
 BACKWARD(float)
@@ -1111,9 +1119,9 @@ int fdgpu_backward(const void *g, void *gx, int dbl, int n, int ch, int h, int w
     pthread_once(&dct_once, dct_build);
     const size_t tb = dbl ? 8 : 4;
     const size_t hcp = geo.hp / geo.vs, wcp = geo.wp / geo.hs;
-    u8 *buf = ensure_scratch(tb * ((size_t)geo.hp * geo.wp + 2 * (size_t)h * w + 2 * hcp * wcp
-                                   + (size_t)geo.wc * geo.hp + 16 + 5 * ((size_t)geo.wp + 8)
-                                   + (size_t)geo.hp * geo.wp) + 64);
+    /* image_backward's planes: GY, CB, CR, TB, TR, 6 rows, the soft weights */
+    u8 *buf = ensure_scratch(tb * ((size_t)geo.hp * geo.wp + 2 * hcp * wcp + 2 * ((size_t)geo.wc * geo.hp + 16)
+                                   + 6 * ((size_t)geo.wp + 8) + (size_t)geo.hp * geo.wp) + 64);
     if (!buf)
         return NO_MEMORY;
     const long xs = (long)ch * h * w;
