@@ -90,6 +90,21 @@ def _variants(cls: str) -> List[tuple]:
                        VS="constexpr", MODE="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd_table {name} {mode}", K._jpeg_bwd_table_kernel, sig,
                         dict(C=c, HS=hs, VS=vs, MODE=rec.kernel, TBH=tbh, TBW=tbw)))
+        # the two halves (fdgpu.encode / fdgpu.decode)
+        tbh, tbw = cfg["_jpeg_encode_kernel"]
+        sig = dict(p_x=f32, p_qy=f32, p_qc=f32, p_lq=f32, p_cq=f32, p_k="*i32", s_lq=i32, s_cq=i32, H=i32, W=i32,
+                   HC=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr", VS="constexpr",
+                   TBH="constexpr", TBW="constexpr")
+        out.append((f"encode {name}", K._jpeg_encode_kernel, sig, dict(C=c, HS=hs, VS=vs, TBH=tbh, TBW=tbw)))
+        tbh, tbw = cfg["_jpeg_decode_kernel"]
+        sig = dict(p_qy=f32, p_qc=f32, p_y=f32, p_yb=u8, p_cb=u8, p_lq=f32, p_bq=f32, p_rq=f32, p_k="*i32", s_q=i32,
+                   H=i32, W=i32, HC=i32, WC=i32, NBH=i32, NBW=i32, NT_W=i32, NT=i32, C="constexpr", HS="constexpr",
+                   VS="constexpr", TBH="constexpr", TBW="constexpr")
+        out.append((f"decode {name}", K._jpeg_decode_kernel, sig, dict(C=c, HS=hs, VS=vs, TBH=tbh, TBW=tbw)))
+    bh, bw = UP_TILE  # the decoder's 4:4:4 colour conversion: the upsampler with both factors 1 (replication)
+    sig = dict(p_yb=u8, p_cb=u8, p_o=f32, H=i32, W=i32, HC=i32, WC=i32, NT_W=i32, NT=i32, HS="constexpr",
+               VS="constexpr", FANCY="constexpr", BH="constexpr", BW="constexpr")
+    out.append(("up 4:4:4 replicate", K._jpeg_up_kernel, sig, dict(HS=1, VS=1, FANCY=False, BH=bh, BW=bw)))
     return out
 
 

@@ -31,10 +31,10 @@ _LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
 CONFIGS = {
     "large": {"_jpeg_fwd_kernel": _LARGE, "_jpeg_fwd_sub_kernel": _LARGE, "_jpeg_up_kernel": ((8, 64), 8),
               "_jpeg_bwd_chroma_kernel": _LARGE, "_jpeg_bwd_chroma_soft_kernel": _LARGE, "_jpeg_bwd_kernel": _LARGE,
-              "_jpeg_bwd_table_kernel": _LARGE},
+              "_jpeg_bwd_table_kernel": _LARGE, "_jpeg_encode_kernel": _LARGE, "_jpeg_decode_kernel": _LARGE},
     "small": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": ((8, 32), 2),
               "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,
-              "_jpeg_bwd_table_kernel": _SMALL},
+              "_jpeg_bwd_table_kernel": _SMALL, "_jpeg_encode_kernel": _SMALL, "_jpeg_decode_kernel": _SMALL},
 }
 
 
@@ -354,11 +354,11 @@ def _table_grad(per_image: Optional[torch.Tensor], table: torch.Tensor) -> torch
 
 
 # ---------------------------------------------------------------- the two halves (fdgpu.encode / fdgpu.decode)
-def _halves_plan(n: int, ch: int, h: int, w: int, subsampling: str) -> Launch:
+def _halves_plan(n: int, ch: int, h: int, w: int, subsampling: str, kernel: str) -> Launch:
     # the encoder's and decoder's programs tile like _jpeg_fwd_sub_kernel's (whole MCUs, one codec per program)
     g = _geometry(h, w, ch, subsampling)
     planes = g.hs * g.vs + (2 if ch == 3 else 0)
-    return _launch(n, "_jpeg_fwd_sub_kernel", size_class(h, w), g.hp // 8 // g.vs, g.wp // 8 // g.hs, planes)
+    return _launch(n, kernel, size_class(h, w), g.hp // 8 // g.vs, g.wp // 8 // g.hs, planes)
 
 
 def encode(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[torch.Tensor],
@@ -372,7 +372,7 @@ def encode(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[tor
     cq, sc = _tables(chroma_table if chroma_table is not None else luma_table, n, x.device)
     qy = torch.empty((n, 1, g.hp, g.wp), dtype=torch.float32, device=x.device)
     qc = torch.empty((n, 2, g.hp // g.vs, g.wp // g.hs), dtype=torch.float32, device=x.device) if ch == 3 else None
-    pl = _halves_plan(n, ch, h, w, subsampling)
+    pl = _halves_plan(n, ch, h, w, subsampling, "_jpeg_encode_kernel")
     (tbh, tbw), nt_w, nt, chunks, _ = pl
     with _device_guard(x):
         k = _consts(x.device)
@@ -397,9 +397,10 @@ def decode(qy: torch.Tensor, qc: Optional[torch.Tensor], tables, subsampling: st
         rows = [((t.expand(n, 64) if s == 0 else t).contiguous(), 64) for t, s in rows]
     s_q = rows[0][1]
     y = torch.empty((n, ch, h, w), dtype=torch.float32, device=qy.device)
-    yb = torch.empty((n, h, w), dtype=torch.uint8, device=qy.device) if ch == 3 else y
-    cb = torch.empty((n, 2, g.hc, g.wc), dtype=torch.uint8, device=qy.device) if ch == 3 else y
-    pl = _halves_plan(n, ch, h, w, subsampling)
+    # uint8 planes for the upsampler (empty for grayscale, whose luma goes to y: one signature for both)
+    yb = torch.empty((n, h, w) if ch == 3 else (n, 0, 0), dtype=torch.uint8, device=qy.device)
+    cb = torch.empty((n, 2, g.hc, g.wc) if ch == 3 else (n, 0, 0, 0), dtype=torch.uint8, device=qy.device)
+    pl = _halves_plan(n, ch, h, w, subsampling, "_jpeg_decode_kernel")
     (tbh, tbw), nt_w, nt, chunks, _ = pl
     with _device_guard(qy):
         k = _consts(qy.device)
