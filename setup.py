@@ -113,7 +113,8 @@ class PlatformWheel(bdist_wheel):
 setup(
     packages=find_packages(include=["fdgpu", "fdgpu.*"]) + ["fdgpu.backends.csrc", "fdgpu.kernels"],
     package_dir={"fdgpu.kernels": "kernels"},
-    package_data={"fdgpu.backends.csrc": ["fused.c", "entropy.c"]},  # the sources, for FDGPU_BUILD=1
+    # the C sources (for FDGPU_BUILD=1) and the PEP 561 marker: fdgpu ships type hints
+    package_data={"fdgpu.backends.csrc": ["fused.c", "entropy.c"], "fdgpu": ["py.typed"]},
     ext_modules=libraries(),
     cmdclass={"build_ext": BuildLibraries, "bdist_wheel": PlatformWheel},
 )
