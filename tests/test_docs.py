@@ -75,3 +75,54 @@ def test_benchmark_tables_are_the_runs_json(page):
         assert shown == render.render(REPO / path, group, baseline), (
             f"{page}: the table of {path} differs from its JSON; regenerate it with "
             f"python benchmarks/render.py {path} --group {group} --baseline '{baseline}'")
+
+
+# the public modules and the API reference pages that must document every name they export
+PUBLIC = ["fdgpu", "fdgpu.tables", "fdgpu.attacks", "fdgpu.eval", "fdgpu.registry", "fdgpu.models", "fdgpu.defences",
+          "fdgpu.backends", "fdgpu.io", "fdgpu.data"]
+
+
+def _directives():
+    """``{object path: members list or None (all public members)}`` of the ``::: path`` blocks of docs/api/."""
+    out = {}
+    for page in sorted((REPO / "docs" / "api").glob("*.md")):
+        for m in re.finditer(r"^::: ([\w.]+)\n((?:[ \t]+.*\n|\n)*)", page.read_text(), flags=re.M):
+            members = re.search(r"members:\s*\[([^\]]*)\]", m.group(2))
+            names = [n.strip() for n in members.group(1).split(",")] if members else None
+            out[m.group(1)] = names if not (members and "show_submodules" in m.group(2)) else names
+    return out
+
+
+@pytest.mark.parametrize("module", PUBLIC)
+def test_api_reference_documents_every_public_name(module):
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    names = getattr(mod, "__all__", None) or [n for n, v in vars(mod).items() if not n.startswith("_") and
+                                               getattr(v, "__module__", "").startswith(module)]
+    shown = _directives()
+    missing = []
+    for name in names:
+        obj = getattr(mod, name)
+        if inspect.ismodule(obj):
+            if obj.__name__.startswith("fdgpu.") and obj.__name__ not in shown:
+                missing.append(name)
+            continue
+        if name.startswith("__") or not (inspect.isclass(obj) or inspect.isfunction(obj) or callable(obj)):
+            continue  # constants are documented with their module's text
+        home = getattr(obj, "__module__", module)
+        ok = any(path in (f"{module}.{name}", f"{home}.{name}") or
+                 (path in (module, home) and (members is None or name in members))
+                 for path, members in shown.items())
+        if not ok:
+            missing.append(name)
+    assert not missing, f"{module}: not in the API reference (docs/api/*.md): {missing}"
+
+
+def test_user_pages_carry_no_development_history():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    pattern = re.compile(r"\bissue \d+|\bissues? #?\d+|\bengineers?\b|\bsession\b", re.I)
+    found = [f"{p.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+             for p in pages for text in [p.read_text()] for m in pattern.finditer(text)]
+    assert not found, "user-facing pages mention development history:\n" + "\n".join(found)
