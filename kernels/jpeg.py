@@ -784,8 +784,7 @@ def _jpeg_encode_kernel(p_x, p_qy, p_qc, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, 
         i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
         o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
         m_b = (o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]
-        b_cb, b_cr = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, HS, VS)
-        b_s = tl.where(i_pl == 0, b_cb, b_cr)
+        b_s = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, i_pl, HS, VS)
         b_q = _load_table(p_cq, i_n, s_cq)
         HWC = (HP // VS) * (WP // HS)
         p_o = p_qc + i_n * 2 * HWC + i_pl * HWC + o_j * (WP // HS) + o_i
