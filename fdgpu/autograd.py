@@ -26,7 +26,7 @@ from .choices import BACKWARD_MODES
 
 
 def setup_context(ctx, inputs, output):
-    x, luma_table, chroma_table, subsampling, backend, mode, save = inputs
+    x, luma_table, chroma_table, subsampling, backend, mode = inputs[:6]
     _, state_luma, state_chroma = output
     ctx.mark_non_differentiable(state_luma, state_chroma)
     ctx.subsampling, ctx.backend, ctx.mode = subsampling, backend, mode
@@ -37,10 +37,10 @@ def setup_context(ctx, inputs, output):
 def backward(ctx, grad, _grad_state_luma, _grad_state_chroma):
     need_x, need_luma, need_chroma = ctx.needs_input_grad[:3]
     if BACKWARD_MODES[ctx.mode].kind == "identity":  # tables are constants of an identity: no gradient
-        return grad if need_x else None, None, None, None, None, None, None
+        return (grad if need_x else None,) + (None,) * (len(ctx.needs_input_grad) - 1)
     x, luma_table, chroma_table, state_luma, state_chroma = ctx.saved_tensors
     gx, gl, gc = torch.ops.fdgpu.jpeg_backward(grad.contiguous(), x, luma_table, chroma_table, state_luma,
                                                state_chroma, ctx.subsampling, ctx.backend, ctx.mode,
                                                bool(need_luma or need_chroma))
-    return (gx if need_x else None, gl if need_luma else None, gc if need_chroma else None,
-            None, None, None, None)
+    return (gx if need_x else None, gl if need_luma else None, gc if need_chroma else None) + \
+        (None,) * (len(ctx.needs_input_grad) - 3)

@@ -15,7 +15,7 @@ from typing import Union
 
 import torch
 
-from . import backends, ops, selfcheck, tables
+from . import _checks, backends, ops, selfcheck, tables
 from ._checks import (as_number, assert_steps, check_choice, check_input, check_quality, check_same_table,
                       check_strength, check_table, check_values, minmax, quality_error, quality_stats, table_error,
                       x_error)
@@ -134,13 +134,23 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     # dtype) and for module buffers, which .to() moves with the model
     lt = lt.to(device=x.device, dtype=compute).contiguous()
     ct = lt if chroma_table is None else ct.to(device=x.device, dtype=compute).contiguous()
+    # x's value checks in the backend's own read of x (the C library: no separate pass over x), on the CPU in eager
+    # mode, where the errors show the values
+    fused_check = validate and backends.get(impl).checks_input and not _checks.on_device(x.device) and x.numel() > 0
     if validate:  # one host sync for every value check of the call
         checks = [(x, minmax, x_error)]
         if table_checks:
             checks.append((lt, minmax, table_error("luma_table")))
             if chroma_table is not None:
                 checks.append((ct, minmax, table_error("chroma_table")))
-        check_values(list(extra_checks) + checks)  # a quality first: a bad one makes bad tables
+        if fused_check:
+            try:
+                check_values(list(extra_checks) + checks[1:])
+            except ValueError:  # the error of the checks in their order, as without the fused check of x
+                check_values(list(extra_checks) + checks)
+                raise
+        else:
+            check_values(list(extra_checks) + checks)  # a quality first: a bad one makes bad tables
     elif table_checks and step_checks:  # steps even without validation: no host sync, one rule on every backend
         assert_steps("luma_table", lt)
         if chroma_table is not None:
@@ -151,7 +161,7 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     tables_grad = lt.requires_grad or ct.requires_grad
     save = BACKWARD_MODES[backward].saves_state(tables_grad)
     save = save and torch.is_grad_enabled() and (x.requires_grad or tables_grad)
-    y = ops.jpeg_output(xf, lt, ct, subsampling, impl, backward, save)
+    y = ops.jpeg_output(xf, lt, ct, subsampling, impl, backward, save, fused_check)
     if x.dtype == torch.float64 and y.dtype != torch.float64:
         # float32 k / 255 widened is not float64 k / 255: take the level back (255 * fl32(k / 255) rounds to k) and
         # divide in float64, as users do; the gradient passes through (the difference is a constant)

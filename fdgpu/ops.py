@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from . import autograd, backends, reference
+from ._checks import check_values, minmax, x_error
 from .choices import BACKWARD_MODES, BACKWARDS
 from .reference.jpeg import Geometry
 
@@ -81,15 +82,24 @@ def _check(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str
 
 @torch.library.custom_op("fdgpu::jpeg", mutates_args=())
 def jpeg(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
-         save: bool) -> Tuple[Tensor, Tensor, Tensor]:
+         save: bool, validate: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     _check(x, luma_table, chroma_table, subsampling)
     impl = backends.get(backend)
-    y, zy, zc = impl.forward(x, luma_table, chroma_table, subsampling, save and impl.saves_state)
+    y, zy, zc = _forward(impl, x, luma_table, chroma_table, subsampling, save and impl.saves_state, validate)
     return y, (zy.to(x.dtype) if zy is not None else _empty(x)), (zc.to(x.dtype) if zc is not None else _empty(x))
 
 
+def _forward(impl, x, luma_table, chroma_table, subsampling, save, validate):
+    # validate: x's value checks (validate=True's), in the backend's own read of x where it does them
+    if validate and impl.checks_input:
+        return impl.forward(x, luma_table, chroma_table, subsampling, save, validate=True)
+    if validate:
+        check_values([(x, minmax, x_error)])
+    return impl.forward(x, luma_table, chroma_table, subsampling, save)
+
+
 @jpeg.register_fake
-def _jpeg_fake(x, luma_table, chroma_table, subsampling, backend, mode, save):
+def _jpeg_fake(x, luma_table, chroma_table, subsampling, backend, mode, save, validate=False):
     _check(x, luma_table, chroma_table, subsampling)
     if not (save and backends.get(backend).saves_state):
         return torch.empty_like(x), _empty(x), _empty(x)
@@ -141,7 +151,7 @@ jpeg.register_autograd(autograd.backward, setup_context=autograd.setup_context)
 
 
 def jpeg_output(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
-                save: bool) -> Tensor:
+                save: bool, validate: bool = False) -> Tensor:
     """The round trip ``y`` of :func:`jpeg` (its first output), as :mod:`fdgpu.functional` calls it.
 
     In eager mode with nothing to record or trace, the backend's forward is called directly: that is the op's body
@@ -156,8 +166,8 @@ def jpeg_output(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling
                                                   or chroma_table.requires_grad))
             and not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack()
             and torch._C._functorch.peek_interpreter_stack() is None):
-        return backends.get(backend).forward(x, luma_table, chroma_table, subsampling, False)[0]
-    return jpeg(x, luma_table, chroma_table, subsampling, backend, mode, save)[0]
+        return _forward(backends.get(backend), x, luma_table, chroma_table, subsampling, False, validate)[0]
+    return jpeg(x, luma_table, chroma_table, subsampling, backend, mode, save, validate)[0]
 
 
 # ---------------------------------------------------------------- the two halves: fdgpu.encode and fdgpu.decode

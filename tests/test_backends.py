@@ -176,3 +176,67 @@ def test_a_new_backward_mode_is_one_record(monkeypatch):
     for backend in [b for b in ("torch", "cpu", "triton") if backends.get(b).available()]:
         got = grads(backend, "soft-copy")
         assert all(torch.equal(a, b) for a, b in zip(got, want)), backend
+
+
+def _bad_inputs():
+    x = _images(3, 3, 21, 34)
+    nan_one, inf, ninf = x.clone(), x.clone(), x.clone()
+    nan_one[2, 0, 20, 33] = float("nan")
+    inf[1, 0, 3, 4] = float("inf")
+    ninf[0, 0, 0, 0] = -float("inf")
+    return {"0..255": x * 255, "normalised": (x - 0.5) / 0.25, "overshoot": x / x.max() * 1.003,
+            "undershoot": x - x.min() - 1e-3,
+            "nan in the last image": nan_one, "+inf": inf, "-inf": ninf, "all nan": torch.full_like(x, float("nan")),
+            "huge": x * 1e30}
+
+
+def _error(f):
+    try:
+        f()
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+@needs_cpu
+@pytest.mark.parametrize("case", list(_bad_inputs()))
+def test_cpu_validation_in_the_library_gives_the_same_errors(case, monkeypatch):
+    # validate=True on backend="cpu" checks x in the C library's read of it (no separate pass in torch): the same
+    # ValueError, word for word, as the torch backend's checks; also split over the workers, for float64, float16,
+    # grayscale, RGB planes, with per-image tables, and when the library declines (fractional steps: checked first)
+    x = _bad_inputs()[case]
+    calls = [lambda b, t: fdgpu.jpeg(t, 75, backend=b),
+             lambda b, t: fdgpu.jpeg(t, torch.tensor([20.0, 50.0, 90.0]), subsampling="4:4:4", backend=b),
+             lambda b, t: fdgpu.jpeg(t[:, :1], 75, backend=b),
+             lambda b, t: fdgpu.feature_distillation(t, 1.5, backend=b),
+             lambda b, t: fdgpu.feature_distillation(t, 2.0, variant="official", backend=b)]
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        t = x.to(dtype)
+        for call in calls:
+            want = _error(lambda: call("torch", t))
+            assert want is not None and want.startswith("x: expected")
+            assert _error(lambda: call("cpu", t)) == want, (case, dtype)
+    monkeypatch.setattr(fdgpu.backends.cpu, "INLINE_VALUES", 1)  # image ranges on several workers
+    assert _error(lambda: fdgpu.jpeg(x, 75, backend="cpu")) == _error(lambda: fdgpu.jpeg(x, 75, backend="torch"))
+
+
+@needs_cpu
+def test_cpu_validation_reads_x_once_and_keeps_the_order_of_errors(monkeypatch):
+    seen = []
+
+    def counting_minmax(t):
+        seen.append(tuple(t.shape))
+        return minmax(t)
+    from fdgpu._checks import minmax
+    monkeypatch.setattr(fdgpu.functional, "minmax", counting_minmax)
+    x = _images(2, 3, 16, 24)
+    y = fdgpu.requantize(x, fdgpu.tables.fd(2.0), torch.full((8, 8), 3.0), backend="cpu")
+    assert seen == [(8, 8), (8, 8)]  # the tables in torch, x in the library
+    assert torch.equal(y, fdgpu.requantize(x, fdgpu.tables.fd(2.0), torch.full((8, 8), 3.0), backend="torch"))
+    assert seen[2:] == [tuple(x.shape), (8, 8), (8, 8)]  # the torch backend: x in torch
+    # a bad x and a bad table: the x error first, as the checks' order says, on both backends
+    bad_t = torch.full((8, 8), 0.5)
+    want = _error(lambda: fdgpu.requantize(x * 255, bad_t, backend="torch"))
+    assert want.startswith("x: expected") and _error(lambda: fdgpu.requantize(x * 255, bad_t, backend="cpu")) == want
+    want = _error(lambda: fdgpu.requantize(x, bad_t, backend="torch"))
+    assert want.startswith("luma_table") and _error(lambda: fdgpu.requantize(x, bad_t, backend="cpu")) == want

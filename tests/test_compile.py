@@ -100,13 +100,17 @@ def test_host_syncs_per_call(monkeypatch, validate, most):
              lambda: fdgpu.requantize(x, fdgpu.tables.fd(2.0), torch.ones(2, 8, 8), validate=validate),
              lambda: fdgpu.feature_distillation(x, 1.0, backward="soft", validate=validate),
              fdgpu.FDJpeg(1.0, validate=validate), fdgpu.JPEG(30, validate=validate, learnable=True)]
+    counts = []
     for call in calls:
         call if isinstance(call, nn.Module) else call()  # warm the table caches
         counter = _SyncCounter(monkeypatch)
         y = call(x) if isinstance(call, nn.Module) else call()
         y.sum().backward()
-        assert counter.n == most, (counter.n, call)  # == : also shows that the counter sees the one sync
+        counts.append(counter.n)
         monkeypatch.undo()
+    # at most one read per call; on the C library x's checks run in its own pass (no torch read), so a call whose
+    # only checked value is x reads nothing. The explicit tables are read: the counter sees that one sync.
+    assert max(counts) == most and all(n <= most for n in counts), counts
 
 
 class _NoHostRead(torch.utils._python_dispatch.TorchDispatchMode):

@@ -56,6 +56,7 @@ class Backend:
     #                                         TRITON_INTERPRET)
     dtypes: Tuple[_torch.dtype, ...]       # compute dtypes; other inputs are computed in float32
     saves_state: bool                      # whether forward returns the quotients (else backward recomputes them)
+    checks_input: bool                     # whether forward takes validate=True: x's value checks in its own read
     table_grads: bool                      # whether backward gives table gradients
     tables: str                            # which tables it takes, and how
     unavailable: Callable[[], Optional[str]]  # None when usable, else why not
@@ -77,8 +78,9 @@ class Backend:
 def _record(module) -> Backend:
     return Backend(name=module.NAME, description=module.DESCRIPTION, forward=module.forward,
                    backward=module.backward, devices=module.devices, dtypes=module.DTYPES,
-                   saves_state=module.SAVES_STATE, table_grads=module.TABLE_GRADS, tables=module.TABLES,
-                   unavailable=module.unavailable, details=module.details, fix=module.FIX)
+                   saves_state=module.SAVES_STATE, checks_input=module.CHECKS_INPUT,
+                   table_grads=module.TABLE_GRADS, tables=module.TABLES, unavailable=module.unavailable,
+                   details=module.details, fix=module.FIX)
 
 
 #: name -> :class:`Backend`, in the order of ``fdgpu.choices.BACKENDS`` (after "auto")

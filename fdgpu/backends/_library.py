@@ -205,7 +205,8 @@ def _target() -> str:
 
 
 def bind(lib: ctypes.CDLL):
-    """The entry points ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error)`` of a loaded library,
+    """The entry points ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode,
+    fdgpu_decode, fdgpu_forward_checked)`` of a loaded library,
     typed (csrc/fused.c and csrc/entropy.c document them). Also for a library built another way, e.g. with
     sanitizers (tests/test_native.py)."""
     fn = lib.fdgpu_forward
@@ -231,7 +232,10 @@ def bind(lib: ctypes.CDLL):
     dec.restype = ctypes.c_int
     dec.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] + [ctypes.c_int] * 8 + \
         [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2 + [ctypes.c_int64] * 2
-    return fn, bwd, ent, err, enc, dec
+    chk = lib.fdgpu_forward_checked
+    chk.restype = ctypes.c_int
+    chk.argtypes = fn.argtypes + [ctypes.c_void_p]
+    return fn, bwd, ent, err, enc, dec, chk
 
 
 def _bind(path: Path):
@@ -240,7 +244,7 @@ def _bind(path: Path):
 
 def library():
     """The library's ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode,
-    fdgpu_decode)``, or None when there is none to load; :func:`status` says why."""
+    fdgpu_decode, fdgpu_forward_checked)``, or None when there is none to load; :func:`status` says why."""
     global _lib, _state, _info
     if _lib is not None or _state != "unloaded":
         return _lib

@@ -24,9 +24,12 @@ the GIL during the call), a small call runs on the calling thread with no hand-o
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Optional
 
 import torch
+
+from .._checks import RANGE_SLACK, check_values, minmax, x_error
 
 from ..reference import jpeg as _ref
 from ..reference.parallel import map_chunks, workers
@@ -43,6 +46,7 @@ NAME = "cpu"
 DESCRIPTION = "the C library (CPU tensors; the same bits as the torch reference)"
 DTYPES = (torch.float32, torch.float64)
 SAVES_STATE = True
+CHECKS_INPUT = True  # validate=True's checks of x run in the library's read of x
 TABLE_GRADS = True
 TABLES = ("integer steps in 1..32768 in the library; other steps (>= 1) and table gradients with the torch "
           "reference's ops")
@@ -67,14 +71,19 @@ def details() -> dict:
     return _library.info()
 
 
-def forward(x, luma_table, chroma_table, subsampling: str, save: bool):
+def forward(x, luma_table, chroma_table, subsampling: str, save: bool, validate: bool = False):
     """The round trip on the library, or on the torch reference's ops for steps that the library does not take
-    (not integers in 1..32768) and under autograd recording."""
+    (not integers in 1..32768) and under autograd recording. ``validate``: check ``x``'s values as
+    ``validate=True`` does (finite, in [0, 1]; the same errors as :func:`fdgpu._checks.x_error`), in the library's
+    own read of ``x`` (or before the reference's ops where the library does not apply)."""
     if _library.library() is None:
         raise RuntimeError(f"backend='cpu': the C library is unavailable ({unavailable()}); {FIX}")
-    done = fused_forward(x, luma_table, chroma_table, subsampling, save)
-    y, (zy, zc) = done if done is not None else _ref.forward(x, luma_table, chroma_table, subsampling,
-                                                             need_weight=save)
+    done = fused_forward(x, luma_table, chroma_table, subsampling, save, check_x=validate)
+    if done is None:
+        if validate:
+            check_values([(x, minmax, x_error)])
+        done = _ref.forward(x, luma_table, chroma_table, subsampling, need_weight=save)
+    y, (zy, zc) = done
     return y, zy, zc
 
 
@@ -94,10 +103,13 @@ def backward(grad, x, luma_table, chroma_table, state, subsampling: str, mode: s
 
 
 def fused_forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tensor | None, subsampling: str,
-                  need_weight: bool = False):
+                  need_weight: bool = False, check_x: bool = False):
     """:func:`fdgpu.reference.jpeg.forward` (not ``linear``) on the library, or None where it does not apply
     (other devices or dtypes, steps that are not integers in 1..32768, autograd recording, no library). Same
-    arguments and results."""
+    arguments and results. ``check_x``: the library also counts, in the same loop that reads ``x``, the values
+    outside validate=True's bounds ([0, 1] with :data:`fdgpu._checks.RANGE_SLACK`) or NaN
+    (``fdgpu_forward_checked``); when there are any, ``x`` is read again to raise validate=True's own error
+    (:func:`fdgpu._checks.x_error`, which shows the values)."""
     if x.device.type != "cpu" or x.dtype not in _FLOATS or x.dim() != 4 or subsampling not in FACTORS:
         return None
     n, ch, h, w = x.shape
@@ -108,15 +120,17 @@ def fused_forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch
     for t in tables:
         if t is None or t.device.type != "cpu" or t.dtype not in _FLOATS or t.shape[-2:] != (8, 8):
             return None
-    per_image = luma_table.dim() == 3
-    if any((t.dim() == 3) != per_image or (per_image and t.shape[0] != n) for t in tables):
+    per_image = any(t.dim() == 3 for t in tables)
+    if any(t.dim() == 3 and t.shape[0] != n for t in tables):
         return None
+    if per_image:  # one shared table beside per-image ones: per image too
+        tables = tuple(t.expand(n, 8, 8) if t.dim() == 2 else t for t in tables)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x,) + tables):
         return None  # autograd records the reference's ops ("exact" backward)
     lib = _library.library()
     if lib is None:
         return None
-    fn = lib[0]
+    fn = lib[6] if check_x else lib[0]
     tdtype = torch.float64 if any(t.dtype == torch.float64 for t in tables) else torch.float32
     tables = tuple(t.detach().to(tdtype).contiguous() for t in tables)
     x = x.detach().contiguous()
@@ -131,13 +145,22 @@ def fused_forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch
     tail = (tables[0].data_ptr(), tables[-1].data_ptr() if color else None, int(tdtype == torch.float64),
             64 if per_image else 0, _ptr(zy), _ptr(zc), int(x.dtype == torch.float64), _len(zy), _len(zc))
 
+    outside = []  # with check_x: per image range, the number of values outside x_error's bounds or NaN
+
     def run(i: int, j: int):
-        return _result(fn(*args, i, j, *tail), lib)
+        if not check_x:
+            return _result(fn(*args, i, j, *tail), lib)
+        check = (ctypes.c_double * 3)(-RANGE_SLACK, 1 + RANGE_SLACK, 0.0)
+        code = _result(fn(*args, i, j, *tail, check), lib)
+        outside.append(check[2])
+        return code
 
     results = _spread(run, n, x)
     _raise_errors(results, "forward")
     if any(code for code, _ in results):
         return None  # a step that only the reference's float64 quantizer handles
+    if any(outside):  # a bad value: read x again for validate=True's own message (its values in it)
+        check_values([(x, minmax, x_error)])
     return out, (zy, zc)
 
 

@@ -16,6 +16,7 @@ from ..reference import jpeg as _ref
 NAME = "torch"
 DESCRIPTION = "the reference, pure PyTorch (any device)"
 DTYPES = (torch.float32, torch.float64)
+CHECKS_INPUT = False
 SAVES_STATE = True
 TABLE_GRADS = True
 TABLES = "any steps >= 1, shared (8, 8) or per image (N, 8, 8)"

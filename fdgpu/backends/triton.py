@@ -17,6 +17,7 @@ from . import torch as _reference
 NAME = "triton"
 DESCRIPTION = "the Triton kernels (CUDA; CPU through Triton's interpreter with TRITON_INTERPRET=1)"
 DTYPES = (torch.float32,)
+CHECKS_INPUT = False
 SAVES_STATE = False
 TABLE_GRADS = True
 TABLES = "any steps >= 1, shared (8, 8) or per image (N, 8, 8)"

@@ -338,17 +338,45 @@ static void upsample_row(i32 *restrict s, i32 *restrict out, int wc, int w, int 
     }
 }
 
+/* What fdgpu_forward_checked gathers while the forward reads its input (this thread's call; NULL otherwise): how
+   many values lie outside [lo, hi] or are NaN, lo and hi as floats (lo_f, hi_f) chosen so that the float
+   comparisons decide exactly as the double ones. */
+typedef struct {
+    double lo, hi;
+    float lo_f, hi_f;
+    long bad;
+} InputCheck;
+static __thread InputCheck *input_check;
+
 /* Input samples floor(v * 255 + 0.5), NaN -> 0, clamped to 0..255, edge-replicated from w to wp; YCbCr -> RGB
-   (jdcolor.c) with the range limit and the scaling to [0, 1]. */
-#define CONVERT(T, FLOOR)                                                                                       \
+   (jdcolor.c) with the range limit and the scaling to [0, 1]. With input_check, the value check of validate=True
+   in the same loop: a count of the values inside the bounds (two comparisons and an add, vectorised with the
+   conversion; NaN fails both comparisons). */
+#define CONVERT(T, FLOOR, LO, HI)                                                                               \
     static void samples_##T(const T *restrict src, i32 *restrict dst, int w, int wp)                            \
     {                                                                                                           \
-        for (int c = 0; c < w; c++) {                                                                           \
-            T u = src[c] * (T)255.0;                                                                            \
-            u = FLOOR(u + (T)0.5);                                                                              \
-            u = u >= 0 ? u : 0; /* NaN too */                                                                   \
-            u = u <= 255 ? u : 255;                                                                             \
-            dst[c] = (i32)u;                                                                                    \
+        InputCheck *chk = input_check;                                                                          \
+        if (chk) {                                                                                              \
+            const T lo = (T)chk->LO, hi = (T)chk->HI;                                                           \
+            int inside = 0;                                                                                     \
+            for (int c = 0; c < w; c++) {                                                                       \
+                const T v = src[c];                                                                             \
+                inside += (v >= lo) & (v <= hi);                                                                \
+                T u = v * (T)255.0;                                                                             \
+                u = FLOOR(u + (T)0.5);                                                                          \
+                u = u >= 0 ? u : 0; /* NaN too */                                                               \
+                u = u <= 255 ? u : 255;                                                                         \
+                dst[c] = (i32)u;                                                                                \
+            }                                                                                                   \
+            chk->bad += w - inside;                                                                             \
+        } else {                                                                                                \
+            for (int c = 0; c < w; c++) {                                                                       \
+                T u = src[c] * (T)255.0;                                                                        \
+                u = FLOOR(u + (T)0.5);                                                                          \
+                u = u >= 0 ? u : 0; /* NaN too */                                                               \
+                u = u <= 255 ? u : 255;                                                                         \
+                dst[c] = (i32)u;                                                                                \
+            }                                                                                                   \
         }                                                                                                       \
         for (int c = w; c < wp; c++)                                                                            \
             dst[c] = dst[w - 1];                                                                                \
@@ -366,8 +394,8 @@ static void upsample_row(i32 *restrict s, i32 *restrict out, int wc, int w, int 
             b[c] = (T)clamp255(B) / (T)255;                                                                     \
         }                                                                                                       \
     }
-CONVERT(float, floorf)
-CONVERT(double, floor)
+CONVERT(float, floorf, lo_f, hi_f)
+CONVERT(double, floor, lo, hi)
 
 /* One image: x (ch, h, w) -> out (ch, h, w). T is the input/output float type. */
 #define IMAGE(T)                                                                                                \
@@ -650,6 +678,35 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
                             NULL, NULL, z_double, Y + s * ly, Cb + s * lc, Cr + s * lc, codec, 4);
     }
     return OK;
+}
+
+/* fdgpu_forward with the value check of validate=True fused into its read of x: the same arguments, then check
+   (3 doubles): check[0] and check[1] the bounds lo <= hi of the valid values (finite, not NaN); check[2] receives
+   the number of values of images [i0, i1) outside [lo, hi] or NaN (+-Inf lies outside any finite bounds). Python
+   reads the values again only when that number is not 0, to raise fdgpu._checks.x_error's exact message. The same
+   return codes; check[2] is written only when the forward returns 0. */
+int fdgpu_forward_checked(const void *x, void *out, int x_double, int n, int ch, int h, int w, int hs, int vs,
+                          int i0, int i1, const void *lt, const void *ct, int tables_double, int table_stride,
+                          void *zy, void *zc, int z_double, int64_t zy_len, int64_t zc_len, double *check)
+{
+    last_error = "";
+    if (!check)
+        return bad("check: expected a non-NULL pointer to 3 doubles");
+    if (!(isfinite(check[0]) && isfinite(check[1]) && check[0] <= check[1]))
+        return bad("check: expected finite bounds check[0] <= check[1]");
+    InputCheck chk = {check[0], check[1], (float)check[0], (float)check[1], 0};
+    /* the floats deciding as the doubles: lo_f the smallest float >= lo, hi_f the largest float <= hi */
+    if ((double)chk.lo_f < chk.lo)
+        chk.lo_f = nextafterf(chk.lo_f, INFINITY);
+    if ((double)chk.hi_f > chk.hi)
+        chk.hi_f = nextafterf(chk.hi_f, -INFINITY);
+    input_check = &chk;
+    const int e = fdgpu_forward(x, out, x_double, n, ch, h, w, hs, vs, i0, i1, lt, ct, tables_double, table_stride,
+                                zy, zc, z_double, zy_len, zc_len);
+    input_check = NULL;
+    if (e == OK)
+        check[2] = (double)chk.bad;
+    return e;
 }
 
 /* ========================================================================================== the two halves
