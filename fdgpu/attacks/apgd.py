@@ -19,7 +19,7 @@ As in AutoAttack, an image counts as fooled as soon as any iterate is misclassif
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -193,7 +193,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
     best.update(x, F.cross_entropy(clean_logits, y, reduction="none"), _fooled(clean_logits, y, False))
     if loss == "dlr-targeted":
         order = clean_logits.masked_fill(F.one_hot(y, K).bool(), -math.inf).argsort(dim=1, descending=True)
-        targets = [order[:, i] for i in range(min(n_targets, K - 1))]
+        targets: List[Optional[torch.Tensor]] = [order[:, i] for i in range(min(n_targets, K - 1))]
     else:
         targets = [None]
     runs = len(targets) * restarts
@@ -202,6 +202,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
             idx = best.pending
             if idx.numel() == 0:
                 return best.x
+            fn: Optional[Callable]
             if target is None:
                 fn = None if loss == "ce" else dlr_loss
             else:

@@ -18,6 +18,7 @@ Per-sample losses are summed, so one image's gradient does not depend on the oth
 from __future__ import annotations
 
 import contextlib
+import functools
 import contextvars
 import math
 from typing import Callable, Iterator, Optional, Tuple
@@ -37,8 +38,8 @@ def _check(x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x: expected a float (B, C, H, W) tensor in [0, 1], got {got}")
     if not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
-        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"y: expected a ({x.shape[0]},) tensor of class indices, got {got}")
+        got_y = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y: expected a ({x.shape[0]},) tensor of class indices, got {got_y}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps: expected a finite number >= 0 in [0, 1] pixel units (8/255 for 8 levels), "
                          f"got {eps!r}")
@@ -55,7 +56,8 @@ def _loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     """Per-sample loss ``(B,)``, logits ``(B, K)`` and the gradient of the summed loss w.r.t. ``x`` (``None`` when
     ``grad`` is false), each averaged over ``samples`` forward passes (EOT)."""
     g_sum = torch.zeros_like(x) if grad else None
-    loss_sum, logit_sum = None, None
+    loss_sum: Optional[torch.Tensor] = None
+    logit_sum: Optional[torch.Tensor] = None
     for _ in range(samples):
         xr = x.detach().requires_grad_(grad)
         with torch.set_grad_enabled(grad):
@@ -63,11 +65,12 @@ def _loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
             loss = F.cross_entropy(logits, y, reduction="none") if loss_fn is None else loss_fn(logits, y)
             if grad:
                 g, = torch.autograd.grad(loss.sum(), xr, allow_unused=True)
-                if g is not None:
+                if g is not None and g_sum is not None:
                     g_sum += g
         loss, logits = loss.detach(), logits.detach()
         loss_sum = loss if loss_sum is None else loss_sum + loss
         logit_sum = logits if logit_sum is None else logit_sum + logits
+    assert loss_sum is not None and logit_sum is not None  # samples >= 1 (checked by the callers)
     return (None if g_sum is None else g_sum / samples), loss_sum / samples, logit_sum / samples
 
 
@@ -248,6 +251,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targ
     g, loss, logits = _loss_and_grad(model, x, y, loss_fn, eot_samples)
     best = BestIterate(x)
     best.update(x, sign * loss, _fooled(logits, y, targeted))
+    assert g is not None  # grad=True
     xa = (x.detach() + sign * eps * g.sign()).clamp(0.0, 1.0)
     _, loss, logits = _loss_and_grad(model, xa, y, loss_fn, eot_samples, grad=False)
     best.update(xa, sign * loss, _fooled(logits, y, targeted))
@@ -301,6 +305,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: O
             best.update(xa, sign * loss, _fooled(logits, yr, targeted), idx)
             if step == steps:
                 break
+            assert g is not None  # grad=True before the last step
             if norm == "linf":
                 xa = xa + sign * alpha * g.sign()
             else:
@@ -346,7 +351,7 @@ def _run_fgsm(spec, model, x, y, generator, eot_samples, restarts):
     return fgsm(model, x, y, spec.eps, eot_samples=eot_samples)
 
 
-def _run_pgd(spec, model, x, y, generator, eot_samples, restarts, norm="linf"):
+def _run_pgd(spec, model, x, y, generator, eot_samples, restarts, norm: str = "linf"):
     return pgd(model, x, y, spec.eps, spec.alpha, spec.steps, norm=norm, generator=generator,
                eot_samples=eot_samples, restarts=restarts)
 
@@ -359,7 +364,7 @@ register_attack("pgd", form="pgd:EPS:STEPS[:ALPHA]", summary="L-inf PGD with a r
 register_attack("pgdl2", form="pgdl2:EPS:STEPS[:ALPHA]",
                 summary="L2 PGD with a random start; EPS and ALPHA are L2 norms in [0, 1] units",
                 parse=lambda fields, text: _parse_pgd(fields, text, "l2"),
-                run=lambda *args: _run_pgd(*args, norm="l2"), nargs=(2, 3), example="pgdl2:0.5:2", norm="l2")
+                run=functools.partial(_run_pgd, norm="l2"), nargs=(2, 3), example="pgdl2:0.5:2", norm="l2")
 register_attack("eot", form="eot:EPS:STEPS:SAMPLES",
                 summary="PGD averaging the gradient over SAMPLES draws of a randomised defence (EOT)",
                 parse=_parse_eot, run=_run_pgd, nargs=(3, 3), example="eot:8:2:2", options=("restarts",),

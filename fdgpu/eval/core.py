@@ -48,8 +48,9 @@ def _reseed_random(module: nn.Module, seed: int) -> None:
     # Randomised defences (fdgpu.defences) restart their stream per batch through ``reseed(seed)``,
     # so that a sharded run draws exactly what a single process draws.
     for m in module.modules():
-        if callable(getattr(m, "reseed", None)):
-            m.reseed(seed)
+        reseed = getattr(m, "reseed", None)
+        if callable(reseed):
+            reseed(seed)
 
 
 def _is_randomised(module: nn.Module) -> bool:

@@ -121,7 +121,8 @@ def plot_styles(rows: Sequence[Dict]) -> Tuple[Dict[str, str], Dict[str, Tuple]]
     defences = list(dict.fromkeys(r["defence"] for r in rows))
     others = [d for d in defences if d != "none"]
     cmap = matplotlib.colormaps["tab10" if len(others) <= 9 else "tab20"]
-    palette = [c for i, c in enumerate(cmap.colors) if len(others) > 9 or i != 7]  # tab10's grey is too close to black
+    # tab10's grey is too close to black
+    palette = [c for i, c in enumerate(getattr(cmap, "colors")) if len(others) > 9 or i != 7]
     colours = {d: palette[i % len(palette)] for i, d in enumerate(others)}
     if "none" in defences:
         colours["none"] = "black"

@@ -21,7 +21,7 @@ mode: its rows have the view ``query`` (one per defence, whichever adaptive view
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..choices import BACKWARDS
 from ..registry import ATTACK_OPTIONS, ATTACKS, DEFENCES, integer
@@ -119,7 +119,8 @@ def parse_attack(spec: str) -> AttackSpec:
             raise ValueError(f"attack: {spec!r}: {key}=N applies to {', '.join(takers)} only")
     if entry is None or not _arity_ok(entry.nargs, len(parts) - 1):
         raise ValueError(f"attack: expected one of {_attack_forms()}, got {spec!r}")
-    fields = {"samples": opts.get("eot"), "restarts": opts.get("restarts"), "targets": opts.get("targets", 9)}
+    fields: Dict[str, Any] = {"samples": opts.get("eot"), "restarts": opts.get("restarts"),
+                              "targets": opts.get("targets", 9)}
     fields.update(entry.parse(parts[1:], spec))
     return AttackSpec(spec, kind, **fields)
 
