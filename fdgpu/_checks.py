@@ -242,14 +242,15 @@ def check_table(name: str, t, batch: int) -> torch.Tensor:
     return t
 
 
-def check_quality(quality, validate: bool = True) -> torch.Tensor:
-    """Type and shape checks, then (``validate``) the value check with one host sync; returns a real tensor."""
+def check_quality(quality, validate: bool = True, as_tensor: bool = True):
+    """Type and shape checks, then (``validate``) the value check with one host sync; returns a real tensor (a
+    number stays a number with ``as_tensor=False``)."""
     if isinstance(quality, bool) or not isinstance(quality, (int, float, torch.Tensor)):
         raise TypeError(f"quality: expected a number or a (B,) tensor in [1, 100], got {type(quality).__name__}")
     if not isinstance(quality, torch.Tensor):  # a number: checked on the host
         if validate and not 1 <= quality <= 100:  # False for NaN
             raise ValueError(f"quality: expected values in [1, 100] (libjpeg's range), got {quality:g}")
-        return torch.tensor(float(quality), dtype=torch.float64)
+        return torch.tensor(float(quality), dtype=torch.float64) if as_tensor else quality
     q = quality
     if q.dim() > 1:
         raise ValueError(f"quality: expected a number or a 1-D (B,) tensor, got shape {tuple(q.shape)}")

@@ -157,7 +157,8 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
             assert_steps("chroma_table", ct)
     if x.numel() == 0:
         return x.clone()
-    xf = x.reshape(n, c, h, w).to(compute).contiguous()
+    xf = x if x.dim() == 4 and x.dtype == compute and x.is_contiguous() else \
+        x.reshape(n, c, h, w).to(compute).contiguous()  # (the common case costs no tensor calls)
     tables_grad = lt.requires_grad or ct.requires_grad
     save = BACKWARD_MODES[backward].saves_state(tables_grad)
     save = save and torch.is_grad_enabled() and (x.requires_grad or tables_grad)
@@ -167,7 +168,8 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
         # divide in float64, as users do; the gradient passes through (the difference is a constant)
         y = y.to(torch.float64)
         y = y + ((y.detach() * 255).round_().div_(255) - y.detach())
-    y = y.to(x.dtype).reshape(x.shape)
+    if y.dtype != x.dtype or y.dim() != x.dim():
+        y = y.to(x.dtype).reshape(x.shape)
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         y = y.contiguous(memory_format=torch.channels_last)
     return y
@@ -198,7 +200,7 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
     check_input(x)
     n = math.prod(x.shape[:-3])
     if isinstance(quality, (int, float)) and not isinstance(quality, bool):
-        check_quality(quality)  # a Python number: checked on the host, no sync
+        check_quality(quality, as_tensor=False)  # a Python number: checked on the host, no sync
         x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         luma, chroma = _ijg_cached(float(quality), x.device, x_dtype)
         extra = ()  # the tables of a checked quality need no check
