@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -212,7 +212,7 @@ def encode(x: torch.Tensor, quality=None, *, luma_table=None, chroma_table=None,
     *lead, ch, h, w = x.shape
     n = math.prod(lead)
     dtype = torch.float64 if x.dtype == torch.float64 and impl != "triton" else torch.float32
-    extra = []
+    extra: List[tuple] = []
     if quality is not None and (luma_table is not None or chroma_table is not None):
         raise ValueError("quality: expected either quality or luma_table/chroma_table, got both; pass one")
     if luma_table is None:

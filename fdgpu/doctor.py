@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -81,7 +81,7 @@ def devices(run_selfcheck: bool = True) -> list:
     """Per CUDA device: name, capability, memory and the self-check verdict."""
     from . import backends as registry
 
-    out = []
+    out: list = []
     if not torch.cuda.is_available():
         return out
     for i in range(torch.cuda.device_count()):
@@ -135,7 +135,7 @@ def probe(backend: str, device: torch.device, seconds: float) -> dict:
 
 def report(probe_seconds: float = 2.0) -> dict:
     """Every fact of the doctor, as one JSON-able dict."""
-    out = {"versions": versions(), "backends": backends(), "devices": devices(), "probes": {}}
+    out: Dict[str, Any] = {"versions": versions(), "backends": backends(), "devices": devices(), "probes": {}}
     if probe_seconds > 0:
         cuda = torch.cuda.is_available()
         for name, b in out["backends"].items():

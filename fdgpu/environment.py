@@ -9,7 +9,7 @@ import importlib
 import os
 import platform
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 #: the packages whose versions a benchmark records (None when absent or broken)
 PACKAGES = ("fdgpu", "torch", "numpy", "kornia", "PIL", "skimage", "faiss", "scipy", "triton")
@@ -34,7 +34,7 @@ def loadavg() -> Optional[List[float]]:
 def versions(packages: Iterable[str] = PACKAGES) -> dict:
     """Python's version and each package's ``__version__`` (None when it cannot be imported), plus the
     libjpeg-turbo that Pillow uses when Pillow is there."""
-    out = {"python": platform.python_version()}
+    out: Dict[str, Any] = {"python": platform.python_version()}
     for name in packages:
         try:
             out[name] = getattr(importlib.import_module(name), "__version__", "?")
@@ -71,7 +71,7 @@ def gpu_facts(index: int = 0) -> dict:
     from . import selfcheck
 
     device = torch.device("cuda", index)
-    out = {"cuda_runtime": torch.version.cuda}
+    out: Dict[str, Any] = {"cuda_runtime": torch.version.cuda}
     try:
         out["gpu_key"] = selfcheck.key(device)
         v = selfcheck.verdict(device)

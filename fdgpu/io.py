@@ -28,7 +28,7 @@ import io as _io
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Any, Dict, Union
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ def _frame(data: bytes, name: str) -> dict:
     ``{"sof", "precision", "height", "width", "components": [(id, h, v, table)], "adobe": transform or None}``."""
     if data[:2] != b"\xff\xd8":
         raise ValueError(f"{name}: expected a JPEG file (starting with the bytes FF D8), got {data[:4].hex(' ')}")
-    out = {"sof": None, "adobe": None, "jfif": False}
+    out: Dict[str, Any] = {"sof": None, "adobe": None, "jfif": False}
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
@@ -275,7 +275,8 @@ def write_jpeg(target, coefficients: Coefficients, *, optimize: bool = False) ->
     c = coefficients
     arrays = [t.detach()[0].cpu().to(torch.int16).numpy() for t in c.components]
     tabs = [t.detach()[0].cpu().to(torch.int64).numpy() for t in c.tables]
-    qt, numbers = [], []
+    qt: list = []
+    numbers: list = []
     for t in tabs:  # one table per distinct set of steps
         for j, u in enumerate(qt):
             if np.array_equal(u, t):

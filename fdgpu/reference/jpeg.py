@@ -189,6 +189,7 @@ def encode(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: Optional[tor
     chroma = downsample(ycc[:, 1:, : g.hc * g.vs], g.hs, g.vs)
     chroma = pad_replicate(chroma, g.hp // g.vs, g.wp // g.hs)
     qy, wy = quantize(fdct_islow(ycc[:, :1]), luma_table, need_weight, x.dtype)
+    assert chroma_table is not None  # a colour image needs its chroma table
     qc, wc = quantize(fdct_islow(chroma), chroma_table, need_weight, x.dtype)
     return (qy, qc), (wy, wc)
 
@@ -248,7 +249,7 @@ def _scale_out(v: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
 
 def linear_map(x: torch.Tensor, subsampling: str) -> torch.Tensor:
     """``L(x)``: the pipeline with every rounding and clamp removed. ``(N, C, H, W) -> (N, C, H, W)``."""
-    return forward(x, None, None, subsampling, linear=True)[0]
+    return forward(x, None, None, subsampling, linear=True)[0]  # type: ignore[arg-type]  # no tables: linear
 
 
 def _coef_adjoint(g: torch.Tensor, z: Optional[torch.Tensor], mode, want_tables: bool):
@@ -307,6 +308,7 @@ def backward(grad: torch.Tensor, saved: Optional[Tuple], subsampling: str, mode:
         ty, tc = (_cat([p[0] for p in parts]), _cat([p[1] for p in parts])) if want else (None, None)
     if not want:
         return gx
+    assert tables is not None  # want
     return (gx,) + tuple(_table_grad(t, table, grad.shape[0]) for t, table in zip((ty, tc), tables))
 
 

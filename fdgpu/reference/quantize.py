@@ -150,7 +150,9 @@ def rounding_weight(z: torch.Tensor, mode: str) -> Optional[torch.Tensor]:
 def soft_weight(z: torch.Tensor) -> torch.Tensor:
     """``d c' / d c = 3 (z - round z)**2``: the derivative of the soft-rounding surrogate ``Q (r + (z - r)**3)``
     (Shin & Song 2017, ``r = round z`` held constant) with respect to the coefficient ``c = Q z``."""
-    return rounding_weight(z, "soft")
+    w = rounding_weight(z, "soft")
+    assert w is not None  # soft has a weight
+    return w
 
 
 def table_factor(z: torch.Tensor, mode: str) -> torch.Tensor:
