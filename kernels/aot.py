@@ -16,8 +16,10 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
-from typing import Dict, List
+import ast
+import functools
+from dataclasses import asdict, dataclass, field
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -128,6 +130,10 @@ class Report:
     sass_bar: int
     dots: int                # tt.dot in the TTGIR (operands staged in shared memory)
     unswizzled_shared: int   # explicit shared allocations whose encoding is not swizzled (maxPhase = 1)
+    # executed instructions per trip through the kernel, split by the runtime branch regions they sit in
+    # (:func:`executed_regions`): "" (every path), "luma", "chroma", "int", "f64", ... joined by "+" when nested;
+    # values [all, int, fp32, shared], loop bodies already multiplied by their trip count
+    regions: Dict[str, List[int]] = field(default_factory=dict)
 
 
 def _tool(name: str) -> str:
@@ -156,6 +162,149 @@ def _ptxas_info(ptx: str, cc: int) -> Dict[str, int]:
 _INT = {"IMAD", "IADD3", "IADD", "VIADD", "LOP3", "SHF", "LEA", "ISETP", "IABS", "IMNMX", "VIMNMX", "SEL", "SGXT",
         "PRMT", "BMSK", "I2F", "F2I", "IMUL"}
 _FP32 = {"FADD", "FMUL", "FFMA", "FMNMX", "FSETP", "FRND", "FSEL", "MUFU"}
+_SHARED = {"LDS", "STS", "LDSM", "STSM"}
+
+# The kernels' runtime branches (a branch on a constexpr is compiled away; these are not): (function, source of
+# the ``if`` test) -> (region of its body, region of its else branch). A warp runs one side of each: the program
+# index, the plane and the table are uniform across a program. The cost model sums the regions of a path.
+RUNTIME_BRANCHES = {
+    ("_quantize", "tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1"): ("int", "f64"),
+    ("_quotient", "tl.min(tl.where(b_qi.to(tl.float32) == b_qc, 1, 0)) == 1"): ("int", "f64"),
+    ("_jpeg_fwd_sub_kernel", "i_p < NL"): ("luma", "chroma"),
+    ("_jpeg_bwd_table_kernel", "i_p < NL"): ("luma", "chroma"),
+    ("_dequantize", "tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1"): ("int", "f64"),
+    ("_jpeg_encode_kernel", "i_p < NL"): ("luma", "chroma"),
+    ("_jpeg_decode_kernel", "i_p < NL"): ("luma", "chroma"),
+}
+# Runtime loops (``for ... in range(n)`` with n not a constexpr): kernel label -> trips.
+LOOP_TRIPS = {"fwd 4:4:4": 3, "bwd 4:4:4 soft": 3}
+
+
+@functools.lru_cache(maxsize=None)
+def branch_lines() -> Dict[int, str]:
+    """Line of ``kernels/jpeg.py`` -> the branch region (:data:`RUNTIME_BRANCHES`) it belongs to; every branch of
+    :data:`RUNTIME_BRANCHES` must be found (a renamed test would otherwise silently count both sides)."""
+    src = open(K.__file__).read()
+    tree = ast.parse(src)
+    out: Dict[int, str] = {}
+    found = set()
+    for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        for node in (n for n in ast.walk(fn) if isinstance(n, ast.If)):
+            key = (fn.name, ast.get_source_segment(src, node.test))
+            if key not in RUNTIME_BRANCHES:
+                continue
+            found.add(key)
+            for part, region in zip((node.body, node.orelse), RUNTIME_BRANCHES[key]):
+                if not part:
+                    continue
+                for line in range(part[0].lineno, part[-1].end_lineno + 1):
+                    out[line] = region
+    missing = set(RUNTIME_BRANCHES) - found
+    if missing:
+        raise RuntimeError(f"kernels/jpeg.py: runtime branches of the cost model not found: {sorted(missing)}")
+    return out
+
+
+def _disassemble(cubin: bytes) -> str:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        # -g -gi: every instruction preceded by its source location and the whole inlining chain
+        return subprocess.run([_tool("nvdisasm"), "-c", "-g", "-gi", path], capture_output=True, text=True,
+                              check=True).stdout
+
+
+_INSTR = re.compile(r"^\s+/\*([0-9a-f]+)\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)(.*)$")
+_LOC = re.compile(r'//## File "([^"]+)", line (\d+)')
+
+
+def _parse_sass(sass: str, jpeg_py: str) -> List[dict]:
+    """The kernel's instructions (the entry function only: the compiler's out-of-line slow paths such as the
+    float64 division's are not counted) as dicts: addr, op (opcode without modifiers), pred, target (branch
+    label), label (the label opening a block here, if any), lines (jpeg.py lines of the inlining chain)."""
+    out: List[dict] = []
+    chain: FrozenSet[int] = frozenset()
+    pending: List[int] = []
+    label: Optional[str] = None
+    started = False
+    for raw in sass.splitlines():
+        if raw.startswith(".text."):
+            started = True
+            continue
+        if not started:
+            continue
+        if ".type" in raw and "@function" in raw:
+            break                                                          # the next function: a subroutine
+        m = re.match(r"^(\.L_x_\d+):", raw)
+        if m:
+            label = m.group(1)
+            continue
+        if "//##" in raw:
+            pending += [int(n) for f, n in _LOC.findall(raw) if os.path.realpath(f) == jpeg_py]
+            continue
+        m = _INSTR.match(raw)
+        if not m:
+            continue
+        if pending:
+            chain, pending = frozenset(pending), []
+        t = re.search(r"`\((\.L_x_\d+)\)", m.group(4))
+        out.append(dict(addr=int(m.group(1), 16), op=m.group(3).split(".")[0], pred=bool(m.group(2)),
+                        target=t.group(1) if t else None, label=label, lines=chain))
+        label = None
+    return out
+
+
+def executed_regions(sass: str, label: str) -> Dict[str, List[int]]:
+    """Executed instructions of one trip through a kernel, split by branch region: basic blocks (split at labels
+    and after branches and exits), each assigned the region set that most of its instructions' inlining chains
+    fall in (:func:`branch_lines`), loop bodies (a branch backwards) multiplied by :data:`LOOP_TRIPS`. Both sides
+    of data-dependent branches inside a region are counted (lanes of a warp diverge there). Returns
+    ``{"region+region": [all, int, fp32, shared]}``, ``""`` for the blocks every path runs."""
+    lines = branch_lines()
+    ins = _parse_sass(sass, os.path.realpath(K.__file__))
+    blocks: List[List[dict]] = []
+    for i in ins:
+        if i["label"] is not None or not blocks or blocks[-1][-1]["op"] in ("BRA", "EXIT", "BRX", "RET"):
+            blocks.append([])
+        blocks[-1].append(i)
+    start = {b[0]["label"]: b[0]["addr"] for b in blocks if b[0]["label"]}
+    loops: List[Tuple[int, int]] = []
+    for b in blocks:
+        last = b[-1]
+        if last["op"] == "BRA" and last["target"] in start and start[last["target"]] <= last["addr"]:
+            if len(b) == 1 and start[last["target"]] == last["addr"]:
+                continue                                                   # the trap loop after the last EXIT
+            loops.append((start[last["target"]], last["addr"]))
+    if loops and label.replace(" small", "") not in LOOP_TRIPS:
+        raise RuntimeError(f"{label}: a runtime loop the cost model does not know the trips of (LOOP_TRIPS)")
+    trips = LOOP_TRIPS.get(label.replace(" small", ""), 1)
+    out: Dict[str, List[int]] = {}
+    for b in blocks:
+        if len(b) == 1 and b[0]["op"] == "BRA" and b[0]["target"] == b[0]["label"]:
+            continue
+        votes: Dict[str, int] = {}
+        for i in b:
+            key = "+".join(sorted({lines[n] for n in i["lines"] if n in lines}))
+            votes[key] = votes.get(key, 0) + 1
+        key = max(votes, key=lambda k: (votes[k], k))
+        w = trips if any(lo <= b[0]["addr"] <= hi for lo, hi in loops) else 1
+        ops = [i["op"] for i in b]
+        row = out.setdefault(key, [0, 0, 0, 0])
+        for j, n in enumerate((len(ops), sum(o in _INT for o in ops), sum(o in _FP32 for o in ops),
+                               sum(o in _SHARED for o in ops))):
+            row[j] += w * n
+    return out
+
+
+def region_counts(regions: Dict[str, List[int]], path: FrozenSet[str]) -> List[int]:
+    """[all, int, fp32, shared] executed on the path (a set of regions, e.g. {"luma", "int"}): the blocks of
+    every region key whose regions all lie on the path."""
+    tot = [0, 0, 0, 0]
+    for key, row in regions.items():
+        if set(filter(None, key.split("+"))) <= path:
+            tot = [a + b for a, b in zip(tot, row)]
+    return tot
 
 
 def _sass_opcodes(cubin: bytes) -> List[str]:
@@ -188,8 +337,19 @@ def shared_memory_findings(ttgir: str) -> Dict[str, int]:
 
 def compile_one(label, fn, sig, constexprs, warps, cc: int) -> Report:
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),
-                              options=dict(num_warps=warps, num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION))
+    opts = dict(num_warps=warps, num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION)
+    compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
+    sass = _disassemble(compiled.asm["cubin"])
+    if _LOC.search(sass) and not any(os.path.realpath(f) == os.path.realpath(K.__file__) for f, _ in
+                                     _LOC.findall(sass)):
+        # from Triton's cache, compiled in another checkout of the same source: its line numbers (which the
+        # executed-path model reads) may be that checkout's
+        triton.knobs.compilation.always_compile = True
+        try:
+            compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
+        finally:
+            triton.knobs.compilation.always_compile = False
+        sass = _disassemble(compiled.asm["cubin"])
     ptx = compiled.asm["ptx"]
     info = _ptxas_info(ptx, cc)
     ops = _sass_opcodes(compiled.asm["cubin"])
@@ -198,7 +358,8 @@ def compile_one(label, fn, sig, constexprs, warps, cc: int) -> Report:
                   int(compiled.metadata.shared), len(re.findall(r"\bld\.global", ptx)),
                   len(re.findall(r"\bst\.global", ptx)), n("LDG"), n("STG"), len(ops),
                   sum(o in _INT for o in ops), sum(o in _FP32 for o in ops), n("SHFL"),
-                  n("LDS", "STS", "LDSM", "STSM"), n("BAR"), **shared_memory_findings(compiled.asm["ttgir"]))
+                  n("LDS", "STS", "LDSM", "STSM"), n("BAR"), **shared_memory_findings(compiled.asm["ttgir"]),
+                  regions=executed_regions(sass, label))
 
 
 def _compile_indexed(args):
@@ -218,13 +379,12 @@ def report(ccs=(80, 90), jobs: int = 1) -> List[Report]:
         return list(pool.map(_compile_indexed, todo))
 
 
-# ----------------------------------------------------------------------------------------- executed paths
-# The kernels branch at run time on two things: whether a program's table holds integer steps (the quantizer's
-# int32 path, every JPEG table) or not (its float64 path), and, in the 4:2:x forward and the table-gradient
-# kernel, whether a program codes a luma tile or a chroma plane. A static count of the whole kernel counts both
-# sides of both. Here each side is compiled on its own: a copy of kernels/jpeg.py whose branch conditions are
-# replaced by constants (the compiler then drops the other side), so its static count is the count of what that
-# program executes (no data-dependent loops remain; the 3-plane loop of LOOP3 is counted by the model).
+# ------------------------------------------------------------------ executed paths, compiled apart (a cross-check)
+# A second way to count a path, used to check :func:`executed_regions`: each side of the runtime branches compiled
+# on its own, from a copy of kernels/jpeg.py whose branch conditions are replaced by constants (the compiler then
+# drops the other side), so that its static count is what that program executes. Four extra compiles per variant,
+# and the compiler schedules a pinned kernel a little differently, so the model reads the regions of the one
+# compile instead; tests/test_kernels_aot.py compares the two.
 _BRANCHES = {  # condition in kernels/jpeg.py -> the pin that replaces it
     "if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:": "if _PIN_INT:",
     "if tl.min(tl.where(b_qi.to(tl.float32) == b_qc, 1, 0)) == 1:": "if _PIN_INT:",
@@ -273,8 +433,20 @@ def path_counts(labels, cc: int, cls: str = "large") -> Dict[str, Dict[str, int]
     return out
 
 
-# GPUs of the cost model: SMs, SM clock (GHz, boost), DRAM bandwidth (TB/s). Data-sheet figures.
-GPUS = {"A100-SXM4-40GB": (108, 1.41, 1.555), "H100-SXM5": (132, 1.98, 3.35)}
+class Gpu(NamedTuple):
+    sms: int
+    ghz: float          # SM boost clock
+    tbs: float          # DRAM bandwidth, TB/s
+    smem_kb: int        # shared memory a CTA may use per SM
+    cc: int
+
+
+# GPUs of the cost model (data-sheet figures). Both: 65,536 registers, 64 resident warps, 32 CTAs and 4 warp
+# schedulers per SM.
+GPUS = {"A100-SXM4-40GB": Gpu(108, 1.41, 1.555, 164, 80), "H100-SXM5": Gpu(132, 1.98, 3.35, 228, 90)}
+# Assumed: a scheduler issues every clock when it holds >= 4 resident warps (ALU latency ~4 clocks, one
+# independent instruction per warp); with fewer, its issue rate drops in proportion.
+WARPS_TO_HIDE = 4
 # DRAM bytes per pixel of each kernel (fp32 image planes, uint8 decoded planes; each input read once, neighbours
 # and the re-reads of one MCU's RGB from L1/L2), from the code: see docs/kernels.md.
 DRAM_BPP = {"fwd gray": 8, "fwd 4:4:4": 24, "fwd_sub 4:2:2": 14, "fwd_sub 4:2:0": 13.5, "up 4:2:2": 14,
@@ -282,107 +454,114 @@ DRAM_BPP = {"fwd gray": 8, "fwd 4:4:4": 24, "fwd_sub 4:2:2": 14, "fwd_sub 4:2:0"
             "bwd_chroma 4:2:2": 16, "bwd_chroma 4:2:0": 14, "bwd_chroma_soft 4:2:2": 20, "bwd_chroma_soft 4:2:0": 16,
             "bwd 4:4:4 ste": 24, "bwd 4:2:2 ste": 28, "bwd 4:2:0 ste": 26, "bwd gray soft": 12,
             "bwd 4:4:4 soft": 36, "bwd 4:2:2 soft": 40, "bwd 4:2:0 soft": 38}
-PASSES_224 = {  # pass -> (channels, subsampling, [(kernel label, launcher kernel name)])
-    "forward gray": (1, "4:2:0", [("fwd gray", "_jpeg_fwd_kernel")]),
-    "forward 4:4:4": (3, "4:4:4", [("fwd 4:4:4", "_jpeg_fwd_kernel")]),
-    "forward 4:2:0": (3, "4:2:0", [("fwd_sub 4:2:0", "_jpeg_fwd_sub_kernel"), ("up 4:2:0", "_jpeg_up_kernel")]),
-    "backward ste 4:2:0": (3, "4:2:0", [("bwd_chroma 4:2:0", "_jpeg_bwd_chroma_kernel"),
-                                         ("bwd 4:2:0 ste", "_jpeg_bwd_kernel")]),
-    "backward soft 4:4:4": (3, "4:4:4", [("bwd 4:4:4 soft", "_jpeg_bwd_kernel")]),
-    "backward soft 4:2:0": (3, "4:2:0", [("bwd_chroma 4:2:0", "_jpeg_bwd_chroma_kernel"),
-                                          ("bwd_chroma_soft 4:2:0", "_jpeg_bwd_chroma_soft_kernel"),
-                                          ("bwd 4:2:0 soft", "_jpeg_bwd_kernel")]),
+_LUMA_CHROMA = object()  # the programs of _jpeg_fwd_sub_kernel: VS*HS luma tiles, then Cb and Cr, per chroma tile
+PASSES = {  # pass -> (channels, subsampling, [(kernel label, launcher kernel name, paths)])
+    "forward gray": (1, "4:2:0", [("fwd gray", "_jpeg_fwd_kernel", None)]),
+    "forward 4:4:4": (3, "4:4:4", [("fwd 4:4:4", "_jpeg_fwd_kernel", None)]),
+    "forward 4:2:0": (3, "4:2:0", [("fwd_sub 4:2:0", "_jpeg_fwd_sub_kernel", _LUMA_CHROMA),
+                                    ("up 4:2:0", "_jpeg_up_kernel", None)]),
+    "backward ste 4:2:0": (3, "4:2:0", [("bwd_chroma 4:2:0", "_jpeg_bwd_chroma_kernel", None),
+                                         ("bwd 4:2:0 ste", "_jpeg_bwd_kernel", None)]),
+    "backward soft 4:4:4": (3, "4:4:4", [("bwd 4:4:4 soft", "_jpeg_bwd_kernel", None)]),
+    "backward soft 4:2:0": (3, "4:2:0", [("bwd_chroma 4:2:0", "_jpeg_bwd_chroma_kernel", None),
+                                          ("bwd_chroma_soft 4:2:0", "_jpeg_bwd_chroma_soft_kernel", None),
+                                          ("bwd 4:2:0 soft", "_jpeg_bwd_kernel", None)]),
 }
-# Kernels whose codec sits in a 3-trip runtime loop (one plane per trip): the static count covers one trip.
-LOOP3 = {"fwd 4:4:4", "bwd 4:4:4 soft"}
 
 
-def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
-    """ESTIMATES, not measurements: per pass and GPU, the time of one ``size``^2 image in a large batch as the
-    largest of three bounds: DRAM bytes / bandwidth, warp instructions / issue rate (4 per SM per clock) and
-    integer instructions / integer rate (IMAD-class: 2 warp instructions per SM per clock on sm_80/sm_90). Warp
-    instructions = programs per image x warps x static SASS instructions (no loops but the 3-plane loop, counted
-    3x). Ignores latency, occupancy and tails, so real kernels are slower; a GPU run of
-    benchmarks/test_bench_gpu.py is the measurement."""
-    from .launch import backward_plan, forward_plan
-    by = {(r.kernel, r.cc): r for r in rows}
-    out = []
-    for name, (ch, sub, ks) in PASSES_224.items():
-        fwd = name.startswith("forward")
-        plan = (forward_plan(1, ch, size, size, sub) if fwd else
-                backward_plan(1, ch, size, size, sub, "soft" if "soft" in name else "ste", False))
-        for gpu, (sms, ghz, tbs) in GPUS.items():
-            cc = 80 if gpu.startswith("A100") else 90
-            if any((k, cc) not in by for k, _ in ks):
-                continue
-            instr = ints = shared = 0.0
-            for label, kname in ks:
-                r = by[(label, cc)]
-                warps = plan[kname].nt * plan[kname].warps * (3 if label in LOOP3 else 1)
-                instr += warps * r.sass_instructions
-                ints += warps * r.sass_int
-                shared += warps * r.sass_shared
-            dram = sum(DRAM_BPP[label] for label, _ in ks) * size * size
-            t_dram = dram / (tbs * 1e12) * 1e6
-            t_issue = instr / (sms * 4 * ghz * 1e9) * 1e6
-            t_int = ints / (sms * 2 * ghz * 1e9) * 1e6
-            out.append(dict(pass_=name, gpu=gpu, dram_MB=dram / 1e6, warp_instr_k=instr / 1e3, int_instr_k=ints / 1e3,
-                            shared_instr_k=shared / 1e3, us_dram=t_dram, us_issue=t_issue, us_int=t_int,
-                            us_estimate=max(t_dram, t_issue, t_int)))
-    return out
-
-
-def occupancy(registers: int, warps: int, shared: int, cc: int) -> int:
-    """Resident warps per SM (of 64) for a kernel of ``registers`` per thread, ``warps`` per CTA and ``shared``
-    bytes per CTA: 64K registers per SM allocated per warp in units of 256, at most 32 CTAs and 64 warps per SM,
-    shared memory 164 KB (sm_80) / 228 KB (sm_90) per SM."""
+def occupancy(registers: int, warps: int, shared: int, gpu: Gpu) -> int:
+    """Resident warps per SM of a kernel: registers are allocated per warp in units of 256 (32 lanes x registers
+    rounded up to 8), 65,536 per SM; at most 64 warps and 32 CTAs per SM; shared memory per CTA plus the 1 KB
+    the driver reserves per CTA."""
     per_warp = -(-registers * 32 // 256) * 256
-    ctas = min(65536 // (per_warp * warps), 32, 64 // warps,
-               ((164 if cc == 80 else 228) * 1024) // shared if shared else 32)
+    ctas = min(65536 // per_warp // warps, 64 // warps, 32)
+    if shared:
+        ctas = min(ctas, gpu.smem_kb * 1024 // (shared + 1024))
     return ctas * warps
 
 
-def cost_model_executed(rows: List[Report], paths: Dict[int, Dict[str, Dict[str, int]]], size: int = 224,
-                        integer: bool = True) -> List[dict]:
-    """:func:`cost_model` with the instructions each program executes (:func:`path_counts`, integer or float
-    tables) instead of the whole static kernel: luma and chroma programs of the 4:2:x forward counted each with its
-    own path, ``NL = HS x VS`` luma programs and 2 chroma programs per tile. Adds the kernels' occupancy (resident
-    warps per SM, :func:`occupancy`; the issue bound assumes at least 16, 4 per scheduler, to hide latency) and the
-    static count beside for comparison. ESTIMATES, not measurements."""
+def padding_share(h: int, w: int, subsampling: str, launch) -> float:
+    """The share of ``_jpeg_bwd_kernel``'s tiles that hold edge replication and run the fold (its
+    ``_holds_padding``): none for images of whole MCUs."""
+    from ..choices import FACTORS
+    hs, vs = FACTORS[subsampling]
+    hp, wp = -(-h // (8 * vs)) * 8 * vs, -(-w // (8 * hs)) * 8 * hs
+    (tbh, tbw), nt_w = launch.tile, launch.nt_w
+    nt_h = launch.nt // nt_w
+    hit = sum(((h < hp) and (i + 1) * tbh * 8 > h) or ((w < wp) and (j + 1) * tbw * 8 > w)
+              for i in range(nt_h) for j in range(nt_w))
+    return hit / launch.nt
+
+
+def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
+    """ESTIMATES, not measurements: per pass, table kind (integer steps: every JPEG table; fractional steps: the
+    float64 quantizer) and GPU, the time of one ``size``^2 image in a large batch.
+
+    Per kernel: warp instructions executed = programs per image (``forward_plan`` / ``backward_plan``) x warps x
+    the instructions of the path each program runs (:func:`executed_regions`: the luma or chroma side of
+    ``_jpeg_fwd_sub_kernel`` in the proportion of its programs, the integer or float64 quantizer, runtime loops
+    times their trips), of which integer ALU. Bounds: DRAM bytes / bandwidth; warp instructions / (SMs x 4
+    schedulers x clock x e); integer instructions / (SMs x 2 x clock x e) (IMAD-class: half the issue rate on
+    sm_80/sm_90), with e = min(1, resident warps per scheduler / :data:`WARPS_TO_HIDE`) from :func:`occupancy`.
+    A kernel takes the largest of its bounds; a pass the sum of its kernels. Ignores tails, launch gaps, memory
+    latency beyond the occupancy factor and shared-memory cycles."""
     from .launch import backward_plan, forward_plan
     by = {(r.kernel, r.cc): r for r in rows}
-    kind = "int" if integer else "float"
     out = []
-    for name, (ch, sub, ks) in PASSES_224.items():
+    for name, (ch, sub, ks) in PASSES.items():
         fwd = name.startswith("forward")
         plan = (forward_plan(1, ch, size, size, sub) if fwd else
                 backward_plan(1, ch, size, size, sub, "soft" if "soft" in name else "ste", False))
-        hs, vs = FACTORS[sub]
-        for gpu, (sms, ghz, tbs) in GPUS.items():
-            cc = 80 if gpu.startswith("A100") else 90
-            if cc not in paths or any((k, cc) not in by for k, _ in ks):
-                continue
-            instr = static = 0.0
-            occ = []
-            for label, kname in ks:
-                r, pl = by[(label, cc)], plan[kname]
-                trips = 3 if label in LOOP3 else 1
-                counts = paths[cc][label]
-                if label.startswith("fwd_sub"):
-                    nl = hs * vs
-                    per = (nl * counts[f"{kind} luma"] + 2 * counts[f"{kind} chroma"]) / (nl + 2)
-                else:
-                    per = counts[f"{kind} luma"]
-                instr += pl.nt * pl.warps * trips * per
-                static += pl.nt * pl.warps * trips * r.sass_instructions
-                occ.append(f"{label} {occupancy(r.registers, pl.warps, r.shared, cc)}")
-            dram = sum(DRAM_BPP[label] for label, _ in ks) * size * size
-            t_dram = dram / (tbs * 1e12) * 1e6
-            t_issue = instr / (sms * 4 * ghz * 1e9) * 1e6
-            out.append(dict(pass_=name, gpu=gpu, tables=kind, dram_MB=dram / 1e6, executed_k=instr / 1e3,
-                            static_k=static / 1e3, occupancy=", ".join(occ), us_dram=t_dram, us_issue=t_issue,
-                            us_estimate=max(t_dram, t_issue)))
+        for tables in ("int", "f64"):
+            for gpu_name, gpu in GPUS.items():
+                if any((k, gpu.cc) not in by for k, _, _ in ks):
+                    continue
+                tot = dict(instr=0.0, ints=0.0, dram=0.0, us_dram=0.0, us_issue=0.0, us_int=0.0, us=0.0)
+                warps_min = 64
+                for label, kname, paths in ks:
+                    r = by[(label, gpu.cc)]
+                    if paths is _LUMA_CHROMA:
+                        nl = {"4:2:0": 4, "4:2:2": 2}[sub]
+                        paths = [({"luma"}, nl / (nl + 2)), ({"chroma"}, 2 / (nl + 2))]
+                    elif kname == "_jpeg_bwd_kernel":
+                        share = padding_share(size, size, sub, plan[kname])
+                        paths = [({"fold"}, share), (set(), 1.0 - share)]
+                    elif paths is None:
+                        paths = [(set(), 1.0)]
+                    per_program = [0.0, 0.0]
+                    for regions, share in paths:
+                        cnt = region_counts(r.regions, frozenset(regions | {tables}))
+                        per_program[0] += share * cnt[0]
+                        per_program[1] += share * cnt[1]
+                    warps = plan[kname].nt * plan[kname].warps
+                    resident = occupancy(r.registers, plan[kname].warps, r.shared, gpu)
+                    warps_min = min(warps_min, resident)
+                    e = min(1.0, resident / 4 / WARPS_TO_HIDE)
+                    instr, ints = warps * per_program[0], warps * per_program[1]
+                    dram = DRAM_BPP[label] * size * size
+                    t_dram = dram / (gpu.tbs * 1e12) * 1e6
+                    t_issue = instr / (gpu.sms * 4 * gpu.ghz * 1e9 * e) * 1e6
+                    t_int = ints / (gpu.sms * 2 * gpu.ghz * 1e9 * e) * 1e6
+                    for k, v in dict(instr=instr, ints=ints, dram=dram, us_dram=t_dram, us_issue=t_issue,
+                                     us_int=t_int, us=max(t_dram, t_issue, t_int)).items():
+                        tot[k] += v
+                out.append(dict(pass_=name, tables=tables, gpu=gpu_name, dram_MB=tot["dram"] / 1e6,
+                                warp_instr_k=tot["instr"] / 1e3, int_instr_k=tot["ints"] / 1e3,
+                                min_resident_warps=warps_min, us_dram=tot["us_dram"], us_issue=tot["us_issue"],
+                                us_int=tot["us_int"], us_estimate=tot["us"], x_roofline=tot["us"] / tot["us_dram"]))
     return out
+
+
+def cost_table(rows: List[Report]) -> str:
+    """The cost model as the markdown table of docs/kernels.md (``--cost`` prints it; a test compares)."""
+    out = ["| pass | tables | GPU | DRAM MB | warp instr (k) | int (k) | min warps/SM | DRAM µs | issue µs | int µs "
+           "| **estimate µs** | × DRAM |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cost_model(rows):
+        out.append(f"| {c['pass_']} | {c['tables']} | {c['gpu'].split('-')[0]} | {c['dram_MB']:.2f} | "
+                   f"{c['warp_instr_k']:.0f} | {c['int_instr_k']:.0f} | {c['min_resident_warps']} | "
+                   f"{c['us_dram']:.2f} | {c['us_issue']:.2f} | {c['us_int']:.2f} | **{c['us_estimate']:.2f}** | "
+                   f"{c['x_roofline']:.2f} |")
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:
@@ -395,25 +574,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = report(tuple(args.cc), jobs=args.jobs)
     if args.cost and not args.json:
-        print("ESTIMATES per 224x224 image in a large batch (no GPU measured): max of DRAM, issue and integer bounds")
-        print(f"| {'pass':<20} | {'GPU':<15} | DRAM MB | warp instr (k) | int (k) | shared (k) | DRAM us | issue us "
-              f"| int us | estimate us |")
-        for c in cost_model(rows):
-            print(f"| {c['pass_']:<20} | {c['gpu']:<15} | {c['dram_MB']:>7.2f} | {c['warp_instr_k']:>14.0f} | "
-                  f"{c['int_instr_k']:>7.0f} | {c['shared_instr_k']:>10.1f} | {c['us_dram']:>7.2f} | "
-                  f"{c['us_issue']:>8.2f} | {c['us_int']:>6.2f} | {c['us_estimate']:>11.2f} |")
-        print()
-        paths = {cc: path_counts({label for _, _, ks in PASSES_224.values() for label, _ in ks}, cc)
-                 for cc in args.cc}
-        print("ESTIMATES per 224x224 image, instructions of the EXECUTED path (integer tables; float in brackets)")
-        print(f"| {'pass':<20} | {'GPU':<15} | warp instr executed (k) | static (k) | DRAM us | issue us "
-              f"| estimate us | resident warps/SM |")
-        flt = {(c["pass_"], c["gpu"]): c for c in cost_model_executed(rows, paths, integer=False)}
-        for c in cost_model_executed(rows, paths):
-            f = flt[(c["pass_"], c["gpu"])]
-            print(f"| {c['pass_']:<20} | {c['gpu']:<15} | {c['executed_k']:>8.0f} ({f['executed_k']:.0f}) | "
-                  f"{c['static_k']:>10.0f} | {c['us_dram']:>7.2f} | {c['us_issue']:>8.2f} | "
-                  f"{c['us_estimate']:>5.2f} ({f['us_estimate']:.2f}) | {c['occupancy']} |")
+        print("ESTIMATES per 224x224 image in a large batch (no GPU measured): executed instructions per path and "
+              "occupancy; per kernel the largest of its DRAM, issue and integer bounds, summed over a pass")
+        print(cost_table(rows))
         print()
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))

@@ -85,3 +85,54 @@ def test_executed_path_pins_match_the_kernels(tmp_path):
         assert not [c for c in aot._BRANCHES if c in src]
         assert mod._PIN_INT.value is integer and mod._PIN_LUMA.value is luma
         assert hasattr(mod, "_jpeg_fwd_sub_kernel") and hasattr(mod, "_jpeg_bwd_table_kernel")
+
+
+def test_executed_paths(report):
+    """The cost model counts the instructions a program executes, by branch region (``aot.executed_regions``): the
+    runtime branches are found (luma / chroma programs of ``fwd_sub``, the integer / float64 quantizer), one path
+    runs fewer instructions than the whole static code, and a runtime loop's body counts once per trip."""
+    from fdgpu.kernels.aot import region_counts as path_counts
+    by = {(r["kernel"], r["cc"]): r for r in report}
+    for cc in CCS:
+        sub = by[("fwd_sub 4:2:0", cc)]
+        assert {"", "luma", "chroma", "int", "f64"} <= set(sub["regions"]), sub["regions"]
+        luma, chroma = (path_counts(sub["regions"], frozenset({side, "int"}))[0] for side in ("luma", "chroma"))
+        assert 0 < luma < chroma < sub["sass_instructions"]
+        gray = by[("fwd gray", cc)]
+        assert path_counts(gray["regions"], frozenset({"int"}))[0] < path_counts(gray["regions"],
+                                                                                   frozenset({"f64"}))[0]
+        assert path_counts(gray["regions"], frozenset({"f64"}))[0] < gray["sass_instructions"]
+        rgb = by[("fwd 4:4:4", cc)]  # the 3-plane loop: its body (most of the kernel) counted 3 times
+        assert path_counts(rgb["regions"], frozenset({"int"}))[0] > 1.2 * rgb["sass_instructions"]
+        for r in report:
+            if r["cc"] == cc and r["kernel"].split(" small")[0] not in ("fwd 4:4:4", "bwd 4:4:4 soft"):
+                assert sum(v[0] for v in r["regions"].values()) <= r["sass_instructions"], r["kernel"]
+
+
+def test_cost_table_in_docs(report):
+    """docs/kernels.md's cost-model table is the one the current code gives (``python -m fdgpu.kernels.aot
+    --cost``): regenerate it when the kernels change."""
+    from fdgpu.kernels.aot import Report, cost_table
+    table = cost_table([Report(**r) for r in report])
+    doc = (ROOT / "docs" / "kernels.md").read_text()
+    stale = [line for line in table.splitlines() if line not in doc]
+    assert not stale, "docs/kernels.md: cost table out of date (python -m fdgpu.kernels.aot --cost):\n" + table
+
+
+def test_executed_regions_agree_with_pinned_compiles():
+    """The two ways of counting a path agree: the regions of one compile (what the model reads) and the static
+    count of a kernel compiled with its branches pinned (``aot.path_counts``), within 10 % (the compiler schedules a
+    pinned kernel differently, and the pinned float count includes the float64 division's slow path)."""
+    pytest.importorskip("triton.backends.nvidia", reason="triton without its NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json, tests._source_checkout; from fdgpu.kernels import aot; label = 'fwd_sub 4:2:0'; "
+            "r = aot.compile_one(*{v[0]: v for v in aot.variants(('large',))}[label], 90); "
+            "print(json.dumps([r.regions, aot.path_counts({label}, 90)[label]]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    regions, pinned = json.loads(res.stdout.splitlines()[-1])
+    from fdgpu.kernels.aot import PATHS, region_counts
+    for path, (integer, luma) in PATHS.items():
+        ours = region_counts(regions, frozenset({"int" if integer else "f64", "luma" if luma else "chroma"}))[0]
+        assert abs(ours - pinned[path]) <= 0.1 * pinned[path], (path, ours, pinned[path])
