@@ -584,6 +584,8 @@ def test_launch_under_the_tensors_device(monkeypatch):
     lt, ct = _tables(1, "ijg")
     for sub in SUBSAMPLINGS:
         _all_outputs(x, torch.ones_like(x), lt, ct, sub)
+        qy, qc = launch.encode(x, lt, ct, sub)  # the halves
+        launch.decode(qy, qc, (lt, ct, ct), sub, *x.shape[-2:])
     assert not inside and set(launched) == {n for n in dir(launch) if n.startswith("_jpeg_")}
 
 
