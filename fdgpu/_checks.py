@@ -138,6 +138,7 @@ def check_values(checks) -> None:
             for v, (lo, hi) in zip(stats(t).unbind(), bounds):
                 inside = (v >= lo) & (v <= hi)  # False for NaN
                 ok = inside if ok is None else ok & inside
+            assert ok is not None  # stats give at least one value
             torch._assert_async(ok, message)
         return
     values = torch.cat([stats(t).to(device) for t, stats, _ in checks]).tolist()  # the one sync

@@ -11,7 +11,7 @@ where the exact grid matters. A channels_last input gives a channels_last output
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Any, Union
 
 import torch
 
@@ -203,7 +203,7 @@ def jpeg(x: torch.Tensor, quality: Union[Number, torch.Tensor] = 75, *, subsampl
         check_quality(quality, as_tensor=False)  # a Python number: checked on the host, no sync
         x_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         luma, chroma = _ijg_cached(float(quality), x.device, x_dtype)
-        extra = ()  # the tables of a checked quality need no check
+        extra: Any = ()  # the tables of a checked quality need no check
     else:
         q = check_quality(quality, validate=False)
         if q.dim() == 1 and q.shape[0] != n:

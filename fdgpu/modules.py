@@ -157,6 +157,8 @@ class FDJpeg(Requantize):
         torch.Size([2, 3, 32, 32])
     """
 
+    strength: torch.Tensor
+
     def __init__(self, strength: float = 1.0, subsampling: str = "4:2:0", backward: str = "ste",
                  backend: str = "auto", validate: bool = True, variant: str = "paper", learnable: bool = False):
         strength = check_strength(strength)

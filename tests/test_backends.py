@@ -98,7 +98,10 @@ def test_cpu_backward_and_table_gradients(mode):
 
 @pytest.fixture
 def no_library(monkeypatch, tmp_path):
-    """No C compiler and an empty cache: the C library cannot be built."""
+    """No library in the package (a source install without a compiler), no C compiler and an empty cache: the C
+    library cannot be loaded or built (FDGPU_BUILD=1 asks to build it)."""
+    monkeypatch.setattr(_library, "MANIFEST", tmp_path / "none.json")
+    monkeypatch.setenv("FDGPU_BUILD", "1")
     monkeypatch.setenv("FDGPU_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "fdgpu-no-such-compiler")
     _library._reset()

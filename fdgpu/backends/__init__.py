@@ -24,7 +24,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch as _torch  # (``torch`` itself names the submodule below once it is imported)
 
@@ -121,7 +121,8 @@ _INSIDE = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
 
 def _outside_level() -> int:
     """The ``stacklevel`` of the caller's first frame outside fdgpu and torch (a warning points at user code)."""
-    frame, level = sys._getframe(1), 1
+    frame: Any = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(_INSIDE):
         frame, level = frame.f_back, level + 1
     return level
@@ -183,11 +184,6 @@ def _reset_warning() -> None:
     """Show the fallback warning again (tests)."""
     global _warned
     _warned = False
-
-
-def _with_fix(reason: str, backend: Backend) -> str:
-    """``reason`` followed by the backend's fix, unless it already says it."""
-    return reason if not backend.fix or backend.fix in reason else f"{reason}; {backend.fix}"
 
 
 __all__ = ["Backend", "BackendFallbackWarning", "REGISTRY", "get", "resolve", "status", "summary"]

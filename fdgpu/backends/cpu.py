@@ -116,7 +116,7 @@ def fused_forward(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch
     if n < 1 or ch not in (1, 3) or h < 1 or w < 1:
         return None  # not an image batch: the torch reference says what is wrong
     color = ch == 3
-    tables = (luma_table, chroma_table) if color else (luma_table,)
+    tables: tuple = (luma_table, chroma_table) if color else (luma_table,)
     for t in tables:
         if t is None or t.device.type != "cpu" or t.dtype not in _FLOATS or t.shape[-2:] != (8, 8):
             return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -51,7 +51,7 @@ def unavailable() -> Optional[str]:
 
 
 def details() -> dict:
-    out = {"interpreter": _interpreted()}
+    out: Dict[str, Any] = {"interpreter": _interpreted()}
     try:
         out["triton"] = importlib.metadata.version("triton")
     except importlib.metadata.PackageNotFoundError:
