@@ -22,6 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 typedef int16_t i16;
 typedef int64_t i64;
@@ -153,22 +156,45 @@ static inline int nbits(int v)
     return a ? 32 - __builtin_clz(a) : 0;
 }
 
-/* The bit writer: counts the bytes it would write, with stuffing. */
+/* The bit writer: counts the bytes it would write, with stuffing. Bits gather in buf (its low nbits bits are
+   pending, nbits < 32 between calls; the bits above them are stale) and leave it 32 at a time: four bytes, plus one
+   stuffed 0x00 for each of them that is 0xFF. */
 typedef struct {
     uint64_t buf;
     int nbits;
     i64 bytes;
 } Writer;
 
+/* how many of the four bytes of v are 0xFF: a byte of ~v is zero exactly when its high bit stays clear below */
+static inline int ff_bytes(uint32_t v)
+{
+    const uint32_t t = ~v;
+    const uint32_t nonzero = (((t & 0x7F7F7F7Fu) + 0x7F7F7F7Fu) | t) & 0x80808080u;
+    return 4 - __builtin_popcount(nonzero);
+}
+
+/* size <= 27 bits (a code of at most 16 bits and its extra bits, at most 11), code < 2^size */
 static inline void put_bits(Writer *w, uint32_t code, int size)
 {
-    w->buf = (w->buf << size) | (code & ((1u << size) - 1u));
+    w->buf = (w->buf << size) | code;
     w->nbits += size;
-    while (w->nbits >= 8) {
-        w->nbits -= 8;
-        w->bytes += 1 + (((w->buf >> w->nbits) & 0xFF) == 0xFF);
+    if (w->nbits >= 32) {
+        w->nbits -= 32;
+        const uint32_t word = (uint32_t)(w->buf >> w->nbits);
+        w->bytes += 4;
+        const uint32_t t = ~word;
+        if ((t - 0x01010101u) & ~t & 0x80808080u) /* some byte of t is zero: some byte of word is 0xFF */
+            w->bytes += ff_bytes(word);
     }
-    w->buf &= (1ull << w->nbits) - 1ull;
+}
+
+/* The last bits: the pending whole bytes, then the last partial byte padded with 1 bits (stuffed alike). */
+static inline void flush_bits(Writer *w)
+{
+    if (w->nbits & 7)
+        put_bits(w, (1u << (8 - (w->nbits & 7))) - 1u, 8 - (w->nbits & 7));
+    for (; w->nbits >= 8; w->nbits -= 8)
+        w->bytes += 1 + (((w->buf >> (w->nbits - 8)) & 0xFF) == 0xFF);
 }
 
 typedef struct {
@@ -228,26 +254,49 @@ static void load_rows(const Comp *cp, int mr, int dtype, i16 *buf)
     }
 }
 
-/* One block (zigzag order): either count its symbols (freq) or write its codes (w). Returns 0, or 3 for a coefficient out of
-   the baseline range (DC difference category above 11, AC above 10: libjpeg's JERR_BAD_DCT_COEF). */
-static int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes *dc, const Codes *ac, Writer *w)
+/* Bit k of the result: zigzag coefficient k of the block is nonzero, for k = 1..63 (bit 0, the DC, is clear). */
+static inline uint64_t ac_mask(const i16 *blk)
 {
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    uint64_t mask = 0;
+    for (int k = 0; k < 64; k += 16) {
+        const __m128i a = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(blk + k)), zero);
+        const __m128i b = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(blk + k + 8)), zero);
+        mask |= (uint64_t)(uint16_t)~_mm_movemask_epi8(_mm_packs_epi16(a, b)) << k;
+    }
+    return mask & ~1ull;
+#else
+    uint64_t mask = 0;
+    for (int k = 1; k < 64; k++)
+        mask |= (uint64_t)(blk[k] != 0) << k;
+    return mask;
+#endif
+}
+
+/* v's extra bits in a category of s bits: v itself when positive, v - 1 (its low s bits) when negative */
+static inline uint32_t extra_bits(int v, int s)
+{
+    return (uint32_t)(v < 0 ? v - 1 : v) & ((1u << s) - 1u);
+}
+
+/* One block (zigzag order): either count its symbols (freq) or write its codes (w). Returns 0, or 3 for a coefficient
+   out of the baseline range (DC difference category above 11, AC above 10: libjpeg's JERR_BAD_DCT_COEF). */
+static inline int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes *dc, const Codes *ac,
+                             Writer *wp)
+{
+    Writer w = wp ? *wp : (Writer){0, 0, 0};
     int diff = blk[0] - *pred;
     *pred = blk[0];
     int s = nbits(diff);
     if (s > 11)
         return 3;
-    if (w) {
-        put_bits(w, dc->code[s], dc->size[s]);
-        if (s)
-            put_bits(w, (uint32_t)(diff < 0 ? diff - 1 : diff), s);
-    } else {
+    if (wp)
+        put_bits(&w, (dc->code[s] << s) | extra_bits(diff, s), dc->size[s] + s);
+    else
         dcf[s]++;
-    }
     /* AC: the nonzero coefficients as a bit mask over zigzag positions 1..63, visited in order */
-    uint64_t mask = 0;
-    for (int k = 1; k < 64; k++)
-        mask |= (uint64_t)(blk[k] != 0) << k;
+    uint64_t mask = ac_mask(blk);
     int prev = 0;
     while (mask) {
         const int k = __builtin_ctzll(mask);
@@ -255,8 +304,8 @@ static int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes
         int run = k - prev - 1;
         prev = k;
         while (run > 15) {
-            if (w)
-                put_bits(w, ac->code[0xF0], ac->size[0xF0]);
+            if (wp)
+                put_bits(&w, ac->code[0xF0], ac->size[0xF0]);
             else
                 acf[0xF0]++;
             run -= 16;
@@ -266,19 +315,19 @@ static int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes
         if (s > 10)
             return 3;
         const int sym = (run << 4) + s;
-        if (w) {
-            put_bits(w, ac->code[sym], ac->size[sym]);
-            put_bits(w, (uint32_t)(v < 0 ? v - 1 : v), s);
-        } else {
+        if (wp)
+            put_bits(&w, (ac->code[sym] << s) | extra_bits(v, s), ac->size[sym] + s);
+        else
             acf[sym]++;
-        }
     }
     if (prev < 63) { /* the block ends in zeros */
-        if (w)
-            put_bits(w, ac->code[0], ac->size[0]);
+        if (wp)
+            put_bits(&w, ac->code[0], ac->size[0]);
         else
             acf[0]++;
     }
+    if (wp)
+        *wp = w;
     return 0;
 }
 
@@ -386,8 +435,7 @@ int fdgpu_jpeg_entropy(const void *y, const void *cb, const void *cr, int dtype,
             rc_all = rc;
             continue;
         }
-        if (w.nbits) /* pad the last byte with 1 bits */
-            put_bits(&w, 0x7F, 8 - w.nbits);
+        flush_bits(&w);
         row[0] = w.bytes;
         memcpy(out + 5L * i, row, sizeof(row));
     }
