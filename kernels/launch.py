@@ -20,19 +20,23 @@ from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_
 
 # Tiles and warps per kernel and size class: ``CONFIGS[size_class][kernel] = ((TBH, TBW), warps)``, tiles in 8x8
 # blocks (pixels for the upsampler), always whole MCUs (VS, HS in {1, 2}) so the padding folds inside a program.
-# "large": 16-block tiles at 8 warps, 4 samples per thread. Every variant of both classes is spill-free, 30-174
-# registers (AOT report, triton 3.9, sm_80 and sm_90).
-# "small" (images up to SMALL_MAX pixels a side, e.g. CIFAR's 32 x 32): 4-block tiles at 2 warps, the same 4 samples
-# per thread, so that a 32 x 32 image at 4:2:0 codes its 24 blocks and not 96 (16-block tiles around 4 luma and
-# 1 chroma block per plane per tile row). Chosen, not autotuned: no GPU to time candidates on; both classes are
-# in the AOT report. The class depends only on the image size, so it is fixed for a model's inputs.
+# The round trip's kernels use 4-block tiles (2x2 blocks: one 4:2:0 MCU) at 2 warps, the upsampler 8 x 32 pixels at
+# 2 warps, for every size: 4 samples per thread as with 16-block tiles at 8 warps, but (by the cost model of
+# ``python -m fdgpu.kernels.aot --cost``, estimates) fewer instructions per warp, no tile past the image at 224
+# (14 chroma blocks: 16-block tiles coded 16) and more resident warps for the register-heavy kernels (small CTAs
+# pack the SM): the 224^2 4:2:0 forward 1.22 -> 1.00 us, ste backward 0.88 -> 0.73 us, soft 4:4:4 backward
+# 2.51 -> 1.43 us on an H100. The encoder / decoder halves and the table-gradient kernel keep 16-block tiles at 8
+# warps on images above SMALL_MAX (no estimate for them: not in the cost model's passes). Every variant is
+# spill-free (AOT report, triton 3.9, sm_80 and sm_90). Chosen, not autotuned: no GPU to time candidates on. The
+# class depends only on the image size, so it is fixed for a model's inputs.
 SMALL_MAX = 32
 _LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
+_UP = ((8, 32), 2)
 CONFIGS = {
-    "large": {"_jpeg_fwd_kernel": _LARGE, "_jpeg_fwd_sub_kernel": _LARGE, "_jpeg_up_kernel": ((8, 64), 8),
-              "_jpeg_bwd_chroma_kernel": _LARGE, "_jpeg_bwd_chroma_soft_kernel": _LARGE, "_jpeg_bwd_kernel": _LARGE,
+    "large": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": _UP,
+              "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,
               "_jpeg_bwd_table_kernel": _LARGE, "_jpeg_encode_kernel": _LARGE, "_jpeg_decode_kernel": _LARGE},
-    "small": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": ((8, 32), 2),
+    "small": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": _UP,
               "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,
               "_jpeg_bwd_table_kernel": _SMALL, "_jpeg_encode_kernel": _SMALL, "_jpeg_decode_kernel": _SMALL},
 }
