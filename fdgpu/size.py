@@ -252,8 +252,8 @@ def _entropy_torch(comps, real_rows: int, real_cols: int, hs: int, vs: int, opti
                     out[i, 1 + 2 * t + k] = len(vals)
         code, size = code.to(dev), size.to(dev)
     else:
-        c, s = _std_codes(dev)
-        code, size = c.expand(n, 2, 2, 256), s.expand(n, 2, 2, 256)
+        std_code, std_size = _std_codes(dev)
+        code, size = std_code.expand(n, 2, 2, 256), std_size.expand(n, 2, 2, 256)
     img = torch.arange(n, device=dev)[:, None]
     t = table[None, :].expand(n, -1)
     # DC: code then the difference's extra bits
@@ -271,9 +271,9 @@ def _entropy_torch(comps, real_rows: int, real_cols: int, hs: int, vs: int, opti
     main_val = torch.where(nz, (code[i3, t3, 1, sym] << ac_s) | _extra(ac, ac_s), 0)
     eob_len = torch.where(eob, size[img, t, 1, 0], 0)
     eob_val = torch.where(eob, code[img, t, 1, 0], 0)
-    lens = torch.cat([dc_len[..., None], torch.stack([zrl_len, main_len], -1).flatten(-2), eob_len[..., None]], -1)
-    vals = torch.cat([dc_val[..., None], torch.stack([zrl_val, main_val], -1).flatten(-2), eob_val[..., None]], -1)
-    out[:, 0] = _bitstream_bytes(lens.reshape(n, -1), vals.reshape(n, -1)).cpu()
+    seg_lens = torch.cat([dc_len[..., None], torch.stack([zrl_len, main_len], -1).flatten(-2), eob_len[..., None]], -1)
+    seg_vals = torch.cat([dc_val[..., None], torch.stack([zrl_val, main_val], -1).flatten(-2), eob_val[..., None]], -1)
+    out[:, 0] = _bitstream_bytes(seg_lens.reshape(n, -1), seg_vals.reshape(n, -1)).cpu()
     return out
 
 
@@ -348,9 +348,9 @@ def _coefficients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampli
     with torch.no_grad():
         _, zy, zc = rec.forward(x, lt, ct, subsampling, True)
 
-    def grid(z):  # (N, 64, R, C) -> (N, R, C, 8, 8)
+    def grid_z(z):  # (N, 64, R, C) -> (N, R, C, 8, 8)
         return z.permute(0, 2, 3, 1).unflatten(3, (8, 8))
-    comps = [grid(zy[:, 0])] + ([grid(zc[:, 0]), grid(zc[:, 1])] if ch == 3 else [])
+    comps = [grid_z(zy[:, 0])] + ([grid_z(zc[:, 0]), grid_z(zc[:, 1])] if ch == 3 else [])
     return comps, -(-h // 8), -(-w // 8)
 
 
@@ -417,10 +417,11 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
     if impl == "cpu":
         from .backends import entropy as c_entropy
 
-        cpu = comps + [None, None]
+        cpu: list = comps + [None, None]
         ent = c_entropy.sizes(cpu[0], cpu[1], cpu[2], real_rows, real_cols, hs, vs, optimize)
     else:
         ent = _entropy_torch(comps, real_rows, real_cols, hs, vs, optimize)
+    assert ent is not None  # the C coder runs only where its library loaded
     wide = [(t.reshape(-1, 64) > 255).any(1).cpu() for t in (lt, ct)]
     wide = [v.expand(n) if v.numel() == 1 else v for v in wide]
     sizes = [int(ent[i, 0]) + header_bytes(ch, (bool(wide[0][i]), bool(wide[1][i])),
@@ -541,10 +542,10 @@ def _rate_bits(comps, real_rows: int, real_cols: int, hs: int, vs: int, optimize
             counts = []
             for t in range(2 if len(comps) == 3 else 1):
                 for k in range(2):
-                    bits, vals = optimal_table(freq[i, t, k].tolist())
-                    _, sz = _canonical(bits, vals)
+                    opt_bits, opt_vals = optimal_table(freq[i, t, k].tolist())
+                    _, sz = _canonical(opt_bits, opt_vals)
                     size[i, t, k] = torch.where(torch.tensor(sz) > 0, torch.tensor(sz), 16)
-                    counts.append(len(vals))
+                    counts.append(len(opt_vals))
             dht.append(dht_bytes(len(comps), counts))
         size = size.to(device=dev, dtype=dt)
     else:

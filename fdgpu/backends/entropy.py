@@ -45,7 +45,7 @@ def sizes(y: torch.Tensor, cb: Optional[torch.Tensor], cr: Optional[torch.Tensor
         return None
     grids = [g for g in (y, cb, cr) if g is not None]
     if any(g.device.type != "cpu" or g.dtype != y.dtype or g.shape[3:] != (8, 8) for g in grids) or \
-            y.dtype not in _DTYPES or (cb is not None and cb.stride() != cr.stride()):
+            y.dtype not in _DTYPES or (cb is not None and cr is not None and cb.stride() != cr.stride()):
         raise RuntimeError("fdgpu_jpeg_entropy: inconsistent coefficient grids (a bug in fdgpu: please report it)")
     n, rows, cols = y.shape[:3]
     c_rows, c_cols = (cb.shape[1], cb.shape[2]) if cb is not None else (0, 0)
