@@ -157,7 +157,7 @@ def test_ci_installs_every_package_a_test_can_skip_without():
 
     repo = Path(__file__).resolve().parents[1]
     pip_name = {"PIL": "pillow", "skimage": "scikit-image", "faiss": "faiss-cpu", "scipy": "scipy"}
-    core = {"numpy", "torch", "tqdm"}
+    core = {"numpy", "torch", "tqdm", "fdgpu"}  # the package itself (e.g. importorskip("fdgpu.kernels"))
     ci = (repo / ".ci" / "run").read_text()
     extras = re.search(r'pip install -q -e "\.\[([\w,]+)\]"', ci).group(1).split(",")
     assert "test" in extras
