@@ -59,7 +59,7 @@ def test_demo_table_is_the_demos_output():
     assert shown == expected, f"docs/guide/layer.md's demo table differs from `fdgpu demo`; it is now:\n{table}"
 
 
-BENCH = re.compile(r'<!-- bench: (\S+) (\S+) "([^"]+)" -->\n(.*?)<!-- /bench -->', re.S)
+BENCH = re.compile(r'<!-- bench: (\S+) ("[^"]+"|\S+) "([^"]+)" -->\n(.*?)<!-- /bench -->', re.S)
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/benchmarks.md"])
@@ -72,6 +72,7 @@ def test_benchmark_tables_are_the_runs_json(page):
     blocks = BENCH.findall((REPO / page).read_text())
     assert blocks, f"{page}: no generated benchmark block"
     for path, group, baseline, shown in blocks:
+        group = group.strip('"')
         assert shown == render.render(REPO / path, group, baseline), (
             f"{page}: the table of {path} differs from its JSON; regenerate it with "
             f"python benchmarks/render.py {path} --group {group} --baseline '{baseline}'")
