@@ -110,6 +110,9 @@ class PlatformWheel(bdist_wheel):
         _, _, plat = super().get_tag()
         return "py3", "none", plat
 
+# The extras (extras_require: demo, test, bench, jpeg, docs, lint, ...) are declared statically in pyproject.toml's
+# [project.optional-dependencies]; this file holds only what needs code: the packages, the kernels/ mapping and the
+# C library's build.
 setup(
     packages=find_packages(include=["fdgpu", "fdgpu.*"]) + ["fdgpu.backends.csrc", "fdgpu.kernels"],
     package_dir={"fdgpu.kernels": "kernels"},
