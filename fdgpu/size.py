@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import List, Optional, Tuple, Union
+from typing import List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -277,20 +277,33 @@ def _entropy_torch(comps, real_rows: int, real_cols: int, hs: int, vs: int, opti
     return out
 
 
-def header_bytes(channels: int, wide: Tuple[bool, bool], dht: int) -> int:
+def header_bytes(channels: int, wide, dht):
     """Bytes of everything Pillow writes besides the entropy-coded segment: SOI (2), APP0 JFIF (18), one DQT per
     table (69, or 133 with 16-bit entries when a step exceeds 255), SOF (10 + 3 per component), the DHT segments
-    (``dht`` bytes), SOS (8 + 2 per component) and EOI (2)."""
-    dqt = (133 if wide[0] else 69) + ((133 if wide[1] else 69) if channels == 3 else 0)
+    (``dht`` bytes), SOS (8 + 2 per component) and EOI (2). ``wide`` (luma, chroma) and ``dht`` are Python numbers
+    or int64 tensors of one value per image (then so is the result)."""
+    dqt = 69 + 64 * wide[0] + ((69 + 64 * wide[1]) if channels == 3 else 0)
     return 2 + 18 + dqt + 10 + 3 * channels + dht + 8 + 2 * channels + 2
 
 
-def dht_bytes(channels: int, counts: Optional[List[int]] = None) -> int:
+def dht_bytes(channels: int, counts=None):
     """Bytes of the DHT segments: 21 + the number of symbols per table (4 tables in colour, 2 in grayscale);
-    ``counts`` None gives the standard tables' (12 DC and 162 AC symbols each)."""
+    ``counts`` None gives the standard tables' (12 DC and 162 AC symbols each); a list of counts, or an int64
+    tensor ``(N, >= k)`` of them (then one size per image)."""
     k = 4 if channels == 3 else 2
+    if isinstance(counts, torch.Tensor):
+        return 21 * k + counts[:, :k].sum(1)
     counts = counts[:k] if counts is not None else [12, 162, 12, 162][:k]
     return sum(21 + c for c in counts)
+
+
+def _file_bytes(ent: torch.Tensor, channels: int, tables, n: int, optimize: bool) -> torch.Tensor:
+    """``(N,)`` int64 file sizes from the coder's ``(N, 5)`` (segment bytes, optimal tables' symbol counts) and the
+    (luma, chroma) tables (``(8, 8)`` or ``(N, 8, 8)``, any device)."""
+    wide = [(t.detach().reshape(-1, 64) > 255).any(1).cpu().long() for t in tables]
+    ent = ent.cpu()
+    dht = dht_bytes(channels, ent[:, 1:] if optimize else None)
+    return (ent[:, 0] + header_bytes(channels, (wide[0], wide[1]), dht)).expand(n)
 
 
 def _resolve_tables(x: torch.Tensor, quality, luma_table, chroma_table, n: int, integer: bool):
@@ -405,29 +418,26 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
     *lead, ch, h, w = x.shape
     n = math.prod(lead)
     lt, ct = _resolve_tables(x, quality, luma_table, chroma_table, n, integer=True)
-    if validate:
-        check_values([(x, minmax, x_error)])
     if n == 0:
+        if validate:
+            check_values([(x, minmax, x_error)])
         return torch.zeros(lead, dtype=torch.int64, device=x.device)
     from . import backends
 
     impl = backends.resolve(backend, x.device)
-    comps, real_rows, real_cols = _coefficients(x.reshape(n, ch, h, w), lt, ct, subsampling, impl)
+    x = x.reshape(n, ch, h, w)
     hs, vs = FACTORS[subsampling] if ch == 3 else (1, 1)
-    if impl == "cpu":
+    ent = None
+    if impl == "cpu":  # images to sizes in the library, the value check in its read of x
         from .backends import entropy as c_entropy
 
-        cpu: list = comps + [None, None]
-        ent = c_entropy.sizes(cpu[0], cpu[1], cpu[2], real_rows, real_cols, hs, vs, optimize)
-    else:
+        ent = c_entropy.image_sizes(x, lt, ct, hs, vs, optimize, validate)
+    if ent is None:
+        if validate:
+            check_values([(x, minmax, x_error)])
+        comps, real_rows, real_cols = _coefficients(x, lt, ct, subsampling, impl)
         ent = _entropy_torch(comps, real_rows, real_cols, hs, vs, optimize)
-    assert ent is not None  # the C coder runs only where its library loaded
-    wide = [(t.reshape(-1, 64) > 255).any(1).cpu() for t in (lt, ct)]
-    wide = [v.expand(n) if v.numel() == 1 else v for v in wide]
-    sizes = [int(ent[i, 0]) + header_bytes(ch, (bool(wide[0][i]), bool(wide[1][i])),
-                                           dht_bytes(ch, ent[i, 1:].tolist() if optimize else None))
-             for i in range(n)]
-    return torch.tensor(sizes, dtype=torch.int64, device=x.device).reshape(lead)
+    return _file_bytes(ent, ch, (lt, ct), n, optimize).to(x.device).reshape(lead)
 
 
 # ------------------------------------------------------------------------------------------------ differentiable rate
@@ -467,12 +477,7 @@ def _coefficients_size(c, optimize: bool, backend: str) -> torch.Tensor:
             raise RuntimeError(f"backend='cpu' is unavailable: {c_entropy.status()}; use backend='torch' or 'auto'")
     if ent is None:
         ent = _entropy_torch([g.detach() for g in comps], real_rows, real_cols, hs, vs, optimize)
-    ch = len(comps)
-    wide = [(t.reshape(n, 64) > 255).any(1).cpu() for t in (tabs[0], tabs[-1])]
-    sizes = [int(ent[i, 0]) + header_bytes(ch, (bool(wide[0][i]), bool(wide[1][i])),
-                                           dht_bytes(ch, ent[i, 1:].tolist() if optimize else None))
-             for i in range(n)]
-    return torch.tensor(sizes, dtype=torch.int64, device=comps[0].device)
+    return _file_bytes(ent, len(comps), (tabs[0], tabs[-1]), n, optimize).to(comps[0].device)
 
 
 def _real_quotients(x: torch.Tensor, lt: torch.Tensor, ct: torch.Tensor, subsampling: str):

@@ -162,13 +162,23 @@ D = dict(qy=P(qy), qc=P(qc), q_double=0, out=P(y), n=n, ch=ch, h=h, w=w, hs=hs, 
          lcr=P(t), tables_double=0, table_stride=0, qy_len=qy.numel(), qc_len=qc.numel())
 halves = [("qy", dict(qy_len=qy.numel() - 1)), ("qy", dict(hs=1, vs=1)), ("qc", dict(qc_len=2 * 64)),
           ("qc", dict(ch=1, qy_len=n * 40 * 32)), ("ch", dict(ch=2))]
+size, sizes = lib[7], torch.zeros(n, 5, dtype=torch.int64)
+bounds, bad_bounds = (ctypes.c_double * 3)(0.0, 1.0, 0.0), (ctypes.c_double * 3)(1.0, 0.0, 0.0)
+S = dict(x=P(x), x_double=0, n=n, ch=ch, h=h, w=w, hs=hs, vs=vs, i0=0, i1=n, lt=P(t), ct=P(t), tables_double=0,
+         table_stride=0, optimize=1, out=P(sizes), out_len=sizes.numel(), check=bounds)
+size_only = [("x, out", dict(x=None)), ("x, out", dict(out=None)), ("out_len", dict(out_len=5 * n - 1)),
+             ("lt, ct", dict(lt=None)), ("lt, ct", dict(ct=None)), ("tables_double", dict(tables_double=2)),
+             ("table_stride", dict(table_stride=32)), ("optimize", dict(optimize=2)), ("check", dict(check=bad_bounds)),
+             ("the float type flag", dict(x_double=2))]
 print("valid forward", fwd(*F.values()), "valid backward", bwd(*B.values()), "valid encode", enc(*E.values()),
-      "valid decode", dec(*D.values()))
+      "valid decode", dec(*D.values()), "valid size", size(*S.values()))
 for name, change in cases + fwd_only:
     print("forward", name, "->", fwd(*{**F, **change}.values()), err().decode(), flush=True)
 for name, change in halves:
     print("encode", name, "->", enc(*{**E, **change}.values()), err().decode(), flush=True)
     print("decode", name, "->", dec(*{**D, **change}.values()), err().decode(), flush=True)
+for name, change in [c for c in cases if c[0] not in ("zy", "zc")] + size_only:
+    print("size", name, "->", size(*{**S, **change}.values()), err().decode(), flush=True)
 for name, change in cases + bwd_only:
     print("backward", name, "->", bwd(*{**B, **{k: v for k, v in change.items() if k in B}}.values()), err().decode(),
           flush=True)
@@ -178,8 +188,8 @@ for name, change in cases + bwd_only:
 def _check_entry_output(r: subprocess.CompletedProcess) -> None:
     assert r.returncode == 0, f"the process died (code {r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}"
     lines = r.stdout.splitlines()
-    assert lines[0] == "valid forward 0 valid backward 0 valid encode 0 valid decode 0", lines[0]
-    assert len(lines) == 1 + 2 * 20 + 8 + 3 + 2 * 5, r.stdout
+    assert lines[0] == "valid forward 0 valid backward 0 valid encode 0 valid decode 0 valid size 0", lines[0]
+    assert len(lines) == 1 + 2 * 20 + 8 + 3 + 2 * 5 + 16 + 10, r.stdout
     for line in lines[1:]:
         entry, rest = line.split(" ", 1)
         name, result = rest.split(" -> ")
@@ -188,10 +198,10 @@ def _check_entry_output(r: subprocess.CompletedProcess) -> None:
 
 
 def test_every_c_entry_checks_its_arguments():
-    """fdgpu_forward and fdgpu_backward called directly with each argument wrong in turn (channels, sizes, batch and
-    image range, chroma factors, NULL pointers, flags, saved-state lengths for another size or subsampling), and
-    fdgpu_encode / fdgpu_decode with coefficient planes of another size or subsampling: each call returns 3 and
-    fdgpu_error() names the argument; nothing is read or written."""
+    """fdgpu_forward, fdgpu_backward and fdgpu_jpeg_size called directly with each argument wrong in turn (channels,
+    sizes, batch and image range, chroma factors, NULL pointers, flags, saved-state and output lengths, check
+    bounds), and fdgpu_encode / fdgpu_decode with coefficient planes of another size or subsampling: each call
+    returns 3 and fdgpu_error() names the argument; nothing is read or written."""
     _needs_library()
     _check_entry_output(_python(ENTRY_CHECKS))
 
@@ -291,7 +301,10 @@ def check(c):
         assert torch.equal(fdgpu.decode(coefs, backend="cpu"), fdgpu.decode(want, backend="torch")), c
     if c["steps"] != "wide" and c["seed"] % 2:  # the entropy coder (csrc/entropy.c) against the torch coder
         kw = dict(luma_table=lt, chroma_table=ct, subsampling=c["sub"], optimize=c["seed"] % 4 == 1, validate=False)
-        assert torch.equal(fdgpu.jpeg_size(x, backend="cpu", **kw), fdgpu.jpeg_size(x, backend="torch", **kw)), c
+        got_size = fdgpu.jpeg_size(x, backend="cpu", **kw)  # fdgpu_jpeg_size: images to sizes in the library
+        assert torch.equal(got_size, fdgpu.jpeg_size(x, backend="torch", **kw)), c
+        if c["special"] is None or 0 <= c["special"] <= 1:  # its value check of validate=True on the same read
+            assert torch.equal(fdgpu.jpeg_size(x, backend="cpu", **{**kw, "validate": True}), got_size), c
     grad = torch.randn(n, ch, h, w, generator=g, dtype=c["dtype"])
     for mode, state in (("ste", None), ("soft", got[1] if c["need"] else None)):
         if mode == "soft" and state is None:
@@ -330,7 +343,8 @@ TSAN_DRIVER = r'''
 #include FUSED
 #include <pthread.h>
 #include <stdio.h>
-/* Four threads start their first forward and soft backward at once: the DCT table, the per-thread scratch. */
+/* Four threads start their first forward, soft backward and file size at once: the DCT table, the per-thread
+   scratch. */
 enum { N = 2, C = 3, H = 37, W = 29 };
 static void *work(void *arg)
 {
@@ -346,6 +360,9 @@ static void *work(void *arg)
         table[i] = (float)(1 + i % 50);
     int rc = fdgpu_forward(x, y, 0, N, C, H, W, hs, vs, 0, N, table, table, 0, 0, zy, zc, 0, zy_len, zc_len);
     rc |= fdgpu_backward(y, gx, 0, N, C, H, W, hs, vs, 0, N, zy, zc, zy_len, zc_len);
+    int64_t sizes[N * 5];
+    double check[3] = {0.0, 1.0, 0.0};
+    rc |= fdgpu_jpeg_size(x, 0, N, C, H, W, hs, vs, 0, N, table, table, 0, 0, 1, sizes, N * 5, check);
     free(x), free(y), free(gx), free(zy), free(zc);
     return (void *)(long)rc;
 }
@@ -404,14 +421,15 @@ def test_asan_ubsan_build_under_generated_inputs(tmp_path):
 
 
 def test_tsan_build_threads_starting_at_once(tmp_path):
-    """A ThreadSanitizer build of the library in a C driver: four threads make their first forward and soft
-    backward at once (the lazily built DCT table was a data race; the per-thread scratch). No report."""
+    """A ThreadSanitizer build of the library in a C driver: four threads make their first forward, soft backward and
+    file size at once (the lazily built DCT table was a data race; the per-thread scratch). No report."""
     cc = _compiler()
     _runtime(cc, "libtsan.so")
     exe = tmp_path / "driver"
     (tmp_path / "driver.c").write_text(TSAN_DRIVER)
-    subprocess.run([cc, *_FLAGS, "-fsanitize=thread", f'-DFUSED="{SOURCE}"', str(tmp_path / "driver.c"), "-o",
-                    str(exe), "-lm"], check=True, capture_output=True, timeout=300)
+    subprocess.run([cc, *_FLAGS, "-fsanitize=thread", f'-DFUSED="{SOURCE}"', str(tmp_path / "driver.c"),
+                    *map(str, _library.SOURCES[1:]), "-o", str(exe), "-lm"], check=True, capture_output=True,
+                   timeout=300)
     r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "TSAN_OPTIONS": "halt_on_error=1"})
     assert r.returncode == 0 and not _sanitizer_reports(r.stderr) and "all 0" in r.stdout, \

@@ -19,9 +19,9 @@ its folder belong to this user and are writable by nobody else (no loading what 
 a group-writable folder is accepted when the group is the user's own private group).
 
 ``FDGPU_FUSED=0`` turns the library off. :func:`library` gives the entry points ``(fdgpu_forward, fdgpu_backward,
-fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode, fdgpu_decode)`` as ctypes functions, or None; :func:`status` says
-why not, :func:`info` which file and target run. The forward and backward check their arguments and return 3 for
-invalid ones (``fdgpu_error()`` then names the argument, on the calling thread).
+fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode, fdgpu_decode, fdgpu_forward_checked, fdgpu_jpeg_size)`` as ctypes
+functions, or None; :func:`status` says why not, :func:`info` which file and target run. The entries check their
+arguments and return 3 for invalid ones (``fdgpu_error()`` then names the argument, on the calling thread).
 """
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def _target() -> str:
 
 def bind(lib: ctypes.CDLL):
     """The entry points ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode,
-    fdgpu_decode, fdgpu_forward_checked)`` of a loaded library,
+    fdgpu_decode, fdgpu_forward_checked, fdgpu_jpeg_size)`` of a loaded library,
     typed (csrc/fused.c and csrc/entropy.c document them). Also for a library built another way, e.g. with
     sanitizers (tests/test_native.py)."""
     fn = lib.fdgpu_forward
@@ -235,7 +235,11 @@ def bind(lib: ctypes.CDLL):
     chk = lib.fdgpu_forward_checked
     chk.restype = ctypes.c_int
     chk.argtypes = fn.argtypes + [ctypes.c_void_p]
-    return fn, bwd, ent, err, enc, dec, chk
+    size = lib.fdgpu_jpeg_size
+    size.restype = ctypes.c_int
+    size.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3 + \
+        [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    return fn, bwd, ent, err, enc, dec, chk, size
 
 
 def _bind(path: Path):
@@ -244,7 +248,8 @@ def _bind(path: Path):
 
 def library():
     """The library's ``(fdgpu_forward, fdgpu_backward, fdgpu_jpeg_entropy, fdgpu_error, fdgpu_encode,
-    fdgpu_decode, fdgpu_forward_checked)``, or None when there is none to load; :func:`status` says why."""
+    fdgpu_decode, fdgpu_forward_checked, fdgpu_jpeg_size)``, or None when there is none to load; :func:`status`
+    says why."""
     global _lib, _state, _info
     if _lib is not None or _state != "unloaded":
         return _lib

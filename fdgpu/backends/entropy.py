@@ -1,13 +1,15 @@
-"""The C coder of :func:`fdgpu.jpeg_size`: ``csrc/entropy.c``'s ``fdgpu_jpeg_entropy`` (the exact entropy-coded size
-of a baseline JPEG), part of the library that :mod:`fdgpu.backends._library` builds and loads, called through ctypes.
+"""The C path of :func:`fdgpu.jpeg_size`, part of the library that :mod:`fdgpu.backends._library` builds and loads,
+called through ctypes: :func:`image_sizes` (``csrc/fused.c``'s ``fdgpu_jpeg_size``: images to entropy-coded sizes
+in one pass per image, the encoder's half of the round trip feeding ``csrc/entropy.c``'s coder) and :func:`sizes`
+(``fdgpu_jpeg_entropy``: the same coder on given coefficient grids, e.g. a file's).
 
-:func:`sizes` returns None when the library is unavailable (no C compiler, or ``FDGPU_FUSED=0``); the caller then
-uses the torch implementation in :mod:`fdgpu.size`, which computes the same numbers.
+Both return None when the library is unavailable (no C compiler, or ``FDGPU_FUSED=0``); the caller then uses the
+torch implementation in :mod:`fdgpu.size`, which computes the same numbers.
 """
 from __future__ import annotations
 
 import ctypes
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -19,6 +21,11 @@ IMAGES_PER_CALL = 16
 
 # return codes of fdgpu_jpeg_entropy
 _BAD_ARGUMENTS, _NO_MEMORY, _BAD_COEFFICIENT = 1, 2, 3
+# and of fdgpu_jpeg_size (its argument errors, 3, name the argument in fdgpu_error())
+_SIZE_BAD_STEP, _SIZE_BAD_COEFFICIENT = 1, 4
+
+_RANGE_ERROR = ("x: a quantized coefficient is outside baseline JPEG's range (DC difference above 11 bits or AC above "
+                "10 bits), which no 8-bit image gives; check the tables")
 
 
 def library():
@@ -68,6 +75,53 @@ def sizes(y: torch.Tensor, cb: Optional[torch.Tensor], cr: Optional[torch.Tensor
     if _NO_MEMORY in codes:
         raise MemoryError("fdgpu_jpeg_entropy: out of memory for its row buffer")
     if _BAD_COEFFICIENT in codes:
-        raise ValueError("x: a quantized coefficient is outside baseline JPEG's range (DC difference above 11 bits "
-                         "or AC above 10 bits), which no 8-bit image gives; check the tables")
+        raise ValueError(_RANGE_ERROR)
+    return out
+
+
+def image_sizes(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tensor, hs: int, vs: int,
+                optimize: bool, validate: bool) -> Optional[torch.Tensor]:
+    """``(N, 5)`` int64 (see :func:`fdgpu.size._entropy_torch`) of the images ``x`` ``(N, C, H, W)`` on the CPU
+    (C 1 or 3, float; other float types are computed in float32, as the forward does), with integer tables in
+    1..32767 ``(8, 8)`` or ``(N, 8, 8)`` and chroma factors ``(hs, vs)``, or None when the library is unavailable.
+    One C call per range of images, spread over the library's workers as the forward's are. ``validate``: the
+    check of validate=True in the library's read of ``x`` (the same error as :func:`fdgpu._checks.x_error`)."""
+    from .._checks import RANGE_SLACK, check_values, minmax, x_error
+    from . import cpu
+
+    lib = _library.library()
+    if lib is None:
+        return None
+    fn = lib[7]
+    n, ch, h, w = x.shape
+    x = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
+    tables: Tuple[torch.Tensor, ...] = (luma_table, chroma_table) if ch == 3 else (luma_table,)
+    if any(t.dim() == 3 for t in tables):
+        tables = tuple(t.expand(n, 8, 8) for t in tables)
+    tdtype = torch.float64 if any(t.dtype == torch.float64 for t in tables) else torch.float32
+    tables = tuple(t.detach().to("cpu", tdtype).contiguous() for t in tables)
+    out = torch.zeros(n, 5, dtype=torch.int64)
+    args = (x.data_ptr(), int(x.dtype == torch.float64), n, ch, h, w, hs, vs)
+    tail = (tables[0].data_ptr(), tables[-1].data_ptr(), int(tdtype == torch.float64),
+            64 if tables[0].dim() == 3 else 0, int(optimize), out.data_ptr(), out.numel())
+    outside = []  # with validate: per image range, the number of values outside x_error's bounds or NaN
+
+    def run(i: int, j: int):
+        if not validate:
+            return cpu._result(fn(*args, i, j, *tail, None), lib)
+        check = (ctypes.c_double * 3)(-RANGE_SLACK, 1 + RANGE_SLACK, 0.0)
+        result = cpu._result(fn(*args, i, j, *tail, check), lib)
+        outside.append(check[2])
+        return result
+
+    results = cpu._spread(run, n, x)
+    cpu._raise_errors(results, "jpeg_size")
+    codes = [code for code, _ in results]
+    if any(outside):  # a bad value: read x again for validate=True's own message (its values in it)
+        check_values([(x, minmax, x_error)])
+    if _SIZE_BAD_COEFFICIENT in codes:
+        raise ValueError(_RANGE_ERROR)
+    if _SIZE_BAD_STEP in codes:
+        raise RuntimeError("fdgpu_jpeg_size: a table step outside 1..32768 reached the library (a bug in fdgpu: "
+                           "please report it)")
     return out

@@ -22,7 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__SSE2__)
+#if defined(__AVX2__) || defined(__AVX512BW__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
@@ -30,8 +32,10 @@ typedef int16_t i16;
 typedef int64_t i64;
 typedef uint8_t u8;
 
-/* zigzag position of natural-order index k = 8 u + v (T.81 Figure A.6) */
-static const u8 UNZIG[64] = {
+#define UNZIG fdgpu_unzig
+
+/* zigzag position of natural-order index k = 8 u + v (T.81 Figure A.6); csrc/fused.c's fdgpu_jpeg_size uses it too */
+__attribute__((visibility("hidden"))) const u8 fdgpu_unzig[64] = {
     0, 1, 5, 6, 14, 15, 27, 28, 2, 4, 7, 13, 16, 26, 29, 42, 3, 8, 12, 17, 25, 30,
     41, 43, 9, 11, 18, 24, 31, 40, 44, 53, 10, 19, 23, 32, 39, 45, 52, 54, 20, 22, 33, 38,
     46, 51, 55, 60, 21, 34, 37, 47, 50, 56, 59, 61, 35, 36, 48, 49, 57, 58, 62, 63};
@@ -150,114 +154,73 @@ static int optimal_table(i64 freq[257], u8 bits[16], u8 vals[256])
     return p;
 }
 
+/* Magnitude category: the bits of |v| (0 for 0), without a branch: 31 - clz(2 |v| + 1). */
 static inline int nbits(int v)
 {
     const unsigned a = (unsigned)(v < 0 ? -v : v);
-    return a ? 32 - __builtin_clz(a) : 0;
+    return 31 - __builtin_clz((a << 1) | 1u);
 }
 
-/* The bit writer: counts the bytes it would write, with stuffing. Bits gather in buf (its low nbits bits are
-   pending, nbits < 32 between calls; the bits above them are stale) and leave it 32 at a time: four bytes, plus one
-   stuffed 0x00 for each of them that is 0xFF. */
+/* The bit writer: counts the bytes it would write, with stuffing. Bits gather in buf (its low 64 - free bits are
+   pending, 0 < free <= 64 between calls; the bits above them are stale) and leave it 64 at a time, as libjpeg-turbo's
+   jchuff.c flushes its bit buffer: eight bytes, plus one stuffed 0x00 for each of them that is 0xFF. A flush every
+   eight bytes rather than every four halves the branches (one per ~8 symbols at q75). */
 typedef struct {
     uint64_t buf;
-    int nbits;
+    int free;
     i64 bytes;
 } Writer;
 
-/* how many of the four bytes of v are 0xFF: a byte of ~v is zero exactly when its high bit stays clear below */
-static inline int ff_bytes(uint32_t v)
+/* how many of the eight bytes of v are 0xFF: a byte of ~v is zero exactly when its high bit stays clear below */
+static inline int ff_bytes(uint64_t v)
 {
-    const uint32_t t = ~v;
-    const uint32_t nonzero = (((t & 0x7F7F7F7Fu) + 0x7F7F7F7Fu) | t) & 0x80808080u;
-    return 4 - __builtin_popcount(nonzero);
+    const uint64_t t = ~v, low7 = 0x7F7F7F7F7F7F7F7Full;
+    const uint64_t nonzero = (((t & low7) + low7) | t) & ~low7;
+    return 8 - __builtin_popcountll(nonzero);
 }
 
 /* size <= 27 bits (a code of at most 16 bits and its extra bits, at most 11), code < 2^size */
-static inline void put_bits(Writer *w, uint32_t code, int size)
+static inline void put_bits(Writer *w, uint64_t code, int size)
 {
-    w->buf = (w->buf << size) | code;
-    w->nbits += size;
-    if (w->nbits >= 32) {
-        w->nbits -= 32;
-        const uint32_t word = (uint32_t)(w->buf >> w->nbits);
-        w->bytes += 4;
-        const uint32_t t = ~word;
-        if ((t - 0x01010101u) & ~t & 0x80808080u) /* some byte of t is zero: some byte of word is 0xFF */
-            w->bytes += ff_bytes(word);
+    w->free -= size;
+    if (w->free < 0) { /* buf's pending bits and code's first size + free bits make 64: count them */
+        const uint64_t word = (w->buf << (size + w->free)) | (code >> -w->free);
+        w->bytes += 8 + ff_bytes(word);
+        w->free += 64;
+        w->buf = code;
+    } else {
+        w->buf = (w->buf << size) | code;
     }
 }
 
-/* The last bits: the pending whole bytes, then the last partial byte padded with 1 bits (stuffed alike). */
+/* The last bits: the last partial byte padded with 1 bits, then the pending whole bytes (stuffed alike). */
 static inline void flush_bits(Writer *w)
 {
-    if (w->nbits & 7)
-        put_bits(w, (1u << (8 - (w->nbits & 7))) - 1u, 8 - (w->nbits & 7));
-    for (; w->nbits >= 8; w->nbits -= 8)
-        w->bytes += 1 + (((w->buf >> (w->nbits - 8)) & 0xFF) == 0xFF);
-}
-
-typedef struct {
-    const char *base; /* this image's coefficients */
-    long sr, sc;      /* strides in elements: block row, block column */
-    long su, sv;      /* and coefficient (u, v) of a block: natural-order index 8 u + v */
-    int rows, cols;   /* the component's block grid, padded to whole MCUs */
-    int real_rows, real_cols;
-    int hs, vs; /* blocks per MCU across and down */
-    int table;  /* 0 luma, 1 chroma */
-} Comp;
-
-/* One MCU row of a component, rounded to integers and in block order, each block in zigzag order:
-   buf[(y * cols + c) * 64 + zigzag position] for the vs block rows y of MCU row mr. The grids come as fdgpu's quantizer leaves them (coefficient-major planes), so the
-   loads run along block columns, contiguous for every coefficient k. Dummy blocks (jccoefct.c) replace the blocks
-   beyond the real ones. */
-static void load_rows(const Comp *cp, int mr, int dtype, i16 *buf)
-{
-    const int cols = cp->cols, rc = cp->real_cols;
-    for (int y = 0; y < cp->vs; y++) {
-        const int r = mr * cp->vs + y;
-        i16 *row = buf + (long)y * cols * 64;
-        if (r >= cp->real_rows) { /* dummy row: DC of the last block of the row above within each MCU */
-            const i16 *above = row - (long)cols * 64;
-            memset(row, 0, (size_t)cols * 64 * sizeof(i16));
-            for (int c = 0; c < cols; c++)
-                row[c * 64] = above[((c / cp->hs) * cp->hs + cp->hs - 1) * 64];
-            continue;
-        }
-        for (int k = 0; k < 64; k++) {
-            const long o = r * cp->sr + (k >> 3) * cp->su + (k & 7) * cp->sv;
-            i16 *dst = row + UNZIG[k];
-            if (dtype == 0) {
-                const i16 *p = (const i16 *)cp->base + o;
-                for (int c = 0; c < rc; c++)
-                    dst[c * 64] = p[c * cp->sc];
-            } else if (dtype == 1) {
-                const float *p = (const float *)cp->base + o;
-                for (int c = 0; c < rc; c++) {
-                    const float z = p[c * cp->sc];
-                    const float a = floorf(fabsf(z) + 0.5f);
-                    dst[c * 64] = (i16)(z < 0 ? -a : a);
-                }
-            } else {
-                const double *p = (const double *)cp->base + o;
-                for (int c = 0; c < rc; c++) {
-                    const double z = p[c * cp->sc];
-                    const double a = floor(fabs(z) + 0.5);
-                    dst[c * 64] = (i16)(z < 0 ? -a : a);
-                }
-            }
-        }
-        for (int c = rc; c < cols; c++) { /* dummy column: DC of the last real block on the left */
-            memset(row + c * 64, 0, 64 * sizeof(i16));
-            row[c * 64] = row[(rc - 1) * 64];
-        }
-    }
+    const int pad = (64 - w->free) & 7;
+    if (pad)
+        put_bits(w, (1u << (8 - pad)) - 1u, 8 - pad);
+    for (int k = 64 - w->free; k >= 8; k -= 8)
+        w->bytes += 1 + (((w->buf >> (k - 8)) & 0xFF) == 0xFF);
 }
 
 /* Bit k of the result: zigzag coefficient k of the block is nonzero, for k = 1..63 (bit 0, the DC, is clear). */
 static inline uint64_t ac_mask(const i16 *blk)
 {
-#if defined(__SSE2__)
+#if defined(__AVX512BW__)
+    const __m512i lo = _mm512_loadu_si512((const void *)blk), hi = _mm512_loadu_si512((const void *)(blk + 32));
+    const uint64_t mask = (uint64_t)_mm512_test_epi16_mask(lo, lo) | (uint64_t)_mm512_test_epi16_mask(hi, hi) << 32;
+    return mask & ~1ull;
+#elif defined(__AVX2__)
+    const __m256i zero = _mm256_setzero_si256();
+    uint64_t mask = 0;
+    for (int k = 0; k < 64; k += 32) { /* packs interleaves the 128-bit lanes: the permute puts them back in order */
+        const __m256i a = _mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)(blk + k)), zero);
+        const __m256i b = _mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)(blk + k + 16)), zero);
+        const __m256i ab = _mm256_permute4x64_epi64(_mm256_packs_epi16(a, b), 0xD8);
+        mask |= (uint64_t)(uint32_t)~_mm256_movemask_epi8(ab) << k;
+    }
+    return mask & ~1ull;
+#elif defined(__SSE2__)
     const __m128i zero = _mm_setzero_si128();
     uint64_t mask = 0;
     for (int k = 0; k < 64; k += 16) {
@@ -277,25 +240,25 @@ static inline uint64_t ac_mask(const i16 *blk)
 /* v's extra bits in a category of s bits: v itself when positive, v - 1 (its low s bits) when negative */
 static inline uint32_t extra_bits(int v, int s)
 {
-    return (uint32_t)(v < 0 ? v - 1 : v) & ((1u << s) - 1u);
+    return (uint32_t)(v + (v >> 31)) & ((1u << s) - 1u);
 }
 
-/* One block (zigzag order): either count its symbols (freq) or write its codes (w). Returns 0, or 3 for a coefficient
-   out of the baseline range (DC difference category above 11, AC above 10: libjpeg's JERR_BAD_DCT_COEF). */
-static inline int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, const Codes *dc, const Codes *ac,
-                             Writer *wp)
+/* One block (zigzag order): either count its symbols (freq: dcf, acf) or write its codes (w). Returns 0, or 3 for a
+   coefficient out of the baseline range (DC difference category above 11, AC above 10: libjpeg's
+   JERR_BAD_DCT_COEF). The zero runs come from the mask of nonzero coefficients (find-first-set), not from a test
+   per coefficient. */
+static inline __attribute__((always_inline)) int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf,
+                                                            const Codes *dc, const Codes *ac, Writer *w)
 {
-    Writer w = wp ? *wp : (Writer){0, 0, 0};
-    int diff = blk[0] - *pred;
+    const int diff = blk[0] - *pred;
     *pred = blk[0];
     int s = nbits(diff);
     if (s > 11)
         return 3;
-    if (wp)
-        put_bits(&w, (dc->code[s] << s) | extra_bits(diff, s), dc->size[s] + s);
+    if (w)
+        put_bits(w, (dc->code[s] << s) | extra_bits(diff, s), dc->size[s] + s);
     else
         dcf[s]++;
-    /* AC: the nonzero coefficients as a bit mask over zigzag positions 1..63, visited in order */
     uint64_t mask = ac_mask(blk);
     int prev = 0;
     while (mask) {
@@ -304,8 +267,8 @@ static inline int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, cons
         int run = k - prev - 1;
         prev = k;
         while (run > 15) {
-            if (wp)
-                put_bits(&w, ac->code[0xF0], ac->size[0xF0]);
+            if (w)
+                put_bits(w, ac->code[0xF0], ac->size[0xF0]);
             else
                 acf[0xF0]++;
             run -= 16;
@@ -315,48 +278,159 @@ static inline int code_block(const i16 *blk, int *pred, i64 *dcf, i64 *acf, cons
         if (s > 10)
             return 3;
         const int sym = (run << 4) + s;
-        if (wp)
-            put_bits(&w, (ac->code[sym] << s) | extra_bits(v, s), ac->size[sym] + s);
+        if (w)
+            put_bits(w, (ac->code[sym] << s) | extra_bits(v, s), ac->size[sym] + s);
         else
             acf[sym]++;
     }
     if (prev < 63) { /* the block ends in zeros */
-        if (wp)
-            put_bits(&w, ac->code[0], ac->size[0]);
+        if (w)
+            put_bits(w, ac->code[0], ac->size[0]);
         else
             acf[0]++;
     }
-    if (wp)
-        *wp = w;
     return 0;
 }
 
-/* Every block of one image in scan order; codes NULL means count into freq instead. buf: scratch of
-   (2 * luma cols + 2 * chroma cols) * 64 values. */
-static int scan(const Comp *comps, int nc, int dtype, i64 freq[2][2][257], const Codes codes[2][2], Writer *w,
-                i16 *buf)
+/* The blocks of one image in scan order (see fdgpu_entropy_blocks): either count the symbols into freq (w NULL)
+   or write the codes of codes into w. Returns 0 or 3 (code_block). */
+static int scan_blocks(const i16 *blocks, long nmcu, int luma, int color, i64 freq[2][2][257],
+                       const Codes codes[2][2], Writer *wp)
 {
     int pred[3] = {0, 0, 0};
-    i16 *rows[3] = {buf, buf + 2L * comps[0].cols * 64, buf + 2L * comps[0].cols * 64 + (long)comps[1].cols * 64};
-    const int mcu_rows = comps[0].rows / comps[0].vs, mcu_cols = comps[0].cols / comps[0].hs;
-    for (int mr = 0; mr < mcu_rows; mr++) {
-        for (int ci = 0; ci < nc; ci++)
-            load_rows(&comps[ci], mr, dtype, rows[ci]);
-        for (int mc = 0; mc < mcu_cols; mc++)
-            for (int ci = 0; ci < nc; ci++) {
-                const Comp *cp = &comps[ci];
-                const int t = cp->table;
-                for (int y = 0; y < cp->vs; y++)
-                    for (int x = 0; x < cp->hs; x++) {
-                        const i16 *blk = rows[ci] + ((long)y * cp->cols + mc * cp->hs + x) * 64;
-                        int rc = w ? code_block(blk, &pred[ci], NULL, NULL, &codes[t][0], &codes[t][1], w)
-                                   : code_block(blk, &pred[ci], freq[t][0], freq[t][1], NULL, NULL, NULL);
-                        if (rc)
-                            return rc;
-                    }
+    const int bpm = luma + 2 * color;
+    if (wp) {
+        Writer w = *wp; /* in registers over the whole scan */
+        for (long m = 0; m < nmcu; m++) {
+            const i16 *mcu = blocks + m * bpm * 64L;
+            int rc = 0;
+            for (int b = 0; b < luma; b++)
+                rc |= code_block(mcu + b * 64, &pred[0], NULL, NULL, &codes[0][0], &codes[0][1], &w);
+            if (color) {
+                rc |= code_block(mcu + luma * 64, &pred[1], NULL, NULL, &codes[1][0], &codes[1][1], &w);
+                rc |= code_block(mcu + (luma + 1) * 64, &pred[2], NULL, NULL, &codes[1][0], &codes[1][1], &w);
             }
+            if (rc)
+                return 3;
+        }
+        *wp = w;
+        return 0;
+    }
+    for (long m = 0; m < nmcu; m++) {
+        const i16 *mcu = blocks + m * bpm * 64L;
+        int rc = 0;
+        for (int b = 0; b < luma; b++)
+            rc |= code_block(mcu + b * 64, &pred[0], freq[0][0], freq[0][1], NULL, NULL, NULL);
+        if (color) {
+            rc |= code_block(mcu + luma * 64, &pred[1], freq[1][0], freq[1][1], NULL, NULL, NULL);
+            rc |= code_block(mcu + (luma + 1) * 64, &pred[2], freq[1][0], freq[1][1], NULL, NULL, NULL);
+        }
+        if (rc)
+            return 3;
     }
     return 0;
+}
+
+/* The entropy-coded segment of one image from its blocks in scan order: blocks holds nmcu MCUs of bpm = luma + 2
+   (color) or luma (grayscale, luma = 1) blocks, each 64 int16 in zigzag order, the luma blocks of an MCU row by
+   row then Cb and Cr, dummy blocks included (jccoefct.c). out[0]: the segment's bytes; with optimize (per-image
+   optimal tables, else the standard ones) out[1..4]: the number of symbols of the optimal DC luma, AC luma, DC
+   chroma and AC chroma tables (0 where unused). Returns 0, 1 for invalid arguments, 3 for a coefficient outside
+   the baseline range (out not written then). Shared by fdgpu_jpeg_entropy (below) and fdgpu_jpeg_size
+   (csrc/fused.c, which computes the blocks from the image); not exported. */
+__attribute__((visibility("hidden"))) int fdgpu_entropy_blocks(const i16 *blocks, long nmcu, int luma, int color,
+                                                               int optimize, i64 out[5])
+{
+    if (!blocks || !out || nmcu < 0 || luma < 1 || luma > 4 || (color != 0 && color != 1) ||
+        (!color && luma != 1) || (optimize != 0 && optimize != 1))
+        return 1;
+    static const u8 *const STD_TABLES[2][2][2] = {{{DC_LUMA_BITS, DC_VALS}, {AC_LUMA_BITS, AC_LUMA_VALS}},
+                                                 {{DC_CHROMA_BITS, DC_VALS}, {AC_CHROMA_BITS, AC_CHROMA_VALS}}};
+    i64 row[5] = {0, 0, 0, 0, 0};
+    Codes codes[2][2];
+    if (optimize) {
+        i64 freq[2][2][257];
+        memset(freq, 0, sizeof(freq));
+        if (scan_blocks(blocks, nmcu, luma, color, freq, NULL, NULL))
+            return 3;
+        for (int t = 0; t < 1 + color; t++)
+            for (int k = 0; k < 2; k++) {
+                u8 bits[16], vals[256];
+                row[1 + 2 * t + k] = optimal_table(freq[t][k], bits, vals);
+                make_codes(bits, vals, &codes[t][k]);
+            }
+    } else {
+        for (int t = 0; t < 2; t++)
+            for (int k = 0; k < 2; k++)
+                make_codes(STD_TABLES[t][k][0], STD_TABLES[t][k][1], &codes[t][k]);
+    }
+    Writer w = {0, 64, 0};
+    if (scan_blocks(blocks, nmcu, luma, color, NULL, codes, &w))
+        return 3;
+    flush_bits(&w);
+    row[0] = w.bytes;
+    memcpy(out, row, sizeof(row));
+    return 0;
+}
+
+typedef struct {
+    const char *base; /* this image's coefficients */
+    long sr, sc;      /* strides in elements: block row, block column */
+    long su, sv;      /* and coefficient (u, v) of a block: natural-order index 8 u + v */
+    int rows, cols;   /* the component's block grid, padded to whole MCUs */
+    int real_rows, real_cols;
+    int hs, vs; /* blocks per MCU across and down */
+    int first;  /* the component's first block in an MCU */
+} Comp;
+
+/* The blocks of one component of one image into scan order (dst: the image's MCUs of bpm blocks), rounded to
+   integers, each block in zigzag order. The grids come as fdgpu's quantizer leaves them (coefficient-major planes),
+   so the loads run along block columns, contiguous for every coefficient k. Dummy blocks (jccoefct.c) replace the
+   blocks beyond the real ones: AC zero, DC the last real block's on the left or, below the real rows, the DC of
+   the last block of the row above within the same MCU. */
+static void load_comp(const Comp *cp, int dtype, int bpm, int mcu_cols, i16 *dst)
+{
+    const int rc = cp->real_cols, hs = cp->hs, vs = cp->vs;
+#define AT(r, c) (dst + ((long)((r) / vs) * mcu_cols + (c) / hs) * bpm * 64 + (cp->first + ((r) % vs) * hs + (c) % hs) * 64)
+    for (int r = 0; r < cp->rows; r++) {
+        if (r >= cp->real_rows) { /* dummy row */
+            for (int c = 0; c < cp->cols; c++) {
+                i16 *b = AT(r, c);
+                memset(b, 0, 64 * sizeof(i16));
+                b[0] = AT(r - 1, (c / hs) * hs + hs - 1)[0];
+            }
+            continue;
+        }
+        for (int k = 0; k < 64; k++) {
+            const long o = r * cp->sr + (k >> 3) * cp->su + (k & 7) * cp->sv;
+            const int z = UNZIG[k];
+            if (dtype == 0) {
+                const i16 *p = (const i16 *)cp->base + o;
+                for (int c = 0; c < rc; c++)
+                    AT(r, c)[z] = p[c * cp->sc];
+            } else if (dtype == 1) {
+                const float *p = (const float *)cp->base + o;
+                for (int c = 0; c < rc; c++) {
+                    const float v = p[c * cp->sc];
+                    const float a = floorf(fabsf(v) + 0.5f);
+                    AT(r, c)[z] = (i16)(v < 0 ? -a : a);
+                }
+            } else {
+                const double *p = (const double *)cp->base + o;
+                for (int c = 0; c < rc; c++) {
+                    const double v = p[c * cp->sc];
+                    const double a = floor(fabs(v) + 0.5);
+                    AT(r, c)[z] = (i16)(v < 0 ? -a : a);
+                }
+            }
+        }
+        for (int c = rc; c < cp->cols; c++) { /* dummy column */
+            i16 *b = AT(r, c);
+            memset(b, 0, 64 * sizeof(i16));
+            b[0] = AT(r, rc - 1)[0];
+        }
+    }
+#undef AT
 }
 
 /* Sizes of images i0..i1-1 of a batch.
@@ -391,17 +465,13 @@ int fdgpu_jpeg_entropy(const void *y, const void *cb, const void *cr, int dtype,
         return 1;
     const long esize = dtype == 0 ? 2 : dtype == 1 ? 4 : 8;
     const long *st = color ? cs : ys;
+    const int luma = hs * vs, bpm = luma + 2 * color;
     Comp comps[3] = {{NULL, ys[1], ys[2], ys[3], ys[4], ly_rows, ly_cols, real_y_rows, real_y_cols, hs, vs, 0},
-                     {NULL, st[1], st[2], st[3], st[4], c_rows, c_cols, c_rows, c_cols, 1, 1, 1},
-                     {NULL, st[1], st[2], st[3], st[4], c_rows, c_cols, c_rows, c_cols, 1, 1, 1}};
-    const int nc = color ? 3 : 1;
-    Codes std[2][2];
-    make_codes(DC_LUMA_BITS, DC_VALS, &std[0][0]);
-    make_codes(AC_LUMA_BITS, AC_LUMA_VALS, &std[0][1]);
-    make_codes(DC_CHROMA_BITS, DC_VALS, &std[1][0]);
-    make_codes(AC_CHROMA_BITS, AC_CHROMA_VALS, &std[1][1]);
-    i16 *buf = malloc((2 * (size_t)ly_cols + 2 * (size_t)(color ? c_cols : 0)) * 64 * sizeof(i16));
-    if (!buf)
+                     {NULL, st[1], st[2], st[3], st[4], c_rows, c_cols, c_rows, c_cols, 1, 1, luma},
+                     {NULL, st[1], st[2], st[3], st[4], c_rows, c_cols, c_rows, c_cols, 1, 1, luma + 1}};
+    const long nmcu = (long)(ly_rows / vs) * (ly_cols / hs);
+    i16 *blocks = malloc((size_t)nmcu * bpm * 64 * sizeof(i16));
+    if (!blocks)
         return 2;
     int rc_all = 0;
     for (int i = i0; i < i1; i++) {
@@ -410,35 +480,12 @@ int fdgpu_jpeg_entropy(const void *y, const void *cb, const void *cr, int dtype,
             comps[1].base = (const char *)cb + i * cs[0] * esize;
             comps[2].base = (const char *)cr + i * cs[0] * esize;
         }
-        i64 row[5] = {0, 0, 0, 0, 0};
-        Codes opt[2][2];
-        const Codes(*codes)[2] = std;
-        if (optimize) {
-            i64 freq[2][2][257];
-            memset(freq, 0, sizeof(freq));
-            int rc = scan(comps, nc, dtype, freq, NULL, NULL, buf);
-            if (rc) {
-                rc_all = rc;
-                continue;
-            }
-            for (int t = 0; t < (color ? 2 : 1); t++)
-                for (int k = 0; k < 2; k++) {
-                    u8 bits[16], vals[256];
-                    row[1 + 2 * t + k] = optimal_table(freq[t][k], bits, vals);
-                    make_codes(bits, vals, &opt[t][k]);
-                }
-            codes = opt;
-        }
-        Writer w = {0, 0, 0};
-        int rc = scan(comps, nc, dtype, NULL, codes, &w, buf);
-        if (rc) {
+        for (int ci = 0; ci < 1 + 2 * color; ci++)
+            load_comp(&comps[ci], dtype, bpm, ly_cols / hs, blocks);
+        int rc = fdgpu_entropy_blocks(blocks, nmcu, luma, color, optimize, out + 5L * i);
+        if (rc)
             rc_all = rc;
-            continue;
-        }
-        flush_bits(&w);
-        row[0] = w.bytes;
-        memcpy(out + 5L * i, row, sizeof(row));
     }
-    free(buf);
+    free(blocks);
     return rc_all;
 }

@@ -680,6 +680,22 @@ int fdgpu_forward(const void *x, void *out, int x_double, int n, int ch, int h, 
     return OK;
 }
 
+/* The bounds of validate=True's check (check[0] <= check[1], finite) as the loop that reads x compares them: lo_f
+   the smallest float >= lo, hi_f the largest float <= hi, so that the float comparisons decide as the double ones. */
+static int input_check_init(InputCheck *chk, const double *check)
+{
+    if (!check)
+        return bad("check: expected a non-NULL pointer to 3 doubles");
+    if (!(isfinite(check[0]) && isfinite(check[1]) && check[0] <= check[1]))
+        return bad("check: expected finite bounds check[0] <= check[1]");
+    *chk = (InputCheck){check[0], check[1], (float)check[0], (float)check[1], 0};
+    if ((double)chk->lo_f < chk->lo)
+        chk->lo_f = nextafterf(chk->lo_f, INFINITY);
+    if ((double)chk->hi_f > chk->hi)
+        chk->hi_f = nextafterf(chk->hi_f, -INFINITY);
+    return OK;
+}
+
 /* fdgpu_forward with the value check of validate=True fused into its read of x: the same arguments, then check
    (3 doubles): check[0] and check[1] the bounds lo <= hi of the valid values (finite, not NaN); check[2] receives
    the number of values of images [i0, i1) outside [lo, hi] or NaN (+-Inf lies outside any finite bounds). Python
@@ -690,19 +706,13 @@ int fdgpu_forward_checked(const void *x, void *out, int x_double, int n, int ch,
                           void *zy, void *zc, int z_double, int64_t zy_len, int64_t zc_len, double *check)
 {
     last_error = "";
-    if (!check)
-        return bad("check: expected a non-NULL pointer to 3 doubles");
-    if (!(isfinite(check[0]) && isfinite(check[1]) && check[0] <= check[1]))
-        return bad("check: expected finite bounds check[0] <= check[1]");
-    InputCheck chk = {check[0], check[1], (float)check[0], (float)check[1], 0};
-    /* the floats deciding as the doubles: lo_f the smallest float >= lo, hi_f the largest float <= hi */
-    if ((double)chk.lo_f < chk.lo)
-        chk.lo_f = nextafterf(chk.lo_f, INFINITY);
-    if ((double)chk.hi_f > chk.hi)
-        chk.hi_f = nextafterf(chk.hi_f, -INFINITY);
+    InputCheck chk;
+    int e = input_check_init(&chk, check);
+    if (e)
+        return e;
     input_check = &chk;
-    const int e = fdgpu_forward(x, out, x_double, n, ch, h, w, hs, vs, i0, i1, lt, ct, tables_double, table_stride,
-                                zy, zc, z_double, zy_len, zc_len);
+    e = fdgpu_forward(x, out, x_double, n, ch, h, w, hs, vs, i0, i1, lt, ct, tables_double, table_stride, zy, zc,
+                      z_double, zy_len, zc_len);
     input_check = NULL;
     if (e == OK)
         check[2] = (double)chk.bad;
@@ -925,6 +935,142 @@ int fdgpu_decode(const void *qy, const void *qc, int q_double, void *out, int n,
             image_float(NULL, (float *)out + i * os, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 4);
     }
     return 0;
+}
+
+/* ========================================================================================== file sizes
+   fdgpu.jpeg_size on the CPU: the encoder's half (image_T's stage 1, encode_group) straight into the blocks that
+   csrc/entropy.c's coder reads, in the scan's order and libjpeg's layout (int16, zigzag order), without the
+   coefficient planes of fdgpu_encode in between. */
+
+/* csrc/entropy.c (the same library, not exported) */
+extern const u8 fdgpu_unzig[64];
+int fdgpu_entropy_blocks(const int16_t *blocks, long nmcu, int luma, int color, int optimize, int64_t out[5]);
+
+/* One group's quantized coefficients (quantize's layout: cf[(8 u + v) GROUP + j], u horizontal, v vertical
+   frequency) into blocks of 64 int16 in zigzag order, block j at dst + 64 pos[j]. */
+static void store_zigzag(const i32 *c, int nb, const long *pos, int16_t *dst)
+{
+    for (int e = 0; e < 64; e++) {
+        const int z = fdgpu_unzig[8 * (e & 7) + (e >> 3)];
+        const i32 *src = c + e * (long)GROUP;
+        for (int j = 0; j < nb; j++)
+            dst[pos[j] * 64 + z] = (int16_t)src[j];
+    }
+}
+
+/* Every block of one image's planes (stage 1's Y, Cb, Cr) in the order the scan codes them (MCU by MCU: the
+   hs x vs luma blocks row by row, Cb, Cr; one component: raster order), GROUP blocks of a plane at a time through
+   the forward's encode_group. The luma blocks beyond the image's ceil(h / 8) x ceil(w / 8) become libjpeg's
+   dummy blocks (jccoefct.c): AC zero, DC that of the last real block on the left or, in a dummy row, of the last
+   block of the row above within the same MCU. blocks: (hp / 8 / vs) * (wp / 8 / hs) * bpm blocks. */
+static void encode_scan(const Geo *g, const u8 *Y, const u8 *Cb, const u8 *Cr, const Table *lt, const Table *ct,
+                        i32 *codec, int16_t *blocks)
+{
+    const int color = g->ch == 3, hs = g->hs, vs = g->vs, luma = hs * vs, bpm = luma + 2 * color;
+    const int rows = g->hp / 8, cols = g->wp / 8, mcu_cols = cols / hs;
+    const int real_rows = (g->h + 7) / 8, real_cols = (g->w + 7) / 8;
+    i32 *a = codec, *b = codec + 64L * GROUP, *c = codec + 128L * GROUP;
+    long pos[GROUP];
+    const long n_luma = (long)rows * cols;
+    for (long b0 = 0; b0 < n_luma; b0 += GROUP) {
+        const int nb = n_luma - b0 < GROUP ? (int)(n_luma - b0) : GROUP;
+        encode_group(Y, g->wp, b0, nb, lt, a, b, c, NULL, 0, 0);
+        for (int j = 0; j < nb; j++) {
+            const long r = (b0 + j) / cols, k = (b0 + j) % cols;
+            pos[j] = ((r / vs) * mcu_cols + k / hs) * bpm + (r % vs) * hs + k % hs;
+        }
+        store_zigzag(c, nb, pos, blocks);
+    }
+#define LUMA(r, k) (blocks + ((((long)(r) / vs) * mcu_cols + (k) / hs) * bpm + ((r) % vs) * hs + (k) % hs) * 64)
+    for (int r = 0; r < rows; r++)
+        for (int k = r < real_rows ? real_cols : 0; k < cols; k++) {
+            int16_t *blk = LUMA(r, k);
+            const int16_t dc = r < real_rows ? LUMA(r, real_cols - 1)[0] : LUMA(r - 1, k / hs * hs + hs - 1)[0];
+            memset(blk, 0, 64 * sizeof(int16_t));
+            blk[0] = dc;
+        }
+#undef LUMA
+    if (!color)
+        return;
+    const long n_chroma = (long)(rows / vs) * mcu_cols; /* one block per MCU, none of them a dummy */
+    for (int t = 0; t < 2; t++)
+        for (long b0 = 0; b0 < n_chroma; b0 += GROUP) {
+            const int nb = n_chroma - b0 < GROUP ? (int)(n_chroma - b0) : GROUP;
+            encode_group(t ? Cr : Cb, g->wp / hs, b0, nb, ct, a, b, c, NULL, 0, 0);
+            for (int j = 0; j < nb; j++)
+                pos[j] = (b0 + j) * bpm + luma + t;
+            store_zigzag(c, nb, pos, blocks);
+        }
+}
+
+/* fdgpu.jpeg_size's entropy-coded segments of images [i0, i1) of x (n, ch, h, w), contiguous, float32 or float64
+   (x_double), with the tables of fdgpu_forward (steps checked: 1 when one is not an integer in 1..32768) and
+   optimize 0 (the standard Huffman tables) or 1 (per-image optimal tables): out (n, 5), out_len = 5 n values, row
+   i: the segment's bytes, then with optimize the number of symbols of the optimal DC luma, AC luma, DC chroma and
+   AC chroma tables (0 where unused), as fdgpu_jpeg_entropy (csrc/entropy.c) gives them from coefficient grids.
+   check: NULL, or validate=True's check as in fdgpu_forward_checked (check[2] receives the number of values outside
+   [check[0], check[1]] or NaN). Returns 0; 1 (a step), 2 out of memory, 3 invalid arguments (fdgpu_error() says
+   which; nothing read or written), 4 when a quantized coefficient is outside baseline JPEG's range (rows of the
+   images before it are written). */
+int fdgpu_jpeg_size(const void *x, int x_double, int n, int ch, int h, int w, int hs, int vs, int i0, int i1,
+                    const void *lt, const void *ct, int tables_double, int table_stride, int optimize, int64_t *out,
+                    int64_t out_len, double *check)
+{
+    last_error = "";
+    int e = check_batch(n, ch, h, w, hs, vs, i0, i1, x_double);
+    if (e)
+        return e;
+    if (!x || !out)
+        return bad("x, out: expected non-NULL pointers");
+    if (out_len != 5 * (int64_t)n)
+        return bad("out_len: expected 5 * n values (n, 5)");
+    if (!lt || (ch == 3 && !ct))
+        return bad("lt, ct: expected a luma table, and a chroma table for ch = 3");
+    if (tables_double != 0 && tables_double != 1)
+        return bad("tables_double: expected 0 (float32) or 1 (float64)");
+    if (table_stride != 0 && table_stride != 64)
+        return bad("table_stride: expected 0 (one shared table) or 64 (one table per image)");
+    if (optimize != 0 && optimize != 1)
+        return bad("optimize: expected 0 (standard Huffman tables) or 1 (optimal tables)");
+    InputCheck chk;
+    if (check && (e = input_check_init(&chk, check)))
+        return e;
+    Geo g = make_geo(ch, h, w, hs, vs);
+    i32 q[2][64];
+    float half[2][64], recip[2][64];
+    Table tabs[2];
+    for (int i = i0; i < (table_stride ? i1 : i0 + 1); i++) /* every table first: nothing written on failure */
+        for (int t = 0; t < (ch == 3 ? 2 : 1); t++)
+            if (!table_of(t ? ct : lt, tables_double, table_stride, i, q[t], half[t], recip[t], &tabs[t]))
+                return BAD_STEP;
+    const long ly = (long)g.hp * g.wp, lc = (long)(g.hp / g.vs) * (g.wp / g.hs);
+    const long nmcu = (long)(g.hp / 8 / g.vs) * (g.wp / 8 / g.hs);
+    const int luma = g.hs * g.vs, bpm = luma + (ch == 3 ? 2 : 0);
+    u8 *buf = ensure_scratch(scratch_bytes(&g, 1) + 64 + (size_t)nmcu * bpm * 64 * sizeof(int16_t));
+    if (!buf)
+        return NO_MEMORY;
+    const long xs = (long)ch * h * w;
+    i32 *codec = (i32 *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    u8 *Y = (u8 *)(codec + 3 * 64L * GROUP + ROWS * ((long)g.wp + 8)), *Cb = Y + ly, *Cr = Cb + lc;
+    int16_t *blocks = (int16_t *)(((uintptr_t)(Cr + lc) + 63) & ~(uintptr_t)63);
+    int rc = OK;
+    input_check = check ? &chk : NULL;
+    for (int i = i0; i < i1 && rc == OK; i++) {
+        for (int t = 0; t < (ch == 3 ? 2 : 1); t++)
+            table_of(t ? ct : lt, tables_double, table_stride, table_stride ? i : 0, q[t], half[t], recip[t],
+                     &tabs[t]);
+        if (x_double)
+            image_double((const double *)x + i * xs, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
+        else
+            image_float((const float *)x + i * xs, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
+        encode_scan(&g, Y, Cb, Cr, &tabs[0], &tabs[1], codec, blocks);
+        if (fdgpu_entropy_blocks(blocks, nmcu, luma, ch == 3, optimize, out + 5L * i))
+            rc = BAD_COEFFICIENT;
+    }
+    input_check = NULL;
+    if (check && rc == OK)
+        check[2] = (double)chk.bad;
+    return rc;
 }
 
 /* ========================================================================================== the backward
