@@ -32,6 +32,8 @@ The backward kernels take the mode as the string constexpr ``MODE`` (``"ste"`` o
 """
 from __future__ import annotations
 
+import struct
+
 import triton
 import triton.language as tl
 
@@ -69,6 +71,14 @@ _LG_CB = tl.constexpr(YCC_TO_RGB[1][0])
 _LG_CR = tl.constexpr(YCC_TO_RGB[1][1])
 _LB_CB = tl.constexpr(YCC_TO_RGB[2][0])
 _INV_FIX = tl.constexpr(1.0 / 65536)
+# the same YCbCr -> RGB constants as integers (the upsampler computes in int32)
+_IR_CR = tl.constexpr(YCC_TO_RGB_FIX[0][1])
+_IG_CB = tl.constexpr(YCC_TO_RGB_FIX[1][0])
+_IG_CR = tl.constexpr(YCC_TO_RGB_FIX[1][1])
+_IB_CB = tl.constexpr(YCC_TO_RGB_FIX[2][0])
+# v / 255 = v 65793 2^-24 + v fl(1/255) 2^-24 (see _div255)
+_K255_HI = tl.constexpr(65793.0 / 2 ** 24)
+_K255_LO = tl.constexpr(struct.unpack('f', struct.pack('f', 1 / 255))[0] / 2 ** 24)
 _HALF_FIX = tl.constexpr(32768.0)
 
 
@@ -108,16 +118,28 @@ def _rgb_to_c(b_r, b_g, b_b, i_pl):
 
 
 @triton.jit
+def _div255(b_v):
+    """``v / 255`` correctly rounded (as torch's ``uint8 / 255``) for integer-valued fp32 ``v`` in 0..255, in three
+    fp32 operations instead of an IEEE division. ``v / 255 = (65793 v + v / 255) 2^-24`` (65793 = 0x010101, the
+    repeating 8-bit pattern of 1/255): the first product is an exact integer below 2^24, the second term is rounded
+    once (``v fl(1/255)``, error below 2^-24 of it), and the exact sum lies at least ``2^-8 / 255`` of its own scale
+    from every rounding boundary (its fraction repeats the 8 bits of ``v``), far more than that error, so the one
+    rounding of the addition is the correct rounding of ``v / 255``. Scaling both terms by 2^-24 is exact.
+    ``tests/test_kernels.py::test_div255_exhaustive`` checks all 256 values."""
+    return b_v * _K255_HI + b_v * _K255_LO
+
+
+@triton.jit
 def _rgb_store(p_o, o_o, m_o, HW, b_y, b_tr, b_tg, b_tb):
     """jdcolor.c from the fixed-point chroma terms ``t`` (integers): RGB = Y + ((t + 2^15) >> 16), range-limited to
     0..255, stored as /255 in three planes of HW samples."""
-    # div_rn: k / 255 correctly rounded, as users compute uint8 / 255 (k * (1 / 255) is one ulp off for 126 levels)
+    # _div255: k / 255 correctly rounded, as users compute uint8 / 255 (k * (1 / 255) is one ulp off for 130 levels)
     b_r = b_y + tl.floor((b_tr + _HALF_FIX) * _INV_FIX)
     b_g = b_y + tl.floor((b_tg + _HALF_FIX) * _INV_FIX)
     b_b = b_y + tl.floor((b_tb + _HALF_FIX) * _INV_FIX)
-    tl.store(p_o + o_o, tl.math.div_rn(tl.minimum(tl.maximum(b_r, 0.0), 255.0), 255.0), mask=m_o)
-    tl.store(p_o + HW + o_o, tl.math.div_rn(tl.minimum(tl.maximum(b_g, 0.0), 255.0), 255.0), mask=m_o)
-    tl.store(p_o + 2 * HW + o_o, tl.math.div_rn(tl.minimum(tl.maximum(b_b, 0.0), 255.0), 255.0), mask=m_o)
+    tl.store(p_o + o_o, _div255(tl.minimum(tl.maximum(b_r, 0.0), 255.0)), mask=m_o)
+    tl.store(p_o + HW + o_o, _div255(tl.minimum(tl.maximum(b_g, 0.0), 255.0)), mask=m_o)
+    tl.store(p_o + 2 * HW + o_o, _div255(tl.minimum(tl.maximum(b_b, 0.0), 255.0)), mask=m_o)
 
 
 @triton.jit
@@ -332,7 +354,7 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW, NT_W
     if C == 1:
         o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
         b_s = _to_8bit(tl.load(p_xn + o_x, mask=m_b, other=0.0))          # [BLOCKS, 64]
-        tl.store(p_yn + o_o, tl.math.div_rn(_codec(b_s, b_lq, p_k, TBH * TBW), 255.0), mask=m_o)
+        tl.store(p_yn + o_o, _div255(_codec(b_s, b_lq, p_k, TBH * TBW)), mask=m_o)
     else:
         b_cq = _load_table(p_cq, i_n, s_cq)
         b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
@@ -395,49 +417,101 @@ def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC,
 
 
 @triton.jit
-def _load_chroma(p_c, o_j, o_i, m, WC):
-    return tl.load(p_c + o_j * WC + o_i, mask=m, other=0).to(tl.float32)
+def _ycc_store(p_o, o_x, m, HW, b_y, b_cb, b_cr):
+    """jdcolor.c in int32 for one set of output pixels: RGB = Y + ((FIX(c) (C - 128) + 2^15) >> 16), range-limited
+    to 0..255, stored / 255 into three planes of HW samples at ``p_o + o_x`` (``p_o``: the row's pointer)."""
+    b_cb = b_cb - 128
+    b_cr = b_cr - 128
+    b_r = b_y + ((b_cr * _IR_CR + 32768) >> 16)
+    b_g = b_y + ((b_cb * _IG_CB + b_cr * _IG_CR + 32768) >> 16)
+    b_b = b_y + ((b_cb * _IB_CB + 32768) >> 16)
+    tl.store(p_o + o_x, _div255(tl.minimum(tl.maximum(b_r, 0), 255).to(tl.float32)), mask=m)
+    tl.store(p_o + HW + o_x, _div255(tl.minimum(tl.maximum(b_g, 0), 255).to(tl.float32)), mask=m)
+    tl.store(p_o + 2 * HW + o_x, _div255(tl.minimum(tl.maximum(b_b, 0), 255).to(tl.float32)), mask=m)
 
 
 @triton.jit
-def _upsample_plane(p_c, o_y, o_x, m, HC, WC, HS: tl.constexpr, VS: tl.constexpr, FANCY: tl.constexpr):
-    """jdsample.c: decoded chroma at output pixels (o_y, o_x). FANCY: triangle filter (h2v1: (3 near + far + 1|2)
-    >> 2; h2v2: column sums 3 near + far, then (3 near + far + 8|7) >> 4), edges repeat; else replication."""
-    o_i = o_x // HS
-    if FANCY:
-        o_in = tl.minimum(tl.maximum(tl.where(o_x % 2 == 0, o_i - 1, o_i + 1), 0), WC - 1)  # horizontal neighbour
-        if VS == 2:
-            o_j = o_y // 2
-            o_jn = tl.minimum(tl.maximum(tl.where(o_y % 2 == 0, o_j - 1, o_j + 1), 0), HC - 1)
-            b_near = 3.0 * _load_chroma(p_c, o_j, o_i, m, WC) + _load_chroma(p_c, o_jn, o_i, m, WC)
-            b_far = 3.0 * _load_chroma(p_c, o_j, o_in, m, WC) + _load_chroma(p_c, o_jn, o_in, m, WC)
-            b_bias = tl.where(o_x % 2 == 0, 8.0, 7.0)
-            return tl.floor((3.0 * b_near + b_far + b_bias) * (1.0 / 16))
-        else:
-            b_bias = tl.where(o_x % 2 == 0, 1.0, 2.0)
-            b_v = 3.0 * _load_chroma(p_c, o_y, o_i, m, WC) + _load_chroma(p_c, o_y, o_in, m, WC)
-            return tl.floor((b_v + b_bias) * 0.25)
-    else:
-        return _load_chroma(p_c, o_y // VS, o_i, m, WC)
+def _tap3(p_r, o_l, o_c, o_rt, m):
+    """Three chroma samples of one row (``p_r``: the row's pointer, [CH, 1]) at columns left, centre, right (int32
+    [1, CW]), as int32."""
+    return (tl.load(p_r + o_l, mask=m, other=0).to(tl.int32), tl.load(p_r + o_c, mask=m, other=0).to(tl.int32),
+            tl.load(p_r + o_rt, mask=m, other=0).to(tl.int32))
 
 
 @triton.jit
 def _jpeg_up_kernel(p_yb, p_cb, p_o, H, W, HC, WC, NT_W, NT, HS: tl.constexpr, VS: tl.constexpr,
                     FANCY: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-    """Upsample decoded chroma, YCbCr -> RGB, /255. [BH, BW] pixel tiles; grid (N * NT,), NT = cdiv(H, BH) * NT_W,
-    NT_W = cdiv(W, BW)."""
+    """Upsample decoded chroma, YCbCr -> RGB, /255, for a BH x BW tile of output pixels: one thread per chroma
+    sample ([BH / VS, BW / HS] samples) producing its VS x HS output pixels from its neighbourhood, all in int32
+    (jdsample.c, libjpeg's "fancy" triangle filter: h2v2 column sums ``v = 3 near + far`` of the 3 x 3
+    neighbourhood, then ``(3 v + v_side + 8 | 7) >> 4``; h2v1 ``(3 near + far + 1 | 2) >> 2``; edges repeat the
+    outermost sample; without FANCY, replication). Rows are addressed by int64 pointers, columns by int32 offsets.
+    Grid (N * NT,), NT = cdiv(H, BH) * NT_W, NT_W = cdiv(W, BW)."""
+    CH: tl.constexpr = BH // VS
+    CW: tl.constexpr = BW // HS
     i_n, i_h, i_w = _program(NT_W, NT)
     HW = H.to(tl.int64) * W
-    o_y = i_h * BH + tl.arange(0, BH)[:, None]                            # [BH, 1]
-    o_x = i_w * BW + tl.arange(0, BW)[None, :]                            # [1, BW]
-    m = (o_y < H) & (o_x < W)                                              # [BH, BW]
-    o_o = o_y * W + o_x
-    b_y = tl.load(p_yb + i_n * HW + o_o, mask=m, other=0).to(tl.float32)
     HWC = HC.to(tl.int64) * WC
-    p_cn = p_cb + i_n * 2 * HWC
-    b_cb = _upsample_plane(p_cn, o_y, o_x, m, HC, WC, HS, VS, FANCY) - 128.0
-    b_cr = _upsample_plane(p_cn + HWC, o_y, o_x, m, HC, WC, HS, VS, FANCY) - 128.0
-    _rgb_store(p_o + i_n * 3 * HW, o_o, m, HW, b_y, b_cr * _R_CR, b_cb * _G_CB + b_cr * _G_CR, b_cb * _B_CB)
+    o_j = (i_h * CH).to(tl.int32) + tl.arange(0, CH)[:, None]             # [CH, 1] chroma rows
+    o_i = (i_w * CW).to(tl.int32) + tl.arange(0, CW)[None, :]             # [1, CW] chroma columns
+    m_s = (o_j < HC) & (o_i < WC)                                          # [CH, CW] real chroma samples
+    p_cn = p_cb + i_n * 2 * HWC                                            # this image's Cb plane (Cr: + HWC)
+    p_row = p_cn + o_j.to(tl.int64) * WC                                   # [CH, 1]
+    p_yn = p_yb + i_n * HW
+    p_on = p_o + i_n * 3 * HW
+    if FANCY:
+        o_l = tl.maximum(o_i - 1, 0)
+        o_rt = tl.minimum(o_i + 1, WC - 1)
+        if VS == 2:
+            p_up = p_cn + tl.maximum(o_j - 1, 0).to(tl.int64) * WC
+            p_dn = p_cn + tl.minimum(o_j + 1, HC - 1).to(tl.int64) * WC
+            for pl in tl.static_range(2):
+                l0, c0, r0 = _tap3(p_row + pl * HWC, o_l, o_i, o_rt, m_s)
+                l1, c1, r1 = _tap3(p_up + pl * HWC, o_l, o_i, o_rt, m_s)
+                l2, c2, r2 = _tap3(p_dn + pl * HWC, o_l, o_i, o_rt, m_s)
+                # column sums 3 near + far towards the row above (output row 2j) and below (2j + 1)
+                u_l, u_c, u_r = 3 * l0 + l1, 3 * c0 + c1, 3 * r0 + r1
+                d_l, d_c, d_r = 3 * l0 + l2, 3 * c0 + c2, 3 * r0 + r2
+                a00 = (3 * u_c + u_l + 8) >> 4
+                a01 = (3 * u_c + u_r + 7) >> 4
+                a10 = (3 * d_c + d_l + 8) >> 4
+                a11 = (3 * d_c + d_r + 7) >> 4
+                if pl == 0:
+                    cb00, cb01, cb10, cb11 = a00, a01, a10, a11
+                else:
+                    cr00, cr01, cr10, cr11 = a00, a01, a10, a11
+        else:
+            for pl in tl.static_range(2):
+                l0, c0, r0 = _tap3(p_row + pl * HWC, o_l, o_i, o_rt, m_s)
+                a00 = (3 * c0 + l0 + 1) >> 2
+                a01 = (3 * c0 + r0 + 2) >> 2
+                if pl == 0:
+                    cb00, cb01, cb10, cb11 = a00, a01, a00, a01
+                else:
+                    cr00, cr01, cr10, cr11 = a00, a01, a00, a01
+    else:
+        cb00 = tl.load(p_row + o_i, mask=m_s, other=0).to(tl.int32)
+        cr00 = tl.load(p_row + HWC + o_i, mask=m_s, other=0).to(tl.int32)
+        cb01, cb10, cb11 = cb00, cb00, cb00
+        cr01, cr10, cr11 = cr00, cr00, cr00
+    for dy in tl.static_range(VS):
+        o_y = VS * o_j + dy                                                # [CH, 1] output rows
+        p_yr = p_yn + o_y.to(tl.int64) * W
+        p_or = p_on + o_y.to(tl.int64) * W
+        for dx in tl.static_range(HS):
+            o_x = HS * o_i + dx                                            # [1, CW] output columns
+            m = (o_y < H) & (o_x < W)
+            b_y = tl.load(p_yr + o_x, mask=m, other=0).to(tl.int32)
+            if dy == 0:
+                if dx == 0:
+                    _ycc_store(p_or, o_x, m, HW, b_y, cb00, cr00)
+                else:
+                    _ycc_store(p_or, o_x, m, HW, b_y, cb01, cr01)
+            else:
+                if dx == 0:
+                    _ycc_store(p_or, o_x, m, HW, b_y, cb10, cr10)
+                else:
+                    _ycc_store(p_or, o_x, m, HW, b_y, cb11, cr11)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -831,7 +905,7 @@ def _jpeg_decode_kernel(p_qy, p_qc, p_y, p_yb, p_cb, p_lq, p_bq, p_rq, p_k, s_q,
     b_v = tl.minimum(tl.maximum(b_v, 0), 255)
     if i_p < NL:
         if C == 1:
-            tl.store(p_y + i_n * HW + o_o, tl.math.div_rn(b_v.to(tl.float32), 255.0), mask=m_o)
+            tl.store(p_y + i_n * HW + o_o, _div255(b_v.to(tl.float32)), mask=m_o)
         else:
             tl.store(p_yb + i_n * HW + o_o, b_v.to(tl.uint8), mask=m_o)
     else:

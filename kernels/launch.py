@@ -20,18 +20,21 @@ from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_
 
 # Tiles and warps per kernel and size class: ``CONFIGS[size_class][kernel] = ((TBH, TBW), warps)``, tiles in 8x8
 # blocks (pixels for the upsampler), always whole MCUs (VS, HS in {1, 2}) so the padding folds inside a program.
-# The round trip's kernels use 4-block tiles (2x2 blocks: one 4:2:0 MCU) at 2 warps, the upsampler 8 x 32 pixels at
-# 2 warps, for every size: 4 samples per thread as with 16-block tiles at 8 warps, but (by the cost model of
+# The round trip's kernels use 4-block tiles (2x2 blocks: one 4:2:0 MCU) at 2 warps for every size: 4 samples per
+# thread as with 16-block tiles at 8 warps, but (by the cost model of
 # ``python -m fdgpu.kernels.aot --cost``, estimates) fewer instructions per warp, no tile past the image at 224
 # (14 chroma blocks: 16-block tiles coded 16) and more resident warps for the register-heavy kernels (small CTAs
-# pack the SM): the 224^2 4:2:0 forward 1.22 -> 1.00 us, ste backward 0.88 -> 0.73 us, soft 4:4:4 backward
-# 2.51 -> 1.43 us on an H100. The encoder / decoder halves and the table-gradient kernel keep 16-block tiles at 8
+# pack the SM): the ste backward 0.88 -> 0.73 us, soft 4:4:4 backward
+# 2.51 -> 1.43 us on an H100. The upsampler (one thread per chroma sample) takes 16 x 32 pixels at 2 warps, two
+# chroma samples per thread at 4:2:0: its per-program work amortised, it is at its DRAM bound by the model (8 x 32:
+# 1 sample per thread, 163 k warp instructions per 224^2 image instead of 139 k). The encoder / decoder halves
+# and the table-gradient kernel keep 16-block tiles at 8
 # warps on images above SMALL_MAX (no estimate for them: not in the cost model's passes). Every variant is
 # spill-free (AOT report, triton 3.9, sm_80 and sm_90). Chosen, not autotuned: no GPU to time candidates on. The
 # class depends only on the image size, so it is fixed for a model's inputs.
 SMALL_MAX = 32
 _LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
-_UP = ((8, 32), 2)
+_UP = ((16, 32), 2)
 CONFIGS = {
     "large": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": _UP,
               "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,

@@ -18,6 +18,8 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="triton is not installed (pip install 'fdgpu[triton]')")
 
 import fdgpu  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from fdgpu import kernels, tables  # noqa: E402
 from fdgpu.reference import jpeg as ref  # noqa: E402
 
@@ -248,6 +250,24 @@ def test_forward_tables(nan_outputs, kind, subsampling):
         lt, ct = _tables(3, kind)
     y = kernels.forward(x, lt, ct, subsampling)
     _assert_equal(f"forward {kind} {subsampling}", y, ref.forward(x, lt, ct, subsampling)[0])
+
+
+@triton.jit
+def _div255_kernel(p_v, p_o):
+    o = tl.arange(0, 256)
+    tl.store(p_o + o, kernels.jpeg._div255(tl.load(p_v + o)))
+
+
+def test_div255_exhaustive():
+    """The kernels' ``v / 255`` in three fp32 operations (``_div255``) is torch's correctly rounded ``v / 255`` for
+    every 8-bit level: in a kernel, and as the same operations in torch (IEEE fp32 on every device)."""
+    from fdgpu.kernels import jpeg
+    v = torch.arange(256, dtype=torch.float32, device=DEVICE)
+    out = torch.full_like(v, math.nan)
+    _div255_kernel[(1,)](v, out)
+    assert torch.equal(out, v / 255)
+    assert torch.equal(v * jpeg._K255_HI.value + v * jpeg._K255_LO.value, v / 255)
+    assert not torch.equal(v * (1 / 255), v / 255)  # the plain reciprocal is not: the test can fail
 
 
 @pytest.mark.parametrize("mode", ["ste", "soft"])
