@@ -72,6 +72,12 @@ def test_every_target_this_cpu_runs_gives_the_reference_bits(fresh, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the cpu backend's absence is announced once: not the point here
         want = {sub: fdgpu.jpeg(x, 75, subsampling=sub) for sub in fdgpu.SUBSAMPLINGS}
+    # file sizes: the coder's nonzero masks (SSE2, AVX2, AVX-512) and the encoder's 8-block gather (AVX2) differ by
+    # target; a row of 18 blocks takes the gather's wide path and its scalar rest
+    g = torch.Generator().manual_seed(1)
+    wide = torch.rand(2, 3, 19, 137, generator=g)
+    want_size = {(sub, opt): fdgpu.jpeg_size(wide, 75, subsampling=sub, optimize=opt, backend="torch")
+                 for sub in fdgpu.SUBSAMPLINGS for opt in (False, True)}
     assert _library.library() is None
     monkeypatch.delenv("FDGPU_FUSED")
     runs = _isa.supported()
@@ -89,6 +95,9 @@ def test_every_target_this_cpu_runs_gives_the_reference_bits(fresh, monkeypatch)
                 first[sub] = got
             for a, b in zip(got, first[sub]):                       # backward: the same bits on every target
                 assert torch.equal(a, b), (target, sub)
+            for opt in (False, True):
+                size = fdgpu.jpeg_size(wide, 75, subsampling=sub, optimize=opt, backend="cpu")
+                assert torch.equal(size, want_size[sub, opt]), (target, sub, opt)
 
 
 def test_forced_target_must_exist_and_run_here(fresh, monkeypatch):

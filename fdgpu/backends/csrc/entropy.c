@@ -32,10 +32,8 @@ typedef int16_t i16;
 typedef int64_t i64;
 typedef uint8_t u8;
 
-#define UNZIG fdgpu_unzig
-
-/* zigzag position of natural-order index k = 8 u + v (T.81 Figure A.6); csrc/fused.c's fdgpu_jpeg_size uses it too */
-__attribute__((visibility("hidden"))) const u8 fdgpu_unzig[64] = {
+/* zigzag position of natural-order index k = 8 u + v (T.81 Figure A.6) */
+static const u8 UNZIG[64] = {
     0, 1, 5, 6, 14, 15, 27, 28, 2, 4, 7, 13, 16, 26, 29, 42, 3, 8, 12, 17, 25, 30,
     41, 43, 9, 11, 18, 24, 31, 40, 44, 53, 10, 19, 23, 32, 39, 45, 52, 54, 20, 22, 33, 38,
     46, 51, 55, 60, 21, 34, 37, 47, 50, 56, 59, 61, 35, 36, 48, 49, 57, 58, 62, 63};
