@@ -134,6 +134,11 @@ def check_values(checks) -> None:
     if on_device(device) and all(getattr(e, "device_form", None) is not None for _, _, e in checks):
         for t, stats, error in checks:
             bounds, message = error.device_form
+            within = _within_form(t, stats, bounds)
+            if within is not None:  # every value within [lo, hi]: one pass of comparisons, no statistics
+                lo, hi = within
+                torch._assert_async(t.detach().ge(lo).logical_and_(t.detach().le(hi)).all(), message)
+                continue
             ok = None
             for v, (lo, hi) in zip(stats(t).unbind(), bounds):
                 inside = (v >= lo) & (v <= hi)  # False for NaN
@@ -149,6 +154,39 @@ def check_values(checks) -> None:
         i += k
         if err is not None:
             raise err
+
+
+def _within_form(t: torch.Tensor, stats, bounds):
+    """For a :func:`minmax` check whose bounds say "min >= lo, max <= hi" (the other two bounds implied): ``(lo',
+    hi')``, the least and the greatest value of ``t``'s dtype within ``[lo, hi]``, so that ``t >= lo'`` and
+    ``t <= hi'`` in that dtype hold exactly when each value lies in ``[lo, hi]`` (NaN fails both); else None. Four
+    small ops instead of the statistics' eleven: the check's host time on CUDA (a 32x32 image: 19 -> 10 us)."""
+    # (not while torch.compile traces: the statistics are traced there, and fused by inductor)
+    if stats is not minmax or not t.is_floating_point() or torch.compiler.is_compiling():
+        return None
+    (lo, hi_min), (lo_max, hi) = bounds
+    if not (hi <= hi_min and lo >= lo_max):  # then min <= hi_min and max >= lo_max follow from lo <= min <= max <= hi
+        return None
+    key = (t.dtype, float(lo), float(hi))
+    hit = _DTYPE_BOUNDS.get(key)
+    if hit is None:
+        hit = _DTYPE_BOUNDS[key] = (_inward(t.dtype, float(lo), True), _inward(t.dtype, float(hi), False))
+    return hit
+
+
+_DTYPE_BOUNDS: dict = {}
+
+
+def _inward(dtype: torch.dtype, v: float, up: bool) -> float:
+    # the least value of dtype >= v (up) or the greatest <= v, in Python floats (no tensor is made or read): v on
+    # the grid of dtype's spacing at v (a power of two, so the division and the product are exact in float64)
+    fi = torch.finfo(dtype)
+    if math.isinf(v):
+        return v
+    if abs(v) > fi.max:  # beyond dtype's finite range: its largest finite value of that sign, or no value (Inf)
+        return (-fi.max if v < 0 else math.inf) if up else (fi.max if v > 0 else -math.inf)
+    spacing = max(math.ldexp(1.0, math.frexp(v)[1] - 1) * fi.eps, fi.tiny * fi.eps)
+    return (math.ceil(v / spacing) if up else math.floor(v / spacing)) * spacing
 
 
 _RGB_CHROMA = ("chroma_table: expected None (or luma_table itself) with color='rgb', where every RGB channel uses "

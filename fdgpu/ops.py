@@ -112,6 +112,12 @@ def jpeg_backward(grad: Tensor, x: Tensor, luma_table: Tensor, chroma_table: Ten
                   state_chroma: Tensor, subsampling: str, backend: str, mode: str,
                   table_grads: bool) -> Tuple[Tensor, Tensor, Tensor]:
     _check(x, luma_table, chroma_table, subsampling, grad, (state_luma, state_chroma))
+    return _backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsampling, backend, mode,
+                     table_grads)
+
+
+def _backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsampling, backend, mode, table_grads):
+    # the body of jpeg_backward, after its shape checks
     kind = BACKWARD_MODES[mode].kind
     if kind == "identity":
         return grad.clone(), torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
@@ -150,24 +156,63 @@ def _jpeg_backward_fake(grad, x, luma_table, chroma_table, state_luma, state_chr
 jpeg.register_autograd(autograd.backward, setup_context=autograd.setup_context)
 
 
+def _plain(*tensors: Tensor) -> bool:
+    """Eager mode with nothing to trace: plain tensors (no subclass such as a fake tensor), no torch function or
+    dispatch mode, no functorch transform, not compiling."""
+    # (is_compiling first: dynamo folds it to True and traces nothing else of the condition)
+    return (not torch.compiler.is_compiling() and all(type(t) is Tensor for t in tensors)
+            and not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack()
+            and torch._C._functorch.peek_interpreter_stack() is None)
+
+
 def jpeg_output(x: Tensor, luma_table: Tensor, chroma_table: Tensor, subsampling: str, backend: str, mode: str,
                 save: bool, validate: bool = False) -> Tensor:
     """The round trip ``y`` of :func:`jpeg` (its first output), as :mod:`fdgpu.functional` calls it.
 
-    In eager mode with nothing to record or trace, the backend's forward is called directly: that is the op's body
-    without the dispatcher's round trip through the autograd and CPU kernels (about 11 us of a 32x32 image's call,
-    a quarter of it). "Nothing to record or trace": no saved state asked for, no input that autograd records (grad
-    mode on and a ``requires_grad`` input), plain tensors (no subclass such as a fake tensor), no torch function or
-    dispatch mode, no functorch transform, not compiling. Otherwise the op itself runs."""
-    # (is_compiling first: dynamo folds it to True and traces nothing else of the condition)
-    if (not torch.compiler.is_compiling() and not save and type(x) is Tensor and type(luma_table) is Tensor
-            and type(chroma_table) is Tensor
-            and not (torch.is_grad_enabled() and (x.requires_grad or luma_table.requires_grad
-                                                  or chroma_table.requires_grad))
-            and not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack()
-            and torch._C._functorch.peek_interpreter_stack() is None):
-        return _forward(backends.get(backend), x, luma_table, chroma_table, subsampling, False, validate)[0]
-    return jpeg(x, luma_table, chroma_table, subsampling, backend, mode, save, validate)[0]
+    In eager mode with nothing to trace (:func:`_plain`), the op's body runs without the dispatcher's layers (the
+    custom op's autograd wrapper, its argument normalisation and the redispatch to its CPU/CUDA kernel: about half
+    the host time of a 32x32 image's call with a backward): the backend's forward directly when autograd records
+    nothing, else :class:`_EagerJpeg`, a plain autograd function with the op's autograd formula whose backward is
+    ``jpeg_backward``'s body. Results and gradients are the op's. Otherwise (torch.compile, export, fake tensors,
+    functorch, modes) the op itself runs."""
+    if not _plain(x, luma_table, chroma_table):
+        return jpeg(x, luma_table, chroma_table, subsampling, backend, mode, save, validate)[0]
+    if not (torch.is_grad_enabled() and (x.requires_grad or luma_table.requires_grad or chroma_table.requires_grad)):
+        if not save:
+            return _forward(backends.get(backend), x, luma_table, chroma_table, subsampling, False, validate)[0]
+        return jpeg(x, luma_table, chroma_table, subsampling, backend, mode, save, validate)[0]
+    return _EagerJpeg.apply(x, luma_table, chroma_table, subsampling, backend, mode, save, validate)
+
+
+class _EagerJpeg(torch.autograd.Function):
+    """``fdgpu::jpeg``'s first output with its registered autograd formula (:mod:`fdgpu.autograd`), for eager
+    calls (:func:`jpeg_output`): the same forward, the same saved tensors, the same backward (``jpeg_backward``'s
+    body; the op itself where the backward is to be recorded or traced)."""
+
+    @staticmethod
+    def forward(ctx, x, luma_table, chroma_table, subsampling, backend, mode, save, validate):
+        impl = backends.get(backend)
+        y, zy, zc = _forward(impl, x, luma_table, chroma_table, subsampling, save and impl.saves_state, validate)
+        ctx.subsampling, ctx.backend, ctx.mode = subsampling, backend, mode
+        if BACKWARD_MODES[mode].kind != "identity":
+            ctx.save_for_backward(x, luma_table, chroma_table, zy.to(x.dtype) if zy is not None else _empty(x),
+                                  zc.to(x.dtype) if zc is not None else _empty(x))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_x, need_luma, need_chroma = ctx.needs_input_grad[:3]
+        rest = (None,) * 5
+        if BACKWARD_MODES[ctx.mode].kind == "identity":  # tables are constants of an identity: no gradient
+            return (grad if need_x else None, None, None) + rest
+        x, luma_table, chroma_table, state_luma, state_chroma = ctx.saved_tensors
+        args = (grad.contiguous(), x, luma_table, chroma_table, state_luma, state_chroma, ctx.subsampling,
+                ctx.backend, ctx.mode, bool(need_luma or need_chroma))
+        # the body directly (autograd gave grad y's shape); the op where the backward is recorded (create_graph)
+        # or traced
+        direct = not torch.is_grad_enabled() and _plain(grad)
+        gx, gl, gc = _backward(*args) if direct else jpeg_backward(*args)
+        return (gx if need_x else None, gl if need_luma else None, gc if need_chroma else None) + rest
 
 
 # ---------------------------------------------------------------- the two halves: fdgpu.encode and fdgpu.decode

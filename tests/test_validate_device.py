@@ -165,3 +165,28 @@ def test_check_without_device_form_under_compile_says_validate_false(monkeypatch
         return None
     with pytest.raises(RuntimeError, match="has no device-side form and must read the host.*pass validate=False"):
         _checks.check_values([(torch.ones(3), _checks.minmax, custom_error)])
+
+
+def _neighbours(v: float, dtype: torch.dtype):
+    # v rounded to dtype and the values of dtype on either side of it
+    c = torch.tensor(v, dtype=torch.float64).to(dtype)
+    inf = torch.tensor(math.inf, dtype=dtype)
+    return [c, torch.nextafter(c, inf), torch.nextafter(c, -inf)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("error", [_checks.x_error, _checks.table_error("t")], ids=["x", "table"])
+def test_device_form_of_a_value_range_is_exact_in_every_dtype(device_side, dtype, error):
+    """The device-side check of a [lo, hi] range compares in the tensor's own dtype: at every edge value and at its
+    neighbours in that dtype (the bounds -1e-6, 1 + 1e-6 and 1 fall between values of every dtype; the largest
+    finite value), it accepts exactly what the host form accepts."""
+    values = [t for v in EDGES + [-1e-6, 1 + 1e-6, 1.0] for t in _neighbours(v, dtype)]
+    values.append(torch.tensor(torch.finfo(dtype).max, dtype=dtype))
+    for v in values:
+        host = error(float(v), float(v)) is None
+        try:
+            _checks.check_values([(v.reshape(1, 1), _checks.minmax, error)])
+            device = True
+        except RuntimeError:
+            device = False
+        assert device == host, (dtype, float(v))

@@ -4,6 +4,7 @@ was imported. The kernels recompute the backward's quotients from ``x`` (no save
 gradients (reduced per image without atomics: deterministic)."""
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -32,13 +33,26 @@ def devices():
     return ("cuda", "cpu") if _interpreted() else ("cuda",)
 
 
+_KERNELS = None
+
+
 def _kernels():
-    from .. import kernels  # imports triton: only once a kernel is to run (or CUDA is there)
-    return kernels
+    # imports triton: only once a kernel is to run (or CUDA is there); then kept (an import statement per call
+    # costs microseconds of a small image's host time)
+    global _KERNELS
+    if _KERNELS is None:
+        from .. import kernels
+        _KERNELS = kernels
+    return _KERNELS
+
+
+@functools.lru_cache(maxsize=None)
+def _installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def unavailable() -> Optional[str]:
-    if importlib.util.find_spec("triton") is None:
+    if not _installed():
         return "triton is not installed"
     if not (torch.cuda.is_available() or _interpreted()):
         return "no CUDA device (TRITON_INTERPRET=1 runs the kernels on the CPU through Triton's interpreter)"
