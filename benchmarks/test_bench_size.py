@@ -4,9 +4,12 @@
 
 The images: natural photos 0-31 of the shared data (299x299 RGB; ``$FDGPU_DATA`` or ../shared/data), else 32 smooth
 random 299x299 images. Quality 75, 4:2:0, standard Huffman tables and ``optimize=True``. Providers: Pillow's save of
-each image (one at a time, ``len(buf.getvalue())``), ``fdgpu.jpeg_size`` on the compiled C coder and on the torch
-coder (both with ``validate=False``, as in a training loop, and the C coder also with ``validate=True``). The
-summary printed at the end gives ms per image and each provider's ratio to Pillow's save.
+each image (one at a time, ``len(buf.getvalue())``; libjpeg-turbo runs on the calling thread), ``fdgpu.jpeg_size`` on
+the C library and on the torch coder (with ``validate=False``, as in a training loop, and the C path also with
+``validate=True``), and ``fdgpu.rate``'s forward. The thread count is set for each provider and named in its row:
+one thread (``torch.set_num_threads(1)``: the C path runs on the calling thread, as Pillow does), and the C path
+again with the torch thread count the session started with (its default: the batch is spread over that many of the
+library's workers). The summary printed at the end gives ms per image and each provider's ratio to Pillow's save.
 """
 import io
 import os
@@ -23,6 +26,7 @@ import fdgpu  # noqa: E402
 from _common import print_past_capture  # noqa: E402
 
 BATCH, QUALITY = 32, 75
+DEFAULT_THREADS = torch.get_num_threads()  # the session's default, before any provider sets its own
 _results = {}
 
 
@@ -50,18 +54,31 @@ def images(request):
         lines = [f"\nmedian ms per image, {BATCH} x {what} ({imgs[0].shape[1]}x{imgs[0].shape[0]}), q{QUALITY} 4:2:0, "
                  f"load average {os.getloadavg()[0]:.1f} (ratio: Pillow's save / this):"]
         for opt in (False, True):
-            base = _results.get(("pillow save", opt))
+            base = _results.get(("pillow save, 1 thread", opt))
             for (name, o), ms in _results.items():
                 if o == opt:
                     ratio = f"{base / ms:6.2f}x" if base else ""
-                    lines.append(f"  {name + (', optimize' if opt else ''):42s} {ms:8.3f} ms   {ratio}")
+                    lines.append(f"  {name + (', optimize' if opt else ''):60s} {ms:8.3f} ms   {ratio}")
         print_past_capture(request, lines)
 
 
-def _run(benchmark, name, optimize, fn, rounds=10):
+def _threads(k: int) -> str:
+    return "1 thread" if k == 1 else f"{k} threads"
+
+
+def _run(benchmark, name, optimize, fn, rounds=10, threads=1):
+    """Times ``fn`` with ``threads`` torch threads (set outside the clock: setting them rebuilds torch's pool)."""
+    name = f"{name}, {_threads(threads)}" + (" (default)" if threads == DEFAULT_THREADS and threads > 1 else "")
     benchmark.group = f"size-batch{BATCH}" + ("-optimize" if optimize else "")
     benchmark.name = name
-    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1, iterations=1)
+    benchmark.extra_info["batch"] = BATCH
+    benchmark.extra_info["threads"] = threads
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1, iterations=1)
+    finally:
+        torch.set_num_threads(before)
     if benchmark.stats is None:  # --benchmark-disable: a smoke run
         return
     _results[(name, optimize)] = benchmark.stats.stats.median * 1e3 / BATCH
@@ -80,20 +97,23 @@ def _pillow(imgs, optimize):
 
 @pytest.mark.parametrize("optimize", [False, True], ids=["standard", "optimize"])
 def test_pillow_save(benchmark, images, optimize):
-    _run(benchmark, "pillow save", optimize, _pillow(images[0], optimize))
+    _run(benchmark, "pillow save", optimize, _pillow(images[0], optimize), rounds=30)
 
 
+@pytest.mark.parametrize("threads", [1, DEFAULT_THREADS] if DEFAULT_THREADS > 1 else [1],
+                         ids=lambda k: _threads(k).replace(" ", "-"))
 @pytest.mark.parametrize("optimize", [False, True], ids=["standard", "optimize"])
-def test_fdgpu_size_c(benchmark, images, optimize):
+def test_fdgpu_size_c(benchmark, images, optimize, threads):
     imgs, x = images
     assert fdgpu.jpeg_size(x, QUALITY, optimize=optimize, backend="cpu").tolist() == _pillow(imgs, optimize)()
-    _run(benchmark, "fdgpu.jpeg_size (C coder)", optimize,
-         lambda: fdgpu.jpeg_size(x, QUALITY, optimize=optimize, backend="cpu", validate=False))
+    _run(benchmark, "fdgpu.jpeg_size (C)", optimize,
+         lambda: fdgpu.jpeg_size(x, QUALITY, optimize=optimize, backend="cpu", validate=False), rounds=30,
+         threads=threads)
 
 
 def test_fdgpu_size_c_validated(benchmark, images):
-    _run(benchmark, "fdgpu.jpeg_size (C coder), validate=True", False,
-         lambda: fdgpu.jpeg_size(images[1], QUALITY, backend="cpu"))
+    _run(benchmark, "fdgpu.jpeg_size (C), validate=True", False,
+         lambda: fdgpu.jpeg_size(images[1], QUALITY, backend="cpu"), rounds=30)
 
 
 def test_fdgpu_size_torch(benchmark, images):

@@ -181,7 +181,7 @@ static inline int ff_bytes(uint64_t v)
 static inline void put_bits(Writer *w, uint64_t code, int size)
 {
     w->free -= size;
-    if (w->free < 0) { /* buf's pending bits and code's first size + free bits make 64: count them */
+    if (__builtin_expect(w->free < 0, 0)) { /* buf's pending bits and code's first size + free bits make 64: count them */
         const uint64_t word = (w->buf << (size + w->free)) | (code >> -w->free);
         w->bytes += 8 + ff_bytes(word);
         w->free += 64;
@@ -251,7 +251,7 @@ static inline __attribute__((always_inline)) int code_block(const i16 *blk, int 
     const int diff = blk[0] - *pred;
     *pred = blk[0];
     int s = nbits(diff);
-    if (s > 11)
+    if (__builtin_expect(s > 11, 0))
         return 3;
     if (w)
         put_bits(w, (dc->code[s] << s) | extra_bits(diff, s), dc->size[s] + s);
@@ -264,7 +264,7 @@ static inline __attribute__((always_inline)) int code_block(const i16 *blk, int 
         mask &= mask - 1;
         int run = k - prev - 1;
         prev = k;
-        while (run > 15) {
+        while (__builtin_expect(run > 15, 0)) {
             if (w)
                 put_bits(w, ac->code[0xF0], ac->size[0xF0]);
             else
@@ -273,7 +273,7 @@ static inline __attribute__((always_inline)) int code_block(const i16 *blk, int 
         }
         const int v = blk[k];
         s = nbits(v);
-        if (s > 10)
+        if (__builtin_expect(s > 10, 0))
             return 3;
         const int sym = (run << 4) + s;
         if (w)

@@ -1033,13 +1033,13 @@ static void encode_scan(const Geo *g, const u8 *Y, const u8 *Cb, const u8 *Cr, c
     const int rows = g->hp / 8, cols = g->wp / 8, mcu_cols = cols / hs;
     const int real_rows = (g->h + 7) / 8, real_cols = (g->w + 7) / 8;
     i32 *a = codec, *b = codec + 64L * GROUP, *c = codec + 128L * GROUP;
-    long pos[GROUP];
+    long pos[GROUP]; /* hs, vs: 1 or 2 (a division by them is a shift) */
     const long n_luma = (long)rows * cols;
     for (long b0 = 0; b0 < n_luma; b0 += GROUP) {
         const int nb = n_luma - b0 < GROUP ? (int)(n_luma - b0) : GROUP;
         encode_group(Y, g->wp, b0, nb, lt, a, b, c, NULL, 0, 0);
         for (long j = 0, r = b0 / cols, k = b0 % cols; j < nb; j++, k = k + 1 < cols ? k + 1 : 0, r += k == 0)
-            pos[j] = ((r / vs) * mcu_cols + k / hs) * bpm + (r % vs) * hs + k % hs;
+            pos[j] = ((r >> (vs - 1)) * mcu_cols + (k >> (hs - 1))) * bpm + (r & (vs - 1)) * hs + (k & (hs - 1));
         store_zigzag(c, nb, pos, blocks);
     }
 #define LUMA(r, k) (blocks + ((((long)(r) / vs) * mcu_cols + (k) / hs) * bpm + ((r) % vs) * hs + (k) % hs) * 64)
