@@ -116,8 +116,10 @@ def jpeg_backward(grad: Tensor, x: Tensor, luma_table: Tensor, chroma_table: Ten
                      table_grads)
 
 
-def _backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsampling, backend, mode, table_grads):
-    # the body of jpeg_backward, after its shape checks
+def _backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsampling, backend, mode, table_grads,
+              zeros: bool = True):
+    # the body of jpeg_backward, after its shape checks; without ``zeros`` (eager callers that drop them) the table
+    # gradients not asked for are None instead of zero tensors
     kind = BACKWARD_MODES[mode].kind
     if kind == "identity":
         return grad.clone(), torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
@@ -127,7 +129,7 @@ def _backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsa
     gx, gl, gc = backends.get(backend).backward(grad, x, luma_table, chroma_table, state, subsampling, mode,
                                                 table_grads)
     if not table_grads:
-        return gx, torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
+        return (gx, torch.zeros_like(luma_table), torch.zeros_like(chroma_table)) if zeros else (gx, None, None)
     return gx, gl.contiguous(), gc.contiguous()
 
 
@@ -211,7 +213,7 @@ class _EagerJpeg(torch.autograd.Function):
         # the body directly (autograd gave grad y's shape); the op where the backward is recorded (create_graph)
         # or traced
         direct = not torch.is_grad_enabled() and _plain(grad)
-        gx, gl, gc = _backward(*args) if direct else jpeg_backward(*args)
+        gx, gl, gc = _backward(*args, zeros=False) if direct else jpeg_backward(*args)
         return (gx if need_x else None, gl if need_luma else None, gc if need_chroma else None) + rest
 
 

@@ -174,12 +174,16 @@ def _neighbours(v: float, dtype: torch.dtype):
     return [c, torch.nextafter(c, inf), torch.nextafter(c, -inf)]
 
 
+@pytest.mark.parametrize("form", ["comparisons", "statistics"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("error", [_checks.x_error, _checks.table_error("t")], ids=["x", "table"])
-def test_device_form_of_a_value_range_is_exact_in_every_dtype(device_side, dtype, error):
-    """The device-side check of a [lo, hi] range compares in the tensor's own dtype: at every edge value and at its
-    neighbours in that dtype (the bounds -1e-6, 1 + 1e-6 and 1 fall between values of every dtype; the largest
-    finite value), it accepts exactly what the host form accepts."""
+def test_device_form_of_a_value_range_is_exact_in_every_dtype(device_side, monkeypatch, form, dtype, error):
+    """The device-side check of a [lo, hi] range, as comparisons in the tensor's own dtype (small tensors) and as
+    min/max statistics (large ones): at every edge value and at its neighbours in that dtype (the bounds -1e-6,
+    1 + 1e-6 and 1 fall between values of every dtype; the largest finite value), it accepts exactly what the host
+    form accepts."""
+    if form == "statistics":
+        monkeypatch.setattr(_checks, "_COMPARE_MAX", 0)
     values = [t for v in EDGES + [-1e-6, 1 + 1e-6, 1.0] for t in _neighbours(v, dtype)]
     values.append(torch.tensor(torch.finfo(dtype).max, dtype=dtype))
     for v in values:
