@@ -19,6 +19,7 @@
    The file's markers (SOI, APP0, DQT, SOF, DHT, SOS, EOI) are added by the caller (fdgpu/size.py); with optimize
    this code reports how many symbols each optimal table holds, which fixes the size of its DHT segment. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,7 +182,7 @@ static inline int ff_bytes(uint64_t v)
 static inline void put_bits(Writer *w, uint64_t code, int size)
 {
     w->free -= size;
-    if (__builtin_expect(w->free < 0, 0)) { /* buf's pending bits and code's first size + free bits make 64: count them */
+    if (__builtin_expect(w->free < 0, 0)) { /* the pending bits and code's first size + free make 64: count them */
         const uint64_t word = (w->buf << (size + w->free)) | (code >> -w->free);
         w->bytes += 8 + ff_bytes(word);
         w->free += 64;
@@ -241,6 +242,17 @@ static inline uint32_t extra_bits(int v, int s)
     return (uint32_t)(v + (v >> 31)) & ((1u << s) - 1u);
 }
 
+/* The magnitude category and extra bits of every AC value the baseline allows (|v| <= 1023, category <= 10), in one
+   load: AC_BITS[v + 1023] = extra bits << 4 | category. Built once (pthread_once), 8 KiB. */
+static uint32_t AC_BITS[2047];
+static pthread_once_t ac_bits_once = PTHREAD_ONCE_INIT;
+
+static void ac_bits_build(void)
+{
+    for (int v = -1023; v <= 1023; v++)
+        AC_BITS[v + 1023] = extra_bits(v, nbits(v)) << 4 | (uint32_t)nbits(v);
+}
+
 /* One block (zigzag order): either count its symbols (freq: dcf, acf) or write its codes (w). Returns 0, or 3 for a
    coefficient out of the baseline range (DC difference category above 11, AC above 10: libjpeg's
    JERR_BAD_DCT_COEF). The zero runs come from the mask of nonzero coefficients (find-first-set), not from a test
@@ -272,12 +284,13 @@ static inline __attribute__((always_inline)) int code_block(const i16 *blk, int 
             run -= 16;
         }
         const int v = blk[k];
-        s = nbits(v);
-        if (__builtin_expect(s > 10, 0))
+        if (__builtin_expect((unsigned)(v + 1023) > 2046u, 0))
             return 3;
+        const uint32_t e = AC_BITS[v + 1023];
+        s = (int)(e & 15);
         const int sym = (run << 4) + s;
         if (w)
-            put_bits(w, (ac->code[sym] << s) | extra_bits(v, s), ac->size[sym] + s);
+            put_bits(w, (ac->code[sym] << s) | (e >> 4), ac->size[sym] + s);
         else
             acf[sym]++;
     }
@@ -342,6 +355,7 @@ __attribute__((visibility("hidden"))) int fdgpu_entropy_blocks(const i16 *blocks
     if (!blocks || !out || nmcu < 0 || luma < 1 || luma > 4 || (color != 0 && color != 1) ||
         (!color && luma != 1) || (optimize != 0 && optimize != 1))
         return 1;
+    pthread_once(&ac_bits_once, ac_bits_build);
     static const u8 *const STD_TABLES[2][2][2] = {{{DC_LUMA_BITS, DC_VALS}, {AC_LUMA_BITS, AC_LUMA_VALS}},
                                                  {{DC_CHROMA_BITS, DC_VALS}, {AC_CHROMA_BITS, AC_CHROMA_VALS}}};
     i64 row[5] = {0, 0, 0, 0, 0};
@@ -389,7 +403,8 @@ typedef struct {
 static void load_comp(const Comp *cp, int dtype, int bpm, int mcu_cols, i16 *dst)
 {
     const int rc = cp->real_cols, hs = cp->hs, vs = cp->vs;
-#define AT(r, c) (dst + ((long)((r) / vs) * mcu_cols + (c) / hs) * bpm * 64 + (cp->first + ((r) % vs) * hs + (c) % hs) * 64)
+#define AT(r, c)                                                                                                \
+    (dst + ((long)((r) / vs) * mcu_cols + (c) / hs) * bpm * 64 + (cp->first + ((r) % vs) * hs + (c) % hs) * 64)
     for (int r = 0; r < cp->rows; r++) {
         if (r >= cp->real_rows) { /* dummy row */
             for (int c = 0; c < cp->cols; c++) {
@@ -444,8 +459,8 @@ static void load_comp(const Comp *cp, int dtype, int bpm, int mcu_cols, i16 *dst
    out: (n, 5) int64: the entropy-coded segment's bytes, then (optimize) the number of symbols of the optimal DC
    luma, AC luma, DC chroma and AC chroma tables (0 where unused).
 
-   Returns 0, 1 for invalid arguments (nothing written), 2 when out of memory, 3 when a coefficient is outside the baseline range (that
-   image's row is left as it was). */
+   Returns 0, 1 for invalid arguments (nothing written), 2 when out of memory, 3 when a coefficient is outside the
+   baseline range (that image's row is left as it was). */
 int fdgpu_jpeg_entropy(const void *y, const void *cb, const void *cr, int dtype, const long *ys, const long *cs,
                        int n, int ly_rows, int ly_cols, int real_y_rows, int real_y_cols, int c_rows, int c_cols,
                        int hs, int vs, int optimize, int i0, int i1, i64 *out)
