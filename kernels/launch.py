@@ -185,13 +185,17 @@ def launch_chunks(n: int, per_image: int, limit: int = MAX_GRID_X) -> List[Tuple
 
 
 def _tables(t: torch.Tensor, n: int, device: torch.device) -> Tuple[torch.Tensor, int]:
-    """A table of any layout as the kernels read it: ``(table, batch stride)``: contiguous rows of 64 float32 on
-    ``device``, stride 64 for per-image tables ``(n, 8, 8)``, 0 for a shared one (an ``(8, 8)`` table, a batch of
-    one, or an expanded ``(n, 8, 8)`` view whose batch stride is 0). Transposed, expanded, float64 and
-    CPU-resident tables all end here (float64 steps are rounded to float32, the precision of the public API's
-    tables on this backend)."""
+    """A table of any layout as the kernels read it: ``(table, batch stride)``: contiguous float32 on ``device``
+    (rows of 64, or the ``(8, 8)`` / ``(n, 8, 8)`` table itself), stride 64 for per-image tables ``(n, 8, 8)``, 0
+    for a shared one (an ``(8, 8)`` table, a batch of one, or an expanded ``(n, 8, 8)`` view whose batch stride is
+    0). Transposed, expanded, float64 and CPU-resident tables all end here (float64 steps are rounded to float32,
+    the precision of the public API's tables on this backend)."""
     if t.dim() == 3 and (t.shape[0] == 1 or t.stride(0) == 0):
         t = t[0]
+    elif t.dtype == torch.float32 and t.is_contiguous() and t.device == device:
+        # already what the kernels read (the public API's tables): taken as is, ``(8, 8)`` or ``(n, 8, 8)``, with
+        # no tensor call (the general path costs ~2 us per table, most of a launcher's own host time)
+        return t, (64 if t.dim() == 3 else 0)
     rows = t.to(device=device, dtype=torch.float32).reshape(-1, 64).contiguous()
     return rows, (64 if t.dim() == 3 else 0)
 
@@ -461,7 +465,7 @@ def decode(qy: torch.Tensor, qc: Optional[torch.Tensor], tables, subsampling: st
     rows = [_tables(t, n, qy.device) for t in (tables if ch == 3 else tables[:1] * 3)]
     strides = {s for _, s in rows}
     if len(strides) != 1:  # one stride for the three: per-image rows for all
-        rows = [((t.expand(n, 64) if s == 0 else t).contiguous(), 64) for t, s in rows]
+        rows = [((t.reshape(1, 64).expand(n, 64) if s == 0 else t).contiguous(), 64) for t, s in rows]
     s_q = rows[0][1]
     y = torch.empty((n, ch, h, w), dtype=torch.float32, device=qy.device)
     # uint8 planes for the upsampler (empty for grayscale, whose luma goes to y: one signature for both)
