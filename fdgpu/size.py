@@ -9,6 +9,7 @@ the tables and the quality.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from typing import List, Tuple, Union
@@ -300,10 +301,22 @@ def dht_bytes(channels: int, counts=None):
 def _file_bytes(ent: torch.Tensor, channels: int, tables, n: int, optimize: bool) -> torch.Tensor:
     """``(N,)`` int64 file sizes from the coder's ``(N, 5)`` (segment bytes, optimal tables' symbol counts) and the
     (luma, chroma) tables (``(8, 8)`` or ``(N, 8, 8)``, any device)."""
-    wide = [(t.detach().reshape(-1, 64) > 255).any(1).cpu().long() for t in tables]
+    wide = [int(bool((t.detach() > 255).any())) if t.dim() == 2  # one flag for a shared table, else one per image
+            else (t.detach().reshape(-1, 64) > 255).any(1).cpu().long() for t in tables]
     ent = ent.cpu()
     dht = dht_bytes(channels, ent[:, 1:] if optimize else None)
     return (ent[:, 0] + header_bytes(channels, (wide[0], wide[1]), dht)).expand(n)
+
+
+@functools.lru_cache(maxsize=128)
+def _quality_tables(quality: Union[int, float], integer: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_resolve_tables` of one Python quality on the CPU, computed once per quality (about 60 us a call
+    otherwise: a fixed cost of every :func:`jpeg_size` call). The same checks and errors; never modified in place."""
+    q = check_quality(quality)
+    if integer and bool((q != q.round()).any()):
+        raise ValueError("quality: expected integer qualities (a JPEG file is written at an integer quality), "
+                         f"got {q.tolist()}; round it")
+    return _tables._ijg(q, torch.float64)
 
 
 def _resolve_tables(x: torch.Tensor, quality, luma_table, chroma_table, n: int, integer: bool):
@@ -317,6 +330,8 @@ def _resolve_tables(x: torch.Tensor, quality, luma_table, chroma_table, n: int, 
         quality = 75 if quality is None else quality
         if not isinstance(quality, torch.Tensor):
             quality = as_number(quality)
+            if isinstance(quality, (int, float)) and not isinstance(quality, bool) and x.device.type == "cpu":
+                return _quality_tables(quality, integer)
         q = check_quality(quality)
         if q.dim() == 1 and q.shape[0] != n:
             raise ValueError(f"quality: expected one quality per image of the flattened batch ({n}), got {q.shape[0]}")
