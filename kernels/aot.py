@@ -71,11 +71,13 @@ def _variants(cls: str) -> List[tuple]:
             sig = dict(p_g=f32, p_gc=f32, H=i32, W=i32, HC=i32, WC=i32, WCP=i32, NBHC=i32, NBWC=i32, NT_W=i32,
                        NT=i32, HS="constexpr", VS="constexpr", FANCY="constexpr", TBH="constexpr", TBW="constexpr")
             out.append((f"bwd_chroma {name}{'' if fancy else ' replicate'}", K._jpeg_bwd_chroma_kernel, sig,
-                        dict(HS=hs, VS=vs, FANCY=fancy, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
+                        dict(HS=hs, VS=vs, FANCY=fancy, TBH=cfg["_jpeg_bwd_chroma_kernel"][0],
+                             TBW=cfg["_jpeg_bwd_chroma_kernel"][1])))
         sig = dict(p_x=f32, p_cq=f32, p_k="*i32", p_gc=f32, s_cq=i32, H=i32, W=i32, HC=i32, WCP=i32, NBHC=i32,
                    NBWC=i32, NT_W=i32, NT=i32, HS="constexpr", VS="constexpr", TBH="constexpr", TBW="constexpr")
         out.append((f"bwd_chroma_soft {name}", K._jpeg_bwd_chroma_soft_kernel, sig,
-                    dict(HS=hs, VS=vs, TBH=SUB_TILE[0], TBW=SUB_TILE[1])))
+                    dict(HS=hs, VS=vs, TBH=cfg["_jpeg_bwd_chroma_soft_kernel"][0],
+                         TBW=cfg["_jpeg_bwd_chroma_soft_kernel"][1])))
     for c, (hs, vs), name in [(1, (1, 1), "gray")] + [(3, f, name) for name, f in FACTORS.items()]:
         for mode, rec in KERNEL_MODES.items():
             if c == 1 and rec.weight is None:
@@ -170,7 +172,6 @@ _SHARED = {"LDS", "STS", "LDSM", "STSM"}
 RUNTIME_BRANCHES = {
     ("_quantize", "tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1"): ("int", "f64"),
     ("_quotient", "tl.min(tl.where(b_qi.to(tl.float32) == b_qc, 1, 0)) == 1"): ("int", "f64"),
-    ("_jpeg_fwd_sub_kernel", "i_p < NL"): ("luma", "chroma"),
     ("_jpeg_bwd_table_kernel", "i_p < NL"): ("luma", "chroma"),
     ("_dequantize", "tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1"): ("int", "f64"),
     ("_jpeg_encode_kernel", "i_p < NL"): ("luma", "chroma"),
@@ -454,11 +455,10 @@ DRAM_BPP = {"fwd gray": 8, "fwd 4:4:4": 24, "fwd_sub 4:2:2": 14, "fwd_sub 4:2:0"
             "bwd_chroma 4:2:2": 16, "bwd_chroma 4:2:0": 14, "bwd_chroma_soft 4:2:2": 20, "bwd_chroma_soft 4:2:0": 16,
             "bwd 4:4:4 ste": 24, "bwd 4:2:2 ste": 28, "bwd 4:2:0 ste": 26, "bwd gray soft": 12,
             "bwd 4:4:4 soft": 36, "bwd 4:2:2 soft": 40, "bwd 4:2:0 soft": 38}
-_LUMA_CHROMA = object()  # the programs of _jpeg_fwd_sub_kernel: VS*HS luma tiles, then Cb and Cr, per chroma tile
 PASSES = {  # pass -> (channels, subsampling, [(kernel label, launcher kernel name, paths)])
     "forward gray": (1, "4:2:0", [("fwd gray", "_jpeg_fwd_kernel", None)]),
     "forward 4:4:4": (3, "4:4:4", [("fwd 4:4:4", "_jpeg_fwd_kernel", None)]),
-    "forward 4:2:0": (3, "4:2:0", [("fwd_sub 4:2:0", "_jpeg_fwd_sub_kernel", _LUMA_CHROMA),
+    "forward 4:2:0": (3, "4:2:0", [("fwd_sub 4:2:0", "_jpeg_fwd_sub_kernel", None),
                                     ("up 4:2:0", "_jpeg_up_kernel", None)]),
     "backward ste 4:2:0": (3, "4:2:0", [("bwd_chroma 4:2:0", "_jpeg_bwd_chroma_kernel", None),
                                          ("bwd 4:2:0 ste", "_jpeg_bwd_kernel", None)]),
@@ -498,9 +498,8 @@ def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
     float64 quantizer) and GPU, the time of one ``size``^2 image in a large batch.
 
     Per kernel: warp instructions executed = programs per image (``forward_plan`` / ``backward_plan``) x warps x
-    the instructions of the path each program runs (:func:`executed_regions`: the luma or chroma side of
-    ``_jpeg_fwd_sub_kernel`` in the proportion of its programs, the integer or float64 quantizer, runtime loops
-    times their trips), of which integer ALU. Bounds: DRAM bytes / bandwidth; warp instructions / (SMs x 4
+    the instructions of the path each program runs (:func:`executed_regions`: the integer or float64 quantizer,
+    runtime loops times their trips), of which integer ALU. Bounds: DRAM bytes / bandwidth; warp instructions / (SMs x 4
     schedulers x clock x e); integer instructions / (SMs x 2 x clock x e) (IMAD-class: half the issue rate on
     sm_80/sm_90), with e = min(1, resident warps per scheduler / :data:`WARPS_TO_HIDE`) from :func:`occupancy`.
     A kernel takes the largest of its bounds; a pass the sum of its kernels. Ignores tails, launch gaps, memory
@@ -520,10 +519,7 @@ def cost_model(rows: List[Report], size: int = 224) -> List[dict]:
                 warps_min = 64
                 for label, kname, paths in ks:
                     r = by[(label, gpu.cc)]
-                    if paths is _LUMA_CHROMA:
-                        nl = {"4:2:0": 4, "4:2:2": 2}[sub]
-                        paths = [({"luma"}, nl / (nl + 2)), ({"chroma"}, 2 / (nl + 2))]
-                    elif kname == "_jpeg_bwd_kernel":
+                    if kname == "_jpeg_bwd_kernel":
                         share = padding_share(size, size, sub, plan[kname])
                         paths = [({"fold"}, share), (set(), 1.0 - share)]
                     elif paths is None:

@@ -303,6 +303,15 @@ def _load_table(p_q, i_n, s_q):
 
 
 @triton.jit
+def _load_rgb8_at(p_xn, o_x, m, HW):
+    """8-bit RGB of the pixels at offsets ``o_x`` of an image's planes (HW samples each)."""
+    b_r = _to_8bit(tl.load(p_xn + o_x, mask=m, other=0.0))
+    b_g = _to_8bit(tl.load(p_xn + HW + o_x, mask=m, other=0.0))
+    b_b = _to_8bit(tl.load(p_xn + 2 * HW + o_x, mask=m, other=0.0))
+    return b_r, b_g, b_b
+
+
+@triton.jit
 def _load_rgb8(p_xn, o_r, o_c, m, H, W):
     """8-bit RGB at edge-replicated positions (rows/cols clamped into the image): 3 x [BLOCKS, 64]."""
     o_x = tl.minimum(o_r, H - 1) * W + tl.minimum(o_c, W - 1)
@@ -317,8 +326,8 @@ def _load_rgb8(p_xn, o_r, o_c, m, H, W):
 def _downsampled_chroma(p_xn, o_j, o_i, m, H, W, HC, i_pl, HS: tl.constexpr, VS: tl.constexpr):
     """Box-averaged Cb (``i_pl`` 0) or Cr (1) at chroma sample (o_j, o_i) with libjpeg's alternating bias; rows past
     the real chroma height repeat the last downsampled row (jcsample.c + jccoefct.c edge expansion). [BLOCKS, 64].
-    Only the program's own plane is computed: computing both and selecting one cost 9 % of a 4:2:0 chroma
-    program's instructions (1464 -> 1328 executed on sm_90) and 16 registers (``fwd_sub 4:2:0``: 96 -> 80)."""
+    Only the program's own plane is computed: computing both and selecting one cost a 4:2:0 chroma program 9 % more
+    instructions and 16 more registers."""
     o_j = tl.minimum(o_j, HC - 1)
     b_c = tl.zeros(o_j.shape, dtype=tl.float32)
     for dy in tl.static_range(VS):
@@ -380,40 +389,71 @@ def _jpeg_fwd_kernel(p_x, p_y, p_lq, p_cq, p_k, s_lq, s_cq, H, W, NBH, NBW, NT_W
 @triton.jit
 def _jpeg_fwd_sub_kernel(p_x, p_yb, p_cb, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, WC, NBH, NBW, NT_W, NT,
                          HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
-    """4:2:2 / 4:2:0 encode + decode. A chroma tile of TBH x TBW blocks covers VS x HS luma tiles of TBH x TBW
-    blocks; program ``i_p`` of a tile codes one of them (i_p < VS*HS: luma tile, else chroma plane i_p - VS*HS),
-    so every program runs exactly one codec (as one kernel doing all planes, the 4:2:0 variant needed 255
-    registers and spilled). The programs of one tile are adjacent in launch order: their RGB reads after the first
-    hit L2. Writes decoded luma (uint8, ``(N, H, W)``) and decoded chroma (uint8, ``(N, 2, HC, WC)``: the real
-    chroma region, all that the upsampler reads). Grid: (N * NT,), NT = cdiv(NBH / VS, TBH) * NT_W,
-    NT_W = (VS*HS + 2) * cdiv(NBW / HS, TBW).
-    """
+    """4:2:2 / 4:2:0 encode + decode of a tile of TBH x TBW MCUs from one read of its RGB. The pixels are loaded in
+    a box layout ``[VS, HS, MCUS, 64]`` (pixel (dy, dx) of chroma sample k of each MCU's chroma block: the box axes
+    lead, so each thread holds the boxes of its chroma samples): Y, Cb and Cr per pixel, the chroma box sums
+    in-thread, then Y is permuted to the luma blocks ``[MCUS * VS * HS, 64]`` (one layout conversion) and the luma
+    and the ``[2 * MCUS, 64]`` chroma blocks (Cb, then Cr) go through one codec each. Writes decoded luma (uint8,
+    ``(N, H, W)``) and decoded chroma (uint8, ``(N, 2, HC, WC)``: the real chroma region, all that the upsampler
+    reads). Chroma rows past HC repeat the last downsampled row (jcsample.c + jccoefct.c edge expansion); luma
+    rows past H repeat the last pixel row. Grid: (N * NT,), NT = cdiv(NBH / VS, TBH) * NT_W,
+    NT_W = cdiv(NBW / HS, TBW)."""
     NL: tl.constexpr = VS * HS
-    i_n, i_th, i_q = _program(NT_W, NT)
-    i_p = i_q % (NL + 2)
-    i_tw = i_q // (NL + 2)
+    NC: tl.constexpr = TBH * TBW
+    i_n, i_th, i_tw = _program(NT_W, NT)
     HW = H.to(tl.int64) * W
     p_xn = p_x + i_n * 3 * HW
-    # The branches only gather samples and choose where the decoded ones go; the codec between them is one
-    # instantiation (one per branch doubled the code: 5,464 SASS instructions and a spill for 4:2:2 on sm_90).
-    if i_p < NL:
-        o_bh, o_bw, o_r, o_c = _block_coords(i_th * VS + i_p // HS, i_tw * HS + i_p % HS, TBH, TBW)
-        m_b = (o_bh < NBH)[:, None] & (o_bw < NBW)[:, None]
-        b_r, b_g, b_b = _load_rgb8(p_xn, o_r, o_c, m_b, H, W)
-        b_s = _rgb_to_y(b_r, b_g, b_b)
-        b_q = _load_table(p_lq, i_n, s_lq)
-        p_o = p_yb + i_n * HW + o_r * W + o_c
-        m_o = m_b & (o_r < H) & (o_c < W)
-    else:
-        i_pl = i_p - NL                                                    # 0: Cb, 1: Cr
-        o_bh, o_bw, o_j, o_i = _block_coords(i_th, i_tw, TBH, TBW)
-        m_b = (o_bh < NBH // VS)[:, None] & (o_bw < NBW // HS)[:, None]
-        b_s = _downsampled_chroma(p_xn, o_j, o_i, m_b, H, W, HC, i_pl, HS, VS)
-        b_q = _load_table(p_cq, i_n, s_cq)
-        HWC = HC.to(tl.int64) * WC
-        p_o = p_cb + i_n * 2 * HWC + i_pl * HWC + o_j * WC + o_i
-        m_o = m_b & (o_j < HC) & (o_i < WC)
-    tl.store(p_o, _codec(b_s, b_q, p_k, TBH * TBW).to(tl.uint8), mask=m_o)
+    # chroma sample coordinates (int32: below HC, WC) of the tile's chroma blocks, [NC, 64]
+    o_b = tl.arange(0, NC)
+    o_k = tl.arange(0, 64)
+    o_cbh = i_th.to(tl.int32) * TBH + o_b // TBW                           # [NC] chroma block (= MCU) row
+    o_cbw = i_tw.to(tl.int32) * TBW + o_b % TBW
+    m_b = ((o_cbh < NBH // VS) & (o_cbw < NBW // HS))[:, None]             # [NC, 1] MCU inside the image
+    o_j = o_cbh[:, None] * 8 + (o_k // 8)[None, :]                         # [NC, 64]
+    o_i = o_cbw[:, None] * 8 + (o_k % 8)[None, :]
+    # the box of each chroma sample, edge-replicated: [VS, HS, NC, 64]
+    o_dy = tl.arange(0, VS)[:, None, None, None]
+    o_dx = tl.arange(0, HS)[None, :, None, None]
+    o_y = tl.minimum(VS * tl.minimum(o_j, HC - 1)[None, None, :, :] + o_dy, H - 1)
+    o_x = tl.minimum(HS * o_i[None, None, :, :] + o_dx, W - 1)
+    b_r, b_g, b_b = _load_rgb8_at(p_xn, o_y.to(tl.int64) * W + o_x, m_b[None, None, :, :], HW)
+    b_cb = tl.sum(tl.sum(_rgb_to_cb(b_r, b_g, b_b), axis=0), axis=0)      # [NC, 64], in-thread sums
+    b_cr = tl.sum(tl.sum(_rgb_to_cr(b_r, b_g, b_b), axis=0), axis=0)
+    b_y = _rgb_to_y(b_r, b_g, b_b)                                         # [VS, HS, NC, 64]
+    if VS == 2:
+        # luma rows past H repeat row H - 1, the pixel of dy = 1 of the same box (the box rows of a chroma row past
+        # HC are those of row HC - 1, which for an even H are H - 2 and H - 1)
+        b_y1 = tl.sum(tl.where(o_dy == 1, b_y, 0.0), axis=0)               # [HS, NC, 64]
+        b_y = tl.where((o_dy == 0) & (VS * o_j[None, None, :, :] >= H), b_y1[None, :, :, :], b_y)
+    if HS * VS > 1:
+        # libjpeg's downsampling: bias 1, 2, 1, 2, ... (2x2) or 0, 1, 0, 1, ... (2x1) along each output row
+        b_bias = (o_i % 2).to(tl.float32) + (1.0 if VS == 2 else 0.0)
+        b_cb = tl.floor((b_cb + b_bias) * (1.0 / (HS * VS)))
+        b_cr = tl.floor((b_cr + b_bias) * (1.0 / (HS * VS)))
+    # Y to the luma blocks: j = (8 / VS) jb + jj, i = (8 / HS) ib + ii; block (b, jb, ib), row VS jj + dy, column
+    # HS ii + dx
+    b_y = tl.reshape(b_y, (VS, HS, NC, VS, 8 // VS, HS, 8 // HS))
+    b_y = tl.reshape(tl.permute(b_y, (2, 3, 5, 4, 0, 6, 1)), (NC * NL, 64))
+    o_lb = tl.arange(0, NC * NL)                                           # luma block of the tile: (b, jb, ib)
+    o_lbh = VS * (i_th.to(tl.int32) * TBH + (o_lb // NL) // TBW) + (o_lb % NL) // HS
+    o_lbw = HS * (i_tw.to(tl.int32) * TBW + (o_lb // NL) % TBW) + o_lb % HS
+    m_l = ((o_lbh < NBH) & (o_lbw < NBW))[:, None]
+    o_r = o_lbh[:, None] * 8 + (o_k // 8)[None, :]                         # [NC * NL, 64]
+    o_c = o_lbw[:, None] * 8 + (o_k % 8)[None, :]
+    b_v = _codec(b_y, _load_table(p_lq, i_n, s_lq), p_k, NC * NL)
+    tl.store(p_yb + i_n * HW + o_r.to(tl.int64) * W + o_c, b_v.to(tl.uint8), mask=m_l & (o_r < H) & (o_c < W))
+    # chroma: [2 NC, 64], Cb blocks then Cr blocks
+    b_c = tl.reshape(tl.permute(tl.join(b_cb, b_cr), (2, 0, 1)), (2 * NC, 64))
+    b_v = _codec(b_c, _load_table(p_cq, i_n, s_cq), p_k, 2 * NC)
+    o_q = tl.arange(0, 2 * NC)                                             # plane * NC + b
+    o_qh = i_th.to(tl.int32) * TBH + (o_q % NC) // TBW
+    o_qw = i_tw.to(tl.int32) * TBW + (o_q % NC) % TBW
+    m_q = ((o_qh < NBH // VS) & (o_qw < NBW // HS))[:, None]
+    o_cj = o_qh[:, None] * 8 + (o_k // 8)[None, :]                         # [2 NC, 64]
+    o_ci = o_qw[:, None] * 8 + (o_k % 8)[None, :]
+    HWC = HC.to(tl.int64) * WC
+    p_o = p_cb + i_n * 2 * HWC + (o_q // NC).to(tl.int64)[:, None] * HWC + o_cj.to(tl.int64) * WC + o_ci
+    tl.store(p_o, b_v.to(tl.uint8), mask=m_q & (o_cj < HC) & (o_ci < WC))
 
 
 @triton.jit
@@ -831,8 +871,8 @@ def _idct_wide(b_c, b_a, NB: tl.constexpr):
 def _jpeg_encode_kernel(p_x, p_qy, p_qc, p_lq, p_cq, p_k, s_lq, s_cq, H, W, HC, NBH, NBW, NT_W, NT,
                         C: tl.constexpr, HS: tl.constexpr, VS: tl.constexpr, TBH: tl.constexpr, TBW: tl.constexpr):
     """The encoder half: 8-bit samples, colour, chroma downsampling, jfdctint, the quantizer; stores ``r`` into
-    ``qy`` ``(N, 1, 8 NBH, 8 NBW)`` and ``qc`` ``(N, 2, 8 NBH / VS, 8 NBW / HS)``. Programs as
-    :func:`_jpeg_fwd_sub_kernel`'s (VS * HS luma tiles, then Cb and Cr, per chroma tile; luma only for C = 1).
+    ``qy`` ``(N, 1, 8 NBH, 8 NBW)`` and ``qc`` ``(N, 2, 8 NBH / VS, 8 NBW / HS)``. Programs per
+    chroma tile: VS * HS luma tiles, then Cb and Cr (luma only for C = 1), one codec each.
     Grid: (N * NT,), NT = cdiv(NBH / VS, TBH) * NT_W, NT_W = NP * cdiv(NBW / HS, TBW)."""
     NL: tl.constexpr = VS * HS
     NP: tl.constexpr = NL + 2 * (C // 3)  # Cb and Cr programs for colour

@@ -28,7 +28,8 @@ from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_
 # pack the SM): the ste backward 0.88 -> 0.73 us, soft 4:4:4 backward
 # 2.51 -> 1.43 us on an H100. The upsampler (one thread per chroma sample) takes 16 x 32 pixels at 2 warps, two
 # chroma samples per thread at 4:2:0: its per-program work amortised, it is at its DRAM bound by the model (8 x 32:
-# 1 sample per thread, 163 k warp instructions per 224^2 image instead of 139 k). The encoder / decoder halves
+# 1 sample per thread, 163 k warp instructions per 224^2 image instead of 139 k). The 4:2:x forward codes one MCU
+# per program at 2 warps (4 luma + 2 chroma blocks at 4:2:0, from one read of its RGB). The encoder / decoder halves
 # and the table-gradient kernel keep 16-block tiles at 8
 # warps on images above SMALL_MAX (no estimate for them: not in the cost model's passes). Every variant is
 # spill-free (AOT report, triton 3.9, sm_80 and sm_90). Chosen, not autotuned: no GPU to time candidates on. The
@@ -36,11 +37,12 @@ from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_
 SMALL_MAX = 32
 _LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
 _UP = ((16, 32), 2)
+_SUB = ((1, 1), 2)
 CONFIGS = {
-    "large": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": _UP,
+    "large": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SUB, "_jpeg_up_kernel": _UP,
               "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,
               "_jpeg_bwd_table_kernel": _LARGE, "_jpeg_encode_kernel": _LARGE, "_jpeg_decode_kernel": _LARGE},
-    "small": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SMALL, "_jpeg_up_kernel": _UP,
+    "small": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SUB, "_jpeg_up_kernel": _UP,
               "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,
               "_jpeg_bwd_table_kernel": _SMALL, "_jpeg_encode_kernel": _SMALL, "_jpeg_decode_kernel": _SMALL},
 }
@@ -268,7 +270,7 @@ def _forward_plan(n: int, ch: int, h: int, w: int, subsampling: str, c: str) -> 
     nbh, nbw = g.hp // 8, g.wp // 8
     if ch == 1 or (g.hs, g.vs) == (1, 1):
         return {"_jpeg_fwd_kernel": _launch(n, "_jpeg_fwd_kernel", c, nbh, nbw)}
-    return {"_jpeg_fwd_sub_kernel": _launch(n, "_jpeg_fwd_sub_kernel", c, nbh // g.vs, nbw // g.hs, g.vs * g.hs + 2),
+    return {"_jpeg_fwd_sub_kernel": _launch(n, "_jpeg_fwd_sub_kernel", c, nbh // g.vs, nbw // g.hs),
             "_jpeg_up_kernel": _launch(n, "_jpeg_up_kernel", c, h, w)}
 
 
@@ -427,7 +429,8 @@ def _table_grad(per_image: Optional[torch.Tensor], table: torch.Tensor) -> torch
 
 # ---------------------------------------------------------------- the two halves (fdgpu.encode / fdgpu.decode)
 def _halves_plan(n: int, ch: int, h: int, w: int, subsampling: str, kernel: str) -> Launch:
-    # the encoder's and decoder's programs tile like _jpeg_fwd_sub_kernel's (whole MCUs, one codec per program)
+    # the encoder's and decoder's programs: per chroma tile (whole MCUs) VS * HS luma tiles, then Cb and Cr, one
+    # codec per program
     g = _geometry(h, w, ch, subsampling)
     planes = g.hs * g.vs + (2 if ch == 3 else 0)
     return _launch(n, kernel, size_class(h, w), g.hp // 8 // g.vs, g.wp // 8 // g.hs, planes)

@@ -176,7 +176,8 @@ def _assert_equal(name, actual, expected):
 
 
 PILLOW_CASES = [(s, sub) for s in SHAPES for sub in SUBSAMPLINGS if s[1] == 3 or sub == "4:2:0"] + \
-    [((1, 3, 1, 1), "4:2:0"), ((3, 3, 17, 9), "4:2:2"), (LARGE, "4:2:0"), (LARGE, "4:4:4"), ((1, 1, 201, 203), "4:2:0")]
+    [((1, 3, 1, 1), "4:2:0"), ((3, 3, 17, 9), "4:2:2"), (LARGE, "4:2:0"), (LARGE, "4:4:4"), ((1, 1, 201, 203), "4:2:0"),
+     ((1, 3, 22, 38), "4:2:0"), ((1, 3, 22, 38), "4:2:2")]  # even sides, not whole MCUs: padded luma rows
 
 
 @pytest.mark.parametrize("shape,subsampling", PILLOW_CASES, ids=[f"{_ids(s)}-{sub}" for s, sub in PILLOW_CASES])
@@ -611,16 +612,16 @@ def test_launch_under_the_tensors_device(monkeypatch):
 
 def test_size_classes():
     """Tiles per size class: a 32 x 32 image at 4:2:0 codes exactly its 24 blocks (16 luma + 2 x 4 chroma) in
-    4-block tiles, where 16-block tiles would code 96; a 224 x 224 one exactly its 1,176 (784 luma + 2 x 196
-    chroma: 16-block tiles would code 1,344) and its upsampler covers exactly its pixels; the table-gradient kernel of
-    larger images keeps 16-block tiles."""
+    one-MCU programs (6 blocks each), where 16-block tiles would code 96; a 224 x 224 one exactly its 1,176 (784 luma
+    + 2 x 196 chroma: 16-block tiles would code 1,344) and its upsampler covers exactly its pixels; the
+    table-gradient kernel of larger images keeps 16-block tiles."""
     from fdgpu.kernels import launch
     assert launch.size_class(32, 32) == "small" and launch.size_class(33, 8) == "large"
     p = launch.forward_plan(1, 3, 32, 32, "4:2:0")["_jpeg_fwd_sub_kernel"]
-    assert p.nt * p.tile[0] * p.tile[1] == 24 and p.warps == 2
+    assert 6 * p.nt * p.tile[0] * p.tile[1] == 24 and p.warps == 2
     plan = launch.forward_plan(1, 3, 224, 224, "4:2:0")
     p, up = plan["_jpeg_fwd_sub_kernel"], plan["_jpeg_up_kernel"]
-    assert p.nt * p.tile[0] * p.tile[1] == 1176 and p.warps == 2
+    assert 6 * p.nt * p.tile[0] * p.tile[1] == 1176 and p.warps == 2
     assert up.nt * up.tile[0] * up.tile[1] == 224 * 224
     p = launch.backward_plan(1, 3, 224, 224, "4:2:0", "ste", True)["_jpeg_bwd_table_kernel"]
     assert p.tile[0] * p.tile[1] == 16 and p.warps == 8

@@ -89,12 +89,12 @@ def test_executed_path_pins_match_the_kernels(tmp_path):
 
 def test_executed_paths(report):
     """The cost model counts the instructions a program executes, by branch region (``aot.executed_regions``): the
-    runtime branches are found (luma / chroma programs of ``fwd_sub``, the integer / float64 quantizer), one path
+    runtime branches are found (luma / chroma programs of ``encode``, the integer / float64 quantizer), one path
     runs fewer instructions than the whole static code, and a runtime loop's body counts once per trip."""
     from fdgpu.kernels.aot import region_counts as path_counts
     by = {(r["kernel"], r["cc"]): r for r in report}
     for cc in CCS:
-        sub = by[("fwd_sub 4:2:0", cc)]
+        sub = by[("encode 4:2:0", cc)]
         assert {"", "luma", "chroma", "int", "f64"} <= set(sub["regions"]), sub["regions"]
         luma, chroma = (path_counts(sub["regions"], frozenset({side, "int"}))[0] for side in ("luma", "chroma"))
         assert 0 < luma < chroma < sub["sass_instructions"]
@@ -126,7 +126,7 @@ def test_executed_regions_agree_with_pinned_compiles():
     pytest.importorskip("triton.backends.nvidia", reason="triton without its NVIDIA backend")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    code = ("import json, tests._source_checkout; from fdgpu.kernels import aot; label = 'fwd_sub 4:2:0'; "
+    code = ("import json, tests._source_checkout; from fdgpu.kernels import aot; label = 'encode 4:2:0'; "
             "r = aot.compile_one(*{v[0]: v for v in aot.variants(('large',))}[label], 90); "
             "print(json.dumps([r.regions, aot.path_counts({label}, 90)[label]]))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
