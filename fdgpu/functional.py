@@ -54,6 +54,14 @@ def _fd_cached(strength: float, variant: str, device, dtype):
                    lambda: tables.fd(strength, variant=variant).to(device=device, dtype=dtype))
 
 
+def _placed(t: torch.Tensor, device, dtype) -> torch.Tensor:
+    # t on device in dtype, contiguous; itself, without a tensor call, when it is already (each call costs a small
+    # image ~1 us of host time)
+    if t.dtype != dtype or t.device != device:
+        t = t.to(device=device, dtype=dtype)
+    return t.contiguous()
+
+
 def _resolve_backend(backend: str, x: torch.Tensor) -> str:
     """The resolved backend name (a key of :data:`fdgpu.backends.REGISTRY`) that :mod:`fdgpu.ops` takes."""
     check_choice("backend", backend, BACKENDS)
@@ -132,8 +140,8 @@ def _requantize(x, luma_table, chroma_table, subsampling, backward, backend, val
     compute = x.dtype if x.dtype in backends.get(impl).dtypes else torch.float32
     # tables on x's device and the compute dtype: free for tables built by this module (cached per device and
     # dtype) and for module buffers, which .to() moves with the model
-    lt = lt.to(device=x.device, dtype=compute).contiguous()
-    ct = lt if chroma_table is None else ct.to(device=x.device, dtype=compute).contiguous()
+    lt = _placed(lt, x.device, compute)
+    ct = lt if chroma_table is None else _placed(ct, x.device, compute)
     # x's value checks in the backend's own read of x (the C library: no separate pass over x), on the CPU in eager
     # mode, where the errors show the values
     fused_check = validate and backends.get(impl).checks_input and not _checks.on_device(x.device) and x.numel() > 0

@@ -125,7 +125,7 @@ def _backward(grad, x, luma_table, chroma_table, state_luma, state_chroma, subsa
         return grad.clone(), torch.zeros_like(luma_table), torch.zeros_like(chroma_table)
     if kind == "autograd":  # the same for every backend: autograd of the torch reference's forward
         return _exact_backward(grad, x, luma_table, chroma_table, subsampling, table_grads)
-    state = (state_luma if state_luma.numel() else None, state_chroma if state_chroma.numel() else None)
+    state = tuple(s if s is not None and s.numel() else None for s in (state_luma, state_chroma))
     gx, gl, gc = backends.get(backend).backward(grad, x, luma_table, chroma_table, state, subsampling, mode,
                                                 table_grads)
     if not table_grads:
@@ -196,9 +196,9 @@ class _EagerJpeg(torch.autograd.Function):
         impl = backends.get(backend)
         y, zy, zc = _forward(impl, x, luma_table, chroma_table, subsampling, save and impl.saves_state, validate)
         ctx.subsampling, ctx.backend, ctx.mode = subsampling, backend, mode
-        if BACKWARD_MODES[mode].kind != "identity":
-            ctx.save_for_backward(x, luma_table, chroma_table, zy.to(x.dtype) if zy is not None else _empty(x),
-                                  zc.to(x.dtype) if zc is not None else _empty(x))
+        if BACKWARD_MODES[mode].kind != "identity":  # (no states: None, not empty tensors)
+            ctx.save_for_backward(x, luma_table, chroma_table, zy.to(x.dtype) if zy is not None else None,
+                                  zc.to(x.dtype) if zc is not None else None)
         return y
 
     @staticmethod
@@ -208,12 +208,16 @@ class _EagerJpeg(torch.autograd.Function):
         if BACKWARD_MODES[ctx.mode].kind == "identity":  # tables are constants of an identity: no gradient
             return (grad if need_x else None, None, None) + rest
         x, luma_table, chroma_table, state_luma, state_chroma = ctx.saved_tensors
-        args = (grad.contiguous(), x, luma_table, chroma_table, state_luma, state_chroma, ctx.subsampling,
-                ctx.backend, ctx.mode, bool(need_luma or need_chroma))
+        rest_args = (ctx.subsampling, ctx.backend, ctx.mode, bool(need_luma or need_chroma))
         # the body directly (autograd gave grad y's shape); the op where the backward is recorded (create_graph)
         # or traced
-        direct = not torch.is_grad_enabled() and _plain(grad)
-        gx, gl, gc = _backward(*args, zeros=False) if direct else jpeg_backward(*args)
+        if not torch.is_grad_enabled() and _plain(grad):
+            gx, gl, gc = _backward(grad.contiguous(), x, luma_table, chroma_table, state_luma, state_chroma,
+                                   *rest_args, zeros=False)
+        else:
+            gx, gl, gc = jpeg_backward(grad.contiguous(), x, luma_table, chroma_table,
+                                       state_luma if state_luma is not None else _empty(x),
+                                       state_chroma if state_chroma is not None else _empty(x), *rest_args)
         return (gx if need_x else None, gl if need_luma else None, gc if need_chroma else None) + rest
 
 
