@@ -208,12 +208,34 @@ _Q_CLAMP = tl.constexpr(65536.0)
 
 
 @triton.jit
+def _floor_div8q(b_t, b_q):
+    """``(|t| + 4q) // 8q`` for int32 ``t`` (``|t| < 2^15``: jfdctint output of 8-bit samples) and integer-valued
+    fp32 steps ``q`` [1, 64] in 1..2^16 (the quantizer's clamp), by one reciprocal per column:
+    ``floor(fl(fl(n + 1/2) fl(1 / 8q)))`` with ``n = |t| + 4q``, in fp32 (an int32 division is emulated in about
+    20 integer instructions per element; here a division per column, then per element an addition, a product and
+    the conversions).
+
+    Exact: ``n + 1/2 < 2^15 + 2^18 + 1 < 2^22`` and ``8q <= 2^19`` are exact in fp32, and the computed quotient is
+    ``v (1 + e)`` with ``v = (n + 1/2) / 8q`` and ``|e| <= 2^-23 + 2^-48`` (the correctly rounded reciprocal, the
+    rounded product). ``v`` lies at least ``1 / (2 * 8q)`` from every integer (its numerator is an odd multiple of
+    1/2), and ``v |e| <= (n + 1/2) (2^-23 + 2^-48) / 8q < 2^22 2^-23 / 8q = 1 / (2 * 8q)``: the computed quotient
+    lies strictly between the same two integers as ``v``, so its floor is ``floor(v) = n // 8q``.
+    ``tests/test_kernels.py::test_floor_div8q_exact`` checks every step at both sides of every quotient boundary
+    (``n = 8qk - 1`` and ``8qk``) and at the ends of the range, which covers every ``n`` since the computed quotient
+    is monotone in ``n``."""
+    b_rcp = tl.math.div_rn(tl.full(b_q.shape, 1.0, tl.float32), 8.0 * b_q)          # [1, 64]
+    b_n = tl.abs(b_t).to(tl.float32) + (4.0 * b_q + 0.5)                            # n + 1/2, exact
+    return tl.floor(b_n * b_rcp).to(tl.int32)
+
+
+@triton.jit
 def _quantize(b_t, b_q):
     """libjpeg-turbo's quantizer and dequantizer on jfdctint output ``t`` (int32, DCT x 8) with steps ``q`` (fp32
     [1, 64]): returns ``(r, c)``, ``r = round_half_away(t / 8q)`` and the dequantized coefficient ``c`` (int32).
 
-    Integer steps (every JPEG table): ``r = sign(t) ((|t| + 4q) // 8q)``, ``c = r q``, all int32 -- what the
-    encoder's reciprocal multiply computes. Non-integer steps (fractional FD strengths), as the reference defines
+    Integer steps (every JPEG table): ``r = sign(t) ((|t| + 4q) // 8q)``, ``c = r q`` -- what the encoder's
+    reciprocal multiply computes. The floor division is by a per-column reciprocal in fp32 (:func:`_floor_div8q`),
+    exact for these operands. Non-integer steps (fractional FD strengths), as the reference defines
     them: the quotient in float64 (correctly rounded: a tie is exact, any other quotient lies at least 1 / (8 m)
     from a rounding boundary, m < 2^24 the significand of 8q), and ``c = round_half_away(r q)``. The branch is per
     program on the table, so integer tables never pay for float64.
@@ -224,7 +246,7 @@ def _quantize(b_t, b_q):
     b_q = tl.minimum(b_q, _Q_CLAMP)
     b_qi = b_q.to(tl.int32)
     if tl.min(tl.where(b_qi.to(tl.float32) == b_q, 1, 0)) == 1:
-        b_m = (tl.abs(b_t) + 4 * b_qi) // (8 * b_qi)
+        b_m = _floor_div8q(b_t, b_q)
         b_r = tl.where(b_t < 0, -b_m, b_m)
         b_c = b_r * b_qi
     else:
