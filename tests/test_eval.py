@@ -179,6 +179,35 @@ def test_evaluate_eot_defaults_worst_case_and_sanity():
     assert "Worst case per image" in report and "[zero-gradient] jpeg:75 / exact" in report
 
 
+def test_randomised_defences_are_attacked_to_the_highest_loss_iterate(monkeypatch):
+    """Adaptive attacks on a randomised defence run under ``selecting("max-loss")`` (an iterate that fooled one
+    draw is often classified correctly again under the next); deterministic defences keep the first fooling iterate,
+    transfer attacks the highest-loss one; each row names its rule."""
+    from fdgpu.attacks.gradient import _SELECTION
+    from fdgpu.eval import core
+
+    seen = []
+    real = core.run_attack
+
+    def spy(spec, model, *a, **k):
+        seen.append((spec.text, _SELECTION.get()))
+        return real(spec, model, *a, **k)
+
+    monkeypatch.setattr(core, "run_attack", spy)
+    x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    rows = evaluate(toy(), x, y, ["jpeg:75", "jpeg-rand:50:90"], ["none", "pgd:4:2", "square:4:5"],
+                    ["transfer", "bpda"], batch_size=4, seed=0, eot_samples=2)
+    by = {(r["defence"], r["attack"], r["view"]): r["selection"] for r in rows}
+    assert by[("jpeg:75", "none", "-")] is None
+    assert by[("jpeg:75", "pgd:4:2", "bpda")] == by[("jpeg:75", "square:4:5", "query")] == "first-fooled"
+    assert by[("jpeg-rand:50:90", "pgd:4:2", "bpda")] == by[("jpeg-rand:50:90", "square:4:5", "query")] == "max-loss"
+    assert by[("jpeg-rand:50:90", "pgd:4:2", "transfer")] == "max-loss"
+    # the rule each row reports is the one its attack ran under (transfer attacks run once, for the first defence)
+    assert sorted(set(seen)) == [("pgd:4:2", "first-fooled"), ("pgd:4:2", "max-loss"),
+                                 ("square:4:5", "first-fooled"), ("square:4:5", "max-loss")]
+    assert seen.count(("pgd:4:2", "max-loss")) == 2  # transfer (once) and bpda on jpeg-rand
+
+
 def test_sanity_flags_an_undeclared_random_defence():
     from fdgpu.eval.core import _sanity
     from fdgpu.eval.specs import DefenceSpec
