@@ -8,7 +8,8 @@ summed in batch order, so a sharded run gives bit-identical numbers to a single 
 Adaptive attacks on a randomised defence (one with a ``reseed`` method, or whose clean logits change between two
 calls) average their gradients over ``eot_samples`` draws (EOT, default 8) and return each image's highest-loss
 iterate rather than its first fooling one (``"max-loss"``: an iterate that fooled one draw often fails under the
-next); every row says how many draws and restarts it used, which seeds and which iterate rule (``selection``). Rows carry per-image correctness (``clean_bits``/``adv_bits``), from which
+next); every row says how many draws and restarts it used, which seeds and which iterate rule (``selection``).
+Rows carry per-image correctness (``clean_bits``/``adv_bits``), from which
 :func:`worst_case` computes the per-image worst case over attacks and views, the headline number of a defence, and
 which attack and view fooled which images (``attribution``). A gradient-free attack (``square``) sees only the
 defended model's outputs, which are the same in every backward mode: it runs once per defence in the view
