@@ -393,10 +393,10 @@ def jpeg_size(x: torch.Tensor, quality: Union[Number, torch.Tensor, None] = None
     ``optimize``, libjpeg's per-image optimal tables, byte stuffing and the final padding.
 
     Args:
-        x: ``(..., 3 or 1, H, W)`` float in [0, 1] (RGB, or grayscale: a one-component file), or an
-            :class:`fdgpu.Coefficients` (``color`` "ycbcr" with one chroma table for Cb and Cr, or "gray"): the file
-            holding exactly those coefficients and tables; ``quality``, the tables and ``subsampling`` then come from
-            it and must not be given.
+        x: ``(..., 3 or 1, H, W)`` float in [0, 1] (RGB, or grayscale: a one-component file; any strides: the C
+            path reads a channels-last batch or a crop in place), or an :class:`fdgpu.Coefficients` (``color``
+            "ycbcr" with one chroma table for Cb and Cr, or "gray"): the file holding exactly those coefficients and
+            tables; ``quality``, the tables and ``subsampling`` then come from it and must not be given.
         quality: an integer IJG quality in [1, 100], or a ``(B,)`` tensor of them, one per image of the flattened
             batch; None (and no tables) is Pillow's default, 75.
         luma_table, chroma_table: instead of ``quality``, integer steps 1..32767, ``(8, 8)`` or ``(B, 8, 8)``

@@ -164,9 +164,10 @@ halves = [("qy", dict(qy_len=qy.numel() - 1)), ("qy", dict(hs=1, vs=1)), ("qc", 
           ("qc", dict(ch=1, qy_len=n * 40 * 32)), ("ch", dict(ch=2))]
 size, sizes = lib[7], torch.zeros(n, 5, dtype=torch.int64)
 bounds, bad_bounds = (ctypes.c_double * 3)(0.0, 1.0, 0.0), (ctypes.c_double * 3)(1.0, 0.0, 0.0)
-S = dict(x=P(x), x_double=0, n=n, ch=ch, h=h, w=w, hs=hs, vs=vs, i0=0, i1=n, lt=P(t), ct=P(t), tables_double=0,
+S = dict(x=P(x), xs=None, x_double=0, n=n, ch=ch, h=h, w=w, hs=hs, vs=vs, i0=0, i1=n, lt=P(t), ct=P(t), tables_double=0,
          table_stride=0, optimize=1, out=P(sizes), out_len=sizes.numel(), check=bounds)
 size_only = [("x, out", dict(x=None)), ("x, out", dict(out=None)), ("out_len", dict(out_len=5 * n - 1)),
+             ("xs", dict(xs=(ctypes.c_int64 * 4)(ch * h * w, h * w, w, -1))),
              ("lt, ct", dict(lt=None)), ("lt, ct", dict(ct=None)), ("tables_double", dict(tables_double=2)),
              ("table_stride", dict(table_stride=32)), ("optimize", dict(optimize=2)), ("check", dict(check=bad_bounds)),
              ("the float type flag", dict(x_double=2))]
@@ -189,7 +190,7 @@ def _check_entry_output(r: subprocess.CompletedProcess) -> None:
     assert r.returncode == 0, f"the process died (code {r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}"
     lines = r.stdout.splitlines()
     assert lines[0] == "valid forward 0 valid backward 0 valid encode 0 valid decode 0 valid size 0", lines[0]
-    assert len(lines) == 1 + 2 * 20 + 8 + 3 + 2 * 5 + 16 + 10, r.stdout
+    assert len(lines) == 1 + 2 * 20 + 8 + 3 + 2 * 5 + 16 + 11, r.stdout
     for line in lines[1:]:
         entry, rest = line.split(" ", 1)
         name, result = rest.split(" -> ")
@@ -303,6 +304,8 @@ def check(c):
         kw = dict(luma_table=lt, chroma_table=ct, subsampling=c["sub"], optimize=c["seed"] % 4 == 1, validate=False)
         got_size = fdgpu.jpeg_size(x, backend="cpu", **kw)  # fdgpu_jpeg_size: images to sizes in the library
         assert torch.equal(got_size, fdgpu.jpeg_size(x, backend="torch", **kw)), c
+        x_cl = x.contiguous(memory_format=torch.channels_last)  # read in place through its strides
+        assert torch.equal(fdgpu.jpeg_size(x_cl, backend="cpu", **kw), got_size), c
         if c["special"] is None or 0 <= c["special"] <= 1:  # its value check of validate=True on the same read
             assert torch.equal(fdgpu.jpeg_size(x, backend="cpu", **{**kw, "validate": True}), got_size), c
     grad = torch.randn(n, ch, h, w, generator=g, dtype=c["dtype"])
@@ -362,7 +365,8 @@ static void *work(void *arg)
     rc |= fdgpu_backward(y, gx, 0, N, C, H, W, hs, vs, 0, N, zy, zc, zy_len, zc_len);
     int64_t sizes[N * 5];
     double check[3] = {0.0, 1.0, 0.0};
-    rc |= fdgpu_jpeg_size(x, 0, N, C, H, W, hs, vs, 0, N, table, table, 0, 0, 1, sizes, N * 5, check);
+    const int64_t strides[4] = {(int64_t)C * H * W, 1, (int64_t)W * C, C}; /* x read as if channels-last */
+    rc |= fdgpu_jpeg_size(x, strides, 0, N, C, H, W, hs, vs, 0, N, table, table, 0, 0, 1, sizes, N * 5, check);
     free(x), free(y), free(gx), free(zy), free(zc);
     return (void *)(long)rc;
 }

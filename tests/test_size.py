@@ -199,6 +199,26 @@ def test_triton_backend_uses_torch_coder():
     assert got == [pillow_size(a, 40) for a in imgs]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_input_is_read_in_place(backend, c_available):
+    # channels-last batches (an NHWC array seen as NCHW), crops and column-strided views: the C library reads them
+    # through their strides; the sizes are Pillow's of the same pixels
+    rng = np.random.default_rng(7)
+    imgs = random_images(rng, 3, (37, 90, 3))
+    nhwc = torch.from_numpy(np.stack(imgs)).float().div_(255)
+    views = {
+        "channels-last": (nhwc.permute(0, 3, 1, 2), imgs),
+        "crop": (nhwc.permute(0, 3, 1, 2)[:, :, 3:30, 5:71], [a[3:30, 5:71] for a in imgs]),
+        "every other column": (as_x(imgs)[..., ::2], [a[:, ::2] for a in imgs]),
+        "grayscale column view": (as_x([a[..., 0] for a in imgs])[..., 1::3], [a[:, 1::3, 0] for a in imgs]),
+    }
+    for name, (x, want_imgs) in views.items():
+        assert not x.is_contiguous(), name
+        for optimize in (False, True):
+            got = fdgpu.jpeg_size(x, 65, optimize=optimize, backend=backend).tolist()
+            assert got == [pillow_size(np.ascontiguousarray(a), 65, optimize=optimize) for a in want_imgs], name
+
+
 def test_shapes_and_devices():
     x = torch.rand(2, 3, 3, 9, 10)
     out = fdgpu.jpeg_size(x, 50)

@@ -237,7 +237,7 @@ def bind(lib: ctypes.CDLL):
     chk.argtypes = fn.argtypes + [ctypes.c_void_p]
     size = lib.fdgpu_jpeg_size
     size.restype = ctypes.c_int
-    size.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3 + \
+    size.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3 + \
         [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
     return fn, bwd, ent, err, enc, dec, chk, size
 

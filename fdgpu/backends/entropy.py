@@ -82,7 +82,8 @@ def sizes(y: torch.Tensor, cb: Optional[torch.Tensor], cr: Optional[torch.Tensor
 def image_sizes(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.Tensor, hs: int, vs: int,
                 optimize: bool, validate: bool) -> Optional[torch.Tensor]:
     """``(N, 5)`` int64 (see :func:`fdgpu.size._entropy_torch`) of the images ``x`` ``(N, C, H, W)`` on the CPU
-    (C 1 or 3, float; other float types are computed in float32, as the forward does), with integer tables in
+    (C 1 or 3, float, any strides: read in place; other float types are computed in float32, as the forward
+    does), with integer tables in
     1..32767 ``(8, 8)`` or ``(N, 8, 8)`` and chroma factors ``(hs, vs)``, or None when the library is unavailable.
     One C call per range of images, spread over the library's workers as the forward's are. ``validate``: the
     check of validate=True in the library's read of ``x`` (the same error as :func:`fdgpu._checks.x_error`)."""
@@ -94,14 +95,16 @@ def image_sizes(x: torch.Tensor, luma_table: torch.Tensor, chroma_table: torch.T
         return None
     fn = lib[7]
     n, ch, h, w = x.shape
-    x = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
+    # any strides (a channels-last batch is read in place: its copy to contiguous cost more than the sizes)
+    x = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    strides = (ctypes.c_int64 * 4)(*x.stride())
     tables: Tuple[torch.Tensor, ...] = (luma_table, chroma_table) if ch == 3 else (luma_table,)
     if any(t.dim() == 3 for t in tables):
         tables = tuple(t.expand(n, 8, 8) for t in tables)
     tdtype = torch.float64 if any(t.dtype == torch.float64 for t in tables) else torch.float32
     tables = tuple(t.detach().to("cpu", tdtype).contiguous() for t in tables)
     out = torch.zeros(n, 5, dtype=torch.int64)
-    args = (x.data_ptr(), int(x.dtype == torch.float64), n, ch, h, w, hs, vs)
+    args = (x.data_ptr(), strides, int(x.dtype == torch.float64), n, ch, h, w, hs, vs)
     tail = (tables[0].data_ptr(), tables[-1].data_ptr(), int(tdtype == torch.float64),
             64 if tables[0].dim() == 3 else 0, int(optimize), out.data_ptr(), out.numel())
     outside = []  # with validate: per image range, the number of values outside x_error's bounds or NaN

@@ -323,6 +323,7 @@ static inline void prefetch_bytes(const void *p, long bytes)
 
 typedef struct {
     int h, w, ch, hs, vs, hp, wp, hc, wc;
+    long sc, sh, sw; /* the input image's strides in elements: channel, row, column (make_geo: contiguous) */
 } Geo;
 
 /* Row buffers (i32) of one image: R, G, B; two rows of Cb and Cr before downsampling; column sums and the
@@ -401,32 +402,41 @@ static __thread InputCheck *input_check;
 /* Input samples floor(v * 255 + 0.5), NaN -> 0, clamped to 0..255, edge-replicated from w to wp; YCbCr -> RGB
    (jdcolor.c) with the range limit and the scaling to [0, 1]. With input_check, the value check of validate=True
    in the same loop: a count of the values inside the bounds (two comparisons and an add, vectorised with the
-   conversion; NaN fails both comparisons). */
+   conversion; NaN fails both comparisons). The input row's values are AT(c): src[c] (vectorised), or
+   src[c * sw] for a column stride sw (e.g. 3 for an image stored channels-last). */
+#define SAMPLES_LOOPS(T, FLOOR, LO, HI, AT)                                                                     \
+    if (chk) {                                                                                                  \
+        const T lo = (T)chk->LO, hi = (T)chk->HI;                                                               \
+        int inside = 0;                                                                                         \
+        for (int c = 0; c < w; c++) {                                                                           \
+            const T v = AT(c);                                                                                  \
+            inside += (v >= lo) & (v <= hi);                                                                    \
+            T u = v * (T)255.0;                                                                                 \
+            u = FLOOR(u + (T)0.5);                                                                              \
+            u = u >= 0 ? u : 0; /* NaN too */                                                                   \
+            u = u <= 255 ? u : 255;                                                                             \
+            dst[c] = (i32)u;                                                                                    \
+        }                                                                                                       \
+        chk->bad += w - inside;                                                                                 \
+    } else {                                                                                                    \
+        for (int c = 0; c < w; c++) {                                                                           \
+            T u = AT(c) * (T)255.0;                                                                             \
+            u = FLOOR(u + (T)0.5);                                                                              \
+            u = u >= 0 ? u : 0; /* NaN too */                                                                   \
+            u = u <= 255 ? u : 255;                                                                             \
+            dst[c] = (i32)u;                                                                                    \
+        }                                                                                                       \
+    }
+#define AT_CONTIGUOUS(c) src[c]
+#define AT_STRIDED(c) src[(long)(c) * sw]
 #define CONVERT(T, FLOOR, LO, HI)                                                                               \
-    static void samples_##T(const T *restrict src, i32 *restrict dst, int w, int wp)                            \
+    static void samples_##T(const T *restrict src, long sw, i32 *restrict dst, int w, int wp)                   \
     {                                                                                                           \
         InputCheck *chk = input_check;                                                                          \
-        if (chk) {                                                                                              \
-            const T lo = (T)chk->LO, hi = (T)chk->HI;                                                           \
-            int inside = 0;                                                                                     \
-            for (int c = 0; c < w; c++) {                                                                       \
-                const T v = src[c];                                                                             \
-                inside += (v >= lo) & (v <= hi);                                                                \
-                T u = v * (T)255.0;                                                                             \
-                u = FLOOR(u + (T)0.5);                                                                          \
-                u = u >= 0 ? u : 0; /* NaN too */                                                               \
-                u = u <= 255 ? u : 255;                                                                         \
-                dst[c] = (i32)u;                                                                                \
-            }                                                                                                   \
-            chk->bad += w - inside;                                                                             \
+        if (sw == 1) {                                                                                          \
+            SAMPLES_LOOPS(T, FLOOR, LO, HI, AT_CONTIGUOUS)                                                      \
         } else {                                                                                                \
-            for (int c = 0; c < w; c++) {                                                                       \
-                T u = src[c] * (T)255.0;                                                                        \
-                u = FLOOR(u + (T)0.5);                                                                          \
-                u = u >= 0 ? u : 0; /* NaN too */                                                               \
-                u = u <= 255 ? u : 255;                                                                         \
-                dst[c] = (i32)u;                                                                                \
-            }                                                                                                   \
+            SAMPLES_LOOPS(T, FLOOR, LO, HI, AT_STRIDED)                                                         \
         }                                                                                                       \
         for (int c = w; c < wp; c++)                                                                            \
             dst[c] = dst[w - 1];                                                                                \
@@ -461,8 +471,8 @@ CONVERT(double, floor, lo, hi)
         if (g->ch == 1) {                                                                                       \
             for (int r = 0; r < h && (stages & 1); r++) {                                                       \
                 if (r + PREFETCH_ROWS < h)                                                                      \
-                    prefetch_bytes(x + (long)(r + PREFETCH_ROWS) * w, w * (long)sizeof(T));                     \
-                samples_##T(x + (long)r * w, R, w, wp);                                                         \
+                    prefetch_bytes(x + (r + PREFETCH_ROWS) * g->sh, ((w - 1) * g->sw + 1) * (long)sizeof(T));   \
+                samples_##T(x + r * g->sh, g->sw, R, w, wp);                                                    \
                 for (int c = 0; c < wp; c++)                                                                    \
                     Y[(long)r * wp + c] = (u8)R[c];                                                             \
             }                                                                                                   \
@@ -479,13 +489,19 @@ CONVERT(double, floor, lo, hi)
         for (int ro = 0; ro < hc && (stages & 1); ro++) {                                                       \
             for (int dv = 0; dv < vs; dv++) {                                                                   \
                 const int r = ro * vs + dv;                                                                     \
-                const long sr0 = (long)(r < h ? r : h - 1) * w;                                                 \
-                if (r + PREFETCH_ROWS < h)                                                                      \
-                    for (int k = 0; k < 3; k++)                                                                 \
-                        prefetch_bytes(x + k * plane + (long)(r + PREFETCH_ROWS) * w, w * (long)sizeof(T));     \
-                samples_##T(x + sr0, R, w, wp);                                                                 \
-                samples_##T(x + plane + sr0, G, w, wp);                                                         \
-                samples_##T(x + 2 * plane + sr0, B, w, wp);                                                     \
+                const T *xr = x + (r < h ? r : h - 1) * g->sh;                                                  \
+                if (r + PREFETCH_ROWS < h) { /* the row of each channel plane, or one interleaved row */        \
+                    const T *xp = x + (r + PREFETCH_ROWS) * g->sh;                                              \
+                    const long span = (w - 1) * g->sw + 1;                                                      \
+                    if (g->sc >= span)                                                                          \
+                        for (int k = 0; k < 3; k++)                                                             \
+                            prefetch_bytes(xp + k * g->sc, span * (long)sizeof(T));                             \
+                    else                                                                                        \
+                        prefetch_bytes(xp, (span + 2 * g->sc) * (long)sizeof(T));                               \
+                }                                                                                               \
+                samples_##T(xr, g->sw, R, w, wp);                                                               \
+                samples_##T(xr + g->sc, g->sw, G, w, wp);                                                       \
+                samples_##T(xr + 2 * g->sc, g->sw, B, w, wp);                                                   \
                 rgb_to_ycc(R, G, B, Y + (long)r * wp, cb + dv * rs, cr + dv * rs, wp);                          \
             }                                                                                                   \
             downsample_row(cb, cb + rs, Cb + (long)ro * wcp, wcp, hs, vs);                                      \
@@ -621,6 +637,7 @@ static Geo make_geo(int ch, int h, int w, int hs, int vs)
     g.hp = (h + 8 * g.vs - 1) / (8 * g.vs) * (8 * g.vs);
     g.wp = (w + 8 * g.hs - 1) / (8 * g.hs) * (8 * g.hs);
     g.hc = (h + g.vs - 1) / g.vs, g.wc = (w + g.hs - 1) / g.hs;
+    g.sc = (long)h * w, g.sh = w, g.sw = 1;
     return g;
 }
 
@@ -1064,8 +1081,9 @@ static void encode_scan(const Geo *g, const u8 *Y, const u8 *Cb, const u8 *Cr, c
         }
 }
 
-/* fdgpu.jpeg_size's entropy-coded segments of images [i0, i1) of x (n, ch, h, w), contiguous, float32 or float64
-   (x_double), with the tables of fdgpu_forward (steps checked: 1 when one is not an integer in 1..32768) and
+/* fdgpu.jpeg_size's entropy-coded segments of images [i0, i1) of x (n, ch, h, w), float32 or float64 (x_double),
+   element (i, k, r, c) at x[i xs[0] + k xs[1] + r xs[2] + c xs[3]] (xs: strides in elements, >= 0; NULL:
+   contiguous; an image stored channels-last is read in place), with the tables of fdgpu_forward (steps checked: 1 when one is not an integer in 1..32768) and
    optimize 0 (the standard Huffman tables) or 1 (per-image optimal tables): out (n, 5), out_len = 5 n values, row
    i: the segment's bytes, then with optimize the number of symbols of the optimal DC luma, AC luma, DC chroma and
    AC chroma tables (0 where unused), as fdgpu_jpeg_entropy (csrc/entropy.c) gives them from coefficient grids.
@@ -1073,9 +1091,9 @@ static void encode_scan(const Geo *g, const u8 *Y, const u8 *Cb, const u8 *Cr, c
    [check[0], check[1]] or NaN). Returns 0; 1 (a step), 2 out of memory, 3 invalid arguments (fdgpu_error() says
    which; nothing read or written), 4 when a quantized coefficient is outside baseline JPEG's range (rows of the
    images before it are written). */
-int fdgpu_jpeg_size(const void *x, int x_double, int n, int ch, int h, int w, int hs, int vs, int i0, int i1,
-                    const void *lt, const void *ct, int tables_double, int table_stride, int optimize, int64_t *out,
-                    int64_t out_len, double *check)
+int fdgpu_jpeg_size(const void *x, const int64_t *xs, int x_double, int n, int ch, int h, int w, int hs, int vs,
+                    int i0, int i1, const void *lt, const void *ct, int tables_double, int table_stride, int optimize,
+                    int64_t *out, int64_t out_len, double *check)
 {
     last_error = "";
     int e = check_batch(n, ch, h, w, hs, vs, i0, i1, x_double);
@@ -1083,6 +1101,8 @@ int fdgpu_jpeg_size(const void *x, int x_double, int n, int ch, int h, int w, in
         return e;
     if (!x || !out)
         return bad("x, out: expected non-NULL pointers");
+    if (xs && (xs[0] < 0 || xs[1] < 0 || xs[2] < 0 || xs[3] < 0))
+        return bad("xs: expected strides >= 0 (in elements) or NULL (contiguous)");
     if (out_len != 5 * (int64_t)n)
         return bad("out_len: expected 5 * n values (n, 5)");
     if (!lt || (ch == 3 && !ct))
@@ -1097,6 +1117,8 @@ int fdgpu_jpeg_size(const void *x, int x_double, int n, int ch, int h, int w, in
     if (check && (e = input_check_init(&chk, check)))
         return e;
     Geo g = make_geo(ch, h, w, hs, vs);
+    if (xs)
+        g.sc = (long)xs[1], g.sh = (long)xs[2], g.sw = (long)xs[3];
     i32 q[2][64];
     float half[2][64], recip[2][64];
     Table tabs[2];
@@ -1110,7 +1132,7 @@ int fdgpu_jpeg_size(const void *x, int x_double, int n, int ch, int h, int w, in
     u8 *buf = ensure_scratch(scratch_bytes(&g, 1) + 64 + (size_t)nmcu * bpm * 64 * sizeof(int16_t));
     if (!buf)
         return NO_MEMORY;
-    const long xs = (long)ch * h * w;
+    const long si = xs ? (long)xs[0] : (long)ch * h * w;
     i32 *codec = (i32 *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
     u8 *Y = (u8 *)(codec + 3 * 64L * GROUP + ROWS * ((long)g.wp + 8)), *Cb = Y + ly, *Cr = Cb + lc;
     int16_t *blocks = (int16_t *)(((uintptr_t)(Cr + lc) + 63) & ~(uintptr_t)63);
@@ -1121,9 +1143,9 @@ int fdgpu_jpeg_size(const void *x, int x_double, int n, int ch, int h, int w, in
             table_of(t ? ct : lt, tables_double, table_stride, table_stride ? i : 0, q[t], half[t], recip[t],
                      &tabs[t]);
         if (x_double)
-            image_double((const double *)x + i * xs, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
+            image_double((const double *)x + i * si, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
         else
-            image_float((const float *)x + i * xs, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
+            image_float((const float *)x + i * si, NULL, &g, &tabs[0], &tabs[1], NULL, NULL, 0, Y, Cb, Cr, codec, 1);
         encode_scan(&g, Y, Cb, Cr, &tabs[0], &tabs[1], codec, blocks);
         if (fdgpu_entropy_blocks(blocks, nmcu, luma, ch == 3, optimize, out + 5L * i))
             rc = BAD_COEFFICIENT;
