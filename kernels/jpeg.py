@@ -211,19 +211,20 @@ _Q_CLAMP = tl.constexpr(65536.0)
 def _floor_div8q(b_t, b_q):
     """``(|t| + 4q) // 8q`` for int32 ``t`` (``|t| < 2^15``: jfdctint output of 8-bit samples) and integer-valued
     fp32 steps ``q`` [1, 64] in 1..2^16 (the quantizer's clamp), by one reciprocal per column:
-    ``floor(fl(fl(n + 1/2) fl(1 / 8q)))`` with ``n = |t| + 4q``, in fp32 (an int32 division is emulated in about
-    20 integer instructions per element; here a division per column, then per element an addition, a product and
-    the conversions).
+    ``floor(fl(fl(n + 1/2) r))`` with ``n = |t| + 4q`` and ``r`` a reciprocal of ``8q``, in fp32 (an int32 division
+    is emulated in about 20 integer instructions per element; here a reciprocal per column, then per element an
+    addition, a product and the conversions).
 
-    Exact: ``n + 1/2 < 2^15 + 2^18 + 1 < 2^22`` and ``8q <= 2^19`` are exact in fp32, and the computed quotient is
-    ``v (1 + e)`` with ``v = (n + 1/2) / 8q`` and ``|e| <= 2^-23 + 2^-48`` (the correctly rounded reciprocal, the
-    rounded product). ``v`` lies at least ``1 / (2 * 8q)`` from every integer (its numerator is an odd multiple of
-    1/2), and ``v |e| <= (n + 1/2) (2^-23 + 2^-48) / 8q < 2^22 2^-23 / 8q = 1 / (2 * 8q)``: the computed quotient
+    Exact for any ``r`` within 4 ulp of ``1 / 8q`` (the GPU's ``div.full.f32`` is within 2, the interpreter's
+    division is correctly rounded): ``n + 1/2 <= 2^15 + 2^18 + 1/2 < 2^19`` and ``8q <= 2^19`` are exact in fp32,
+    and the computed quotient is ``v (1 + e)`` with ``v = (n + 1/2) / 8q`` and ``|e| <= 2^-21 + 2^-24 + 2^-45 <
+    2^-20`` (the reciprocal, the rounded product). ``v`` lies at least ``1 / (2 * 8q)`` from every integer (its
+    numerator is an odd multiple of 1/2), and ``v |e| < 2^19 2^-20 / 8q = 1 / (2 * 8q)``: the computed quotient
     lies strictly between the same two integers as ``v``, so its floor is ``floor(v) = n // 8q``.
-    ``tests/test_kernels.py::test_floor_div8q_exact`` checks every step at both sides of every quotient boundary
-    (``n = 8qk - 1`` and ``8qk``) and at the ends of the range, which covers every ``n`` since the computed quotient
-    is monotone in ``n``."""
-    b_rcp = tl.math.div_rn(tl.full(b_q.shape, 1.0, tl.float32), 8.0 * b_q)          # [1, 64]
+    ``tests/test_kernels.py::test_floor_div8q_exact`` checks every step, with the correctly rounded reciprocal and
+    each one up to 4 ulp away, at both sides of every quotient boundary (``n = 8qk - 1`` and ``8qk``) and at the
+    ends of the range, which covers every ``n`` since the computed quotient is monotone in ``n``."""
+    b_rcp = 1.0 / (8.0 * b_q)                                                        # [1, 64]
     b_n = tl.abs(b_t).to(tl.float32) + (4.0 * b_q + 0.5)                            # n + 1/2, exact
     return tl.floor(b_n * b_rcp).to(tl.int32)
 

@@ -28,8 +28,10 @@ from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_
 # pack the SM): the ste backward 0.88 -> 0.73 us, soft 4:4:4 backward
 # 2.51 -> 1.43 us on an H100. The upsampler (one thread per chroma sample) takes 16 x 32 pixels at 2 warps, two
 # chroma samples per thread at 4:2:0: its per-program work amortised, it is at its DRAM bound by the model (8 x 32:
-# 1 sample per thread, 163 k warp instructions per 224^2 image instead of 139 k). The 4:2:x forward codes one MCU
-# per program at 2 warps (4 luma + 2 chroma blocks at 4:2:0, from one read of its RGB). The encoder / decoder halves
+# 1 sample per thread, 163 k warp instructions per 224^2 image instead of 139 k). The 4:2:x forward codes two MCUs
+# side by side per program at 2 warps (8 luma + 4 chroma blocks at 4:2:0, from one read of their RGB): the
+# per-program work (coordinates, tables, constants) shared, 16 warps per SM at 124 registers (one MCU: 0.61 us
+# by the model, issue-bound; two: 0.54 us). The encoder / decoder halves
 # and the table-gradient kernel keep 16-block tiles at 8
 # warps on images above SMALL_MAX (no estimate for them: not in the cost model's passes). Every variant is
 # spill-free (AOT report, triton 3.9, sm_80 and sm_90). Chosen, not autotuned: no GPU to time candidates on. The
@@ -37,7 +39,7 @@ from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_
 SMALL_MAX = 32
 _LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
 _UP = ((16, 32), 2)
-_SUB = ((1, 1), 2)
+_SUB = ((1, 2), 2)
 CONFIGS = {
     "large": {"_jpeg_fwd_kernel": _SMALL, "_jpeg_fwd_sub_kernel": _SUB, "_jpeg_up_kernel": _UP,
               "_jpeg_bwd_chroma_kernel": _SMALL, "_jpeg_bwd_chroma_soft_kernel": _SMALL, "_jpeg_bwd_kernel": _SMALL,

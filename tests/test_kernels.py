@@ -253,16 +253,20 @@ def test_forward_tables(nan_outputs, kind, subsampling):
     _assert_equal(f"forward {kind} {subsampling}", y, ref.forward(x, lt, ct, subsampling)[0])
 
 
-def _floor_div8q_fp32(abs_t, q, half=0.5):
-    """``_floor_div8q``'s operations in torch (IEEE fp32 on every device): int64 ``|t|`` and steps ``q``."""
+def _floor_div8q_fp32(abs_t, q, half=0.5, ulps=0):
+    """``_floor_div8q``'s operations in torch (IEEE fp32 on every device): int64 ``|t|`` and steps ``q``, with the
+    correctly rounded reciprocal of ``8q`` moved by ``ulps`` representable values (the GPU's is within 2 ulp)."""
     qf = q.to(torch.float32)
     rcp = torch.ones_like(qf) / (8.0 * qf)
+    for _ in range(abs(ulps)):
+        rcp = torch.nextafter(rcp, torch.full_like(rcp, math.inf if ulps > 0 else 0.0))
     return torch.floor((abs_t.to(torch.float32) + (4.0 * qf + half)) * rcp).to(torch.int64)
 
 
 def test_floor_div8q_exact():
     """The quantizer's floor division by a per-column fp32 reciprocal is integer division for every step 1..2^16 and
-    every ``|t| < 2^15`` (``n = |t| + 4q``): checked at both sides of every quotient boundary (``n = 8qk - 1`` and
+    every ``|t| < 2^15`` (``n = |t| + 4q``), with the correctly rounded reciprocal and with every one up to 4 ulp
+    away (the GPU's division is within 2): checked at both sides of every quotient boundary (``n = 8qk - 1`` and
     ``8qk``) and at both ends of the range, which covers every ``n`` because the computed quotient is monotone in
     ``n`` (every operation rounds monotonically)."""
     q = torch.arange(1, 2 ** 16 + 1, dtype=torch.int64)
@@ -273,7 +277,8 @@ def test_floor_div8q_exact():
     n = torch.cat([8 * qq * k - 1, 8 * qq * k, n_lo, n_hi])
     qs = torch.cat([qq, qq, q, q])
     assert len(n) > 200_000 and bool((n >= 4 * qs).all()) and bool((n <= 2 ** 15 - 1 + 4 * qs).all())
-    assert torch.equal(_floor_div8q_fp32(n - 4 * qs, qs), n // (8 * qs))
+    for ulps in range(-4, 5):
+        assert torch.equal(_floor_div8q_fp32(n - 4 * qs, qs, ulps=ulps), n // (8 * qs)), ulps
     # without the half, exact multiples can round below the integer: the boundaries catch it
     assert not torch.equal(_floor_div8q_fp32(n - 4 * qs, qs, half=0.0), n // (8 * qs))
 
