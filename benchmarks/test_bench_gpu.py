@@ -42,7 +42,7 @@ _rows = []
 # docs/kernels.md's cost-model ESTIMATES (python -m fdgpu.kernels.aot --cost; no GPU measured them), microseconds
 # per 224x224 image in a large batch, 4:2:0: forward, and forward + ste backward. Printed beside the measured
 # triton rows so that a GPU run confirms or refutes them.
-ESTIMATE_US = {"A100": {"fwd": 1.65, "fwdbwd": 1.65 + 1.29}, "H100": {"fwd": 1.00, "fwdbwd": 1.00 + 0.73}}
+ESTIMATE_US = {"A100": {"fwd": 1.01, "fwdbwd": 1.01 + 1.29}, "H100": {"fwd": 0.54, "fwdbwd": 0.54 + 0.73}}
 
 
 def _versions():
