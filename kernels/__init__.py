@@ -1,14 +1,16 @@
 """Triton kernels for fdgpu, installed as ``fdgpu.kernels`` (source folder ``kernels/`` at the repository root).
 
-This package imports without Triton: ``AVAILABLE`` is then False and ``fdgpu.functional`` falls back to the torch
-reference. The launchers (in ``launch.py``)::
+This package imports without Triton: ``AVAILABLE`` is then False, the ``triton`` backend is unavailable, and
+``backend="auto"`` runs the torch reference on CUDA tensors. The launchers (in ``launch.py``)::
 
     y = forward(x, luma_table, chroma_table, subsampling)
     grad_x, grad_luma, grad_chroma = backward(grad, x, luma_table, chroma_table, subsampling, mode, table_grads)
+    qy, qc = encode(x, luma_table, chroma_table, subsampling)
+    y = decode(qy, qc, tables, subsampling, h, w)
 
 take the backward mode by name (``"ste"`` or ``"soft"``; table gradients None unless ``table_grads``). They take
-checked, contiguous float32 tensors (validation happens once, in :mod:`fdgpu.functional`). Run the kernels on CPU
-with ``TRITON_INTERPRET=1`` set before Triton is imported.
+checked, contiguous float32 images (validation happens once, in :mod:`fdgpu.functional`) and tables of any layout.
+Run the kernels on CPU with ``TRITON_INTERPRET=1`` set before Triton is imported.
 """
 from __future__ import annotations
 

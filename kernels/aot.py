@@ -481,8 +481,9 @@ def occupancy(registers: int, warps: int, shared: int, gpu: Gpu) -> int:
 
 
 def padding_share(h: int, w: int, subsampling: str, launch) -> float:
-    """The share of ``_jpeg_bwd_kernel``'s tiles that hold edge replication and run the fold (its
-    ``_holds_padding``): none for images of whole MCUs."""
+    """The share of ``_jpeg_bwd_kernel``'s tiles that hold edge replication (none for images of whole MCUs). The
+    cost model weighs a ``"fold"`` region by it; ``kernels/jpeg.py`` has no such runtime branch (the fold is
+    compiled in by the constexpr ``FOLD``: soft, or 4:2:x), so every tile counts the same instructions."""
     from ..choices import FACTORS
     hs, vs = FACTORS[subsampling]
     hp, wp = -(-h // (8 * vs)) * 8 * vs, -(-w // (8 * hs)) * 8 * hs

@@ -1,22 +1,31 @@
 """Triton kernels for the JPEG round trip, forward and backward, mirroring :mod:`fdgpu.reference.jpeg`.
 
-Layout. Every kernel works on a tile of whole 8x8 blocks held as ``[BLOCKS, 64]`` (one row per block, column
-``k = 8 r + c`` for the sample at row r, column c of the block) so that the DCT is one ``tl.dot`` with the 64x64
-Kronecker matrix ``K = D (x) D`` (``coef = p @ K^T``, ``p = coef @ K``), in IEEE fp32 because a rounding decision
-follows. A tile is ``TBH x TBW`` blocks, always a whole number of MCUs, so that the edge-replication padding of an
-image (which never leaves its last MCU) can be folded back inside one program in the backward pass.
+Arithmetic. The forward computes libjpeg-turbo's integers: 8-bit samples, the 16.16 fixed-point colour
+conversion and downsampling (integers below 2^24, exact in fp32), then in int32 the accurate integer DCT
+``jfdctint`` (:func:`_fdct`), the quantizer ``sign(t) ((|t| + 4q) // 8q)`` as a floor division by a per-column
+fp32 reciprocal of ``8q`` (:func:`_floor_div8q`, with its exactness proof), dequantization and ``jidctint``
+(:func:`_idct`). Each 1-D DCT pass is the 8x8 integer matrix ``A`` of the butterfly (``kernels.launch.fdct_matrix``)
+applied by a broadcast multiply-accumulate whose tap axis stays in each thread's registers (:func:`_rows_pass`,
+:func:`_cols_pass`), then libjpeg's DESCALE; no ``tl.dot``. The backward applies the same separable passes in
+fp32 with the reference's orthonormal DCT matrix ``D``.
 
-Kernels (the launchers are :func:`forward` and :func:`backward` in ``kernels/launch.py``, re-exported by
-``kernels/__init__.py``):
+Layout. A tile of whole 8x8 blocks is held as ``[BLOCKS, 64]`` (one row per block, column ``k = 8 r + c`` for the
+sample at row r, column c of the block). A tile is ``TBH x TBW`` blocks (sizes per kernel in
+``kernels.launch.CONFIGS``), always a whole number of MCUs, so that the edge-replication padding of an image (which
+never leaves its last MCU) can be folded back inside one program in the backward pass.
+
+Kernels (the launchers are :func:`forward`, :func:`backward`, :func:`encode` and :func:`decode` in
+``kernels/launch.py``, re-exported by ``kernels/__init__.py``):
 
 * ``_jpeg_fwd_kernel``: grayscale and 4:4:4, fully fused: load RGB once, 8-bit rounding, fixed-point RGB->YCbCr,
-  level shift, DCT, divide, round half away from zero, multiply back, IDCT, round/clamp, fixed-point YCbCr->RGB,
-  clamp, /255, store once.
+  then per plane (a 3-trip runtime loop for colour) level shift, jfdctint, quantize, dequantize, jidctint, range
+  limit; fixed-point YCbCr->RGB, clamp, /255, store once.
 * ``_jpeg_fwd_sub_kernel`` + ``_jpeg_up_kernel`` (4:2:2, 4:2:0): libjpeg's "fancy" upsampling needs the chroma
-  samples of neighbouring MCUs, so the pipeline is split: the first kernel encodes+decodes luma and the box-averaged
-  chroma of its MCUs and writes the decoded 8-bit samples (uint8, exact: they are integers in 0..255); the second
-  upsamples chroma and converts to RGB. Bytes per pixel: 12 read + 1 + 0.5 (4:2:0) written, then 1.5 read + 12
-  written = 27 B/px instead of 24 for a single fused pass (see docs/kernels.md for the halo alternative).
+  samples of neighbouring MCUs, so the pipeline is split. The first kernel codes Y, Cb and Cr of its MCUs (two per
+  program) from one read of their RGB and writes the decoded 8-bit samples (uint8, exact: integers in 0..255); the
+  second runs one thread per chroma sample, producing its 2x2 (4:2:0) or 2x1 (4:2:2) output pixels in int32 from
+  the 3x3 neighbourhood, and converts to RGB. Bytes per pixel: 12 read + 1 + 0.5 (4:2:0) written, then 1.5 read +
+  12 written = 27 B/px instead of 24 for a single fused pass (see docs/kernels.md for the halo alternative).
 * ``_jpeg_bwd_chroma_kernel`` (4:2:x): adjoint of upsampling + colour conversion gathered per chroma sample; writes
   the chroma-plane gradient (fp32, chroma resolution). ``_jpeg_bwd_chroma_soft_kernel`` (soft) then applies, in
   place, the coefficient-domain weight ``3 (z - round z)^2`` with ``z`` recomputed from ``x``, and folds the
@@ -27,6 +36,8 @@ Kernels (the launchers are :func:`forward` and :func:`backward` in ``kernels/lau
   ``sum over blocks of DCT(plane gradient) * dc'/dQ`` with ``dc'/dQ`` (ste: LSQ's ``round z - z``; soft: the
   surrogate's ``r + d^3 - 3 d^2 z``) recomputed from ``x``; the launcher sums the partials in a fixed order (no
   atomics: the result is deterministic) per image, and over the batch for a shared table.
+* ``_jpeg_encode_kernel`` / ``_jpeg_decode_kernel`` (``fdgpu.encode`` / ``fdgpu.decode``): the forward's stages
+  with the quantized coefficients stored between them; the decoder's chroma goes through ``_jpeg_up_kernel``.
 
 The backward kernels take the mode as the string constexpr ``MODE`` (``"ste"`` or ``"soft"``), as the launchers do.
 """

@@ -1,7 +1,9 @@
 """Thin launchers: allocate outputs, compute the grid, call the kernels. No validation, no defaults.
 
-Tile sizes (in 8x8 blocks) are fixed, not autotuned: they are the largest that compile without spills on sm_80 and
-sm_90 at the chosen warp counts (``python -m fdgpu.kernels.aot``), and a tile must hold whole MCUs.
+Tiles and warps per kernel are fixed per size class (:data:`CONFIGS`, not autotuned): chosen by the cost model of
+``python -m fdgpu.kernels.aot --cost`` (estimates), spill-free on sm_80 and sm_90 (``python -m fdgpu.kernels.aot``),
+and always whole MCUs. Launch plans are cached per shape, and a compiled kernel is started without Triton's per-call
+argument binder once its specialisation has been launched (:func:`_start`).
 """
 from __future__ import annotations
 
@@ -21,21 +23,19 @@ from .jpeg import (_jpeg_bwd_chroma_kernel, _jpeg_bwd_chroma_soft_kernel, _jpeg_
 
 # Tiles and warps per kernel and size class: ``CONFIGS[size_class][kernel] = ((TBH, TBW), warps)``, tiles in 8x8
 # blocks (pixels for the upsampler), always whole MCUs (VS, HS in {1, 2}) so the padding folds inside a program.
-# The round trip's kernels use 4-block tiles (2x2 blocks: one 4:2:0 MCU) at 2 warps for every size: 4 samples per
-# thread as with 16-block tiles at 8 warps, but (by the cost model of
-# ``python -m fdgpu.kernels.aot --cost``, estimates) fewer instructions per warp, no tile past the image at 224
-# (14 chroma blocks: 16-block tiles coded 16) and more resident warps for the register-heavy kernels (small CTAs
-# pack the SM): the ste backward 0.88 -> 0.73 us, soft 4:4:4 backward
-# 2.51 -> 1.43 us on an H100. The upsampler (one thread per chroma sample) takes 16 x 32 pixels at 2 warps, two
-# chroma samples per thread at 4:2:0: its per-program work amortised, it is at its DRAM bound by the model (8 x 32:
-# 1 sample per thread, 163 k warp instructions per 224^2 image instead of 139 k). The 4:2:x forward codes two MCUs
-# side by side per program at 2 warps (8 luma + 4 chroma blocks at 4:2:0, from one read of their RGB): the
-# per-program work (coordinates, tables, constants) shared, 16 warps per SM at 124 registers (one MCU: 0.61 us
-# by the model, issue-bound; two: 0.54 us). The encoder / decoder halves
-# and the table-gradient kernel keep 16-block tiles at 8
-# warps on images above SMALL_MAX (no estimate for them: not in the cost model's passes). Every variant is
-# spill-free (AOT report, triton 3.9, sm_80 and sm_90). Chosen, not autotuned: no GPU to time candidates on. The
-# class depends only on the image size, so it is fixed for a model's inputs.
+# The round trip's kernels use 4-block tiles (2x2 blocks: one 4:2:0 MCU) at 2 warps for every size, 4 samples per
+# thread: by the cost model of ``python -m fdgpu.kernels.aot --cost`` (estimates) they execute fewer instructions
+# per warp than 16-block tiles at 8 warps, leave no tile past the image at 224 (14 chroma blocks a side) and let the
+# register-heavy kernels keep more warps resident (small CTAs pack the SM). The upsampler (one thread per chroma
+# sample) takes 16 x 32 pixels at 2 warps, two chroma samples per thread at 4:2:0: its per-program work amortised,
+# it is at its DRAM bound by the model (8 x 32 pixels, one sample per thread: 163 k warp instructions per 224^2
+# image instead of 139 k). The 4:2:x forward codes two MCUs side by side per program at 2 warps (8 luma + 4 chroma
+# blocks at 4:2:0, from one read of their RGB), sharing the per-program work (coordinates, tables, constants): 16
+# warps per SM at 124 registers, 0.54 us per 224^2 image by the model (one MCU per program: 0.61 us, issue-bound).
+# The encoder / decoder halves and the table-gradient kernel use 16-block tiles at 8 warps on images above
+# SMALL_MAX (not in the cost model's passes: no estimate for them). Every variant is spill-free (AOT report, Triton
+# 3.9, sm_80 and sm_90). Chosen, not autotuned: no GPU has timed candidates. The class depends only on the image
+# size, so it is fixed for a model's inputs.
 SMALL_MAX = 32
 _LARGE, _SMALL = ((2, 8), 8), ((2, 2), 2)
 _UP = ((16, 32), 2)
@@ -55,13 +55,12 @@ def size_class(h: int, w: int) -> str:
     return "small" if max(h, w) <= SMALL_MAX else "large"
 
 
-# No software pipelining: the plane loops are short (2-4 trips) and multi-buffering them took up to 164 KB of
-# shared memory, more than an A100 block may have.
+# No software pipelining: the runtime loops are short (the 3 planes of 4:4:4) and multi-buffering them takes up to
+# 164 KB of shared memory, more than an A100 block may have.
 NUM_STAGES = 1
 # No FMA contraction of elementwise arithmetic: torch rounds x * 255 before adding 0.5 (and likewise elsewhere);
-# a fused multiply-add rounds once and can land on the other side of a floor() than the reference. The DCT dots
-# still use FMAs (they are explicit in the dot lowering, not contractions): fwd 4:4:4 keeps its 512 FMAs and 64
-# registers, and gains 36 separate mul/add.
+# a fused multiply-add rounds once and can land on the other side of a floor() than the reference. (The forward's
+# DCT passes are int32 multiply-adds, which this does not concern.)
 FP_FUSION = False
 
 
