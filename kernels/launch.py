@@ -112,13 +112,15 @@ def _opts(launch: "Launch") -> dict:
 
 # ---------------------------------------------------------------- launching a compiled kernel
 # Triton's ``kernel[grid](...)`` binds and specialises every argument, computes its cache key and re-checks the
-# kernel's global constants on every launch: ~14 us of host time per launch (sm_90, measured with the driver's
-# launch stubbed, benchmarks/test_bench_host.py), several times a small image's GPU time. A kernel that has been
-# launched once with the same specialisation is called here through its compiled launcher directly, as Triton
-# itself does at the end of ``JITFunction.run``: the CUDA driver launch, on the current device and stream, with the
-# launch hooks Triton passes. The key holds everything Triton specialises on and more: the integer arguments by
-# value, each tensor's dtype and whether its address is 16-byte aligned, the constexprs and options, and the device.
-# Anything else (the interpreter, a Triton without these internals) launches through ``kernel[grid]``.
+# kernel's global constants on every launch: ~10 us more host time per launch than the direct call below (the
+# forward launcher's 2 launches for one 32x32 image: 35 us through kernel[grid], 15 us direct; sm_90 kernels, the
+# driver's launch stubbed as in benchmarks/test_bench_host.py, load 4.4), more than a small image's GPU time is
+# estimated to be. A kernel that has been launched once with the same specialisation is called here through its
+# compiled launcher directly, as Triton itself does at the end of ``JITFunction.run``: the CUDA driver launch, on
+# the current device and stream, with the launch hooks Triton passes. The key holds everything Triton specialises
+# on and more: the integer arguments by value, each tensor's dtype and whether its address is 16-byte aligned, the
+# constexprs and options, and the device. Anything else (the interpreter, a Triton without these internals)
+# launches through ``kernel[grid]``.
 try:
     from triton import knobs as _knobs
     from triton.compiler.compiler import CompiledKernel as _Compiled
@@ -241,7 +243,8 @@ def _launch(n: int, kernel: str, cls: str, rows: int, cols: int, planes: int = 1
 
 
 # Launch plans and geometries are cached per shape (a model's inputs repeat their shape): the host time of a call
-# is what small images pay for, ~9 us per plan when rebuilt. The size class is part of the key (computed per call
+# is what small images pay for (a 32x32 4:2:0 forward plan: 2.8 us rebuilt, 0.26 us cached;
+# benchmarks/test_bench_host.py). The size class is part of the key (computed per call
 # from SMALL_MAX); clear_plans() forgets them (tests that change the configuration).
 _PLAN_CACHE = 4096
 
