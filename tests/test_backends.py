@@ -127,6 +127,30 @@ def test_auto_falls_back_with_one_warning(no_library):
     assert "no C compiler" in backends.status()["cpu"]["reason"]
 
 
+def test_auto_on_cuda_without_triton_warns_once(monkeypatch):
+    """On a CUDA tensor ``auto`` runs Triton; without it, the torch reference with one warning per process that
+    names the reason and the fix (no silent fallback to the slower path)."""
+    import dataclasses
+    monkeypatch.setitem(backends.REGISTRY, "triton", dataclasses.replace(
+        backends.REGISTRY["triton"], unavailable=lambda: "Triton is not installed"))
+    backends._reset_warning()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            picked = [backends.resolve("auto", "cuda") for _ in range(3)]
+        assert picked == ["torch"] * 3
+        fallback = [w for w in caught if issubclass(w.category, backends.BackendFallbackWarning)]
+        assert len(fallback) == 1, [str(w.message) for w in caught]
+        text = str(fallback[0].message)
+        assert "CUDA tensors" in text and "Triton is not installed" in text and "pip install 'fdgpu[triton]'" in text
+        assert "backend='torch'" in text
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert backends.resolve("torch", "cuda") == "torch"
+    finally:
+        backends._reset_warning()
+
+
 def test_explicit_backends_warn_nothing(no_library):
     x = _images(1, 3, 8, 8)
     with warnings.catch_warnings():

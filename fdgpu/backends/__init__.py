@@ -7,9 +7,9 @@
 * ``triton`` (:mod:`fdgpu.backends.triton`): the Triton kernels (:mod:`fdgpu.kernels`), CUDA tensors (or CPU
   tensors through Triton's interpreter with ``TRITON_INTERPRET=1``).
 
-``backend="auto"`` (:func:`resolve`) picks ``cpu`` for CPU tensors when the C library is available, else ``torch``
-with a :class:`BackendFallbackWarning` (once per process) that names the reason and the fix; ``triton`` for CUDA
-tensors when Triton is installed, else ``torch``; ``torch`` on every other device. A named backend is used or
+``backend="auto"`` (:func:`resolve`) picks ``cpu`` for CPU tensors when the C library is available, ``triton`` for
+CUDA tensors when Triton is usable, else ``torch`` with a :class:`BackendFallbackWarning` (once per process and
+device type) that names the reason and the fix; ``torch`` on every other device. A named backend is used or
 refused with an error that says why, never replaced.
 
 The backward modes ``exact`` (autograd of the torch reference's forward) and ``bpda`` (identity) are the same
@@ -34,7 +34,8 @@ from . import triton as _triton
 
 
 class BackendFallbackWarning(RuntimeWarning):
-    """``backend="auto"`` ran the torch reference on a CPU tensor because the C library is unavailable."""
+    """``backend="auto"`` ran the torch reference because the device's fast backend is unavailable: the C library
+    for CPU tensors, Triton for CUDA tensors."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def get(name: str) -> Backend:
         raise ValueError(f"backend: expected one of {sorted(REGISTRY)}, got {name!r}") from None
 
 
-_warned = False
+#: device types whose fallback to the torch reference has been warned about in this process
+_warned: set = set()
 
 
 def _with_fix(reason: str, backend: Backend) -> str:
@@ -103,15 +105,20 @@ def _with_fix(reason: str, backend: Backend) -> str:
     return reason if not backend.fix or backend.fix in reason else f"{reason}; {backend.fix}"
 
 
-def _warn_fallback(reason: str) -> None:
-    global _warned
-    if _warned:
+#: per device type: the backend ``"auto"`` prefers there, what it is, and what the fallback costs
+_PREFERRED = {"cpu": ("cpu", "the C library", "2-6x slower"),
+              "cuda": ("triton", "Triton", "several times slower, with more memory")}
+
+
+def _warn_fallback(device: str, reason: str) -> None:
+    if device in _warned:
         return
-    _warned = True
-    warnings.warn(f"fdgpu: backend='auto' runs the torch reference on CPU tensors (the same results, 2-6x slower) "
-                  f"because the C library (backend='cpu') is unavailable: {_with_fix(reason, REGISTRY['cpu'])}; "
-                  f"or pass backend='torch' to choose the torch reference (no warning). Shown once per process.",
-                  BackendFallbackWarning, stacklevel=_outside_level())
+    _warned.add(device)
+    name, what, cost = _PREFERRED[device]
+    warnings.warn(f"fdgpu: backend='auto' runs the torch reference on {device.upper()} tensors (the same results, "
+                  f"{cost}) because {what} (backend={name!r}) is unavailable: "
+                  f"{_with_fix(reason, REGISTRY[name])}; or pass backend='torch' to choose the torch reference "
+                  f"(no warning). Shown once per process.", BackendFallbackWarning, stacklevel=_outside_level())
 
 
 # fdgpu's folder and torch's (nn.Module.__call__ sits between a layer and its caller)
@@ -131,13 +138,12 @@ def _outside_level() -> int:
 @_torch.compiler.assume_constant_result  # torch.compile calls it while tracing and keeps the name as a constant
 def _resolve(name: str, device: str) -> str:
     if name == "auto":
-        if device == "cuda":
-            return "triton" if REGISTRY["triton"].available() else "torch"
-        if device == "cpu":
-            reason = REGISTRY["cpu"].unavailable()
+        if device in _PREFERRED:
+            preferred = _PREFERRED[device][0]
+            reason = REGISTRY[preferred].unavailable()
             if reason is None:
-                return "cpu"
-            _warn_fallback(reason)
+                return preferred
+            _warn_fallback(device, reason)
         return "torch"
     backend = get(name)
     # the device check first: for Triton, the availability check imports the kernels, which would fix them to
@@ -181,9 +187,8 @@ def summary(st: Optional[Dict[str, dict]] = None) -> str:
 
 
 def _reset_warning() -> None:
-    """Show the fallback warning again (tests)."""
-    global _warned
-    _warned = False
+    """Show the fallback warnings again (tests)."""
+    _warned.clear()
 
 
 __all__ = ["Backend", "BackendFallbackWarning", "REGISTRY", "get", "resolve", "status", "summary"]
