@@ -8,14 +8,14 @@ summed in batch order, so a sharded run gives bit-identical numbers to a single 
 Adaptive attacks on a randomised defence (one with a ``reseed`` method, or whose clean logits change between two
 calls) average their gradients over ``eot_samples`` draws (EOT, default 8) and return each image's highest-loss
 iterate rather than its first fooling one (``"max-loss"``: an iterate that fooled one draw often fails under the
-next); every row says how many draws and restarts it used, which seeds and which iterate rule (``selection``).
-Rows carry per-image correctness (``clean_bits``/``adv_bits``), from which
-:func:`worst_case` computes the per-image worst case over attacks and views, the headline number of a defence, and
-which attack and view fooled which images (``attribution``). A gradient-free attack (``square``) sees only the
-defended model's outputs, which are the same in every backward mode: it runs once per defence in the view
-``query`` when any adaptive view is asked for (and in ``transfer`` when that is).
-The returned list also carries AutoAttack-style sanity checks (``.sanity``), among them the budget check: an
-attack whose last iterations (the final 20 %, or the last restart) still fooled new images is budget-limited.
+next); every row says how many draws and restarts it used, which seeds and which iterate rule (``selection``). Rows
+carry per-image correctness (``clean_bits``/``adv_bits``), from which :func:`worst_case` computes the per-image
+worst case over attacks and views, the headline number of a defence, and which attack and view fooled which images
+(``attribution``). A gradient-free attack (``square``) sees only the defended model's outputs, which are the same in
+every backward mode: it runs once per defence in the view ``query`` when any adaptive view is asked for (and in
+``transfer`` when that is). The returned list also carries AutoAttack-style sanity checks (``.sanity``), among them
+the budget check: an attack whose last iterations (the final 20 %, or the last restart) still fooled new images is
+budget-limited.
 """
 from __future__ import annotations
 
@@ -411,7 +411,7 @@ def evaluate(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, defences:
 
         An iterate that fooled a randomised defence once (one draw, or the average of one step's EOT draws) is close
         to the decision boundary and is often classified correctly again under the fresh draw that scores it; going
-        on to the most adversarial iterate by the EOT-averaged loss is the stronger attack there (docs/results.md §4:
+        on to the most adversarial iterate by the EOT-averaged loss is the stronger attack there (docs/results.md §4b:
         PGD-10 with EOT-8 left 26 % of JPEG at a random quality correct when it stopped at the first fooling
         iterate)."""
         adaptive = cfg.view not in ("transfer", "-")
